@@ -1,0 +1,40 @@
+//! Command-line definitions (clap derive): one variant per subcommand, each subcommand's
+//! arguments defined next to its implementation in `src/cmd/`.
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reprobox",
+    version,
+    about = "Reproduce published builds bit for bit inside a sealed, pinned environment",
+    long_about = None,
+)]
+pub struct Cli {
+    /// More log output (repeat for more); REPROBOX_LOG=debug does the same.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print everything a reproduction of BUILD_VERSION would do, without doing it.
+    Plan(cmd::plan::Args),
+    /// List the profiles reprobox can find, with a one-line description.
+    Profiles(cmd::profiles::Args),
+    /// Work with published release manifests.
+    Release(cmd::release::Args),
+    /// Run a command sealed in a container sandbox (namespaces, no network, fixed clock).
+    Run(cmd::run::Args),
+    /// Manage the content-addressed store of pinned inputs.
+    Store(cmd::store::Args),
+    /// Query the Arch Linux Archive (or a local tree of its shape) through the store.
+    Archive(cmd::archive::Args),
+    /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
+    Mirror(cmd::mirror::Args),
+}

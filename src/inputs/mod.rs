@@ -1,0 +1,1 @@
+//! Everything that comes from outside, pinned by sha256.

@@ -1,0 +1,13 @@
+//! reprobox: reproduce published builds bit for bit inside a sealed, pinned environment,
+//! and explain every difference. See ARCHITECTURE.md for the map of the code.
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod inputs;
+pub mod job;
+pub mod logging;
+pub mod plan;
+pub mod sandbox;
+
+pub use error::{Error, Result};

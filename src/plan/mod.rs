@@ -1,0 +1,494 @@
+//! What a reproduction will do, computed without doing any of it.
+//!
+//! A [`Plan`] is a plain value: the dates derived from the BUILD_VERSION, the profile's
+//! locations after overrides, and every step's exact command lines after substitution.
+//! Later stages consume it; `reprobox plan` prints it.
+
+pub mod profile;
+pub mod release;
+pub mod version;
+pub mod vars;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use profile::{Isolation, LoadedProfile, Network, Profile};
+pub use version::BuildVersion;
+use vars::Vars;
+
+use crate::error::{Error, Result};
+
+/// Where reprobox's archive mirror listens, as seen from inside the job: on the job's own
+/// loopback (its network namespace has nothing else), so the address is fixed.
+pub const MIRROR_URL: &str = "http://127.0.0.1:7878";
+
+/// Where the upstream source is checked out inside the build environment.
+pub const WORKSPACE: &str = "/build";
+
+/// The JSON schema identifier of `reprobox plan --json`.
+pub const PLAN_SCHEMA: &str = "reprobox.plan/v1";
+
+/// Where a location's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocationSource {
+    Profile,
+    Environment,
+    CommandLine,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
+    pub url: String,
+    pub from: LocationSource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedBase {
+    pub url: String,
+    pub sha256sums: String,
+    pub subdir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRollback {
+    pub server: String,
+    pub packages: Vec<String>,
+    pub packages_nodeps: Vec<String>,
+    pub optional_packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedSource {
+    pub git: String,
+    pub tag: String,
+    pub release_file: String,
+    pub revision_label: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedExpected {
+    pub rootfs_from: String,
+    pub registry: String,
+    pub image: String,
+    pub image_tag: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub name: String,
+    pub description: String,
+    pub network: Network,
+    pub allow_hosts: Vec<String>,
+    pub isolation: Isolation,
+    pub workdir: String,
+    pub writable: Vec<String>,
+    pub optional: bool,
+    pub faketime: bool,
+    /// The exact argv of every command, after substitution.
+    pub commands: Vec<Vec<String>>,
+}
+
+impl PlannedStep {
+    /// What the network policy means, in one line.
+    pub fn network_summary(&self) -> String {
+        match self.network {
+            Network::None => "none (loopback only)".into(),
+            Network::Mirror => format!("mirror only (loopback + reprobox mirror at {MIRROR_URL})"),
+            Network::Egress => format!(
+                "mirror + egress proxy to {} (every connection logged)",
+                self.allow_hosts.join(", ")
+            ),
+        }
+    }
+
+    /// What isolation the step gets (DESIGN.md decision 5), in one line.
+    pub fn isolation_summary(&self) -> String {
+        let ns = "namespaces user+mount+pid+net+uts+ipc+cgroup+time, pivot_root, no_new_privs";
+        match self.isolation {
+            Isolation::Filesystem => format!(
+                "{ns}; capabilities: default minus mount; Landlock: writes only to {}, TCP only to the mirror",
+                if self.writable.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    self.writable.join(" ")
+                }
+            ),
+            Isolation::NestedContainers => format!(
+                "{ns}; capabilities: the set nested podman needs; Landlock: TCP and scopes only (filesystem rules forbid mount)"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub schema: &'static str,
+    pub profile: String,
+    pub profile_origin: profile::Origin,
+    pub version: BuildVersion,
+    /// `YYYY-MM-DD`.
+    pub build_day: String,
+    /// `YYYY/MM/DD`, the ARCHIVE_SNAPSHOT.
+    pub snapshot: String,
+    pub source_date_epoch: i64,
+    pub created: String,
+    pub tag: String,
+    pub locations: BTreeMap<String, Location>,
+    pub mirror: &'static str,
+    pub workspace: &'static str,
+    pub base: PlannedBase,
+    pub rollback: PlannedRollback,
+    pub source: PlannedSource,
+    pub expected: PlannedExpected,
+    pub artifacts: profile::Artifacts,
+    pub steps: Vec<PlannedStep>,
+}
+
+/// Location overrides from the command line, `NAME=URL`.
+pub fn parse_location_override(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::bad_input(
+            format!("--location {s:?}"),
+            "expected NAME=URL, for example archive=http://127.0.0.1:8080",
+        )),
+    }
+}
+
+fn check_url(name: &str, url: &str, from: &str) -> Result<()> {
+    let ok = ["http://", "https://", "file://"]
+        .iter()
+        .any(|p| url.starts_with(p) && url.len() > p.len());
+    if ok && !url.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(Error::bad_input(
+            format!("location {name} ({from}) {url:?}"),
+            "expected an http://, https:// or file:// URL",
+        ))
+    }
+}
+
+impl Plan {
+    /// Build the plan. `cli_overrides` come from `--location`; the environment's
+    /// `REPROBOX_LOCATION_<NAME>` is read here too (the command line wins).
+    pub fn new(
+        loaded: &LoadedProfile,
+        version: &BuildVersion,
+        cli_overrides: &[(String, String)],
+    ) -> Result<Plan> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("REPROBOX_LOCATION_")
+                    .map(|n| (n.to_ascii_lowercase(), v))
+            })
+            .collect();
+        Self::with_overrides(loaded, version, &env, cli_overrides)
+    }
+
+    /// [`Plan::new`] with the environment's overrides given explicitly (tests).
+    pub fn with_overrides(
+        loaded: &LoadedProfile,
+        version: &BuildVersion,
+        env_overrides: &[(String, String)],
+        cli_overrides: &[(String, String)],
+    ) -> Result<Plan> {
+        let p = &loaded.profile;
+        let ctx = format!("profile {}", loaded.origin);
+        let mut locations: BTreeMap<String, Location> = p
+            .locations
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Location {
+                        url: v.trim_end_matches('/').to_string(),
+                        from: LocationSource::Profile,
+                    },
+                )
+            })
+            .collect();
+        for (list, from, label) in [
+            (env_overrides, LocationSource::Environment, "REPROBOX_LOCATION_"),
+            (cli_overrides, LocationSource::CommandLine, "--location "),
+        ] {
+            for (k, v) in list {
+                let Some(slot) = locations.get_mut(k) else {
+                    return Err(Error::bad_input(
+                        format!("{label}{}", if from == LocationSource::Environment { k.to_ascii_uppercase() } else { k.clone() }),
+                        format!(
+                            "profile {} has no location {k:?}; expected one of: {}",
+                            p.name,
+                            p.locations.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                };
+                check_url(k, v, label.trim())?;
+                *slot = Location {
+                    url: v.trim_end_matches('/').to_string(),
+                    from,
+                };
+            }
+        }
+        for (k, l) in &locations {
+            check_url(k, &l.url, "profile")?;
+        }
+
+        let mut vars = Vars::new();
+        for (k, l) in &locations {
+            vars.set(k.clone(), l.url.clone());
+        }
+        vars.set("version", version.as_str());
+        vars.set("build_day", version.build_day().strftime("%Y%m%d").to_string());
+        vars.set("snapshot", version.snapshot_path());
+        vars.set("source_date_epoch", version.source_date_epoch().to_string());
+        vars.set("created", version.created());
+        vars.set("tag", version.tag());
+        vars.set("iso_month", version.iso_month());
+        vars.set("mirror", MIRROR_URL);
+        vars.set("workspace", WORKSPACE);
+
+        let rollback = PlannedRollback {
+            server: vars.expand(&p.rollback.server, &format!("{ctx}, rollback.server"))?,
+            packages: p.rollback.packages.clone(),
+            packages_nodeps: p.rollback.packages_nodeps.clone(),
+            optional_packages: p.rollback.optional_packages.clone(),
+        };
+        vars.set("rollback_server", rollback.server.clone());
+        vars.set_list("rollback_packages", rollback.packages.clone());
+        vars.set_list("rollback_packages_nodeps", rollback.packages_nodeps.clone());
+        vars.set_list("rollback_optional_packages", rollback.optional_packages.clone());
+
+        let x = |s: &str, field: &str| vars.expand(s, &format!("{ctx}, {field}"));
+        let base = PlannedBase {
+            url: x(&p.base.url, "base.url")?,
+            sha256sums: x(&p.base.sha256sums, "base.sha256sums")?,
+            subdir: p.base.subdir.clone(),
+        };
+        let source = PlannedSource {
+            git: x(&p.source.git, "source.git")?,
+            tag: x(&p.source.tag, "source.tag")?,
+            release_file: x(&p.source.release_file, "source.release_file")?,
+            revision_label: p.source.revision_label.clone(),
+        };
+        let expected = PlannedExpected {
+            rootfs_from: x(&p.expected.rootfs_from, "expected.rootfs_from")?,
+            registry: x(&p.expected.registry, "expected.registry")?,
+            image: x(&p.expected.image, "expected.image")?,
+            image_tag: x(&p.expected.image_tag, "expected.image_tag")?,
+        };
+        let mut steps = Vec::new();
+        for s in &p.steps {
+            let sctx = format!("{ctx}, step {}", s.name);
+            let commands = s
+                .run
+                .iter()
+                .map(|argv| vars.expand_argv(argv, &sctx))
+                .collect::<Result<Vec<_>>>()?;
+            steps.push(PlannedStep {
+                name: s.name.clone(),
+                description: s.description.clone(),
+                network: s.network,
+                allow_hosts: s.allow_hosts.clone(),
+                isolation: s.isolation,
+                workdir: vars.expand(&s.workdir, &sctx)?,
+                writable: s
+                    .writable
+                    .iter()
+                    .map(|w| vars.expand(w, &sctx))
+                    .collect::<Result<_>>()?,
+                optional: s.optional,
+                faketime: s.faketime,
+                commands,
+            });
+        }
+        Ok(Plan {
+            schema: PLAN_SCHEMA,
+            profile: p.name.clone(),
+            profile_origin: loaded.origin.clone(),
+            version: version.clone(),
+            build_day: version.build_day().to_string(),
+            snapshot: version.snapshot_path(),
+            source_date_epoch: version.source_date_epoch(),
+            created: version.created(),
+            tag: version.tag(),
+            locations,
+            mirror: MIRROR_URL,
+            workspace: WORKSPACE,
+            base,
+            rollback,
+            source,
+            expected,
+            artifacts: p.artifacts.clone(),
+            steps,
+        })
+    }
+
+    /// The published image reference, `registry/image:tag` without the URL scheme.
+    pub fn expected_image_ref(&self) -> String {
+        let host = self
+            .expected
+            .registry
+            .split_once("://")
+            .map(|(_, h)| h)
+            .unwrap_or(&self.expected.registry);
+        format!("{host}/{}:{}", self.expected.image, self.expected.image_tag)
+    }
+
+    /// The human rendering of `reprobox plan`.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let _ = writeln!(o, "profile            {} ({})", self.profile, self.profile_origin);
+        let _ = writeln!(o, "build version      {}", self.version);
+        let _ = writeln!(o, "build day          {}", self.build_day);
+        let _ = writeln!(o, "snapshot day       {}", self.snapshot);
+        let _ = writeln!(o, "SOURCE_DATE_EPOCH  {}", self.source_date_epoch);
+        let _ = writeln!(o, "created            {}", self.created);
+        let _ = writeln!(o, "release tag        {}", self.tag);
+        let _ = writeln!(o, "\nlocations");
+        for (k, l) in &self.locations {
+            let from = match l.from {
+                LocationSource::Profile => "profile",
+                LocationSource::Environment => "environment",
+                LocationSource::CommandLine => "command line",
+            };
+            let _ = writeln!(o, "  {k:<10} {}  [{from}]", l.url);
+        }
+        let _ = writeln!(o, "\ninputs");
+        let _ = writeln!(o, "  base rootfs      {}", self.base.url);
+        let _ = writeln!(o, "  pinned by        {}", self.base.sha256sums);
+        if let Some(sub) = &self.base.subdir {
+            let _ = writeln!(o, "  root inside      {sub}/");
+        }
+        let _ = writeln!(o, "  source           {} at tag {}", self.source.git, self.source.tag);
+        let _ = writeln!(
+            o,
+            "  source revision  label {} of {} at the tag",
+            self.source.revision_label, self.source.release_file
+        );
+        let _ = writeln!(o, "\nrollback");
+        let _ = writeln!(o, "  mirrorlist       Server = {}", self.rollback.server);
+        let _ = writeln!(o, "  packages         {}", self.rollback.packages.join(" "));
+        if !self.rollback.packages_nodeps.is_empty() {
+            let _ = writeln!(o, "  without deps     {}", self.rollback.packages_nodeps.join(" "));
+        }
+        if !self.rollback.optional_packages.is_empty() {
+            let _ = writeln!(o, "  optional         {}", self.rollback.optional_packages.join(" "));
+        }
+        let _ = writeln!(o, "\nsteps (in the build environment, workspace {})", self.workspace);
+        for (i, s) in self.steps.iter().enumerate() {
+            let opt = if s.optional { " (optional)" } else { "" };
+            let _ = writeln!(o, "  {}. {}{} — {}", i + 1, s.name, opt, s.description);
+            let _ = writeln!(o, "     network    {}", s.network_summary());
+            let _ = writeln!(o, "     isolation  {}", s.isolation_summary());
+            if s.faketime {
+                let _ = writeln!(
+                    o,
+                    "     clock      dynamically linked tools see SOURCE_DATE_EPOCH (libfaketime of the environment)"
+                );
+            }
+            let _ = writeln!(o, "     workdir    {}", s.workdir);
+            for c in &s.commands {
+                let _ = writeln!(o, "     $ {}", shell_line(c));
+            }
+        }
+        let _ = writeln!(o, "\nartifacts          {}/{{{}}}", self.artifacts.dir, self.artifacts.files.join(","));
+        let _ = writeln!(o, "\nchecks");
+        let _ = writeln!(
+            o,
+            "  rootfs sha256    {}/{} vs the sha256 in the release {}",
+            self.artifacts.dir, self.artifacts.rootfs, self.expected.rootfs_from
+        );
+        let _ = writeln!(
+            o,
+            "  image            config digest and diffIDs vs {} (manifest digest as evidence)",
+            self.expected_image_ref()
+        );
+        o
+    }
+}
+
+/// One argv as a shell-quoted line, for display.
+pub fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            shlex::try_quote(a)
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| format!("{a:?}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(cli: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Plan> {
+        let lp = Profile::load("archlinux-repro")?;
+        let v = BuildVersion::parse("20260518.0.532496")?;
+        let o = |x: &[(&str, &str)]| {
+            x.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        Plan::with_overrides(&lp, &v, &o(env), &o(cli))
+    }
+
+    #[test]
+    fn substitutes_dates_and_locations() {
+        let p = plan(&[], &[]).unwrap();
+        assert_eq!(p.snapshot, "2026/05/17");
+        assert_eq!(
+            p.base.url,
+            "https://archive.archlinux.org/iso/2026.05.01/archlinux-bootstrap-2026.05.01-x86_64.tar.zst"
+        );
+        assert_eq!(
+            p.rollback.server,
+            "http://127.0.0.1:7878/repos/2026/05/17/$repo/os/$arch"
+        );
+        let make = p.steps.iter().find(|s| s.name == "make").unwrap();
+        assert_eq!(
+            make.commands[0],
+            [
+                "make",
+                "ARCHIVE_SNAPSHOT=2026/05/17",
+                "SOURCE_DATE_EPOCH=1779062400",
+                "/build/output/Dockerfile.repro"
+            ]
+        );
+        let install = p.steps.iter().find(|s| s.name == "install").unwrap();
+        assert_eq!(
+            install.commands[0],
+            ["pacman", "-S", "--noconfirm", "--needed", "git", "make", "fakechroot", "fakeroot", "podman"]
+        );
+        assert_eq!(p.expected_image_ref(), "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496");
+    }
+
+    #[test]
+    fn overrides_command_line_beats_environment() {
+        let p = plan(
+            &[("archive", "http://127.0.0.1:9/")],
+            &[("archive", "http://127.0.0.1:8"), ("git", "file:///srv/up.git")],
+        )
+        .unwrap();
+        assert_eq!(p.locations["archive"].url, "http://127.0.0.1:9");
+        assert_eq!(p.locations["archive"].from, LocationSource::CommandLine);
+        assert_eq!(p.locations["git"].from, LocationSource::Environment);
+        assert_eq!(p.source.git, "file:///srv/up.git");
+        assert!(p.base.url.starts_with("http://127.0.0.1:9/iso/2026.05.01/"));
+    }
+
+    #[test]
+    fn bad_overrides_are_named() {
+        let e = plan(&[("archiv", "http://x")], &[]).unwrap_err();
+        assert!(e.to_string().contains("archiv") && e.exit_code() == 2, "{e}");
+        let e = plan(&[("archive", "ftp://x")], &[]).unwrap_err();
+        assert!(e.to_string().contains("ftp://x"), "{e}");
+        assert!(parse_location_override("archive").is_err());
+        assert!(parse_location_override("=x").is_err());
+    }
+}

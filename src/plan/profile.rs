@@ -1,0 +1,405 @@
+//! Profiles: one TOML file per reproducible target (`profiles/*.toml`).
+//!
+//! The schema is documented in `docs/profiles.md`. Every table rejects unknown keys so a
+//! typo in a profile is an error naming the key and the file, never a silently ignored
+//! setting. Strings may hold `{variables}` (see [`crate::plan::vars`]) that the plan
+//! substitutes; `$repo` and `$arch` are pacman's own and pass through untouched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The schema version this build of reprobox reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Profiles compiled into the binary, so `reprobox plan archlinux-repro …` works from any
+/// directory. A file of the same name in a search directory takes precedence.
+pub const EMBEDDED: &[(&str, &str)] = &[(
+    "archlinux-repro",
+    include_str!("../../profiles/archlinux-repro.toml"),
+)];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Must equal [`SCHEMA_VERSION`].
+    pub schema: u32,
+    pub name: String,
+    /// One line, shown by `reprobox profiles`.
+    pub description: String,
+    /// Every external location, by name. Overridable with `--location NAME=URL` or the
+    /// environment variable `REPROBOX_LOCATION_<NAME>`.
+    pub locations: BTreeMap<String, String>,
+    /// The base root filesystem of the build environment.
+    pub base: Base,
+    /// The rollback of the base to the snapshot day.
+    pub rollback: Rollback,
+    /// The upstream source.
+    pub source: Source,
+    /// Where the expected (published) hashes come from.
+    pub expected: Expected,
+    /// What the build produces.
+    pub artifacts: Artifacts,
+    /// The steps run inside the build environment, in order.
+    #[serde(rename = "step")]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    /// URL of the root filesystem tarball (tar, tar.gz or tar.zst).
+    pub url: String,
+    /// URL of a `sha256sums.txt` listing the tarball's file name; the tarball is pinned by it.
+    pub sha256sums: String,
+    /// Directory inside the tarball that is the root (`root.x86_64` for Arch bootstraps).
+    #[serde(default)]
+    pub subdir: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The one `Server =` line of the mirrorlist during the rollback; it names the mirror
+    /// reprobox serves to the sandbox, never the internet.
+    pub server: String,
+    /// Packages the build needs, installed from the snapshot day.
+    pub packages: Vec<String>,
+    /// Packages installed without their dependencies (`pacman -Sdd`).
+    #[serde(default)]
+    pub packages_nodeps: Vec<String>,
+    /// Packages whose absence does not stop the build (diffoscope, say).
+    #[serde(default)]
+    pub optional_packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Git remote of the upstream project.
+    pub git: String,
+    /// The release tag, usually `v{version}`.
+    pub tag: String,
+    /// The file at the tag that carries the source revision and the expected hashes.
+    pub release_file: String,
+    /// The label in `release_file` naming the source commit.
+    pub revision_label: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expected {
+    /// Expected rootfs sha256 comes from this release file (at the tag).
+    pub rootfs_from: String,
+    /// Registry base URL of the published image.
+    pub registry: String,
+    /// Repository of the published image in that registry.
+    pub image: String,
+    /// Tag of the published image.
+    pub image_tag: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifacts {
+    /// Directory (relative to the workspace) the build writes into.
+    pub dir: String,
+    /// The files the build must produce there.
+    pub files: Vec<String>,
+    /// Which of `files` is the root filesystem whose sha256 is compared.
+    pub rootfs: String,
+}
+
+/// The network a step may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Network {
+    /// Loopback only.
+    None,
+    /// Loopback plus reprobox's archive mirror on the job's own loopback.
+    Mirror,
+    /// The mirror plus an egress proxy limited to `allow_hosts`, every connection logged.
+    Egress,
+}
+
+/// How a step is isolated (DESIGN.md decision 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// The step mounts nothing: Landlock filesystem rules (writes only to `writable`),
+    /// TCP limited to the mirror, no capabilities beyond those of uid 0 in the namespace
+    /// minus the dangerous ones.
+    Filesystem,
+    /// The step runs containers (podman): it must mount, so it gets Landlock network and
+    /// scope rules only and the capability set nested podman needs.
+    NestedContainers,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    pub description: String,
+    pub network: Network,
+    /// Hosts the egress proxy lets through (only with `network = "egress"`).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    pub isolation: Isolation,
+    /// Working directory inside the environment.
+    #[serde(default = "default_workdir")]
+    pub workdir: String,
+    /// Paths the step may write (Landlock, for `isolation = "filesystem"`).
+    #[serde(default)]
+    pub writable: Vec<String>,
+    /// A failure of an optional step is recorded, not fatal.
+    #[serde(default)]
+    pub optional: bool,
+    /// Pin the wall clock of dynamically linked tools to SOURCE_DATE_EPOCH with the
+    /// environment's own libfaketime (DESIGN.md decision 4).
+    #[serde(default)]
+    pub faketime: bool,
+    /// Command lines (argv vectors), run in order; the first failure stops the step.
+    pub run: Vec<Vec<String>>,
+}
+
+fn default_workdir() -> String {
+    "/".into()
+}
+
+/// Where a profile was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+pub enum Origin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Embedded => f.write_str("(built in)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedProfile {
+    pub profile: Profile,
+    pub origin: Origin,
+}
+
+impl Profile {
+    /// Parse and validate a profile's text; `source` names it in every error.
+    pub fn from_toml(text: &str, source: &str) -> Result<Profile> {
+        let p: Profile = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            Error::bad_input(
+                format!("profile {source}"),
+                format!("invalid profile TOML{at}: {msg}"),
+            )
+        })?;
+        p.validate(source)?;
+        Ok(p)
+    }
+
+    fn validate(&self, source: &str) -> Result<()> {
+        let bad = |m: String| Error::bad_input(format!("profile {source}"), m);
+        if self.schema != SCHEMA_VERSION {
+            return Err(bad(format!(
+                "schema {} is not supported; this reprobox reads schema {SCHEMA_VERSION}",
+                self.schema
+            )));
+        }
+        if self.steps.is_empty() {
+            return Err(bad("no [[step]] defined".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.steps {
+            if !seen.insert(s.name.as_str()) {
+                return Err(bad(format!("step name {:?} is used twice", s.name)));
+            }
+            if s.run.is_empty() || s.run.iter().any(|c| c.is_empty()) {
+                return Err(bad(format!("step {:?}: every command needs argv", s.name)));
+            }
+            if s.network != Network::Egress && !s.allow_hosts.is_empty() {
+                return Err(bad(format!(
+                    "step {:?}: allow_hosts needs network = \"egress\"",
+                    s.name
+                )));
+            }
+        }
+        for name in self.locations.keys() {
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(bad(format!(
+                    "location name {name:?}: expected lowercase letters, digits and _"
+                )));
+            }
+        }
+        if !self.artifacts.files.contains(&self.artifacts.rootfs) {
+            return Err(bad(format!(
+                "artifacts.rootfs {:?} is not among artifacts.files",
+                self.artifacts.rootfs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Load a profile by name or path. A PROFILE containing `/` or ending in `.toml` is a
+    /// path; otherwise it is looked up in [`search_dirs`], then among the embedded ones.
+    pub fn load(spec: &str) -> Result<LoadedProfile> {
+        if spec.contains('/') || spec.ends_with(".toml") {
+            let path = PathBuf::from(spec);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Error::bad_input(format!("profile {spec}"), format!("cannot read: {e}"))
+            })?;
+            let profile = Profile::from_toml(&text, spec)?;
+            return Ok(LoadedProfile {
+                profile,
+                origin: Origin::File(path),
+            });
+        }
+        for dir in search_dirs() {
+            let path = dir.join(format!("{spec}.toml"));
+            if path.is_file() {
+                let text = std::fs::read_to_string(&path).ctx("read", &path)?;
+                let profile = Profile::from_toml(&text, &path.display().to_string())?;
+                return Ok(LoadedProfile {
+                    profile,
+                    origin: Origin::File(path),
+                });
+            }
+        }
+        if let Some((_, text)) = EMBEDDED.iter().find(|(n, _)| *n == spec) {
+            let profile = Profile::from_toml(text, &format!("{spec} (built in)"))?;
+            return Ok(LoadedProfile {
+                profile,
+                origin: Origin::Embedded,
+            });
+        }
+        let known: Vec<String> = list()?.into_iter().map(|p| p.profile.name).collect();
+        Err(Error::bad_input(
+            format!("profile {spec:?}"),
+            format!(
+                "no such profile; expected one of: {} (see `reprobox profiles`), or a path to a .toml file",
+                known.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Directories searched for `NAME.toml`: `$REPROBOX_PROFILE_PATH` (colon-separated), then
+/// `./profiles`.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("REPROBOX_PROFILE_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    dirs.push(PathBuf::from("profiles"));
+    dirs
+}
+
+/// Every profile reachable by name, first found wins (as [`Profile::load`] resolves them).
+/// A broken file in a search directory is an error: it would shadow its name.
+pub fn list() -> Result<Vec<LoadedProfile>> {
+    let mut out: Vec<LoadedProfile> = Vec::new();
+    for dir in search_dirs() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let stem = stem(&path);
+            if out.iter().any(|p| p.profile.name == stem) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).ctx("read", &path)?;
+            let profile = Profile::from_toml(&text, &path.display().to_string())?;
+            out.push(LoadedProfile {
+                profile,
+                origin: Origin::File(path),
+            });
+        }
+    }
+    for (name, text) in EMBEDDED {
+        if !out.iter().any(|p| p.profile.name == *name) {
+            out.push(LoadedProfile {
+                profile: Profile::from_toml(text, &format!("{name} (built in)"))?,
+                origin: Origin::Embedded,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real() -> &'static str {
+        EMBEDDED[0].1
+    }
+
+    #[test]
+    fn the_real_profile_parses() {
+        let p = Profile::from_toml(real(), "archlinux-repro.toml").unwrap();
+        assert_eq!(p.name, "archlinux-repro");
+        assert!(p.rollback.packages.iter().any(|x| x == "podman"));
+        assert!(p.rollback.packages_nodeps.iter().any(|x| x == "devtools"));
+        assert!(p.rollback.optional_packages.iter().any(|x| x == "diffoscope"));
+        for loc in ["archive", "git", "registry", "rootfs"] {
+            assert!(p.locations.contains_key(loc), "{loc}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_file() {
+        let text = real().replacen("[base]\n", "[base]\nmirrror = \"x\"\n", 1);
+        let e = Profile::from_toml(&text, "profiles/typo.toml").unwrap_err();
+        let m = e.to_string();
+        assert_eq!(e.exit_code(), 2);
+        assert!(m.contains("mirrror"), "{m}");
+        assert!(m.contains("profiles/typo.toml"), "{m}");
+        assert!(m.contains("line"), "{m}");
+    }
+
+    #[test]
+    fn broken_toml_and_wrong_schema_are_bad_input() {
+        let e = Profile::from_toml("schema = [", "x.toml").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("x.toml"));
+        let text = real().replacen("schema = 1", "schema = 99", 1);
+        let e = Profile::from_toml(&text, "y.toml").unwrap_err();
+        assert!(e.to_string().contains("schema 99"), "{e}");
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_known_ones() {
+        let e = Profile::load("no-such-profile").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let m = e.to_string();
+        assert!(m.contains("no-such-profile") && m.contains("archlinux-repro"), "{m}");
+    }
+}
