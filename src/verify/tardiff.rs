@@ -188,7 +188,10 @@ pub(crate) mod tests {
     use std::path::Path;
 
     /// Build a tar.zst with the given entries: (path, content, mode, mtime, xattr).
-    pub(crate) fn make_tar(path: &Path, files: &[(&str, &str, u32, u64, Option<(&str, &str)>)]) {
+    /// (path, content, mode, mtime, one xattr)
+    pub(crate) type Member<'a> = (&'a str, &'a str, u32, u64, Option<(&'a str, &'a str)>);
+
+    pub(crate) fn make_tar(path: &Path, files: &[Member]) {
         let f = std::fs::File::create(path).unwrap();
         let enc = zstd::Encoder::new(f, 3).unwrap().auto_finish();
         let mut b = tar::Builder::new(enc);
