@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod job;
 pub mod logging;
 pub mod plan;
+pub mod report;
 pub mod sandbox;
 pub mod verify;
 

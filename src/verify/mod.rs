@@ -1,6 +1,7 @@
 //! Checking a rebuild against the published result, and explaining differences.
 
 pub mod audit;
+pub mod registry;
 pub mod tardiff;
 pub mod tarindex;
 
