@@ -36,6 +36,14 @@ fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// One HTTP answer: status, Docker-Content-Digest, WWW-Authenticate, body.
+struct Answer {
+    status: u16,
+    digest: Option<String>,
+    auth: Option<String>,
+    body: Vec<u8>,
+}
+
 struct Client {
     agent: ureq::Agent,
     base: String,
@@ -57,11 +65,7 @@ impl Client {
         }
     }
 
-    fn get(
-        &self,
-        url: &str,
-        accept: &str,
-    ) -> Result<(u16, Option<String>, Option<String>, Vec<u8>)> {
+    fn get(&self, url: &str, accept: &str) -> Result<Answer> {
         let mut req = self.agent.get(url).header("Accept", accept);
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
@@ -82,7 +86,12 @@ impl Client {
             .limit(512 << 20)
             .read_to_vec()
             .map_err(|e| Error::network(url, format!("reading the body: {e}")))?;
-        Ok((status, digest, auth, body))
+        Ok(Answer {
+            status,
+            digest,
+            auth,
+            body,
+        })
     }
 
     /// `GET` with a bearer token fetched on the first 401, as Docker Hub requires.
@@ -117,7 +126,7 @@ impl Client {
             .ok_or_else(|| Error::network(&self.base, format!("no realm in {challenge:?}")))?;
         let service = param("service").unwrap_or_default();
         let url = format!("{realm}?service={service}&scope={scope}");
-        let (status, _, _, body) = self.get(&url, "application/json")?;
+        let Answer { status, body, .. } = self.get(&url, "application/json")?;
         if status != 200 {
             return Err(Error::network(
                 &url,
