@@ -101,13 +101,21 @@ impl Client {
         accept: &str,
         scope: &str,
     ) -> Result<(Option<String>, Vec<u8>)> {
-        let (mut status, mut digest, auth, mut body) = self.get(url, accept)?;
-        if status == 401 && self.token.is_none() {
-            let challenge =
-                auth.ok_or_else(|| Error::network(url, "401 without WWW-Authenticate"))?;
+        let mut a = self.get(url, accept)?;
+        if a.status == 401 && self.token.is_none() {
+            let challenge = a
+                .auth
+                .clone()
+                .ok_or_else(|| Error::network(url, "401 without WWW-Authenticate"))?;
             self.token = Some(self.fetch_token(&challenge, scope)?);
-            (status, digest, _, body) = self.get(url, accept)?;
+            a = self.get(url, accept)?;
         }
+        let Answer {
+            status,
+            digest,
+            body,
+            ..
+        } = a;
         if status != 200 {
             let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(Error::network(url, format!("HTTP {status}: {snippet}")));
