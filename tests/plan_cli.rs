@@ -318,3 +318,25 @@ fn release_inspect_bad_inputs_exit_2() {
         &["/nonexistent/Dockerfile.repro", "cannot read"],
     );
 }
+
+#[test]
+fn drift_compares_two_locks() {
+    let a = tmpfile(
+        "a.lock",
+        "schema = 1\n\n[[package]]\nname = \"devtools\"\nversion = \"1.0-1\"\n\n[[package]]\nname = \"pacman\"\nversion = \"6.0.2-1\"\n",
+    );
+    let b = tmpfile(
+        "b.lock",
+        "schema = 1\n\n[[package]]\nname = \"devtools\"\nversion = \"2.0-1\"\n\n[[package]]\nname = \"pacman\"\nversion = \"6.0.2-1\"\n",
+    );
+    let o = run(&["drift", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "devtools: 1.0-1 -> 2.0-1\n");
+    let o = run(&["drift", a.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let bad = tmpfile("bad.lock", "schema = 1\nbogus = 1\n");
+    assert_bad(
+        &["drift", a.to_str().unwrap(), bad.to_str().unwrap()],
+        &["environment lock", "bad.lock"],
+    );
+}

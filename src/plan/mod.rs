@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use profile::{Isolation, LoadedProfile, Network, Profile};
+pub use profile::{Isolation, LoadedProfile, Network, Profile, Role};
 use vars::Vars;
 pub use version::BuildVersion;
 
@@ -79,6 +79,7 @@ pub struct PlannedExpected {
 pub struct PlannedStep {
     pub name: String,
     pub description: String,
+    pub role: Role,
     pub network: Network,
     pub allow_hosts: Vec<String>,
     pub isolation: Isolation,
@@ -307,6 +308,7 @@ impl Plan {
             steps.push(PlannedStep {
                 name: s.name.clone(),
                 description: s.description.clone(),
+                role: s.role,
                 network: s.network,
                 allow_hosts: s.allow_hosts.clone(),
                 isolation: s.isolation,
@@ -418,7 +420,20 @@ impl Plan {
         );
         for (i, s) in self.steps.iter().enumerate() {
             let opt = if s.optional { " (optional)" } else { "" };
-            let _ = writeln!(o, "  {}. {}{} — {}", i + 1, s.name, opt, s.description);
+            let role = match s.role {
+                Role::Rollback => "rollback",
+                Role::Install => "install",
+                Role::Build => "build",
+                Role::Image => "image",
+            };
+            let _ = writeln!(
+                o,
+                "  {}. {}{} [{role}] — {}",
+                i + 1,
+                s.name,
+                opt,
+                s.description
+            );
             let _ = writeln!(o, "     network    {}", s.network_summary());
             let _ = writeln!(o, "     isolation  {}", s.isolation_summary());
             if s.faketime {

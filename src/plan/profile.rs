@@ -138,11 +138,26 @@ pub enum Isolation {
     NestedContainers,
 }
 
+/// What a step is for; the pipeline acts on it (DESIGN.md's flow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Rolls the environment back to the snapshot day (skipped by `--no-rollback`).
+    Rollback,
+    /// Installs the build tools; the environment lock is recorded after the last of these.
+    Install,
+    /// Builds the artifacts; the rootfs check follows it.
+    Build,
+    /// Builds the container image; the image checks follow it.
+    Image,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
     pub description: String,
+    pub role: Role,
     pub network: Network,
     /// Hosts the egress proxy lets through (only with `network = "egress"`).
     #[serde(default)]
