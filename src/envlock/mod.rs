@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 pub use installed::{InstalledPackage, read_installed};
 
 /// The lock file format version.
@@ -136,8 +136,14 @@ impl EnvLock {
     }
 
     pub fn load(path: &Path) -> Result<EnvLock> {
-        let text = std::fs::read_to_string(path).ctx("read", path)?;
-        Self::parse(&text, &path.display().to_string())
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::bad_input(
+                format!("environment lock {name}"),
+                format!("cannot read: {e}"),
+            )
+        })?;
+        Self::parse(&text, &name)
     }
 }
 
