@@ -90,6 +90,14 @@ pub struct Limits {
     pub pids: Option<u64>,
 }
 
+/// A host id range for the job's user namespace (root only): 0 inside → `host_uid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub host_uid: u32,
+    pub host_gid: u32,
+    pub count: u32,
+}
+
 /// The job's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Clock {
@@ -122,6 +130,11 @@ pub struct Job {
     pub limits: Limits,
     pub caps: CapsPolicy,
     pub landlock: LandlockPolicy,
+    /// The id range to map when running as root; `None` takes root's /etc/subuid and
+    /// /etc/subgid entries, else 100000 (65536 ids). Ignored for non-root users, who get
+    /// their own subordinate ranges.
+    #[serde(default)]
+    pub id_map: Option<IdRange>,
 }
 
 impl Job {
@@ -141,6 +154,7 @@ impl Job {
             limits: Limits::default(),
             caps: CapsPolicy::Default,
             landlock: LandlockPolicy::default(),
+            id_map: None,
         }
     }
 }

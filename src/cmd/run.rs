@@ -1,10 +1,127 @@
-//! `reprobox run` (being built; see its issue).
+//! `reprobox run`: run one command sealed in the container sandbox.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::job::{Bind, CapsPolicy, Job, NetworkPolicy, RootfsSource};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Root filesystem: a directory (used in place) or a tar / tar.gz / tar.zst archive
+    /// (unpacked safely into a temporary directory removed afterwards).
+    #[arg(long, value_name = "DIR|FILE")]
+    pub rootfs: PathBuf,
+    /// Make a host path visible in the job: SRC:DST, or SRC:DST:ro for read-only.
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    pub binds: Vec<String>,
+    /// Working directory inside the job.
+    #[arg(long, default_value = "/")]
+    pub workdir: PathBuf,
+    /// Extra environment variable (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Network policy; only `none` (loopback only) exists.
+    #[arg(long, default_value = "none", value_name = "none")]
+    pub network: String,
+    /// Hostname inside the job.
+    #[arg(long, default_value = "reprobox")]
+    pub hostname: String,
+    /// Exported as SOURCE_DATE_EPOCH.
+    #[arg(long, value_name = "N")]
+    pub source_date_epoch: Option<i64>,
+    /// Kill the whole job after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Memory limit in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<u64>,
+    /// Capability bounding set: default (what nested podman needs), none, or a
+    /// comma-separated list (sys_admin,chown,…).
+    #[arg(long, default_value = "default", value_name = "default|none|LIST")]
+    pub caps: String,
+    /// Do not apply Landlock rules.
+    #[arg(long)]
+    pub no_landlock: bool,
+    /// Print the run record (outcome and enforcement list) as JSON on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD ARGS")]
+    pub command: Vec<String>,
+}
 
-pub fn execute(_a: Args) -> Result<i32> {
-    Err(Error::Environment("`reprobox run` is not built yet".into()))
+/// Parse `SRC:DST[:ro]`.
+pub fn parse_bind(s: &str) -> Result<Bind> {
+    let bad = || Error::bad_input(format!("--bind {s}"), "expected SRC:DST or SRC:DST:ro with absolute paths");
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [a, b] => (*a, *b, false),
+        [a, b, "ro"] => (*a, *b, true),
+        [a, b, "rw"] => (*a, *b, false),
+        _ => return Err(bad()),
+    };
+    if !src.starts_with('/') || !dst.starts_with('/') {
+        return Err(bad());
+    }
+    Ok(Bind { src: src.into(), dst: dst.into(), read_only: ro })
+}
+
+/// Turn the arguments into a [`Job`] (all validation that needs no I/O).
+pub fn job_from_args(a: &Args) -> Result<Job> {
+    let rootfs = if a.rootfs.is_dir() {
+        RootfsSource::Dir(a.rootfs.clone())
+    } else if a.rootfs.is_file() {
+        RootfsSource::Archive(a.rootfs.clone())
+    } else {
+        return Err(Error::bad_input(
+            format!("--rootfs {}", a.rootfs.display()),
+            "expected an existing directory or tar/tar.gz/tar.zst file",
+        ));
+    };
+    let mut job = Job::new(rootfs, a.command.clone());
+    job.binds = a.binds.iter().map(|b| parse_bind(b)).collect::<Result<_>>()?;
+    job.workdir = a.workdir.clone();
+    for e in &a.env {
+        let (k, v) = e
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::bad_input(format!("--env {e}"), "expected K=V"))?;
+        job.env.push((k.into(), v.into()));
+    }
+    job.network = match a.network.as_str() {
+        "none" => NetworkPolicy::None,
+        other => return Err(Error::bad_input(format!("--network {other}"), "expected none")),
+    };
+    if a.hostname.is_empty() || a.hostname.len() > 64 {
+        return Err(Error::bad_input(format!("--hostname {}", a.hostname), "expected 1 to 64 characters"));
+    }
+    job.hostname = a.hostname.clone();
+    job.clock.source_date_epoch = a.source_date_epoch;
+    if let Some(t) = a.timeout {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(Error::bad_input(format!("--timeout {t}"), "expected a positive number of seconds"));
+        }
+        job.limits.timeout = Some(Duration::from_secs_f64(t));
+    }
+    job.limits.memory = a.memory;
+    job.caps = match a.caps.as_str() {
+        "default" => CapsPolicy::Default,
+        "none" => CapsPolicy::None,
+        list => CapsPolicy::List(list.split(',').map(|s| s.trim().to_string()).collect()),
+    };
+    job.landlock.enabled = !a.no_landlock;
+    Ok(job)
+}
+
+pub fn execute(a: Args) -> Result<i32> {
+    let job = job_from_args(&a)?;
+    let outcome = crate::sandbox::run(&job)?;
+    for e in outcome.enforcement.iter().filter(|e| !e.enforced) {
+        tracing::info!("not enforced: {}: {}", e.feature, e.detail);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&outcome).expect("outcome serialises"));
+    }
+    Ok(outcome.exit_code)
 }

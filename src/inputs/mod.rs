@@ -1,1 +1,2 @@
 //! Everything that comes from outside, pinned by sha256.
+pub mod unpack;

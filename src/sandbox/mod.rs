@@ -1,1 +1,511 @@
-//! The container backend.
+//! The container backend: a job sealed in user, mount, pid, net, uts, ipc, cgroup and
+//! time namespaces, with a pivoted root, loopback-only network, a narrowed capability
+//! set, NO_NEW_PRIVS, Landlock where the kernel has it, and limits.
+//!
+//! `spawn` starts a job and returns once its root is built and its listening sockets (if
+//! any) are in the host's hands, before the job's command is exec'd; `Running::wait`
+//! streams nothing itself (the job writes straight to reprobox's stdout/stderr) and
+//! returns the outcome with the list of what was enforced. Timeout, SIGINT and SIGTERM
+//! kill the job's pid namespace init, which takes every process of the job with it; the
+//! job's mounts live only in its own mount namespace; temporary directories and cgroups
+//! are removed before returning.
+
+mod caps;
+mod child;
+mod ctl;
+mod env;
+mod idmap;
+mod landlock_rules;
+mod limits;
+pub(crate) mod mounts;
+mod net;
+mod signals;
+pub(crate) mod sys;
+mod timens;
+
+use std::ffi::CString;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::error::{Error, IoContext, Result};
+use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
+
+/// Everything the helper processes need, computed before forking.
+pub(crate) struct Prepared {
+    pub job: Job,
+    pub rootfs: PathBuf,
+    pub setgroups: bool,
+    pub cgroups: limits::Cgroups,
+    pub host_fuse: bool,
+    pub keep_caps: ::caps::CapsHashSet,
+    pub landlock: Option<landlock_rules::Request>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub path_dirs: Vec<String>,
+}
+
+/// A job that has been started.
+pub struct Running {
+    /// For each port of `Job::listen`: a socket listening on the job's 127.0.0.1:port,
+    /// created inside its network namespace. Serve on it from the host.
+    pub listeners: Vec<(u16, TcpListener)>,
+    pid_a: i32,
+    pid_b: Option<i32>,
+    sock: OwnedFd,
+    started: Instant,
+    deadline: Option<Instant>,
+    enforcement: Vec<Enforcement>,
+    status: Option<i32>,
+    error: Option<String>,
+    cleanup: Cleanup,
+    guard: signals::Guard,
+    done: bool,
+}
+
+struct Cleanup {
+    temp_root: Option<tempfile::TempDir>,
+    cgroups: limits::Cgroups,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        self.cgroups.remove();
+        if let Some(t) = self.temp_root.take() {
+            let p = t.path().to_path_buf();
+            if let Err(e) = t.close() {
+                tracing::warn!("could not remove {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// Run `job` to its end: its output goes straight to our stdout/stderr; returns its
+/// status (128+N when killed by signal N).
+pub fn run(job: &Job) -> Result<JobOutcome> {
+    spawn(job)?.wait()
+}
+
+fn validate(job: &Job) -> Result<()> {
+    if job.argv.is_empty() {
+        return Err(Error::bad_input("command", "expected a command after `--`"));
+    }
+    for b in &job.binds {
+        if !b.src.exists() {
+            return Err(Error::bad_input(
+                format!("--bind {}", b.src.display()),
+                "bind source does not exist (expected SRC:DST[:ro] with an existing SRC)",
+            ));
+        }
+        if !b.dst.is_absolute() || !b.src.is_absolute() {
+            return Err(Error::bad_input(
+                format!("--bind {}:{}", b.src.display(), b.dst.display()),
+                "expected absolute paths SRC:DST[:ro]",
+            ));
+        }
+    }
+    if !job.workdir.is_absolute() {
+        return Err(Error::bad_input(
+            format!("--workdir {}", job.workdir.display()),
+            "expected an absolute path inside the job",
+        ));
+    }
+    for (k, _) in &job.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(Error::bad_input(format!("--env {k}"), "expected K=V"));
+        }
+    }
+    Ok(())
+}
+
+fn cstring(s: &str, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::bad_input(what.to_string(), "contains a NUL byte"))
+}
+
+/// Start `job`; returns once it is about to exec its command.
+pub fn spawn(job: &Job) -> Result<Running> {
+    validate(job)?;
+    let guard = signals::Guard::new();
+    let started = Instant::now();
+    let keep_caps = caps::resolve(&job.caps)?;
+
+    let mut cleanup = Cleanup {
+        temp_root: None,
+        cgroups: limits::Cgroups::default(),
+    };
+    let mut enforcement = Vec::new();
+    let rootfs = match &job.rootfs {
+        RootfsSource::Dir(d) => {
+            if !d.is_dir() {
+                return Err(Error::bad_input(
+                    format!("--rootfs {}", d.display()),
+                    "expected a directory or a tar/tar.gz/tar.zst archive",
+                ));
+            }
+            d.clone()
+        }
+        RootfsSource::Archive(a) => {
+            if !a.is_file() {
+                return Err(Error::bad_input(
+                    format!("--rootfs {}", a.display()),
+                    "expected a directory or a tar/tar.gz/tar.zst archive",
+                ));
+            }
+            let t = tempfile::Builder::new()
+                .prefix("reprobox-root-")
+                .tempdir()
+                .ctx("create temporary directory", std::env::temp_dir())?;
+            let dest = t.path().join("root");
+            cleanup.temp_root = Some(t);
+            let rep = crate::inputs::unpack::unpack(a, &dest)?;
+            enforcement.push(Enforcement {
+                feature: "rootfs-unpack".into(),
+                enforced: true,
+                detail: format!(
+                    "{} entries unpacked; device nodes skipped: {}",
+                    rep.entries,
+                    if rep.skipped_devices.is_empty() {
+                        "none".into()
+                    } else {
+                        rep.skipped_devices
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            });
+            dest
+        }
+    };
+
+    let env = env::build(job, std::env::var("TERM").ok().as_deref());
+    let path_dirs = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.split(':').map(String::from).collect())
+        .unwrap_or_default();
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}"), &format!("--env {k}")))
+        .collect::<Result<Vec<_>>>()?;
+    let argv = job
+        .argv
+        .iter()
+        .map(|a| cstring(a, "command"))
+        .collect::<Result<Vec<_>>>()?;
+
+    let landlock = job.landlock.enabled.then(|| {
+        let mut writable: Vec<PathBuf> = job.landlock.writable.clone();
+        writable.extend(job.binds.iter().filter(|b| !b.read_only).map(|b| b.dst.clone()));
+        for p in ["/tmp", "/run", "/dev"] {
+            writable.push(p.into());
+        }
+        let mut tcp_connect = job.landlock.tcp_connect.clone();
+        tcp_connect.extend(job.listen.iter().copied());
+        landlock_rules::Request {
+            restrict_fs: job.landlock.restrict_filesystem
+                || !keep_caps.contains(&::caps::Capability::CAP_SYS_ADMIN),
+            writable,
+            tcp_connect,
+            tcp_bind: job.landlock.tcp_bind.clone(),
+        }
+    });
+
+    let plan = idmap::decide(job.id_map.as_ref());
+    enforcement.push(idmap::describe(&plan));
+    cleanup.cgroups = limits::create(&job.limits, &format!("reprobox-{}-{:x}", std::process::id(), started.elapsed().as_nanos()));
+    enforcement.extend(limits::describe(&job.limits, &cleanup.cgroups));
+    enforcement.push(Enforcement {
+        feature: "namespaces".into(),
+        enforced: true,
+        detail: "user, mount, pid, net, uts, ipc, cgroup, time".into(),
+    });
+    enforcement.push(Enforcement {
+        feature: "network".into(),
+        enforced: true,
+        detail: format!(
+            "loopback only{}",
+            if job.listen.is_empty() {
+                String::new()
+            } else {
+                format!("; host serves on job ports {:?}", job.listen)
+            }
+        ),
+    });
+
+    let prepared = Prepared {
+        job: job.clone(),
+        rootfs,
+        setgroups: idmap::setgroups_allowed(&plan),
+        cgroups: std::mem::take(&mut cleanup.cgroups),
+        host_fuse: std::path::Path::new("/dev/fuse").exists(),
+        keep_caps,
+        landlock,
+        argv,
+        envp,
+        path_dirs,
+    };
+    let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
+    let me = std::process::id() as i32;
+    // SAFETY: the child only runs stage code and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        cleanup.cgroups = prepared.cgroups;
+        cleanup.run();
+        return Err(Error::Sandbox(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        drop(sock_p);
+        child::stage_a(&prepared, sock_c.as_raw_fd(), me);
+    }
+    drop(sock_c);
+    cleanup.cgroups = prepared.cgroups;
+    let deadline = job.limits.timeout.map(|t| Instant::now() + t);
+    let mut r = Running {
+        listeners: Vec::new(),
+        pid_a: pid,
+        pid_b: None,
+        sock: sock_p,
+        started,
+        deadline,
+        enforcement,
+        status: None,
+        error: None,
+        cleanup,
+        guard,
+        done: false,
+    };
+    // Handshake: wait for the unshare, write the map, hand over the idmapped root.
+    match r.next_message(true)? {
+        Some((m, _)) if m == "unshared" => {}
+        _ => return Err(r.abort()),
+    }
+    if let Err(e) = idmap::apply(&plan, pid) {
+        r.error = Some(format!("id map: {e}"));
+        return Err(r.abort());
+    }
+    let idmapped = if matches!(plan, idmap::Plan::Root { .. }) {
+        match idmapped_root(&prepared.rootfs, pid) {
+            Ok(fd) => {
+                r.enforcement.push(Enforcement {
+                    feature: "rootfs-idmapped".into(),
+                    enforced: true,
+                    detail: "root filesystem mounted with the job's id map: host root's files are the job root's".into(),
+                });
+                Some(fd)
+            }
+            Err(e) => {
+                r.enforcement.push(Enforcement {
+                    feature: "rootfs-idmapped".into(),
+                    enforced: false,
+                    detail: format!("idmapped mount failed ({e}); files owned by unmapped host ids appear as nobody"),
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let fds: Vec<i32> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
+    if ctl::send(r.sock.as_raw_fd(), b"go", &fds).is_err() {
+        return Err(r.abort());
+    }
+    drop(idmapped);
+    loop {
+        match r.next_message(true)? {
+            Some((m, _)) if m == "ready" => return Ok(r),
+            Some(_) => {}
+            None => return Err(r.abort()),
+        }
+    }
+}
+
+/// A detached copy of the root filesystem's mount, idmapped with the job's user
+/// namespace, so files owned by host root belong to the job's root (root only).
+fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
+    let c = sys::cstr(root)?;
+    // SAFETY: raw new-mount-API syscalls with valid arguments.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            1u32 | libc::O_CLOEXEC as u32 | 0x8000u32, // OPEN_TREE_CLONE | CLOEXEC | AT_RECURSIVE
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tree = OwnedFd::from_raw_fd(fd as i32);
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: 0x0010_0000, // MOUNT_ATTR_IDMAP
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: ns.as_raw_fd() as u64,
+        };
+        let r = libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | 0x8000) as u32,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        );
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(tree)
+    }
+}
+
+impl Running {
+    /// Read one control message, honouring signals and the deadline. `setup` turns a
+    /// signal into an immediate abort.
+    fn next_message(&mut self, setup: bool) -> Result<Option<(String, Vec<OwnedFd>)>> {
+        loop {
+            if let Some(_sig) = self.guard.pending() {
+                self.kill();
+                self.finish();
+                return Err(Error::Interrupted);
+            }
+            if !setup
+                && let Some(d) = self.deadline
+                && Instant::now() >= d
+            {
+                return Ok(Some(("timeout".into(), Vec::new())));
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, 50) };
+            if n <= 0 {
+                continue;
+            }
+            let msg = ctl::recv(&self.sock).map_err(|e| Error::Sandbox(format!("control channel: {e}")))?;
+            let Some((m, mut fds)) = msg else { return Ok(None) };
+            let (tag, rest) = m.split_once(' ').unwrap_or((m.as_str(), ""));
+            match tag {
+                "error" => {
+                    self.error = Some(rest.to_string());
+                }
+                "pid" => self.pid_b = rest.parse().ok(),
+                "listen" => {
+                    if let (Ok(port), Some(fd)) = (rest.parse::<u16>(), fds.pop()) {
+                        self.listeners.push((port, TcpListener::from(fd)));
+                    }
+                }
+                "enf" => {
+                    if let Ok(e) = serde_json::from_str::<Enforcement>(rest) {
+                        self.enforcement.push(e);
+                    }
+                }
+                "note" => {
+                    let (feature, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    self.enforcement.push(Enforcement {
+                        feature: feature.into(),
+                        enforced: feature == "time-namespace",
+                        detail: detail.into(),
+                    });
+                }
+                "status" => self.status = rest.parse().ok(),
+                _ => {}
+            }
+            return Ok(Some((m, fds)));
+        }
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: signalling our own children.
+        unsafe {
+            if let Some(b) = self.pid_b {
+                libc::kill(b, libc::SIGKILL);
+            }
+            libc::kill(self.pid_a, libc::SIGKILL);
+        }
+    }
+
+    /// Reap A (B and C die with it), then remove temp dirs and cgroups.
+    fn finish(&mut self) -> Option<i32> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe {
+            while libc::waitpid(self.pid_a, &mut st, 0) < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {}
+        }
+        self.cleanup.run();
+        Some(st)
+    }
+
+    /// Kill what started, clean up, and turn the recorded failure into an error.
+    fn abort(&mut self) -> Error {
+        self.kill();
+        self.finish();
+        Error::Sandbox(
+            self.error
+                .clone()
+                .unwrap_or_else(|| "the job's helper process ended during setup".into()),
+        )
+    }
+
+    /// Wait for the job to end and return its outcome.
+    pub fn wait(mut self) -> Result<JobOutcome> {
+        let mut timed_out = false;
+        loop {
+            match self.next_message(false)? {
+                None => break,
+                Some((m, _)) if m == "timeout" => {
+                    timed_out = true;
+                    self.kill();
+                    self.deadline = None;
+                }
+                Some(_) => {}
+            }
+        }
+        self.finish();
+        if let Some(e) = self.error.take() {
+            return Err(Error::Sandbox(e));
+        }
+        let (exit_code, signal) = match self.status {
+            Some(st) if libc::WIFEXITED(st) => (libc::WEXITSTATUS(st), None),
+            Some(st) if libc::WIFSIGNALED(st) => {
+                (128 + libc::WTERMSIG(st), Some(libc::WTERMSIG(st)))
+            }
+            _ if timed_out => (128 + libc::SIGKILL, Some(libc::SIGKILL)),
+            _ => return Err(Error::Sandbox("the job's init ended without a status".into())),
+        };
+        Ok(JobOutcome {
+            exit_code,
+            signal,
+            timed_out,
+            backend: "container".into(),
+            enforcement: std::mem::take(&mut self.enforcement),
+            wall_time_ms: self.started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill();
+            self.finish();
+        }
+    }
+}

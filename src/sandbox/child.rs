@@ -1,0 +1,348 @@
+//! Code that runs in the job's helper processes (crate-private; never called by users).
+//!
+//! Three processes, each with one job:
+//! - **A** (`stage_a`), forked by reprobox: joins the job's cgroups, unshares the user,
+//!   mount, net, uts, ipc, cgroup and pid namespaces, waits for reprobox to write its ID
+//!   map, becomes root of the namespace, unshares the time namespace with its offsets,
+//!   forks B and relays nothing but its end.
+//! - **B** (`stage_b`), pid 1 of the new pid and time namespaces: builds the mount table
+//!   and pivots into the root, sets the hostname, brings loopback up, hands the listening
+//!   sockets to reprobox, forks C, reaps everything, and reports C's wait status. When B
+//!   exits the kernel kills whatever the job left behind.
+//! - **C** (`stage_c`): the job itself: new session, working directory, limits,
+//!   NO_NEW_PRIVS, bounding set, Landlock, then execve.
+//!
+//! Every failure is sent to reprobox as one `error …` message naming the resource.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use super::ctl;
+use super::mounts;
+use super::sys::{self, Real};
+use super::{Prepared, caps, landlock_rules, limits, net, timens};
+use crate::job::Enforcement;
+
+fn fail(sock: RawFd, msg: &str) -> ! {
+    let _ = ctl::send_str(sock, &format!("error {msg}"));
+    // SAFETY: leaving the child without running the parent's destructors.
+    unsafe { libc::_exit(121) }
+}
+
+fn die_with_parent(expected_parent: i32) {
+    // SAFETY: plain prctl; if the parent already went, leave.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != expected_parent {
+            libc::_exit(121);
+        }
+    }
+}
+
+fn fork() -> std::io::Result<i32> {
+    // SAFETY: the callers are single-threaded (forked helpers) or only use the child for
+    // stage code that needs no locks held by other threads (glibc's fork resets malloc).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    }
+}
+
+fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
+    let c = sys::cstr(p)?;
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
+    die_with_parent(parent);
+    if let Err(e) = p.cgroups.join_self() {
+        fail(sock, &e);
+    }
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWPID;
+    // SAFETY: plain syscall in a single-threaded child.
+    if unsafe { libc::unshare(flags) } != 0 {
+        fail(
+            sock,
+            &format!(
+                "unshare user/mount/net/uts/ipc/cgroup/pid namespaces: {}",
+                std::io::Error::last_os_error()
+            ),
+        );
+    }
+    // Opened now, in the new mount namespace and still with the host's fsuid, so paths
+    // the mapped root could not traverse (a 0700 temp dir) stay usable through the fds.
+    let root_fd = open_path(&p.rootfs)
+        .unwrap_or_else(|e| fail(sock, &format!("open root filesystem {}: {e}", p.rootfs.display())));
+    let bind_fds: Vec<OwnedFd> = p
+        .job
+        .binds
+        .iter()
+        .map(|b| {
+            open_path(&b.src)
+                .unwrap_or_else(|e| fail(sock, &format!("open bind source {}: {e}", b.src.display())))
+        })
+        .collect();
+    if ctl::send_str(sock, "unshared").is_err() {
+        // SAFETY: parent is gone.
+        unsafe { libc::_exit(121) }
+    }
+    let idmapped = match ctl::recv(&sock_ref(sock)) {
+        Ok(Some((m, mut fds))) if m == "go" => fds.pop(),
+        _ => unsafe { libc::_exit(121) },
+    };
+    // SAFETY: plain id syscalls; the map was written by the parent.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 {
+            fail(sock, &format!("setresgid 0: {}", std::io::Error::last_os_error()));
+        }
+        if p.setgroups && libc::setgroups(0, std::ptr::null()) != 0 {
+            fail(sock, &format!("setgroups: {}", std::io::Error::last_os_error()));
+        }
+        if libc::setresuid(0, 0, 0) != 0 {
+            fail(sock, &format!("setresuid 0: {}", std::io::Error::last_os_error()));
+        }
+        // Changing ids made us non-dumpable, which makes /proc/self owned by host root
+        // and timens_offsets unwritable; we are ordinary root of our namespace.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+    }
+    let time_note = timens::enter_for_children()
+        .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
+    let _ = ctl::send_str(sock, &format!("note time-namespace {time_note}"));
+    // B is in a new pid namespace: its parent is outside it and reads as pid 0.
+    let me = 0;
+    match fork() {
+        Err(e) => fail(sock, &format!("fork: {e}")),
+        Ok(0) => stage_b(p, sock, me, &root_fd, idmapped.as_ref(), &bind_fds),
+        Ok(b) => {
+            let _ = ctl::send_str(sock, &format!("pid {b}"));
+            // SAFETY: closing our copy so reprobox sees EOF once B and C are done.
+            unsafe { libc::close(sock) };
+            let mut st = 0;
+            // SAFETY: waiting for our only child.
+            unsafe {
+                while libc::waitpid(b, &mut st, 0) < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {}
+                libc::_exit(0)
+            }
+        }
+    }
+}
+
+struct SockRef(RawFd);
+impl AsRawFd for SockRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+fn sock_ref(fd: RawFd) -> SockRef {
+    SockRef(fd)
+}
+
+fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn stage_b(
+    p: &Prepared,
+    sock: RawFd,
+    parent: i32,
+    root_fd: &OwnedFd,
+    idmapped: Option<&OwnedFd>,
+    bind_fds: &[OwnedFd],
+) -> ! {
+    die_with_parent(parent);
+    let mut real = Real;
+    use super::sys::Sys;
+    let staging = if Path::new("/mnt").is_dir() { "/mnt" } else { "/tmp" };
+    let staging = Path::new(staging);
+    let root = staging.join("root");
+    let step = |r: std::io::Result<()>, what: &str| {
+        if let Err(e) = r {
+            fail(sock, &format!("{what}: {e}"));
+        }
+    };
+    step(
+        real.mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None),
+        "make / private",
+    );
+    step(
+        real.mount(Some(Path::new("tmpfs")), staging, Some("tmpfs"), 0, Some("mode=700")),
+        &format!("mount staging tmpfs on {}", staging.display()),
+    );
+    step(real.mkdir(&root, 0o755), "create staging root");
+    match idmapped {
+        Some(fd) => {
+            let c = sys::cstr(&root).unwrap();
+            // SAFETY: move_mount of the detached, idmapped tree reprobox made.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    0x4u32, // MOVE_MOUNT_F_EMPTY_PATH
+                )
+            };
+            step(sys::check(r as i32), "attach the idmapped root filesystem");
+        }
+        None => step(
+            real.mount(Some(&fd_path(root_fd)), &root, None, libc::MS_BIND | libc::MS_REC, None),
+            &format!("bind root filesystem {}", p.rootfs.display()),
+        ),
+    }
+    let mut job = p.job.clone();
+    for (b, fd) in job.binds.iter_mut().zip(bind_fds) {
+        b.src = fd_path(fd);
+    }
+    let ops = mounts::plan(&job, p.host_fuse);
+    let notes = match mounts::apply(&mut real, &root, &ops) {
+        Ok(n) => n,
+        Err(e) => fail(sock, &e),
+    };
+    for n in notes {
+        let _ = ctl::send_str(sock, &format!("note mounts {n}"));
+    }
+    let h = &p.job.hostname;
+    // SAFETY: valid buffer and length.
+    if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } != 0 {
+        fail(sock, &format!("sethostname {h}: {}", std::io::Error::last_os_error()));
+    }
+    if let Err(e) = net::loopback_up() {
+        fail(sock, &format!("bring loopback up: {e}"));
+    }
+    for port in &p.job.listen {
+        match net::listen(*port) {
+            Ok(l) => {
+                if let Err(e) = ctl::send(sock, format!("listen {port}").as_bytes(), &[l.as_raw_fd()]) {
+                    fail(sock, &format!("hand listener {port} to the host: {e}"));
+                }
+            }
+            Err(e) => fail(sock, &format!("listen on 127.0.0.1:{port} in the job: {e}")),
+        }
+    }
+    let _ = ctl::send_str(sock, "ready");
+    let me = 1;
+    let c = match fork() {
+        Err(e) => fail(sock, &format!("fork: {e}")),
+        Ok(0) => stage_c(p, sock, me),
+        Ok(c) => c,
+    };
+    // Init: reap everything until the job itself ends.
+    loop {
+        let mut st = 0;
+        // SAFETY: plain waitpid.
+        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if r == c {
+            let _ = ctl::send_str(sock, &format!("status {st}"));
+            // SAFETY: leaving; the kernel kills what is left in the namespace.
+            unsafe { libc::_exit(0) }
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
+    // SAFETY: plain syscalls in the job's own process.
+    unsafe {
+        libc::setsid();
+    }
+    let wd = sys::cstr(&p.job.workdir).unwrap();
+    // SAFETY: valid C string.
+    if unsafe { libc::chdir(wd.as_ptr()) } != 0 {
+        fail(
+            sock,
+            &format!("working directory {}: {}", p.job.workdir.display(), std::io::Error::last_os_error()),
+        );
+    }
+    if let Err(e) = limits::apply_rlimits(&p.job.limits, &p.cgroups) {
+        fail(sock, &e);
+    }
+    // SAFETY: plain prctl.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        fail(sock, &format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    }
+    let mut enf = vec![Enforcement {
+        feature: "no-new-privs".into(),
+        enforced: true,
+        detail: "set: setuid binaries and file capabilities give nothing".into(),
+    }];
+    if let Err(e) = caps::apply(&p.keep_caps) {
+        fail(sock, &e);
+    }
+    enf.push(Enforcement {
+        feature: "capabilities".into(),
+        enforced: true,
+        detail: caps::describe(&p.keep_caps),
+    });
+    match &p.landlock {
+        Some(req) => match landlock_rules::apply(req) {
+            Ok(v) => enf.extend(v),
+            Err(e) => fail(sock, &e),
+        },
+        None => enf.push(Enforcement {
+            feature: "landlock".into(),
+            enforced: false,
+            detail: "disabled (--no-landlock)".into(),
+        }),
+    }
+    for e in &enf {
+        let _ = ctl::send_str(sock, &format!("enf {}", serde_json::to_string(e).unwrap()));
+    }
+    let prog = resolve(&p.job.argv[0], &p.path_dirs);
+    let _ = ctl::send_str(sock, "exec");
+    let argv: Vec<*const libc::c_char> = p
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = p
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: null-terminated arrays of valid C strings.
+    unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let e = std::io::Error::last_os_error();
+    let msg = format!("reprobox: exec {}: {e}\n", p.job.argv[0]);
+    // SAFETY: writing to our stderr, then leaving like a shell does.
+    unsafe {
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+    }
+}
+
+/// Find `prog` on the job's PATH (inside the new root), like execvp.
+fn resolve(prog: &str, dirs: &[String]) -> CString {
+    if prog.contains('/') {
+        return CString::new(prog).unwrap();
+    }
+    for d in dirs {
+        let cand = CString::new(format!("{d}/{prog}")).unwrap();
+        // SAFETY: valid C string.
+        if unsafe { libc::access(cand.as_ptr(), libc::X_OK) } == 0 {
+            return cand;
+        }
+    }
+    CString::new(prog).unwrap()
+}
