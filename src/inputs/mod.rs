@@ -1,1 +1,7 @@
 //! Everything that comes from outside, pinned by sha256.
+
+pub mod archive;
+pub mod fetch;
+pub mod lock;
+pub mod mirror;
+pub mod store;
