@@ -1,2 +1,8 @@
 //! Everything that comes from outside, pinned by sha256.
+
+pub mod archive;
+pub mod fetch;
+pub mod lock;
+pub mod mirror;
+pub mod store;
 pub mod unpack;

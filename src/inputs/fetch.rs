@@ -1,0 +1,375 @@
+//! Downloads into the store: `file://`, `http://` and `https://`.
+//!
+//! Why it looks like this:
+//! - a download goes to `partial/<sha256 of the URL>` under a per-URL lock, so an interrupted
+//!   or cut download resumes with `Range: bytes=N-` (on the next attempt or the next run), and
+//!   two processes wanting the same URL download it once;
+//! - transport errors and 5xx/429 are retried with exponential backoff; the final error names
+//!   the URL and the last reason;
+//! - the bytes are hashed before they enter the store: if they do not match the expected
+//!   sha256 the partial file is deleted and the result is `Error::Tampered`; nothing is stored;
+//! - offline, nothing leaves the machine: only what the store holds can be returned.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::store::{self, Store};
+
+pub use crate::inputs::store::Blob;
+
+/// How a fetch was satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The store had it; no network.
+    Hit,
+    /// It was downloaded (or copied from a file:// URL) and stored.
+    Fetched,
+}
+
+/// Fetches URLs into a store. Cheap to share by reference across threads.
+#[derive(Debug)]
+pub struct Fetcher {
+    store: Store,
+    offline: bool,
+    attempts: u32,
+    backoff: Duration,
+    progress: bool,
+    agent: ureq::Agent,
+}
+
+impl Fetcher {
+    /// A fetcher over `store`; with `offline`, only the store is consulted.
+    pub fn new(store: Store, offline: bool) -> Fetcher {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .user_agent(concat!("reprobox/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Fetcher {
+            store,
+            offline,
+            attempts: 5,
+            backoff: Duration::from_millis(250),
+            progress: std::io::stderr().is_terminal(),
+            agent,
+        }
+    }
+
+    /// Change how many attempts a download gets and the first backoff (doubled each time).
+    pub fn with_retries(mut self, attempts: u32, backoff: Duration) -> Self {
+        self.attempts = attempts.max(1);
+        self.backoff = backoff;
+        self
+    }
+
+    /// Turn progress output (bars on a terminal, lines otherwise) on or off.
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn offline(&self) -> bool {
+        self.offline
+    }
+
+    /// Fetch `url` into the store. With `expected`, a blob already stored under that hash is
+    /// returned without network, and downloaded bytes must match it.
+    pub fn fetch(&self, url: &str, expected: Option<&str>) -> Result<Blob> {
+        self.fetch_outcome(url, expected, false).map(|(b, _)| b)
+    }
+
+    /// Like [`Fetcher::fetch`], and says whether it was a hit. With `immutable`, a URL the
+    /// store already has an index record for is answered from the store (archive days, ISO
+    /// months and `packages/` never change).
+    pub fn fetch_outcome(&self, url: &str, expected: Option<&str>, immutable: bool) -> Result<(Blob, Outcome)> {
+        match self.try_fetch(url, expected, immutable)? {
+            Some(r) => Ok(r),
+            None => Err(Error::network(url, "not found (HTTP 404 or no such file)")),
+        }
+    }
+
+    /// Like [`Fetcher::fetch_outcome`], but `Ok(None)` when the source says it has no such file
+    /// (HTTP 404/410, missing file), or when offline and the store does not have it.
+    pub fn try_fetch(&self, url: &str, expected: Option<&str>, immutable: bool) -> Result<Option<(Blob, Outcome)>> {
+        if let Some(sha) = expected
+            && !store::is_sha256(sha)
+        {
+            return Err(Error::bad_input(
+                format!("expected sha256 for {url}"),
+                format!("{sha:?} is not 64 lowercase hex digits"),
+            ));
+        }
+        if let Some(b) = self.cached(url, expected, immutable || self.offline)? {
+            return Ok(Some((b, Outcome::Hit)));
+        }
+        if self.offline {
+            return Ok(None);
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                return Ok(None);
+            }
+            return Ok(Some((self.store.put_file(&path, expected, url)?, Outcome::Fetched)));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return self.download(url, expected);
+        }
+        Err(Error::bad_input(format!("URL {url}"), "expected file://, http:// or https://"))
+    }
+
+    fn cached(&self, url: &str, expected: Option<&str>, by_url: bool) -> Result<Option<Blob>> {
+        if let Some(sha) = expected {
+            return Ok(self.store.blob(sha));
+        }
+        if by_url {
+            return self.store.lookup_url(url);
+        }
+        Ok(None)
+    }
+
+    fn download(&self, url: &str, expected: Option<&str>) -> Result<Option<(Blob, Outcome)>> {
+        let key = hex::encode(Sha256::digest(url.as_bytes()));
+        // Serialise downloads of one URL across threads and processes.
+        let _url_lock = self.store.lock(&format!("url-{key}"))?;
+        // Someone may have stored it while we waited.
+        if let Some(sha) = expected
+            && let Some(b) = self.store.blob(sha)
+        {
+            return Ok(Some((b, Outcome::Hit)));
+        }
+        let partial = self.store.partial_dir().join(&key);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&partial)
+            .ctx("open", &partial)?;
+        fs2::FileExt::lock_exclusive(&file).ctx("lock", &partial)?;
+
+        let mut last_err = String::new();
+        let mut done = false;
+        let mut delay = self.backoff;
+        for attempt in 1..=self.attempts {
+            if attempt > 1 && !last_err.is_empty() {
+                tracing::info!("{url}: attempt {attempt}/{} after: {last_err}", self.attempts);
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            let have = file.metadata().ctx("stat", &partial)?.len();
+            let mut req = self.agent.get(url).header("Accept-Encoding", "identity");
+            if have > 0 {
+                req = req.header("Range", format!("bytes={have}-"));
+            }
+            let resp = match req.call() {
+                Ok(r) => r,
+                Err(e) => {
+                    last_err = e.to_string();
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let content_range = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let length = resp
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let start = match status {
+                200 => 0,
+                206 if content_range.as_deref().is_some_and(|c| range_starts_at(c, have)) => have,
+                206 => {
+                    // A range we did not ask for: start over.
+                    file.set_len(0).ctx("truncate", &partial)?;
+                    last_err = format!("unexpected Content-Range {content_range:?}");
+                    continue;
+                }
+                404 | 410 => {
+                    drop(file);
+                    let _ = fs::remove_file(&partial);
+                    return Ok(None);
+                }
+                416 => {
+                    // Our partial file is longer than the resource (it changed): start over.
+                    file.set_len(0).ctx("truncate", &partial)?;
+                    last_err = "HTTP 416 (range not satisfiable)".into();
+                    continue;
+                }
+                429 | 500..=599 => {
+                    last_err = format!("HTTP {status}");
+                    continue;
+                }
+                _ => return Err(Error::network(url, format!("HTTP {status}"))),
+            };
+            file.set_len(start).ctx("truncate", &partial)?;
+            file.seek(SeekFrom::Start(start)).ctx("seek", &partial)?;
+            let total = length.map(|l| l + start);
+            let bar = self.progress_start(url, start, total);
+            let mut body = resp.into_body().into_reader();
+            match copy_body(&mut body, &mut file, &bar) {
+                Ok(()) => {
+                    if let Some(t) = total {
+                        let got = file.metadata().ctx("stat", &partial)?.len();
+                        if got != t {
+                            last_err = format!("connection closed after {got} of {t} bytes");
+                            bar.abandon();
+                            continue;
+                        }
+                    }
+                    bar.finish();
+                    done = true;
+                    break;
+                }
+                Err(CopyError::Read(e)) => {
+                    file.flush().ctx("write", &partial)?;
+                    bar.abandon();
+                    last_err = format!("download cut: {e}");
+                }
+                Err(CopyError::Write(e)) => return Err(Error::io("write", &partial, e)),
+            }
+        }
+        if !done {
+            return Err(Error::network(
+                url,
+                format!("failed after {} attempts: {last_err} (partial download kept for resume)", self.attempts),
+            ));
+        }
+        file.sync_all().ctx("fsync", &partial)?;
+        file.seek(SeekFrom::Start(0)).ctx("seek", &partial)?;
+        let (actual, size) = store::hash_reader(&mut file).ctx("read", &partial)?;
+        if let Some(exp) = expected
+            && exp != actual
+        {
+            drop(file);
+            fs::remove_file(&partial).ctx("remove", &partial)?;
+            return Err(Error::Tampered { what: url.to_string(), expected: exp.to_string(), actual });
+        }
+        let blob = self.store.commit(&partial, &actual, size, url)?;
+        drop(file);
+        if self.progress && !std::io::stderr().is_terminal() {
+            eprintln!("fetched {url} ({size} bytes, sha256 {actual})");
+        }
+        Ok(Some((blob, Outcome::Fetched)))
+    }
+
+    fn progress_start(&self, url: &str, start: u64, total: Option<u64>) -> Progress {
+        if !self.progress {
+            return Progress(None);
+        }
+        if !std::io::stderr().is_terminal() {
+            if start > 0 {
+                eprintln!("fetching {url} (resuming at byte {start})");
+            } else {
+                eprintln!("fetching {url}");
+            }
+            return Progress(None);
+        }
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} {bar:30} {bytes_per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
+        bar.set_position(start);
+        Progress(Some(bar))
+    }
+}
+
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+    fn abandon(&self) {
+        if let Some(b) = &self.0 {
+            b.abandon();
+        }
+    }
+}
+
+enum CopyError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+fn copy_body(r: &mut impl Read, w: &mut File, bar: &Progress) -> std::result::Result<(), CopyError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        bar.inc(n as u64);
+    }
+}
+
+/// True when a `Content-Range: bytes START-END/TOTAL` header starts at `at`.
+fn range_starts_at(content_range: &str, at: u64) -> bool {
+    content_range
+        .trim()
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split('-').next())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        == Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert!(range_starts_at("bytes 100-199/200", 100));
+        assert!(!range_starts_at("bytes 0-199/200", 100));
+        assert!(!range_starts_at("garbage", 0));
+    }
+
+    #[test]
+    fn file_urls_and_offline() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src.txt");
+        fs::write(&src, b"hello").unwrap();
+        let url = format!("file://{}", src.display());
+        let online = Fetcher::new(Store::open(d.path().join("s")).unwrap(), false).with_progress(false);
+        let (b, o) = online.fetch_outcome(&url, None, false).unwrap();
+        assert_eq!(o, Outcome::Fetched);
+        assert_eq!(fs::read(&b.path).unwrap(), b"hello");
+        let offline = Fetcher::new(Store::open(d.path().join("s")).unwrap(), true).with_progress(false);
+        assert_eq!(offline.fetch_outcome(&url, None, false).unwrap().1, Outcome::Hit);
+        let other = format!("file://{}/nope", d.path().display());
+        assert!(offline.try_fetch(&other, None, false).unwrap().is_none());
+        let e = online.fetch(&url, Some(&"1".repeat(64))).unwrap_err();
+        assert!(matches!(e, Error::Tampered { .. }));
+    }
+}

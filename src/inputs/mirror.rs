@@ -1,0 +1,414 @@
+//! The mirror the sandbox talks to: a small HTTP/1.1 server serving the archive layout from
+//! the store, on a listener the caller already bound (possibly inside the job's own network
+//! namespace, so a `--network none` job reaches it on its loopback).
+//!
+//! - Online: a miss is fetched from upstream (`base URL + request path`), checked against the
+//!   day's repository database `%SHA256SUM%` where one lists the file, stored, served.
+//! - Offline: a miss is a 404; nothing leaves the machine.
+//! - Every request is recorded in the [`InputsLock`] that [`MirrorHandle::stop`] returns.
+//!
+//! Serving is one thread per connection, keep-alive, and `sendfile(2)` from the blob, so a hot
+//! set costs no copies through user space. Only GET and HEAD are served; a single
+//! `Range: bytes=A-[B]` is honoured (pacman/curl resume with it).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::archive::{self, RepoDb};
+use crate::inputs::fetch::{Fetcher, Outcome};
+use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::store::{Blob, Store};
+
+/// What the mirror serves and from where.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    pub store: Store,
+    /// The archive root misses are fetched from (`https://archive.archlinux.org`, or a local
+    /// tree); also the prefix of every URL in the lock.
+    pub upstream: String,
+    pub offline: bool,
+}
+
+/// The running mirror.
+pub struct MirrorHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept: JoinHandle<()>,
+}
+
+struct State {
+    fetcher: Fetcher,
+    upstream: String,
+    stop: AtomicBool,
+    active: AtomicUsize,
+    lock: Mutex<InputsLock>,
+    /// URL → blob for immutable paths already resolved (the hot path skips the index).
+    cache: Mutex<HashMap<String, Blob>>,
+    /// Database URL → parsed database, to check packages against `%SHA256SUM%`.
+    dbs: Mutex<HashMap<String, Arc<RepoDb>>>,
+}
+
+pub struct Mirror;
+
+impl Mirror {
+    /// Serve on `listener` until [`MirrorHandle::stop`].
+    pub fn serve(listener: TcpListener, config: MirrorConfig) -> Result<MirrorHandle> {
+        let upstream = archive::parse_base(&config.upstream)?;
+        let addr = listener.local_addr().ctx("query listener", "mirror listener")?;
+        listener.set_nonblocking(false).ctx("configure listener", "mirror listener")?;
+        let fetcher = Fetcher::new(config.store, config.offline);
+        let state = Arc::new(State {
+            fetcher,
+            upstream,
+            stop: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            lock: Mutex::new(InputsLock::default()),
+            cache: Mutex::new(HashMap::new()),
+            dbs: Mutex::new(HashMap::new()),
+        });
+        let st = state.clone();
+        let accept = std::thread::Builder::new()
+            .name("mirror-accept".into())
+            .spawn(move || accept_loop(listener, st))
+            .map_err(|e| Error::io("spawn thread", "mirror", e))?;
+        Ok(MirrorHandle { addr, state, accept })
+    }
+}
+
+impl MirrorHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The lock so far (the mirror keeps running).
+    pub fn snapshot(&self) -> InputsLock {
+        self.state.lock.lock().expect("not poisoned").clone()
+    }
+
+    /// Stop accepting, let open connections finish (up to a few seconds), and return the
+    /// record of every request.
+    pub fn stop(self) -> InputsLock {
+        self.state.stop.store(true, Ordering::SeqCst);
+        let _ = self.accept.join();
+        for _ in 0..100 {
+            if self.state.active.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.state.lock.lock().expect("not poisoned").clone()
+    }
+}
+
+fn accept_loop(listener: TcpListener, st: Arc<State>) {
+    let fd = listener.as_raw_fd();
+    while !st.stop.load(Ordering::SeqCst) {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if r <= 0 {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                st.active.fetch_add(1, Ordering::SeqCst);
+                let st2 = st.clone();
+                let spawned = std::thread::Builder::new().name("mirror-conn".into()).spawn(move || {
+                    let _ = serve_conn(stream, &st2);
+                    st2.active.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    st.active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) => tracing::warn!("mirror: accept: {e}"),
+        }
+    }
+}
+
+struct Request {
+    head: bool,
+    path: String,
+    range: Option<String>,
+    close: bool,
+}
+
+/// Read one request head; `Ok(None)` at a clean end of the connection or on stop.
+fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Option<std::result::Result<Request, u16>>> {
+    let mut lines: Vec<String> = vec![];
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    loop {
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if st.stop.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if !buf.ends_with(b"\n") {
+            continue; // partial line, keep reading
+        }
+        total += buf.len();
+        if total > 32 * 1024 {
+            return Ok(Some(Err(431)));
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+        buf.clear();
+        if line.is_empty() {
+            if lines.is_empty() {
+                continue; // tolerate stray CRLF between requests
+            }
+            break;
+        }
+        lines.push(line);
+    }
+    let mut parts = lines[0].split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(Some(Err(400)));
+    };
+    let head = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Ok(Some(Err(405))),
+    };
+    let mut close = version == "HTTP/1.0";
+    let mut range = None;
+    for h in &lines[1..] {
+        let Some((k, v)) = h.split_once(':') else { continue };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("connection") {
+            if v.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if v.eq_ignore_ascii_case("keep-alive") {
+                close = false;
+            }
+        } else if k.eq_ignore_ascii_case("range") {
+            range = Some(v.to_string());
+        }
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("").to_string();
+    Ok(Some(Ok(Request { head, path, range, close })))
+}
+
+fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    loop {
+        let req = match read_request(&mut reader, st)? {
+            None => return Ok(()),
+            Some(Err(code)) => {
+                respond_error(&mut out, code, false, "bad request")?;
+                return Ok(());
+            }
+            Some(Ok(r)) => r,
+        };
+        if !path_is_safe(&req.path) {
+            respond_error(&mut out, 400, req.head, "path must be absolute, without . or .. segments")?;
+            if req.close {
+                return Ok(());
+            }
+            continue;
+        }
+        let url = format!("{}{}", st.upstream, req.path);
+        match st.resolve(&req.path, &url) {
+            Ok(Some((blob, outcome))) => {
+                let status = if outcome == Outcome::Hit { Status::Hit } else { Status::Fetched };
+                st.record(status, &url, Some((&blob.sha256, blob.size)));
+                send_blob(&mut out, &blob, &req)?;
+            }
+            Ok(None) => {
+                st.record(Status::Miss, &url, None);
+                respond_error(&mut out, 404, req.head, "not in the store")?;
+            }
+            Err(e) => {
+                tracing::warn!("mirror: {e}");
+                st.record(Status::Miss, &url, None);
+                respond_error(&mut out, 502, req.head, &e.to_string())?;
+            }
+        }
+        if req.close {
+            return Ok(());
+        }
+    }
+}
+
+fn path_is_safe(path: &str) -> bool {
+    path.starts_with('/') && path.len() > 1 && path[1..].split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// Paths whose bytes never change once published.
+fn is_immutable(path: &str) -> bool {
+    !["/repos/last/", "/repos/week/", "/repos/month/"].iter().any(|p| path.starts_with(p))
+}
+
+impl State {
+    fn record(&self, status: Status, url: &str, blob: Option<(&str, u64)>) {
+        self.lock.lock().expect("not poisoned").record(status, url, blob);
+    }
+
+    fn resolve(&self, path: &str, url: &str) -> Result<Option<(Blob, Outcome)>> {
+        let immutable = is_immutable(path);
+        if immutable && let Some(b) = self.cache.lock().expect("not poisoned").get(url) {
+            return Ok(Some((b.clone(), Outcome::Hit)));
+        }
+        let expected = self.expected_sha256(path)?;
+        let r = self.fetcher.try_fetch(url, expected.as_deref(), immutable)?;
+        if immutable && let Some((b, _)) = &r {
+            self.cache.lock().expect("not poisoned").insert(url.to_string(), b.clone());
+        }
+        Ok(r)
+    }
+
+    /// The `%SHA256SUM%` a repository database lists for this path, if one does:
+    /// `repos/<day>/<repo>/os/<arch>/<file>` is checked against that day's `<repo>.db`;
+    /// `packages/…/<file>` against any database this mirror has loaded that lists the file.
+    fn expected_sha256(&self, path: &str) -> Result<Option<String>> {
+        let segs: Vec<&str> = path[1..].split('/').collect();
+        let file = *segs.last().expect("non-empty path");
+        if !file.contains(".pkg.tar.") || file.ends_with(".sig") {
+            return Ok(None);
+        }
+        if segs.len() == 8 && segs[0] == "repos" && segs[5] == "os" {
+            let db_url = format!("{}/repos/{}/{}/{}/{}/os/{}/{}.db", self.upstream, segs[1], segs[2], segs[3], segs[4], segs[6], segs[4]);
+            let db = self.db(&db_url, is_immutable(path))?;
+            return Ok(db.and_then(|d| d.by_filename(file).and_then(|e| e.sha256.clone())));
+        }
+        if segs.first() == Some(&"packages") {
+            let dbs = self.dbs.lock().expect("not poisoned");
+            return Ok(dbs.values().find_map(|d| d.by_filename(file).and_then(|e| e.sha256.clone())));
+        }
+        Ok(None)
+    }
+
+    fn db(&self, db_url: &str, immutable: bool) -> Result<Option<Arc<RepoDb>>> {
+        if immutable && let Some(d) = self.dbs.lock().expect("not poisoned").get(db_url) {
+            return Ok(Some(d.clone()));
+        }
+        let Some((_, db)) = archive::load_repo_db(&self.fetcher, db_url)? else { return Ok(None) };
+        let db = Arc::new(db);
+        self.dbs.lock().expect("not poisoned").insert(db_url.to_string(), db.clone());
+        Ok(Some(db))
+    }
+}
+
+fn respond_error(out: &mut TcpStream, code: u16, head: bool, msg: &str) -> std::io::Result<()> {
+    let reason = match code {
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        _ => "Bad Gateway",
+    };
+    let body = format!("{code} {reason}: {msg}\n");
+    let mut resp = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nServer: reprobox\r\n\r\n",
+        body.len()
+    );
+    if !head {
+        resp.push_str(&body);
+    }
+    out.write_all(resp.as_bytes())
+}
+
+/// Parse a single `bytes=A-[B]` or `bytes=-N` range against `size`; `Err` when unsatisfiable.
+fn parse_range(r: &str, size: u64) -> Option<std::result::Result<(u64, u64), ()>> {
+    let spec = r.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // multi-range: serve the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return Some(Err(()));
+        }
+        (size.saturating_sub(n), size.saturating_sub(1))
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() { size.saturating_sub(1) } else { b.parse::<u64>().ok()?.min(size.saturating_sub(1)) };
+        (start, end)
+    };
+    if start >= size || start > end {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+fn send_blob(out: &mut TcpStream, blob: &Blob, req: &Request) -> std::io::Result<()> {
+    let file = std::fs::File::open(&blob.path)?;
+    let size = file.metadata()?.len();
+    let (code, start, len, extra) = match req.range.as_deref().and_then(|r| parse_range(r, size)) {
+        None => (200, 0, size, String::new()),
+        Some(Ok((s, e))) => (206, s, e - s + 1, format!("Content-Range: bytes {s}-{e}/{size}\r\n")),
+        Some(Err(())) => {
+            let resp = format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n");
+            return out.write_all(resp.as_bytes());
+        }
+    };
+    let reason = if code == 200 { "OK" } else { "Partial Content" };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\n{extra}X-Sha256: {}\r\nServer: reprobox\r\n\r\n",
+        blob.sha256
+    );
+    out.write_all(head.as_bytes())?;
+    if req.head {
+        return Ok(());
+    }
+    let mut off = start as libc::off_t;
+    let end = (start + len) as libc::off_t;
+    while off < end {
+        let want = ((end - off) as usize).min(1 << 30);
+        // SAFETY: valid fds; `off` is a valid off_t the kernel advances.
+        let n = unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), &mut off, want) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shrank while serving"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=10-", 100), Some(Ok((10, 99))));
+        assert_eq!(parse_range("bytes=10-19", 100), Some(Ok((10, 19))));
+        assert_eq!(parse_range("bytes=-5", 100), Some(Ok((95, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=1-2,5-6", 100), None);
+    }
+
+    #[test]
+    fn paths() {
+        assert!(path_is_safe("/repos/2026/05/16/core/os/x86_64/core.db"));
+        assert!(!path_is_safe("/repos/../etc/passwd"));
+        assert!(!path_is_safe("/"));
+        assert!(!path_is_safe("/a//b"));
+        assert!(!is_immutable("/repos/last/core/os/x86_64/core.db"));
+    }
+}
