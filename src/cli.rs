@@ -37,4 +37,6 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
+    /// Build or serve the local test world (an archive, environment, upstream repo and registry).
+    World(cmd::world::Args),
 }

@@ -9,5 +9,6 @@ pub mod job;
 pub mod logging;
 pub mod plan;
 pub mod sandbox;
+pub mod world;
 
 pub use error::{Error, Result};

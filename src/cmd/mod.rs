@@ -8,6 +8,7 @@ pub mod profiles;
 pub mod release;
 pub mod run;
 pub mod store;
+pub mod world;
 
 use crate::cli::Command;
 use crate::error::Result;
@@ -21,5 +22,6 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Store(a) => store::execute(a),
         Command::Archive(a) => archive::execute(a),
         Command::Mirror(a) => mirror::execute(a),
+        Command::World(a) => world::execute(a),
     }
 }
