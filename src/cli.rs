@@ -39,4 +39,6 @@ pub enum Command {
     Mirror(cmd::mirror::Args),
     /// Compare two environment locks: which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
+    /// Build or serve the local test world (an archive, environment, upstream repo and registry).
+    World(cmd::world::Args),
 }

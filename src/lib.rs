@@ -12,5 +12,6 @@ pub mod plan;
 pub mod report;
 pub mod sandbox;
 pub mod verify;
+pub mod world;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ pub mod profiles;
 pub mod release;
 pub mod run;
 pub mod store;
+pub mod world;
 
 use crate::cli::Command;
 use crate::error::Result;
@@ -23,5 +24,6 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Archive(a) => archive::execute(a),
         Command::Mirror(a) => mirror::execute(a),
         Command::Drift(a) => drift::execute(a),
+        Command::World(a) => world::execute(a),
     }
 }

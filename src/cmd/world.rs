@@ -1,0 +1,85 @@
+//! `reprobox world build DIR` and `reprobox world serve DIR`: the local test world (see
+//! docs/world.md).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::error::Result;
+use crate::world;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Build (or complete) the test world in DIR: archive, environment, upstream git
+    /// repository, published rootfs and image, registry. Needs root.
+    Build {
+        /// Directory of the world (created if missing; existing complete parts are reused).
+        dir: PathBuf,
+    },
+    /// Serve DIR's archive, published artifacts, git repository and registry on 127.0.0.1
+    /// until interrupted; prints the location overrides for the test profile.
+    Serve {
+        dir: PathBuf,
+        /// Port of the archive (also serving /rootfs and /git); 0 picks a free one.
+        #[arg(long, default_value_t = 7878)]
+        archive_port: u16,
+        /// Port of the OCI registry; 0 picks a free one.
+        #[arg(long, default_value_t = 7879)]
+        registry_port: u16,
+    },
+}
+
+pub fn execute(args: Args) -> Result<i32> {
+    match args.action {
+        Action::Build { dir } => {
+            let m = world::build(&dir)?;
+            println!("world {} built in {}", m.version, dir.display());
+            println!("  rootfs sha256  {}", m.rootfs.sha256);
+            println!("  image          {}:{} config {} manifest {}", m.image.repository, m.image.tag, m.image.config_digest, m.image.manifest_digest);
+            println!("  source         {} (tag {} at {})", m.git.source_revision, m.git.tag, m.git.tag_commit);
+            Ok(0)
+        }
+        Action::Serve { dir, archive_port, registry_port } => {
+            // Block SIGINT/SIGTERM before any server thread exists, so every thread inherits
+            // the mask and the signal reaches sigwait below (servers then stop via Drop).
+            let set = block_interrupts()?;
+            let servers = world::serve(&dir, world::Ports { archive: archive_port, registry: registry_port })?;
+            println!("# test world {} served on loopback; stop with Ctrl-C", dir.display());
+            print!("{}", servers.exports());
+            println!("# or: reprobox <cmd> --profile test-world {}", servers.location_flags());
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            wait_for(set);
+            drop(servers);
+            Ok(130)
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and the threads it spawns later).
+fn block_interrupts() -> Result<libc::sigset_t> {
+    // SAFETY: plain libc signal-set calls on a local, initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(crate::error::Error::Environment("world serve: cannot block SIGINT".into()));
+        }
+        Ok(set)
+    }
+}
+
+/// Waits for one of the blocked signals.
+fn wait_for(set: libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised sigset_t; `sig` is a valid out pointer.
+    unsafe { libc::sigwait(&set, &mut sig) };
+}

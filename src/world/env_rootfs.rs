@@ -1,0 +1,230 @@
+//! The build environment: the Debian root filesystem of `scripts/debian-rootfs.sh`, with the
+//! world's environment packages (the devtools-like package) installed by its own pacman,
+//! published as an Arch-style bootstrap tarball (`iso/YYYY.MM.DD/…`, unpacking to
+//! `root.x86_64/`), and the runner that executes commands inside such a root (bwrap, with the
+//! world's archive and registry served on the root's own loopback when asked).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::world::tools;
+
+/// The script that builds (and caches) the Debian root; embedded so the binary works anywhere.
+const DEBIAN_ROOTFS_SH: &str = include_str!("../../scripts/debian-rootfs.sh");
+
+/// The archive address every build of the world sees (and that ends in the rootfs' mirrorlist).
+pub const ARCHIVE_ADDR: &str = "127.0.0.1:7878";
+/// The registry address inside the build's network namespace (and in the verify image ref).
+pub const REGISTRY_ADDR: &str = "127.0.0.1:7879";
+
+/// libfaketime inside the Debian environment (pins pacman 6.0.2's %INSTALLDATE%).
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Builds (once, cached under $REPROBOX_TEST_CACHE) the Debian root and returns its path.
+pub fn debian_root() -> Result<PathBuf> {
+    tools::require("debootstrap", "debootstrap")?;
+    let out = tools::output(
+        "build the Debian root filesystem (scripts/debian-rootfs.sh)",
+        Command::new("bash").arg("-c").arg(DEBIAN_ROOTFS_SH).arg("debian-rootfs.sh"),
+    )?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out).trim());
+    if !p.join(".complete").exists() {
+        return Err(Error::Environment(format!("world: {} is not a complete Debian root", p.display())));
+    }
+    Ok(p)
+}
+
+/// Services started in the build's own network namespace, on its loopback.
+#[derive(Debug, Default, Clone)]
+pub struct Services {
+    /// Serve this directory as the archive on 127.0.0.1:7878 (busybox httpd).
+    pub archive: Option<PathBuf>,
+    /// Run Debian's docker-registry with this config file (listening on 127.0.0.1:7879).
+    pub registry: Option<PathBuf>,
+}
+
+/// One command inside a root filesystem.
+#[derive(Debug, Clone)]
+pub struct EnvRun {
+    pub root: PathBuf,
+    /// Mount the root read-write (it is a private copy) or read-only (the shared cache).
+    pub writable_root: bool,
+    /// (host path, path inside); the inside path must exist in the root when read-only.
+    pub binds: Vec<(PathBuf, String)>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub services: Services,
+    /// Run under the environment's libfaketime at this epoch.
+    pub faketime: Option<i64>,
+}
+
+impl EnvRun {
+    pub fn new(root: &Path, writable_root: bool) -> Self {
+        EnvRun {
+            root: root.to_path_buf(),
+            writable_root,
+            binds: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            services: Services::default(),
+            faketime: None,
+        }
+    }
+
+    pub fn bind(mut self, host: &Path, inside: &str) -> Self {
+        self.binds.push((host.to_path_buf(), inside.to_string()));
+        self
+    }
+
+    /// Runs `script` with `sh -c` inside the root; `what` names the step in errors.
+    pub fn sh(&self, what: &str, script: &str) -> Result<Vec<u8>> {
+        let bwrap = tools::require("bwrap", "bubblewrap")?;
+        let mut args: Vec<String> = vec![bwrap.display().to_string()];
+        let rootbind = if self.writable_root { "--bind" } else { "--ro-bind" };
+        args.extend([rootbind.into(), self.root.display().to_string(), "/".into()]);
+        args.extend(["--dev-bind", "/dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/dev/shm"].map(String::from));
+        for (h, i) in &self.binds {
+            args.extend(["--bind".into(), h.display().to_string(), i.clone()]);
+        }
+        args.extend(["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--cap-add", "ALL", "--clearenv"].map(String::from));
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("HOME".into(), "/root".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("TZ".into(), "UTC".into()),
+        ];
+        if let Some(t) = self.faketime {
+            let ts = jiff::Timestamp::from_second(t)
+                .map_err(|e| Error::Environment(format!("world: bad faketime {t}: {e}")))?;
+            env.push(("FAKETIME".into(), format!("@{}", ts.strftime("%Y-%m-%d %H:%M:%S"))));
+            env.push(("LD_PRELOAD".into(), FAKETIME_LIB.into()));
+        }
+        env.extend(self.env.iter().cloned());
+        for (k, v) in env {
+            args.extend(["--setenv".into(), k, v]);
+        }
+        args.extend(["--chdir".into(), self.cwd.clone(), "--".into(), "/bin/sh".into(), "-c".into(), script.into()]);
+
+        if self.services.archive.is_none() && self.services.registry.is_none() {
+            let mut cmd = Command::new(&args[0]);
+            cmd.args(&args[1..]);
+            return tools::output(what, &mut cmd);
+        }
+        // A fresh network namespace whose loopback carries the world's servers, so the build
+        // sees exactly http://127.0.0.1:7878 whatever else runs on this host.
+        tools::require("unshare", "util-linux")?;
+        let busybox = busybox()?;
+        let mut pre = format!("set -e; {bb} ip link set lo up; ", bb = busybox.display());
+        if let Some(a) = &self.services.archive {
+            pre.push_str(&format!(
+                "{bb} httpd -p {ARCHIVE_ADDR} -h '{}'; ",
+                a.display(),
+                bb = busybox.display()
+            ));
+        }
+        if let Some(r) = &self.services.registry {
+            let reg = tools::require("docker-registry", "docker-registry")?;
+            pre.push_str(&format!(
+                "{1} serve '{0}' >/dev/null 2>&1 & \
+                 i=0; until {bb} wget -q -O /dev/null http://{REGISTRY_ADDR}/v2/; do i=$((i+1)); [ $i -lt 100 ] || {{ echo registry did not start >&2; exit 1; }}; sleep 0.1; done; ",
+                r.display(),
+                reg.display(),
+                bb = busybox.display()
+            ));
+        }
+        pre.push_str("exec \"$@\"");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", &pre, "sh"]).args(&args);
+        tools::output(what, &mut cmd)
+    }
+}
+
+/// The host's static busybox (Debian `busybox-static`): httpd for the archive, ip for lo.
+pub fn busybox() -> Result<PathBuf> {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    tools::require("busybox", "busybox-static")
+}
+
+/// pacman.conf of the bootstrap environment: the world's repos through the mirrorlist.
+const ENV_PACMAN_CONF: &str = "# pacman.conf of the test world's build environment\n[options]\nHoldPkg = pacman glibc\nArchitecture = x86_64\nSigLevel = Never\nLocalFileSigLevel = Never\n\n[core]\nInclude = /etc/pacman.d/mirrorlist\n\n[extra]\nInclude = /etc/pacman.d/mirrorlist\n";
+
+/// The bootstrap mirrorlist; rolling back rewrites it to one archive day.
+pub const ENV_MIRRORLIST: &str = "## Test world mirrorlist. Roll back to a day with\n## Server = http://127.0.0.1:7878/repos/YYYY/MM/DD/$repo/os/$arch\n## and `pacman -Syyuu`.\nServer = http://127.0.0.1:7878/repos/last/$repo/os/$arch\n";
+
+/// Makes `iso/<iso>/archlinux-bootstrap-<iso>-x86_64.tar.zst` + `sha256sums.txt` from the
+/// Debian root with `env_pkgs` installed by its pacman at `date` (libfaketime).
+pub fn bootstrap_tarball(archive: &Path, iso: &str, debian: &Path, env_pkgs: &[PathBuf], date: i64, work: &Path) -> Result<PathBuf> {
+    let isodir = archive.join("iso").join(iso);
+    let name = format!("archlinux-bootstrap-{iso}-x86_64.tar.zst");
+    let out = isodir.join(&name);
+    if isodir.join("sha256sums.txt").exists() && out.exists() {
+        return Ok(out);
+    }
+    eprintln!("world: building the environment bootstrap tarball iso/{iso}");
+    let stage = work.join(format!("bootstrap-{iso}"));
+    remove_tree(&stage)?;
+    std::fs::create_dir_all(&stage).ctx("create directory", &stage)?;
+    let root = stage.join("root.x86_64");
+    tools::run(
+        "copy the Debian root",
+        Command::new("cp").arg("-a").arg("--reflink=auto").arg(debian).arg(&root),
+    )?;
+    let _ = std::fs::remove_file(root.join(".complete"));
+    std::fs::create_dir_all(root.join("etc/pacman.d")).ctx("create directory", &root)?;
+    std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF).ctx("write", root.join("etc/pacman.conf"))?;
+    std::fs::write(root.join("etc/pacman.d/mirrorlist"), ENV_MIRRORLIST).ctx("write", &root)?;
+    std::fs::create_dir_all(root.join("var/lib/pacman")).ctx("create directory", &root)?;
+    let pkgdir = stage.join("pkgs");
+    std::fs::create_dir_all(&pkgdir).ctx("create directory", &pkgdir)?;
+    let mut names = Vec::new();
+    for p in env_pkgs {
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(p, pkgdir.join(&n)).ctx("copy", p)?;
+        names.push(format!("/mnt/{n}"));
+    }
+    let mut run = EnvRun::new(&root, true).bind(&pkgdir, "/mnt");
+    run.faketime = Some(date);
+    run.sh(
+        &format!("install the environment packages into iso/{iso}"),
+        &format!("pacman -U --noconfirm --logfile /dev/null {} && rm -rf /var/cache/pacman/pkg/*", names.join(" ")),
+    )?;
+    std::fs::remove_dir(root.join("mnt")).ok();
+    std::fs::create_dir_all(root.join("mnt")).ctx("create directory", &root)?;
+    std::fs::create_dir_all(&isodir).ctx("create directory", &isodir)?;
+    let tmp = isodir.join(format!(".{name}.tmp"));
+    tools::run(
+        &format!("pack iso/{iso}"),
+        Command::new("bash").arg("-c").arg(
+            "set -o pipefail; tar --numeric-owner --xattrs --acls --sort=name -C \"$1\" -c root.x86_64 | zstd -q -T0 -3 > \"$2\"",
+        ).arg("sh").arg(&stage).arg(&tmp),
+    )?;
+    let sha = crate::world::sha256_file(&tmp)?;
+    std::fs::rename(&tmp, &out).ctx("rename", &out)?;
+    std::fs::write(isodir.join("sha256sums.txt"), format!("{sha}  {name}\n")).ctx("write", &isodir)?;
+    remove_tree(&stage)?;
+    Ok(out)
+}
+
+/// Unpacks a bootstrap tarball into `dest` (which must not exist) and returns the root.
+pub fn unpack_bootstrap(tarball: &Path, dest: &Path) -> Result<PathBuf> {
+    remove_tree(dest)?;
+    std::fs::create_dir_all(dest).ctx("create directory", dest)?;
+    tools::run(
+        "unpack the environment",
+        Command::new("tar").arg("--zstd").arg("--numeric-owner").arg("--xattrs").arg("--acls").arg("-xpf").arg(tarball).arg("-C").arg(dest),
+    )?;
+    Ok(dest.join("root.x86_64"))
+}
+
+/// `rm -rf` that tolerates absence.
+pub fn remove_tree(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(_) => std::fs::remove_dir_all(p).ctx("remove", p),
+        Err(_) => Ok(()),
+    }
+}

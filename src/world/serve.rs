@@ -1,0 +1,236 @@
+//! Serving the world on 127.0.0.1: a small static HTTP server for `archive/` (at `/`),
+//! `published/` (at `/rootfs/`, the profile's `rootfs` location) and the upstream repository
+//! (at `/git/upstream.git`, git's dumb HTTP protocol), plus Debian's docker-registry over
+//! `registry/`. Everything stops when the returned `WorldServers` is dropped.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, IoContext, Result};
+use crate::world::{registry, tools};
+
+/// Ports to listen on; 0 picks a free one.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub archive: u16,
+    pub registry: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports { archive: 7878, registry: 7879 }
+    }
+}
+
+/// The running servers; dropping it stops them.
+#[derive(Debug)]
+pub struct WorldServers {
+    pub archive_url: String,
+    pub rootfs_url: String,
+    pub registry_url: String,
+    pub git_url: String,
+    stop: Arc<AtomicBool>,
+    http_addr: std::net::SocketAddr,
+    http: Option<JoinHandle<()>>,
+    registry: Option<Child>,
+}
+
+impl WorldServers {
+    /// The `REPROBOX_LOCATION_*` exports for the test profile.
+    pub fn exports(&self) -> String {
+        format!(
+            "export REPROBOX_LOCATION_ARCHIVE={}\nexport REPROBOX_LOCATION_ROOTFS={}\nexport REPROBOX_LOCATION_REGISTRY={}\nexport REPROBOX_LOCATION_GIT={}\n",
+            self.archive_url, self.rootfs_url, self.registry_url, self.git_url
+        )
+    }
+
+    /// The same as `--location` flags.
+    pub fn location_flags(&self) -> String {
+        format!(
+            "--location archive={} --location rootfs={} --location registry={} --location git={}",
+            self.archive_url, self.rootfs_url, self.registry_url, self.git_url
+        )
+    }
+}
+
+impl Drop for WorldServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.http_addr);
+        if let Some(h) = self.http.take() {
+            let _ = h.join();
+        }
+        if let Some(mut c) = self.registry.take() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Serves the world in `dir` (built by `world::build`).
+pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
+    let dir = std::fs::canonicalize(dir).ctx("resolve", dir)?;
+    for sub in ["archive", "published", "registry", "upstream.git"] {
+        if !dir.join(sub).exists() {
+            return Err(Error::bad_input(
+                dir.display().to_string(),
+                format!("not a built test world (no {sub}/); run `reprobox world build {}` first", dir.display()),
+            ));
+        }
+    }
+    // Dumb-HTTP git needs info/refs and objects/info/packs.
+    tools::run(
+        "git update-server-info",
+        Command::new("git").arg("--git-dir").arg(dir.join("upstream.git")).arg("update-server-info"),
+    )?;
+    let listener = TcpListener::bind(("127.0.0.1", ports.archive))
+        .map_err(|e| Error::Environment(format!("world serve: cannot listen on 127.0.0.1:{}: {e}", ports.archive)))?;
+    let http_addr = listener.local_addr().ctx("listen", "127.0.0.1")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let roots = Arc::new(Roots {
+        archive: dir.join("archive"),
+        published: dir.join("published"),
+        git: dir.join("upstream.git"),
+    });
+    let stop2 = stop.clone();
+    let http = std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop2.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Ok(c) = conn {
+                let roots = roots.clone();
+                std::thread::spawn(move || {
+                    let _ = handle(c, &roots);
+                });
+            }
+        }
+    });
+
+    let reg_port = if ports.registry == 0 { free_port()? } else { ports.registry };
+    let reg_bin = tools::require("docker-registry", "docker-registry")?;
+    let cfg = registry::write_config(&dir.join("work").join(format!("registry-serve-{reg_port}.yml")), &dir.join("registry"), &format!("127.0.0.1:{reg_port}"))?;
+    let mut child = Command::new(reg_bin)
+        .arg("serve")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Environment(format!("world serve: cannot start docker-registry: {e}")))?;
+    let registry_url = format!("http://127.0.0.1:{reg_port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", reg_port)).is_ok() {
+            up = true;
+            break;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(Error::Environment(format!("world serve: docker-registry exited ({st}); is 127.0.0.1:{reg_port} in use?")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !up {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::Environment(format!("world serve: docker-registry did not listen on 127.0.0.1:{reg_port}")));
+    }
+    let base = format!("http://{http_addr}");
+    Ok(WorldServers {
+        archive_url: base.clone(),
+        rootfs_url: format!("{base}/rootfs"),
+        registry_url,
+        git_url: format!("{base}/git/upstream.git"),
+        stop,
+        http_addr,
+        http: Some(http),
+        registry: Some(child),
+    })
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind(("127.0.0.1", 0)).ctx("listen", "127.0.0.1:0")?;
+    Ok(l.local_addr().ctx("listen", "127.0.0.1:0")?.port())
+}
+
+struct Roots {
+    archive: PathBuf,
+    published: PathBuf,
+    git: PathBuf,
+}
+
+/// Maps a URL path to a file under one of the roots, refusing anything that escapes it.
+fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
+    let path = url_path.split(['?', '#']).next().unwrap_or("");
+    let path = percent_decode(path)?;
+    let (root, rest) = if let Some(r) = path.strip_prefix("/rootfs/") {
+        (&roots.published, r)
+    } else if let Some(r) = path.strip_prefix("/git/upstream.git/") {
+        (&roots.git, r)
+    } else {
+        (&roots.archive, path.trim_start_matches('/'))
+    };
+    if rest.split('/').any(|c| c == ".." || c.starts_with('.') && c.len() > 1 && c != ".") && !rest.is_empty() {
+        // Hidden files (markers, temp files) and parent references are never served.
+        return None;
+    }
+    let p = root.join(rest);
+    let canon = std::fs::canonicalize(&p).ok()?;
+    let root_c = std::fs::canonicalize(root).ok()?;
+    if !canon.starts_with(&root_c) || !canon.is_file() {
+        return None;
+    }
+    Some(canon)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
+    let mut reader = BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut w = c;
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    if parts.len() < 2 || !(parts[0] == "GET" || parts[0] == "HEAD") {
+        return w.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+    match resolve(roots, parts[1]) {
+        None => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        Some(p) => {
+            let mut f = std::fs::File::open(&p)?;
+            let len = f.metadata()?.len();
+            write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")?;
+            if parts[0] == "GET" {
+                std::io::copy(&mut f, &mut w)?;
+            }
+            w.flush()
+        }
+    }
+}
