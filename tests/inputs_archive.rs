@@ -22,29 +22,82 @@ fn resolution_by_day_and_changed_package() {
     assert_eq!(h2.version, "1.1-1");
     assert_eq!(h1.sha256, w.pkg("hello", "1.0-1").sha256());
     assert_eq!(h2.sha256, w.pkg("hello", "1.1-1").sha256());
-    assert_eq!(h1.url, format!("{}/repos/{DAY1}/core/os/x86_64/hello-1.0-1-x86_64.pkg.tar.zst", srv.url()));
+    assert_eq!(
+        h1.url,
+        format!(
+            "{}/repos/{DAY1}/core/os/x86_64/hello-1.0-1-x86_64.pkg.tar.zst",
+            srv.url()
+        )
+    );
     let t1 = ar.resolve(DAY1, "tools").unwrap();
     let t2 = ar.resolve(DAY2, "tools").unwrap();
-    assert_eq!((t1.version.as_str(), t1.sha256.as_str()), (t2.version.as_str(), t2.sha256.as_str()));
+    assert_eq!(
+        (t1.version.as_str(), t1.sha256.as_str()),
+        (t2.version.as_str(), t2.sha256.as_str())
+    );
     let big = ar.resolve(DAY1, "bigdata").unwrap();
     assert_eq!(big.repo, "extra");
     let e = ar.resolve(DAY1, "nonexistent").unwrap_err();
     assert_eq!(e.exit_code(), 2, "{e}");
     // Fetching checks the bytes against the database.
     let b = ar.fetch_resolved(&h2).unwrap();
-    assert_eq!(std::fs::read(&b.path).unwrap(), w.pkg("hello", "1.1-1").bytes);
+    assert_eq!(
+        std::fs::read(&b.path).unwrap(),
+        w.pkg("hello", "1.1-1").bytes
+    );
 
     // The same through the CLI, including an offline re-resolve from the store.
-    let (code, out, err) = run(sd.path(), &["archive", "resolve", "--archive", &srv.url(), "--day", DAY2, "hello", "tools"]);
+    let (code, out, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "resolve",
+            "--archive",
+            &srv.url(),
+            "--day",
+            DAY2,
+            "hello",
+            "tools",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with(&format!("hello 1.1-1 core {} ", w.pkg("hello", "1.1-1").sha256())), "{out}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "hello 1.1-1 core {} ",
+            w.pkg("hello", "1.1-1").sha256()
+        )),
+        "{out}"
+    );
     drop(srv);
-    let (code, out, err) = run(sd.path(), &["archive", "resolve", "--offline", "--archive", "http://127.0.0.1:9", "--day", DAY2, "hello"]);
+    let (code, out, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "resolve",
+            "--offline",
+            "--archive",
+            "http://127.0.0.1:9",
+            "--day",
+            DAY2,
+            "hello",
+        ],
+    );
     // Offline with a different base URL: nothing in the store for it, so it must fail, exit 3.
     assert_eq!(code, 3, "{out}{err}");
-    let (code, _, _) = run(sd.path(), &["archive", "resolve", "--archive", "http://127.0.0.1:9", "--day", "2026-05-17", "hello"]);
+    let (code, _, _) = run(
+        sd.path(),
+        &[
+            "archive",
+            "resolve",
+            "--archive",
+            "http://127.0.0.1:9",
+            "--day",
+            "2026-05-17",
+            "hello",
+        ],
+    );
     assert_eq!(code, 2, "a malformed day is bad input");
 }
 
@@ -55,48 +108,147 @@ fn offline_resolve_and_packages_and_bootstrap() {
     let sd = tempfile::tempdir().unwrap();
     let url = srv.url();
     // packages/ by name and version
-    let (code, out, err) = run(sd.path(), &["archive", "fetch", "--archive", &url, "hello=1.0-1"]);
+    let (code, out, err) = run(
+        sd.path(),
+        &["archive", "fetch", "--archive", &url, "hello=1.0-1"],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with(&w.pkg("hello", "1.0-1").sha256()), "{out}");
-    let (code, _, err) = run(sd.path(), &["archive", "fetch", "--archive", &url, "hello=9.9-1"]);
-    assert_eq!(code, 3, "missing version is a network failure naming the URL: {err}");
-    assert!(err.contains("packages/h/hello/hello-9.9-1-x86_64.pkg.tar.zst"), "{err}");
+    let (code, _, err) = run(
+        sd.path(),
+        &["archive", "fetch", "--archive", &url, "hello=9.9-1"],
+    );
+    assert_eq!(
+        code, 3,
+        "missing version is a network failure naming the URL: {err}"
+    );
+    assert!(
+        err.contains("packages/h/hello/hello-9.9-1-x86_64.pkg.tar.zst"),
+        "{err}"
+    );
     let (code, _, _) = run(sd.path(), &["archive", "fetch", "--archive", &url, "hello"]);
-    assert_eq!(code, 2, "NAME without =VERSION and without --day is bad input");
+    assert_eq!(
+        code, 2,
+        "NAME without =VERSION and without --day is bad input"
+    );
     // bootstrap: URL, sha256, store path
-    let (code, out, err) = run(sd.path(), &["archive", "bootstrap", "--archive", &url, "--month", MONTH]);
+    let (code, out, err) = run(
+        sd.path(),
+        &["archive", "bootstrap", "--archive", &url, "--month", MONTH],
+    );
     assert_eq!(code, 0, "{err}");
     let f: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(f[0], format!("{url}/iso/{MONTH}/{}", World::bootstrap_name()));
+    assert_eq!(
+        f[0],
+        format!("{url}/iso/{MONTH}/{}", World::bootstrap_name())
+    );
     assert_eq!(f[1], sha256(&w.bootstrap));
     assert_eq!(std::fs::read(f[2]).unwrap(), w.bootstrap);
-    let (code, _, _) = run(sd.path(), &["archive", "bootstrap", "--archive", &url, "--month", "2026-05"]);
+    let (code, _, _) = run(
+        sd.path(),
+        &[
+            "archive",
+            "bootstrap",
+            "--archive",
+            &url,
+            "--month",
+            "2026-05",
+        ],
+    );
     assert_eq!(code, 2);
     // day fetch online, then everything again offline with the server gone
-    let (code, online, err) = run(sd.path(), &["archive", "fetch", "--archive", &url, "--day", DAY1, "hello", "tools"]);
+    let (code, online, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "fetch",
+            "--archive",
+            &url,
+            "--day",
+            DAY1,
+            "hello",
+            "tools",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     srv.stop();
-    let (code, offline, err) = run(sd.path(), &["archive", "fetch", "--offline", "--archive", &url, "--day", DAY1, "hello", "tools"]);
+    let (code, offline, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "fetch",
+            "--offline",
+            "--archive",
+            &url,
+            "--day",
+            DAY1,
+            "hello",
+            "tools",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(online, offline);
-    let (code, _, err) = run(sd.path(), &["archive", "bootstrap", "--offline", "--archive", &url, "--month", MONTH]);
+    let (code, _, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "bootstrap",
+            "--offline",
+            "--archive",
+            &url,
+            "--month",
+            MONTH,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = run(sd.path(), &["archive", "fetch", "--offline", "--archive", &url, "--day", DAY2, "hello"]);
-    assert_eq!(code, 3, "day two was never fetched: offline must fail: {err}");
+    let (code, _, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "fetch",
+            "--offline",
+            "--archive",
+            &url,
+            "--day",
+            DAY2,
+            "hello",
+        ],
+    );
+    assert_eq!(
+        code, 3,
+        "day two was never fetched: offline must fail: {err}"
+    );
 }
 
 #[test]
 fn bootstrap_with_wrong_sums_is_tampered() {
     let w = World::build();
     let sums = w.root().join("iso").join(MONTH).join("sha256sums.txt");
-    std::fs::write(&sums, format!("{}  {}\n", "ab".repeat(32), World::bootstrap_name())).unwrap();
+    std::fs::write(
+        &sums,
+        format!("{}  {}\n", "ab".repeat(32), World::bootstrap_name()),
+    )
+    .unwrap();
     let srv = PyServer::start(w.root());
     let sd = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(sd.path(), &["archive", "bootstrap", "--archive", &srv.url(), "--month", MONTH]);
+    let (code, _, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "bootstrap",
+            "--archive",
+            &srv.url(),
+            "--month",
+            MONTH,
+        ],
+    );
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("tampered"), "{err}");
     let store = Store::open(sd.path()).unwrap();
-    assert!(store.get(&sha256(&w.bootstrap)).is_none(), "the tarball must not be stored");
+    assert!(
+        store.get(&sha256(&w.bootstrap)).is_none(),
+        "the tarball must not be stored"
+    );
     assert_eq!(count_files(&sd.path().join("partial")), 0);
     assert_eq!(count_files(&sd.path().join("tmp")), 0);
 }
@@ -106,13 +258,26 @@ fn truncated_download_resumes_with_range() {
     let body = noise(3 << 20, 5);
     let srv = CutServer::start(body.clone(), 2, 700_000);
     let sd = tempfile::tempdir().unwrap();
-    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false).with_progress(false).with_retries(5, Duration::from_millis(10));
+    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
+        .with_progress(false)
+        .with_retries(5, Duration::from_millis(10));
     let url = format!("http://127.0.0.1:{}/big.bin", srv.port);
     let b = f.fetch(&url, Some(&sha256(&body))).unwrap();
     assert_eq!(std::fs::read(&b.path).unwrap(), body);
     let ranges = srv.ranges.lock().unwrap().clone();
-    assert_eq!(ranges, vec![None, Some("bytes=700000-".to_string()), Some("bytes=1400000-".to_string())]);
-    assert_eq!(count_files(&sd.path().join("partial")), 0, "partial file moved into the store");
+    assert_eq!(
+        ranges,
+        vec![
+            None,
+            Some("bytes=700000-".to_string()),
+            Some("bytes=1400000-".to_string())
+        ]
+    );
+    assert_eq!(
+        count_files(&sd.path().join("partial")),
+        0,
+        "partial file moved into the store"
+    );
 }
 
 #[test]
@@ -121,16 +286,27 @@ fn cut_download_gives_up_naming_url_then_resumes_next_run() {
     let srv = CutServer::start(body.clone(), 3, 100_000);
     let sd = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}/file.bin", srv.port);
-    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false).with_progress(false).with_retries(2, Duration::from_millis(10));
+    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
+        .with_progress(false)
+        .with_retries(2, Duration::from_millis(10));
     let e = f.fetch(&url, Some(&sha256(&body))).unwrap_err();
     assert_eq!(e.exit_code(), 3);
     assert!(e.to_string().contains(&url), "{e}");
-    assert_eq!(count_files(&sd.path().join("partial")), 1, "partial kept for resume");
+    assert_eq!(
+        count_files(&sd.path().join("partial")),
+        1,
+        "partial kept for resume"
+    );
     // A new process (new fetcher) resumes where the last stopped.
-    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false).with_progress(false).with_retries(3, Duration::from_millis(10));
+    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
+        .with_progress(false)
+        .with_retries(3, Duration::from_millis(10));
     let b = f.fetch(&url, Some(&sha256(&body))).unwrap();
     assert_eq!(std::fs::read(&b.path).unwrap(), body);
-    assert_eq!(srv.ranges.lock().unwrap()[2].as_deref(), Some("bytes=200000-"));
+    assert_eq!(
+        srv.ranges.lock().unwrap()[2].as_deref(),
+        Some("bytes=200000-")
+    );
 }
 
 #[test]
@@ -144,13 +320,36 @@ fn upstream_serving_wrong_bytes_is_caught_and_nothing_stored() {
     std::fs::write(&path, &bad).unwrap();
     let srv = PyServer::start(w.root());
     let sd = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(sd.path(), &["archive", "fetch", "--archive", &srv.url(), "--day", DAY1, "hello"]);
+    let (code, _, err) = run(
+        sd.path(),
+        &[
+            "archive",
+            "fetch",
+            "--archive",
+            &srv.url(),
+            "--day",
+            DAY1,
+            "hello",
+        ],
+    );
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("tampered") && err.contains(&good.sha256()), "{err}");
+    assert!(
+        err.contains("tampered") && err.contains(&good.sha256()),
+        "{err}"
+    );
     let store = Store::open(sd.path()).unwrap();
     assert!(store.get(&good.sha256()).is_none());
-    assert!(store.get(&sha256(&bad)).is_none(), "wrong bytes stored under their own hash");
-    assert!(store.index().unwrap().iter().all(|r| !r.url.ends_with(".pkg.tar.zst")));
+    assert!(
+        store.get(&sha256(&bad)).is_none(),
+        "wrong bytes stored under their own hash"
+    );
+    assert!(
+        store
+            .index()
+            .unwrap()
+            .iter()
+            .all(|r| !r.url.ends_with(".pkg.tar.zst"))
+    );
     assert_eq!(count_files(&sd.path().join("partial")), 0);
 }
 
@@ -164,7 +363,16 @@ fn two_processes_fetching_the_same_blobs_store_each_once() {
         reprobox()
             .args(["archive", "--store"])
             .arg(sd.path())
-            .args(["fetch", "--archive", &url, "--day", DAY1, "bigdata", "hello", "tools"])
+            .args([
+                "fetch",
+                "--archive",
+                &url,
+                "--day",
+                DAY1,
+                "bigdata",
+                "hello",
+                "tools",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -182,7 +390,10 @@ fn two_processes_fetching_the_same_blobs_store_each_once() {
     assert_eq!(count_files(&sd.path().join("blobs")), 5);
     for p in ["bigdata", "tools"] {
         let pkg = w.pkgs.iter().find(|x| x.name == p).unwrap();
-        assert_eq!(std::fs::read(store.get(&pkg.sha256()).unwrap()).unwrap(), pkg.bytes);
+        assert_eq!(
+            std::fs::read(store.get(&pkg.sha256()).unwrap()).unwrap(),
+            pkg.bytes
+        );
     }
     assert_eq!(count_files(&sd.path().join("partial")), 0);
     assert_eq!(count_files(&sd.path().join("tmp")), 0);

@@ -15,9 +15,15 @@ use reprobox::inputs::store::Store;
 fn paths(w: &World) -> Vec<String> {
     vec![
         format!("/repos/{DAY1}/core/os/x86_64/core.db"),
-        format!("/repos/{DAY1}/core/os/x86_64/{}", w.pkg("hello", "1.0-1").filename()),
+        format!(
+            "/repos/{DAY1}/core/os/x86_64/{}",
+            w.pkg("hello", "1.0-1").filename()
+        ),
         format!("/repos/{DAY2}/core/os/x86_64/core.db"),
-        format!("/repos/{DAY2}/core/os/x86_64/{}", w.pkg("hello", "1.1-1").filename()),
+        format!(
+            "/repos/{DAY2}/core/os/x86_64/{}",
+            w.pkg("hello", "1.1-1").filename()
+        ),
         format!("/packages/t/tools/{}", w.pkg("tools", "2.0-1").filename()),
         format!("/iso/{MONTH}/sha256sums.txt"),
         format!("/iso/{MONTH}/{}", World::bootstrap_name()),
@@ -86,7 +92,10 @@ fn online_run_then_offline_replay_gives_identical_bytes() {
     let up = srv.url();
     let sd = tempfile::tempdir().unwrap();
     let locks = tempfile::tempdir().unwrap();
-    let (l1, l2) = (locks.path().join("online.lock"), locks.path().join("offline.lock"));
+    let (l1, l2) = (
+        locks.path().join("online.lock"),
+        locks.path().join("offline.lock"),
+    );
     let ps = paths(&w);
 
     let m = MirrorProc::start(sd.path(), &up, false, &l1);
@@ -102,27 +111,56 @@ fn online_run_then_offline_replay_gives_identical_bytes() {
     let lock1 = InputsLock::read(&l1).unwrap();
     for p in &ps {
         let url = format!("{up}{p}");
-        let e = lock1.entries.iter().find(|e| e.url == url).unwrap_or_else(|| panic!("{url} not in lock:\n{lock1}"));
+        let e = lock1
+            .entries
+            .iter()
+            .find(|e| e.url == url)
+            .unwrap_or_else(|| panic!("{url} not in lock:\n{lock1}"));
         assert_eq!(e.status, Status::Fetched, "{url}");
     }
-    assert!(lock1.misses().any(|e| e.url.ends_with("nope-1-1-x86_64.pkg.tar.zst")), "{lock1}");
+    assert!(
+        lock1
+            .misses()
+            .any(|e| e.url.ends_with("nope-1-1-x86_64.pkg.tar.zst")),
+        "{lock1}"
+    );
     // Repeated requests (pacman re-asks for core.db) are hits and counted.
-    assert!(lock1.entries.iter().any(|e| e.status == Status::Hit && e.url.ends_with("core.db")), "{lock1}");
+    assert!(
+        lock1
+            .entries
+            .iter()
+            .any(|e| e.status == Status::Hit && e.url.ends_with("core.db")),
+        "{lock1}"
+    );
 
     srv.stop();
     let m = MirrorProc::start(sd.path(), &up, true, &l2);
     let offline = fetch_all(&m.url, &ps);
     assert_eq!(online, offline, "offline replay serves identical bytes");
     assert_eq!(pacman_install(&m.url, DAY2), "hello, day two\n");
-    let never = format!("/repos/{DAY2}/extra/os/x86_64/{}", w.pkg("bigdata", "3.0-1").filename());
-    assert_eq!(get(&format!("{}{never}", m.url)).0, 404, "offline miss is a 404");
+    let never = format!(
+        "/repos/{DAY2}/extra/os/x86_64/{}",
+        w.pkg("bigdata", "3.0-1").filename()
+    );
+    assert_eq!(
+        get(&format!("{}{never}", m.url)).0,
+        404,
+        "offline miss is a 404"
+    );
     assert_eq!(m.stop(), 0);
     let lock2 = InputsLock::read(&l2).unwrap();
-    assert!(lock2.entries.iter().all(|e| e.status != Status::Fetched), "offline fetched nothing:\n{lock2}");
+    assert!(
+        lock2.entries.iter().all(|e| e.status != Status::Fetched),
+        "offline fetched nothing:\n{lock2}"
+    );
     let misses: Vec<_> = lock2.misses().map(|e| e.url.clone()).collect();
     assert_eq!(misses, vec![format!("{up}{never}")]);
     for e in lock2.entries.iter().filter(|e| e.status == Status::Hit) {
-        let before = lock1.entries.iter().find(|x| x.url == e.url && x.sha256.is_some()).unwrap();
+        let before = lock1
+            .entries
+            .iter()
+            .find(|x| x.url == e.url && x.sha256.is_some())
+            .unwrap();
         assert_eq!(before.sha256, e.sha256, "{}", e.url);
     }
 }
@@ -141,13 +179,28 @@ fn export_import_into_empty_store_then_offline_replay() {
     assert_eq!(m.stop(), 0);
     srv.stop();
     // Something in s1 the lock does not name must not travel.
-    let extra = Store::open(s1.path()).unwrap().put_reader(&b"unrelated"[..], None, "test:unrelated").unwrap();
+    let extra = Store::open(s1.path())
+        .unwrap()
+        .put_reader(&b"unrelated"[..], None, "test:unrelated")
+        .unwrap();
 
     let export = work.path().join("inputs.tar");
-    let (code, out, err) = run(s1.path(), &["store", "export", export.to_str().unwrap(), "--lock", l1.to_str().unwrap()]);
+    let (code, out, err) = run(
+        s1.path(),
+        &[
+            "store",
+            "export",
+            export.to_str().unwrap(),
+            "--lock",
+            l1.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let n = InputsLock::read(&l1).unwrap().blobs().len();
-    assert_eq!(out.trim(), format!("exported {n} blobs to {}", export.display()));
+    assert_eq!(
+        out.trim(),
+        format!("exported {n} blobs to {}", export.display())
+    );
 
     let s2 = tempfile::tempdir().unwrap();
     let (code, out, err) = run(s2.path(), &["store", "import", export.to_str().unwrap()]);
@@ -166,7 +219,10 @@ fn export_import_into_empty_store_then_offline_replay() {
     // A blob altered in transit is refused on import, and not stored.
     let mut tar = std::fs::read(&export).unwrap();
     let hello = w.pkg("hello", "1.1-1");
-    let at = tar.windows(hello.bytes.len()).position(|win| win == &hello.bytes[..]).expect("blob in tar");
+    let at = tar
+        .windows(hello.bytes.len())
+        .position(|win| win == &hello.bytes[..])
+        .expect("blob in tar");
     tar[at + 100] ^= 0x01;
     let bad = work.path().join("bad.tar");
     std::fs::write(&bad, &tar).unwrap();
@@ -174,7 +230,12 @@ fn export_import_into_empty_store_then_offline_replay() {
     let (code, _, err) = run(s3.path(), &["store", "import", bad.to_str().unwrap()]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("tampered"), "{err}");
-    assert!(Store::open(s3.path()).unwrap().get(&hello.sha256()).is_none());
+    assert!(
+        Store::open(s3.path())
+            .unwrap()
+            .get(&hello.sha256())
+            .is_none()
+    );
     assert_eq!(count_files(&s3.path().join("tmp")), 0);
     let (code, _, _) = run(s3.path(), &["store", "import", "/nonexistent/x.tar"]);
     assert_eq!(code, 2);
@@ -192,7 +253,15 @@ fn mirror_catches_upstream_serving_wrong_bytes() {
     let srv = PyServer::start(w.root());
     let sd = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let h = Mirror::serve(listener, MirrorConfig { store: Store::open(sd.path()).unwrap(), upstream: srv.url(), offline: false }).unwrap();
+    let h = Mirror::serve(
+        listener,
+        MirrorConfig {
+            store: Store::open(sd.path()).unwrap(),
+            upstream: srv.url(),
+            offline: false,
+        },
+    )
+    .unwrap();
     let base = format!("http://{}", h.local_addr());
     // The package is asked for before its database: the mirror loads the database itself.
     let p = format!("/repos/{DAY2}/core/os/x86_64/{}", good.filename());
@@ -215,16 +284,42 @@ fn mirror_serves_ranges_and_head() {
     let w = World::build();
     let sd = tempfile::tempdir().unwrap();
     let up = format!("file://{}", w.root().display());
-    let h = Mirror::serve(TcpListener::bind("127.0.0.1:0").unwrap(), MirrorConfig { store: Store::open(sd.path()).unwrap(), upstream: up, offline: false }).unwrap();
-    let url = format!("http://{}/packages/t/tools/{}", h.local_addr(), w.pkg("tools", "2.0-1").filename());
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut r = agent.get(&url).header("Range", "bytes=100-").call().unwrap();
+    let h = Mirror::serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        MirrorConfig {
+            store: Store::open(sd.path()).unwrap(),
+            upstream: up,
+            offline: false,
+        },
+    )
+    .unwrap();
+    let url = format!(
+        "http://{}/packages/t/tools/{}",
+        h.local_addr(),
+        w.pkg("tools", "2.0-1").filename()
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(&url)
+        .header("Range", "bytes=100-")
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 206);
     let body = r.body_mut().read_to_vec().unwrap();
     assert_eq!(body, w.pkg("tools", "2.0-1").bytes[100..]);
     let r = agent.head(&url).call().unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let len: usize = r.headers().get("content-length").unwrap().to_str().unwrap().parse().unwrap();
+    let len: usize = r
+        .headers()
+        .get("content-length")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(len, w.pkg("tools", "2.0-1").bytes.len());
     let lock = h.stop();
     assert_eq!(lock.entries[0].status, Status::Fetched);

@@ -67,10 +67,18 @@ pub fn execute(a: Args) -> Result<i32> {
             }
             Ok(0)
         }
-        ArchiveCommand::Fetch { day, repos, sha256, names } => {
+        ArchiveCommand::Fetch {
+            day,
+            repos,
+            sha256,
+            names,
+        } => {
             let ar = with_repos(Archive::new(&base, &fetcher), repos);
             if sha256.is_some() && (day.is_some() || names.len() != 1) {
-                return Err(Error::bad_input("--sha256", "only with a single NAME=VERSION and no --day"));
+                return Err(Error::bad_input(
+                    "--sha256",
+                    "only with a single NAME=VERSION and no --day",
+                ));
             }
             match day {
                 Some(day) => {
@@ -84,7 +92,10 @@ pub fn execute(a: Args) -> Result<i32> {
                 None => {
                     for n in &names {
                         let Some((name, version)) = n.split_once('=') else {
-                            return Err(Error::bad_input(format!("package {n:?}"), "without --day, expected NAME=VERSION (e.g. pacman=7.0.0.r6.gc685ae6-2)"));
+                            return Err(Error::bad_input(
+                                format!("package {n:?}"),
+                                "without --day, expected NAME=VERSION (e.g. pacman=7.0.0.r6.gc685ae6-2)",
+                            ));
                         };
                         let (url, b) = ar.fetch_package(name, version, sha256.as_deref())?;
                         println!("{} {} {}", b.sha256, b.path.display(), url);
@@ -102,5 +113,9 @@ pub fn execute(a: Args) -> Result<i32> {
 }
 
 fn with_repos<'a>(ar: Archive<'a>, repos: Vec<String>) -> Archive<'a> {
-    if repos.is_empty() { ar } else { ar.with_repos(repos) }
+    if repos.is_empty() {
+        ar
+    } else {
+        ar.with_repos(repos)
+    }
 }

@@ -28,10 +28,12 @@ pub struct Args {
 
 pub fn execute(a: Args) -> Result<i32> {
     let upstream = archive::parse_base(&a.archive)?;
-    let addr: std::net::SocketAddr = a
-        .listen
-        .parse()
-        .map_err(|_| Error::bad_input(format!("--listen {:?}", a.listen), "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))?;
+    let addr: std::net::SocketAddr = a.listen.parse().map_err(|_| {
+        Error::bad_input(
+            format!("--listen {:?}", a.listen),
+            "expected ADDRESS:PORT, e.g. 127.0.0.1:8080",
+        )
+    })?;
     let store = a.store.open()?;
     // Block the stop signals in every thread (threads inherit the mask) and wait for them here.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -42,9 +44,21 @@ pub fn execute(a: Args) -> Result<i32> {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| Error::io("listen on", a.listen.clone(), e))?;
-    let handle = Mirror::serve(listener, MirrorConfig { store, upstream: upstream.clone(), offline: a.offline })?;
-    println!("listening on http://{} (upstream {upstream}{})", handle.local_addr(), if a.offline { ", offline" } else { "" });
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::io("listen on", a.listen.clone(), e))?;
+    let handle = Mirror::serve(
+        listener,
+        MirrorConfig {
+            store,
+            upstream: upstream.clone(),
+            offline: a.offline,
+        },
+    )?;
+    println!(
+        "listening on http://{} (upstream {upstream}{})",
+        handle.local_addr(),
+        if a.offline { ", offline" } else { "" }
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let mut sig: libc::c_int = 0;
@@ -54,7 +68,12 @@ pub fn execute(a: Args) -> Result<i32> {
     match &a.lock_out {
         Some(p) => {
             lock.write(p)?;
-            eprintln!("wrote inputs lock {} ({} entries, {} misses)", p.display(), lock.entries.len(), lock.misses().count());
+            eprintln!(
+                "wrote inputs lock {} ({} entries, {} misses)",
+                p.display(),
+                lock.entries.len(),
+                lock.misses().count()
+            );
         }
         None => print!("{lock}"),
     }

@@ -10,7 +10,12 @@ use crate::inputs::store::{self, Store};
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArg {
     /// The store directory [default: $XDG_CACHE_HOME/reprobox, else ~/.cache/reprobox].
-    #[arg(long = "store", env = "REPROBOX_STORE", value_name = "DIR", global = true)]
+    #[arg(
+        long = "store",
+        env = "REPROBOX_STORE",
+        value_name = "DIR",
+        global = true
+    )]
     pub store: Option<PathBuf>,
 }
 
@@ -66,9 +71,16 @@ pub fn execute(a: Args) -> Result<i32> {
         StoreCommand::Verify => {
             let rep = s.verify()?;
             for (sha, actual, dest) in &rep.corrupt {
-                println!("corrupt {sha} (bytes hash to {actual}), moved to {}", dest.display());
+                println!(
+                    "corrupt {sha} (bytes hash to {actual}), moved to {}",
+                    dest.display()
+                );
             }
-            println!("checked {} blobs, {} corrupt", rep.checked, rep.corrupt.len());
+            println!(
+                "checked {} blobs, {} corrupt",
+                rep.checked,
+                rep.corrupt.len()
+            );
             Ok(if rep.corrupt.is_empty() { 0 } else { 1 })
         }
         StoreCommand::Gc { keep } => {
@@ -99,7 +111,10 @@ pub fn execute(a: Args) -> Result<i32> {
         }
         StoreCommand::Import { file } => {
             if !file.is_file() {
-                return Err(Error::bad_input(format!("export file {}", file.display()), "no such file (expected a tar written by `reprobox store export`)"));
+                return Err(Error::bad_input(
+                    format!("export file {}", file.display()),
+                    "no such file (expected a tar written by `reprobox store export`)",
+                ));
             }
             let n = s.import(&file)?;
             println!("imported {n} blobs from {}", file.display());
@@ -112,7 +127,12 @@ pub fn execute(a: Args) -> Result<i32> {
                 origin.insert(r.sha256.as_str(), r.url.as_str());
             }
             for b in s.list()? {
-                println!("{} {} {}", b.sha256, b.size, origin.get(b.sha256.as_str()).copied().unwrap_or("-"));
+                println!(
+                    "{} {} {}",
+                    b.sha256,
+                    b.size,
+                    origin.get(b.sha256.as_str()).copied().unwrap_or("-")
+                );
             }
             Ok(0)
         }
@@ -122,7 +142,10 @@ pub fn execute(a: Args) -> Result<i32> {
 
 fn hash(file: &Path) -> Result<i32> {
     if !file.is_file() {
-        return Err(Error::bad_input(format!("file {}", file.display()), "no such regular file"));
+        return Err(Error::bad_input(
+            format!("file {}", file.display()),
+            "no such regular file",
+        ));
     }
     let (sha, _) = store::hash_file(file)?;
     println!("{sha}  {}", file.display());

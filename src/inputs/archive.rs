@@ -76,7 +76,14 @@ pub fn parse_day(s: &str) -> Result<String> {
         && s.as_bytes()[4] == b'/'
         && s.as_bytes()[7] == b'/'
         && jiff::civil::Date::from_str(&s.replace('/', "-")).is_ok();
-    if ok { Ok(s.to_string()) } else { Err(Error::bad_input(format!("day {s:?}"), "expected a date as YYYY/MM/DD")) }
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Error::bad_input(
+            format!("day {s:?}"),
+            "expected a date as YYYY/MM/DD",
+        ))
+    }
 }
 
 /// Check a month argument: `YYYY.MM.DD` (the ISO directory name, normally the 1st).
@@ -88,16 +95,25 @@ pub fn parse_month(s: &str) -> Result<String> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(Error::bad_input(format!("month {s:?}"), "expected the release directory as YYYY.MM.01"))
+        Err(Error::bad_input(
+            format!("month {s:?}"),
+            "expected the release directory as YYYY.MM.01",
+        ))
     }
 }
 
 /// Check an archive base URL and drop a trailing slash.
 pub fn parse_base(s: &str) -> Result<String> {
-    if ["file://", "http://", "https://"].iter().any(|p| s.starts_with(p)) {
+    if ["file://", "http://", "https://"]
+        .iter()
+        .any(|p| s.starts_with(p))
+    {
         Ok(s.trim_end_matches('/').to_string())
     } else {
-        Err(Error::bad_input(format!("archive URL {s:?}"), "expected file://, http:// or https://"))
+        Err(Error::bad_input(
+            format!("archive URL {s:?}"),
+            "expected file://, http:// or https://",
+        ))
     }
 }
 
@@ -112,16 +128,25 @@ pub fn parse_repo_db(bytes: &[u8], what: &str) -> Result<RepoDb> {
     };
     let mut ar = tar::Archive::new(reader);
     let mut db = RepoDb::default();
-    let bad = |m: String| Error::Network { url: what.to_string(), message: format!("not a repository database: {m}") };
+    let bad = |m: String| Error::Network {
+        url: what.to_string(),
+        message: format!("not a repository database: {m}"),
+    };
     for e in ar.entries().map_err(|e| bad(e.to_string()))? {
         let mut e = e.map_err(|e| bad(e.to_string()))?;
-        let path = e.path().map_err(|e| bad(e.to_string()))?.to_string_lossy().into_owned();
+        let path = e
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
         if !path.ends_with("/desc") {
             continue;
         }
         let mut text = String::new();
-        e.read_to_string(&mut text).map_err(|e| bad(format!("{path}: {e}")))?;
-        db.entries.push(parse_desc(&text).map_err(|m| bad(format!("{path}: {m}")))?);
+        e.read_to_string(&mut text)
+            .map_err(|e| bad(format!("{path}: {e}")))?;
+        db.entries
+            .push(parse_desc(&text).map_err(|m| bad(format!("{path}: {m}")))?);
     }
     Ok(db)
 }
@@ -131,10 +156,25 @@ pub fn parse_desc(text: &str) -> std::result::Result<DbEntry, String> {
     use alpm_repo_db::desc::RepoDescFile;
     if let Ok(d) = RepoDescFile::from_str(text) {
         let (f, n, v, s) = match &d {
-            RepoDescFile::V1(d) => (d.file_name.to_string(), d.name.to_string(), d.version.to_string(), d.sha256_checksum.to_string()),
-            RepoDescFile::V2(d) => (d.file_name.to_string(), d.name.to_string(), d.version.to_string(), d.sha256_checksum.to_string()),
+            RepoDescFile::V1(d) => (
+                d.file_name.to_string(),
+                d.name.to_string(),
+                d.version.to_string(),
+                d.sha256_checksum.to_string(),
+            ),
+            RepoDescFile::V2(d) => (
+                d.file_name.to_string(),
+                d.name.to_string(),
+                d.version.to_string(),
+                d.sha256_checksum.to_string(),
+            ),
         };
-        return Ok(DbEntry { name: n, version: v, filename: f, sha256: Some(s) });
+        return Ok(DbEntry {
+            name: n,
+            version: v,
+            filename: f,
+            sha256: Some(s),
+        });
     }
     let mut sections: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut key: Option<&str> = None;
@@ -157,7 +197,8 @@ pub fn parse_desc(text: &str) -> std::result::Result<DbEntry, String> {
     let name = one("NAME")?;
     alpm_types::Name::from_str(&name).map_err(|e| format!("%NAME% {name:?}: {e}"))?;
     let version = one("VERSION")?;
-    alpm_types::FullVersion::from_str(&version).map_err(|e| format!("%VERSION% {version:?}: {e}"))?;
+    alpm_types::FullVersion::from_str(&version)
+        .map_err(|e| format!("%VERSION% {version:?}: {e}"))?;
     let filename = one("FILENAME")?;
     if filename.contains('/') {
         return Err(format!("%FILENAME% {filename:?} contains a slash"));
@@ -172,7 +213,12 @@ pub fn parse_desc(text: &str) -> std::result::Result<DbEntry, String> {
             Some(s)
         }
     };
-    Ok(DbEntry { name, version, filename, sha256 })
+    Ok(DbEntry {
+        name,
+        version,
+        filename,
+        sha256,
+    })
 }
 
 /// URL of a repository database for a day.
@@ -183,7 +229,9 @@ pub fn repo_db_url(base: &str, day: &str, repo: &str) -> String {
 /// Fetch (or take from the store) and parse the database at `url`; `Ok(None)` if the source
 /// has no such file.
 pub fn load_repo_db(fetcher: &Fetcher, url: &str) -> Result<Option<(Blob, RepoDb)>> {
-    let Some((blob, _)) = fetcher.try_fetch(url, None, true)? else { return Ok(None) };
+    let Some((blob, _)) = fetcher.try_fetch(url, None, true)? else {
+        return Ok(None);
+    };
     let bytes = std::fs::read(&blob.path).ctx("read", &blob.path)?;
     let db = parse_repo_db(&bytes, url)?;
     Ok(Some((blob, db)))
@@ -229,7 +277,10 @@ impl<'a> Archive<'a> {
         let (_, db) = load_repo_db(self.fetcher, &url)?
             .ok_or_else(|| Error::network(&url, "no such repository database (not found)"))?;
         let db = Arc::new(db);
-        self.dbs.lock().expect("not poisoned").insert(key, db.clone());
+        self.dbs
+            .lock()
+            .expect("not poisoned")
+            .insert(key, db.clone());
         Ok(db)
     }
 
@@ -241,7 +292,10 @@ impl<'a> Archive<'a> {
             if let Some(e) = db.by_name(name) {
                 let url = format!("{}/repos/{day}/{repo}/os/{ARCH}/{}", self.base, e.filename);
                 let sha256 = e.sha256.clone().ok_or_else(|| {
-                    Error::network(repo_db_url(&self.base, &day, repo), format!("{name} has no %SHA256SUM%"))
+                    Error::network(
+                        repo_db_url(&self.base, &day, repo),
+                        format!("{name} has no %SHA256SUM%"),
+                    )
                 })?;
                 return Ok(ResolvedPackage {
                     name: e.name.clone(),
@@ -256,26 +310,47 @@ impl<'a> Archive<'a> {
         }
         Err(Error::bad_input(
             format!("package {name:?}"),
-            format!("is in none of the repositories {} on {day}", self.repos.join(", ")),
+            format!(
+                "is in none of the repositories {} on {day}",
+                self.repos.join(", ")
+            ),
         ))
     }
 
     /// Fetch a resolved package, checked against its database sha256.
     pub fn fetch_resolved(&self, p: &ResolvedPackage) -> Result<Blob> {
-        self.fetcher.fetch_outcome(&p.url, Some(&p.sha256), true).map(|(b, _)| b)
+        self.fetcher
+            .fetch_outcome(&p.url, Some(&p.sha256), true)
+            .map(|(b, _)| b)
     }
 
     /// Fetch `name` at `version` (`[epoch:]pkgver-pkgrel`) from `packages/`, trying the
     /// x86_64 then the `any` file; `expected` pins the bytes when the caller knows them.
-    pub fn fetch_package(&self, name: &str, version: &str, expected: Option<&str>) -> Result<(String, Blob)> {
-        alpm_types::Name::from_str(name)
-            .map_err(|e| Error::bad_input(format!("package name {name:?}"), format!("not an alpm package name: {e}")))?;
-        alpm_types::FullVersion::from_str(version)
-            .map_err(|e| Error::bad_input(format!("version {version:?}"), format!("expected [epoch:]pkgver-pkgrel: {e}")))?;
+    pub fn fetch_package(
+        &self,
+        name: &str,
+        version: &str,
+        expected: Option<&str>,
+    ) -> Result<(String, Blob)> {
+        alpm_types::Name::from_str(name).map_err(|e| {
+            Error::bad_input(
+                format!("package name {name:?}"),
+                format!("not an alpm package name: {e}"),
+            )
+        })?;
+        alpm_types::FullVersion::from_str(version).map_err(|e| {
+            Error::bad_input(
+                format!("version {version:?}"),
+                format!("expected [epoch:]pkgver-pkgrel: {e}"),
+            )
+        })?;
         let first = name.chars().next().expect("validated non-empty");
         let mut tried = vec![];
         for arch in [ARCH, "any"] {
-            let url = format!("{}/packages/{first}/{name}/{name}-{version}-{arch}.pkg.tar.zst", self.base);
+            let url = format!(
+                "{}/packages/{first}/{name}/{name}-{version}-{arch}.pkg.tar.zst",
+                self.base
+            );
             if let Some((b, _)) = self.fetcher.try_fetch(&url, expected, true)? {
                 return Ok((url, b));
             }
@@ -296,10 +371,18 @@ impl<'a> Archive<'a> {
             if let Some(sha) = sums.get(filename.as_str()) {
                 let url = format!("{}/iso/{month}/{filename}", self.base);
                 let (blob, _) = self.fetcher.fetch_outcome(&url, Some(sha), true)?;
-                return Ok(Bootstrap { month, filename, url, blob });
+                return Ok(Bootstrap {
+                    month,
+                    filename,
+                    url,
+                    blob,
+                });
             }
         }
-        Err(Error::network(sums_url, format!("lists no archlinux-bootstrap-{month}-{ARCH}.tar.zst or .tar.gz")))
+        Err(Error::network(
+            sums_url,
+            format!("lists no archlinux-bootstrap-{month}-{ARCH}.tar.zst or .tar.gz"),
+        ))
     }
 }
 
@@ -308,7 +391,9 @@ pub fn parse_sha256sums(text: &str) -> HashMap<&str, &str> {
     let mut out = HashMap::new();
     for line in text.lines() {
         let mut it = line.splitn(2, char::is_whitespace);
-        let (Some(sha), Some(name)) = (it.next(), it.next()) else { continue };
+        let (Some(sha), Some(name)) = (it.next(), it.next()) else {
+            continue;
+        };
         let name = name.trim_start().trim_start_matches('*').trim_end();
         if crate::inputs::store::is_sha256(sha) && !name.is_empty() {
             out.insert(name, sha);
@@ -338,13 +423,20 @@ mod tests {
         let e = parse_desc(d).unwrap();
         assert_eq!(e.name, "hello");
         assert_eq!(e.version, "1.0-1");
-        assert_eq!(e.sha256.as_deref(), Some("98660dd38d133a998e11f93680333b1693ca565a85f31afa074376d1ca8ccc29"));
+        assert_eq!(
+            e.sha256.as_deref(),
+            Some("98660dd38d133a998e11f93680333b1693ca565a85f31afa074376d1ca8ccc29")
+        );
         assert!(parse_desc("%NAME%\nhello\n").is_err());
     }
 
     #[test]
     fn sums() {
-        let s = format!("{}  a.tar.zst\n{} *b.tar.gz\nnonsense\n", "a".repeat(64), "b".repeat(64));
+        let s = format!(
+            "{}  a.tar.zst\n{} *b.tar.gz\nnonsense\n",
+            "a".repeat(64),
+            "b".repeat(64)
+        );
         let m = parse_sha256sums(&s);
         assert_eq!(m.get("a.tar.zst").copied(), Some("a".repeat(64).as_str()));
         assert_eq!(m.get("b.tar.gz").copied(), Some("b".repeat(64).as_str()));

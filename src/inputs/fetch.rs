@@ -58,7 +58,7 @@ impl Fetcher {
             offline,
             attempts: 5,
             backoff: Duration::from_millis(250),
-            progress: std::io::stderr().is_terminal(),
+            progress: true,
             agent,
         }
     }
@@ -70,7 +70,7 @@ impl Fetcher {
         self
     }
 
-    /// Turn progress output (bars on a terminal, lines otherwise) on or off.
+    /// Turn progress output (bars on a terminal, plain lines otherwise; on by default) on or off.
     pub fn with_progress(mut self, on: bool) -> Self {
         self.progress = on;
         self
@@ -93,7 +93,12 @@ impl Fetcher {
     /// Like [`Fetcher::fetch`], and says whether it was a hit. With `immutable`, a URL the
     /// store already has an index record for is answered from the store (archive days, ISO
     /// months and `packages/` never change).
-    pub fn fetch_outcome(&self, url: &str, expected: Option<&str>, immutable: bool) -> Result<(Blob, Outcome)> {
+    pub fn fetch_outcome(
+        &self,
+        url: &str,
+        expected: Option<&str>,
+        immutable: bool,
+    ) -> Result<(Blob, Outcome)> {
         match self.try_fetch(url, expected, immutable)? {
             Some(r) => Ok(r),
             None => Err(Error::network(url, "not found (HTTP 404 or no such file)")),
@@ -102,7 +107,12 @@ impl Fetcher {
 
     /// Like [`Fetcher::fetch_outcome`], but `Ok(None)` when the source says it has no such file
     /// (HTTP 404/410, missing file), or when offline and the store does not have it.
-    pub fn try_fetch(&self, url: &str, expected: Option<&str>, immutable: bool) -> Result<Option<(Blob, Outcome)>> {
+    pub fn try_fetch(
+        &self,
+        url: &str,
+        expected: Option<&str>,
+        immutable: bool,
+    ) -> Result<Option<(Blob, Outcome)>> {
         if let Some(sha) = expected
             && !store::is_sha256(sha)
         {
@@ -122,12 +132,18 @@ impl Fetcher {
             if !path.is_file() {
                 return Ok(None);
             }
-            return Ok(Some((self.store.put_file(&path, expected, url)?, Outcome::Fetched)));
+            return Ok(Some((
+                self.store.put_file(&path, expected, url)?,
+                Outcome::Fetched,
+            )));
         }
         if url.starts_with("http://") || url.starts_with("https://") {
-            return self.download(url, expected);
+            return self.download(url, expected, immutable);
         }
-        Err(Error::bad_input(format!("URL {url}"), "expected file://, http:// or https://"))
+        Err(Error::bad_input(
+            format!("URL {url}"),
+            "expected file://, http:// or https://",
+        ))
     }
 
     fn cached(&self, url: &str, expected: Option<&str>, by_url: bool) -> Result<Option<Blob>> {
@@ -140,14 +156,17 @@ impl Fetcher {
         Ok(None)
     }
 
-    fn download(&self, url: &str, expected: Option<&str>) -> Result<Option<(Blob, Outcome)>> {
+    fn download(
+        &self,
+        url: &str,
+        expected: Option<&str>,
+        immutable: bool,
+    ) -> Result<Option<(Blob, Outcome)>> {
         let key = hex::encode(Sha256::digest(url.as_bytes()));
         // Serialise downloads of one URL across threads and processes.
         let _url_lock = self.store.lock(&format!("url-{key}"))?;
-        // Someone may have stored it while we waited.
-        if let Some(sha) = expected
-            && let Some(b) = self.store.blob(sha)
-        {
+        // Another thread or process may have stored it while we waited.
+        if let Some(b) = self.cached(url, expected, immutable)? {
             return Ok(Some((b, Outcome::Hit)));
         }
         let partial = self.store.partial_dir().join(&key);
@@ -165,7 +184,10 @@ impl Fetcher {
         let mut delay = self.backoff;
         for attempt in 1..=self.attempts {
             if attempt > 1 && !last_err.is_empty() {
-                tracing::info!("{url}: attempt {attempt}/{} after: {last_err}", self.attempts);
+                tracing::info!(
+                    "{url}: attempt {attempt}/{} after: {last_err}",
+                    self.attempts
+                );
                 std::thread::sleep(delay);
                 delay *= 2;
             }
@@ -194,7 +216,12 @@ impl Fetcher {
                 .and_then(|v| v.parse::<u64>().ok());
             let start = match status {
                 200 => 0,
-                206 if content_range.as_deref().is_some_and(|c| range_starts_at(c, have)) => have,
+                206 if content_range
+                    .as_deref()
+                    .is_some_and(|c| range_starts_at(c, have)) =>
+                {
+                    have
+                }
                 206 => {
                     // A range we did not ask for: start over.
                     file.set_len(0).ctx("truncate", &partial)?;
@@ -248,7 +275,10 @@ impl Fetcher {
         if !done {
             return Err(Error::network(
                 url,
-                format!("failed after {} attempts: {last_err} (partial download kept for resume)", self.attempts),
+                format!(
+                    "failed after {} attempts: {last_err} (partial download kept for resume)",
+                    self.attempts
+                ),
             ));
         }
         file.sync_all().ctx("fsync", &partial)?;
@@ -259,7 +289,11 @@ impl Fetcher {
         {
             drop(file);
             fs::remove_file(&partial).ctx("remove", &partial)?;
-            return Err(Error::Tampered { what: url.to_string(), expected: exp.to_string(), actual });
+            return Err(Error::Tampered {
+                what: url.to_string(),
+                expected: exp.to_string(),
+                actual,
+            });
         }
         let blob = self.store.commit(&partial, &actual, size, url)?;
         drop(file);
@@ -286,8 +320,10 @@ impl Fetcher {
             None => indicatif::ProgressBar::new_spinner(),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} {bar:30} {bytes_per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bytes}/{total_bytes} {bar:30} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
         bar.set_position(start);
@@ -320,7 +356,11 @@ enum CopyError {
     Write(std::io::Error),
 }
 
-fn copy_body(r: &mut impl Read, w: &mut File, bar: &Progress) -> std::result::Result<(), CopyError> {
+fn copy_body(
+    r: &mut impl Read,
+    w: &mut File,
+    bar: &Progress,
+) -> std::result::Result<(), CopyError> {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match r.read(&mut buf) {
@@ -361,12 +401,17 @@ mod tests {
         let src = d.path().join("src.txt");
         fs::write(&src, b"hello").unwrap();
         let url = format!("file://{}", src.display());
-        let online = Fetcher::new(Store::open(d.path().join("s")).unwrap(), false).with_progress(false);
+        let online =
+            Fetcher::new(Store::open(d.path().join("s")).unwrap(), false).with_progress(false);
         let (b, o) = online.fetch_outcome(&url, None, false).unwrap();
         assert_eq!(o, Outcome::Fetched);
         assert_eq!(fs::read(&b.path).unwrap(), b"hello");
-        let offline = Fetcher::new(Store::open(d.path().join("s")).unwrap(), true).with_progress(false);
-        assert_eq!(offline.fetch_outcome(&url, None, false).unwrap().1, Outcome::Hit);
+        let offline =
+            Fetcher::new(Store::open(d.path().join("s")).unwrap(), true).with_progress(false);
+        assert_eq!(
+            offline.fetch_outcome(&url, None, false).unwrap().1,
+            Outcome::Hit
+        );
         let other = format!("file://{}/nope", d.path().display());
         assert!(offline.try_fetch(&other, None, false).unwrap().is_none());
         let e = online.fetch(&url, Some(&"1".repeat(64))).unwrap_err();

@@ -73,7 +73,11 @@ pub struct InputsLock {
 impl InputsLock {
     /// Record one request; repeats of the same (URL, status) bump its count.
     pub fn record(&mut self, status: Status, url: &str, blob: Option<(&str, u64)>) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.url == url && e.status == status) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.url == url && e.status == status)
+        {
             e.requests += 1;
             return;
         }
@@ -88,7 +92,10 @@ impl InputsLock {
 
     /// The sha256 of every blob the lock names, deduplicated.
     pub fn blobs(&self) -> std::collections::BTreeSet<String> {
-        self.entries.iter().filter_map(|e| e.sha256.clone()).collect()
+        self.entries
+            .iter()
+            .filter_map(|e| e.sha256.clone())
+            .collect()
     }
 
     pub fn misses(&self) -> impl Iterator<Item = &LockEntry> {
@@ -97,7 +104,9 @@ impl InputsLock {
 
     /// Parse the text form; `name` names the input in errors.
     pub fn parse(text: &str, name: &str) -> Result<InputsLock> {
-        let bad = |line: usize, msg: String| Error::bad_input(format!("inputs lock {name} line {line}"), msg);
+        let bad = |line: usize, msg: String| {
+            Error::bad_input(format!("inputs lock {name} line {line}"), msg)
+        };
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, l)) if l == HEADER => {}
@@ -110,33 +119,59 @@ impl InputsLock {
             }
             let f: Vec<&str> = l.splitn(5, ' ').collect();
             if f.len() != 5 {
-                return Err(bad(i + 1, "expected `status sha256 bytes requests url`".into()));
+                return Err(bad(
+                    i + 1,
+                    "expected `status sha256 bytes requests url`".into(),
+                ));
             }
             let status: Status = f[0].parse().map_err(|m| bad(i + 1, m))?;
             let sha256 = match f[1] {
                 "-" => None,
                 s if crate::inputs::store::is_sha256(s) => Some(s.to_string()),
-                s => return Err(bad(i + 1, format!("{s:?} is not a sha256 (64 lowercase hex digits) or -"))),
+                s => {
+                    return Err(bad(
+                        i + 1,
+                        format!("{s:?} is not a sha256 (64 lowercase hex digits) or -"),
+                    ));
+                }
             };
             let bytes = match f[2] {
                 "-" => None,
-                s => Some(s.parse::<u64>().map_err(|_| bad(i + 1, format!("bytes {s:?} is not a number or -")))?),
+                s => Some(
+                    s.parse::<u64>()
+                        .map_err(|_| bad(i + 1, format!("bytes {s:?} is not a number or -")))?,
+                ),
             };
-            let requests = f[3].parse::<u64>().map_err(|_| bad(i + 1, format!("requests {:?} is not a number", f[3])))?;
+            let requests = f[3]
+                .parse::<u64>()
+                .map_err(|_| bad(i + 1, format!("requests {:?} is not a number", f[3])))?;
             if f[4].is_empty() || f[4].contains(char::is_whitespace) {
                 return Err(bad(i + 1, "the URL is empty or contains whitespace".into()));
             }
             if (status == Status::Miss) != sha256.is_none() || sha256.is_none() != bytes.is_none() {
-                return Err(bad(i + 1, "a miss has `- -` for sha256 and bytes; hit and fetched have both".into()));
+                return Err(bad(
+                    i + 1,
+                    "a miss has `- -` for sha256 and bytes; hit and fetched have both".into(),
+                ));
             }
-            entries.push(LockEntry { status, sha256, bytes, requests, url: f[4].to_string() });
+            entries.push(LockEntry {
+                status,
+                sha256,
+                bytes,
+                requests,
+                url: f[4].to_string(),
+            });
         }
         Ok(InputsLock { entries })
     }
 
     pub fn read(path: &std::path::Path) -> Result<InputsLock> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::bad_input(format!("inputs lock {}", path.display()), format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::bad_input(
+                format!("inputs lock {}", path.display()),
+                format!("cannot read: {e}"),
+            )
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -144,11 +179,19 @@ impl InputsLock {
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
         use crate::error::IoContext;
         use std::io::Write;
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let mut tmp = tempfile::Builder::new().prefix(".inputs-lock-").tempfile_in(parent).ctx("create temp file in", parent)?;
-        tmp.write_all(self.to_string().as_bytes()).ctx("write", tmp.path())?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".inputs-lock-")
+            .tempfile_in(parent)
+            .ctx("create temp file in", parent)?;
+        tmp.write_all(self.to_string().as_bytes())
+            .ctx("write", tmp.path())?;
         tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
-        tmp.persist(path).map_err(|e| Error::io("write", path, e.error))?;
+        tmp.persist(path)
+            .map_err(|e| Error::io("write", path, e.error))?;
         Ok(())
     }
 }
@@ -160,7 +203,13 @@ impl fmt::Display for InputsLock {
         for e in &self.entries {
             let sha = e.sha256.as_deref().unwrap_or("-");
             let bytes = e.bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into());
-            writeln!(f, "{} {sha} {bytes} {} {}", e.status.as_str(), e.requests, e.url)?;
+            writeln!(
+                f,
+                "{} {sha} {bytes} {} {}",
+                e.status.as_str(),
+                e.requests,
+                e.url
+            )?;
         }
         Ok(())
     }
@@ -201,10 +250,13 @@ miss - - 2 http://127.0.0.1:8080/packages/n/nope/nope-1-1-x86_64.pkg.tar.zst
 
     #[test]
     fn bad_lines_are_named() {
-        let e = InputsLock::parse("# reprobox inputs lock v1\nhit zz 5 1 http://x\n", "f.lock").unwrap_err();
+        let e = InputsLock::parse("# reprobox inputs lock v1\nhit zz 5 1 http://x\n", "f.lock")
+            .unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("f.lock line 2"), "{e}");
         assert!(InputsLock::parse("nope\n", "f").is_err());
-        assert!(InputsLock::parse("# reprobox inputs lock v1\nmiss - 5 1 http://x\n", "f").is_err());
+        assert!(
+            InputsLock::parse("# reprobox inputs lock v1\nmiss - 5 1 http://x\n", "f").is_err()
+        );
     }
 }

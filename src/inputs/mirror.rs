@@ -61,9 +61,14 @@ impl Mirror {
     /// Serve on `listener` until [`MirrorHandle::stop`].
     pub fn serve(listener: TcpListener, config: MirrorConfig) -> Result<MirrorHandle> {
         let upstream = archive::parse_base(&config.upstream)?;
-        let addr = listener.local_addr().ctx("query listener", "mirror listener")?;
-        listener.set_nonblocking(false).ctx("configure listener", "mirror listener")?;
-        let fetcher = Fetcher::new(config.store, config.offline);
+        let addr = listener
+            .local_addr()
+            .ctx("query listener", "mirror listener")?;
+        listener
+            .set_nonblocking(false)
+            .ctx("configure listener", "mirror listener")?;
+        // Many connections fetch at once: log misses as lines, no progress bars.
+        let fetcher = Fetcher::new(config.store, config.offline).with_progress(false);
         let state = Arc::new(State {
             fetcher,
             upstream,
@@ -78,7 +83,11 @@ impl Mirror {
             .name("mirror-accept".into())
             .spawn(move || accept_loop(listener, st))
             .map_err(|e| Error::io("spawn thread", "mirror", e))?;
-        Ok(MirrorHandle { addr, state, accept })
+        Ok(MirrorHandle {
+            addr,
+            state,
+            accept,
+        })
     }
 }
 
@@ -110,7 +119,11 @@ impl MirrorHandle {
 fn accept_loop(listener: TcpListener, st: Arc<State>) {
     let fd = listener.as_raw_fd();
     while !st.stop.load(Ordering::SeqCst) {
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, 200) };
         if r <= 0 {
@@ -120,10 +133,12 @@ fn accept_loop(listener: TcpListener, st: Arc<State>) {
             Ok((stream, _)) => {
                 st.active.fetch_add(1, Ordering::SeqCst);
                 let st2 = st.clone();
-                let spawned = std::thread::Builder::new().name("mirror-conn".into()).spawn(move || {
-                    let _ = serve_conn(stream, &st2);
-                    st2.active.fetch_sub(1, Ordering::SeqCst);
-                });
+                let spawned = std::thread::Builder::new()
+                    .name("mirror-conn".into())
+                    .spawn(move || {
+                        let _ = serve_conn(stream, &st2);
+                        st2.active.fetch_sub(1, Ordering::SeqCst);
+                    });
                 if spawned.is_err() {
                     st.active.fetch_sub(1, Ordering::SeqCst);
                 }
@@ -141,7 +156,10 @@ struct Request {
 }
 
 /// Read one request head; `Ok(None)` at a clean end of the connection or on stop.
-fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Option<std::result::Result<Request, u16>>> {
+fn read_request(
+    r: &mut BufReader<TcpStream>,
+    st: &State,
+) -> std::io::Result<Option<std::result::Result<Request, u16>>> {
     let mut lines: Vec<String> = vec![];
     let mut buf = Vec::new();
     let mut total = 0usize;
@@ -149,7 +167,12 @@ fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Opt
         match r.read_until(b'\n', &mut buf) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if st.stop.load(Ordering::SeqCst) {
                     return Ok(None);
                 }
@@ -165,7 +188,9 @@ fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Opt
         if total > 32 * 1024 {
             return Ok(Some(Err(431)));
         }
-        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
         buf.clear();
         if line.is_empty() {
             if lines.is_empty() {
@@ -176,7 +201,8 @@ fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Opt
         lines.push(line);
     }
     let mut parts = lines[0].split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
         return Ok(Some(Err(400)));
     };
     let head = match method {
@@ -187,7 +213,9 @@ fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Opt
     let mut close = version == "HTTP/1.0";
     let mut range = None;
     for h in &lines[1..] {
-        let Some((k, v)) = h.split_once(':') else { continue };
+        let Some((k, v)) = h.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("connection") {
             if v.eq_ignore_ascii_case("close") {
@@ -200,7 +228,12 @@ fn read_request(r: &mut BufReader<TcpStream>, st: &State) -> std::io::Result<Opt
         }
     }
     let path = target.split(['?', '#']).next().unwrap_or("").to_string();
-    Ok(Some(Ok(Request { head, path, range, close })))
+    Ok(Some(Ok(Request {
+        head,
+        path,
+        range,
+        close,
+    })))
 }
 
 fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
@@ -218,7 +251,12 @@ fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
             Some(Ok(r)) => r,
         };
         if !path_is_safe(&req.path) {
-            respond_error(&mut out, 400, req.head, "path must be absolute, without . or .. segments")?;
+            respond_error(
+                &mut out,
+                400,
+                req.head,
+                "path must be absolute, without . or .. segments",
+            )?;
             if req.close {
                 return Ok(());
             }
@@ -227,7 +265,18 @@ fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
         let url = format!("{}{}", st.upstream, req.path);
         match st.resolve(&req.path, &url) {
             Ok(Some((blob, outcome))) => {
-                let status = if outcome == Outcome::Hit { Status::Hit } else { Status::Fetched };
+                let status = if outcome == Outcome::Hit {
+                    Status::Hit
+                } else {
+                    Status::Fetched
+                };
+                if status == Status::Fetched {
+                    tracing::info!(
+                        "mirror: fetched {url} ({} bytes, sha256 {})",
+                        blob.size,
+                        blob.sha256
+                    );
+                }
                 st.record(status, &url, Some((&blob.sha256, blob.size)));
                 send_blob(&mut out, &blob, &req)?;
             }
@@ -248,17 +297,26 @@ fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
 }
 
 fn path_is_safe(path: &str) -> bool {
-    path.starts_with('/') && path.len() > 1 && path[1..].split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+    path.starts_with('/')
+        && path.len() > 1
+        && path[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// Paths whose bytes never change once published.
 fn is_immutable(path: &str) -> bool {
-    !["/repos/last/", "/repos/week/", "/repos/month/"].iter().any(|p| path.starts_with(p))
+    !["/repos/last/", "/repos/week/", "/repos/month/"]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 impl State {
     fn record(&self, status: Status, url: &str, blob: Option<(&str, u64)>) {
-        self.lock.lock().expect("not poisoned").record(status, url, blob);
+        self.lock
+            .lock()
+            .expect("not poisoned")
+            .record(status, url, blob);
     }
 
     fn resolve(&self, path: &str, url: &str) -> Result<Option<(Blob, Outcome)>> {
@@ -267,9 +325,14 @@ impl State {
             return Ok(Some((b.clone(), Outcome::Hit)));
         }
         let expected = self.expected_sha256(path)?;
-        let r = self.fetcher.try_fetch(url, expected.as_deref(), immutable)?;
+        let r = self
+            .fetcher
+            .try_fetch(url, expected.as_deref(), immutable)?;
         if immutable && let Some((b, _)) = &r {
-            self.cache.lock().expect("not poisoned").insert(url.to_string(), b.clone());
+            self.cache
+                .lock()
+                .expect("not poisoned")
+                .insert(url.to_string(), b.clone());
         }
         Ok(r)
     }
@@ -284,13 +347,18 @@ impl State {
             return Ok(None);
         }
         if segs.len() == 8 && segs[0] == "repos" && segs[5] == "os" {
-            let db_url = format!("{}/repos/{}/{}/{}/{}/os/{}/{}.db", self.upstream, segs[1], segs[2], segs[3], segs[4], segs[6], segs[4]);
+            let db_url = format!(
+                "{}/repos/{}/{}/{}/{}/os/{}/{}.db",
+                self.upstream, segs[1], segs[2], segs[3], segs[4], segs[6], segs[4]
+            );
             let db = self.db(&db_url, is_immutable(path))?;
             return Ok(db.and_then(|d| d.by_filename(file).and_then(|e| e.sha256.clone())));
         }
         if segs.first() == Some(&"packages") {
             let dbs = self.dbs.lock().expect("not poisoned");
-            return Ok(dbs.values().find_map(|d| d.by_filename(file).and_then(|e| e.sha256.clone())));
+            return Ok(dbs
+                .values()
+                .find_map(|d| d.by_filename(file).and_then(|e| e.sha256.clone())));
         }
         Ok(None)
     }
@@ -299,9 +367,14 @@ impl State {
         if immutable && let Some(d) = self.dbs.lock().expect("not poisoned").get(db_url) {
             return Ok(Some(d.clone()));
         }
-        let Some((_, db)) = archive::load_repo_db(&self.fetcher, db_url)? else { return Ok(None) };
+        let Some((_, db)) = archive::load_repo_db(&self.fetcher, db_url)? else {
+            return Ok(None);
+        };
         let db = Arc::new(db);
-        self.dbs.lock().expect("not poisoned").insert(db_url.to_string(), db.clone());
+        self.dbs
+            .lock()
+            .expect("not poisoned")
+            .insert(db_url.to_string(), db.clone());
         Ok(Some(db))
     }
 }
@@ -341,7 +414,11 @@ fn parse_range(r: &str, size: u64) -> Option<std::result::Result<(u64, u64), ()>
         (size.saturating_sub(n), size.saturating_sub(1))
     } else {
         let start: u64 = a.parse().ok()?;
-        let end = if b.is_empty() { size.saturating_sub(1) } else { b.parse::<u64>().ok()?.min(size.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>().ok()?.min(size.saturating_sub(1))
+        };
         (start, end)
     };
     if start >= size || start > end {
@@ -355,9 +432,16 @@ fn send_blob(out: &mut TcpStream, blob: &Blob, req: &Request) -> std::io::Result
     let size = file.metadata()?.len();
     let (code, start, len, extra) = match req.range.as_deref().and_then(|r| parse_range(r, size)) {
         None => (200, 0, size, String::new()),
-        Some(Ok((s, e))) => (206, s, e - s + 1, format!("Content-Range: bytes {s}-{e}/{size}\r\n")),
+        Some(Ok((s, e))) => (
+            206,
+            s,
+            e - s + 1,
+            format!("Content-Range: bytes {s}-{e}/{size}\r\n"),
+        ),
         Some(Err(())) => {
-            let resp = format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n");
+            let resp = format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n"
+            );
             return out.write_all(resp.as_bytes());
         }
     };
@@ -384,7 +468,10 @@ fn send_blob(out: &mut TcpStream, blob: &Blob, req: &Request) -> std::io::Result
             return Err(e);
         }
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shrank while serving"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "blob shrank while serving",
+            ));
         }
     }
     Ok(())

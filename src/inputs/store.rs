@@ -69,7 +69,9 @@ const BUF: usize = 1 << 20;
 
 /// True when `s` is 64 lowercase hex digits.
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// sha256 and length of everything `r` yields.
@@ -97,11 +99,17 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
 }
 
 fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).ctx("open", dir)?.sync_all().ctx("fsync", dir)
+    File::open(dir)
+        .ctx("open", dir)?
+        .sync_all()
+        .ctx("fsync", dir)
 }
 
 impl Store {
@@ -167,7 +175,9 @@ impl Store {
     /// Like [`Store::get`], but re-hashes the bytes; a corrupt blob is quarantined and
     /// reported as `Tampered`.
     pub fn get_verified(&self, sha: &str) -> Result<Option<Blob>> {
-        let Some(p) = self.get(sha) else { return Ok(None) };
+        let Some(p) = self.get(sha) else {
+            return Ok(None);
+        };
         let (actual, size) = hash_file(&p)?;
         if actual != sha {
             self.quarantine(sha)?;
@@ -177,20 +187,33 @@ impl Store {
                 actual,
             });
         }
-        Ok(Some(Blob { sha256: sha.to_string(), path: p, size }))
+        Ok(Some(Blob {
+            sha256: sha.to_string(),
+            path: p,
+            size,
+        }))
     }
 
     /// Blob metadata for a blob known to be present.
     pub fn blob(&self, sha: &str) -> Option<Blob> {
         let p = self.get(sha)?;
         let size = fs::metadata(&p).ok()?.len();
-        Some(Blob { sha256: sha.to_string(), path: p, size })
+        Some(Blob {
+            sha256: sha.to_string(),
+            path: p,
+            size,
+        })
     }
 
     /// Take the exclusive cross-process lock named `name` (blocks until it is free).
     pub(crate) fn lock(&self, name: &str) -> Result<File> {
         let p = self.root.join("locks").join(format!("{name}.lock"));
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&p).ctx("open", &p)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .ctx("open", &p)?;
         f.lock_exclusive().ctx("lock", &p)?;
         Ok(f)
     }
@@ -204,7 +227,11 @@ impl Store {
             // Already present; still prove the source is what the caller claims.
             let (actual, _) = hash_file(path)?;
             if actual != sha {
-                return Err(Error::Tampered { what: path.display().to_string(), expected: sha.into(), actual });
+                return Err(Error::Tampered {
+                    what: path.display().to_string(),
+                    expected: sha.into(),
+                    actual,
+                });
             }
             self.record(&b, origin)?;
             return Ok(b);
@@ -214,13 +241,27 @@ impl Store {
     }
 
     /// Store everything `reader` yields. See [`Store::put_file`].
-    pub fn put_reader(&self, reader: impl Read, expected: Option<&str>, origin: &str) -> Result<Blob> {
+    pub fn put_reader(
+        &self,
+        reader: impl Read,
+        expected: Option<&str>,
+        origin: &str,
+    ) -> Result<Blob> {
         self.put_reader_named(reader, expected, origin, origin)
     }
 
-    fn put_reader_named(&self, mut reader: impl Read, expected: Option<&str>, origin: &str, what: &str) -> Result<Blob> {
+    fn put_reader_named(
+        &self,
+        mut reader: impl Read,
+        expected: Option<&str>,
+        origin: &str,
+        what: &str,
+    ) -> Result<Blob> {
         let tmp_dir = self.tmp_dir();
-        let mut tmp = tempfile::Builder::new().prefix("put-").tempfile_in(&tmp_dir).ctx("create temp file in", &tmp_dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix("put-")
+            .tempfile_in(&tmp_dir)
+            .ctx("create temp file in", &tmp_dir)?;
         tmp.as_file().lock_exclusive().ctx("lock", tmp.path())?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; BUF];
@@ -241,16 +282,29 @@ impl Store {
             && exp != actual
         {
             // `tmp` is deleted on drop: nothing is stored under either hash.
-            return Err(Error::Tampered { what: what.to_string(), expected: exp.to_string(), actual });
+            return Err(Error::Tampered {
+                what: what.to_string(),
+                expected: exp.to_string(),
+                actual,
+            });
         }
         self.commit(tmp.into_temp_path(), &actual, size, origin)
     }
 
     /// Move a fully written file whose sha256 is `sha` into the store (atomically), and record
     /// its origin. The caller has already checked the hash.
-    pub(crate) fn commit(&self, tmp: impl AsRef<Path>, sha: &str, size: u64, origin: &str) -> Result<Blob> {
+    pub(crate) fn commit(
+        &self,
+        tmp: impl AsRef<Path>,
+        sha: &str,
+        size: u64,
+        origin: &str,
+    ) -> Result<Blob> {
         let tmp = tmp.as_ref();
-        File::open(tmp).ctx("open", tmp)?.sync_all().ctx("fsync", tmp)?;
+        File::open(tmp)
+            .ctx("open", tmp)?
+            .sync_all()
+            .ctx("fsync", tmp)?;
         let _guard = self.lock(sha)?;
         let dest = self.blob_path(sha);
         if dest.is_file() {
@@ -264,7 +318,11 @@ impl Store {
             fs::rename(tmp, &dest).ctx("rename into store", &dest)?;
             fsync_dir(dir)?;
         }
-        let blob = Blob { sha256: sha.to_string(), path: dest, size };
+        let blob = Blob {
+            sha256: sha.to_string(),
+            path: dest,
+            size,
+        };
         self.record(&blob, origin)?;
         Ok(blob)
     }
@@ -282,7 +340,11 @@ impl Store {
     pub(crate) fn append_records(&self, recs: &[IndexRecord]) -> Result<()> {
         let _g = self.lock("index")?;
         let p = self.index_path();
-        let mut f = OpenOptions::new().create(true).append(true).open(&p).ctx("open", &p)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .ctx("open", &p)?;
         let mut text = String::new();
         for r in recs {
             text.push_str(&serde_json::to_string(r).expect("plain JSON"));
@@ -318,7 +380,11 @@ impl Store {
     /// The blob the URL gave most recently, if the store still holds it.
     pub fn lookup_url(&self, url: &str) -> Result<Option<Blob>> {
         let idx = self.index()?;
-        Ok(idx.iter().rev().find(|r| r.url == url).and_then(|r| self.blob(&r.sha256)))
+        Ok(idx
+            .iter()
+            .rev()
+            .find(|r| r.url == url)
+            .and_then(|r| self.blob(&r.sha256)))
     }
 
     /// Every blob present, sorted by sha256.
@@ -335,7 +401,11 @@ impl Store {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if is_sha256(&name) {
                     let size = e.metadata().ctx("stat", e.path())?.len();
-                    out.push(Blob { sha256: name, path: e.path(), size });
+                    out.push(Blob {
+                        sha256: name,
+                        path: e.path(),
+                        size,
+                    });
                 }
             }
         }
@@ -375,7 +445,9 @@ impl Store {
             for e in fs::read_dir(&dir).ctx("list", &dir)? {
                 let e = e.ctx("list", &dir)?;
                 let p = e.path();
-                let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else { continue };
+                let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else {
+                    continue;
+                };
                 if f.try_lock_exclusive().is_ok() {
                     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                     fs::remove_file(&p).ctx("remove", &p)?;
@@ -401,41 +473,62 @@ impl Store {
         let kept: Vec<&IndexRecord> = recs
             .iter()
             .rev()
-            .filter(|r| self.get(&r.sha256).is_some() && seen.insert((r.url.clone(), r.sha256.clone())))
+            .filter(|r| {
+                self.get(&r.sha256).is_some() && seen.insert((r.url.clone(), r.sha256.clone()))
+            })
             .collect();
         rep.index_records_dropped = recs.len() - kept.len();
         if rep.index_records_dropped > 0 {
             let tmp_dir = self.tmp_dir();
-            let mut tmp = tempfile::Builder::new().prefix("index-").tempfile_in(&tmp_dir).ctx("create temp file in", &tmp_dir)?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix("index-")
+                .tempfile_in(&tmp_dir)
+                .ctx("create temp file in", &tmp_dir)?;
             for r in kept.iter().rev() {
-                writeln!(tmp, "{}", serde_json::to_string(r).expect("plain JSON")).ctx("write", tmp.path())?;
+                writeln!(tmp, "{}", serde_json::to_string(r).expect("plain JSON"))
+                    .ctx("write", tmp.path())?;
             }
             tmp.as_file().sync_all().ctx("fsync", tmp.path())?;
             let p = self.index_path();
-            tmp.persist(&p).map_err(|e| Error::io("replace", &p, e.error))?;
+            tmp.persist(&p)
+                .map_err(|e| Error::io("replace", &p, e.error))?;
         }
         Ok(rep)
     }
 
     /// Write a tar holding the named blobs (all when `only` is `None`) and their index records,
     /// for carrying to another machine. Blobs first, `index.jsonl` last.
-    pub fn export(&self, file: &Path, only: Option<&std::collections::BTreeSet<String>>) -> Result<usize> {
+    pub fn export(
+        &self,
+        file: &Path,
+        only: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<usize> {
         let blobs: Vec<Blob> = match only {
             None => self.list()?,
             Some(set) => {
                 let mut v = vec![];
                 for sha in set {
                     v.push(self.blob(sha).ok_or_else(|| {
-                        Error::bad_input(format!("blob {sha}"), "is named by the lock but not in the store")
+                        Error::bad_input(
+                            format!("blob {sha}"),
+                            "is named by the lock but not in the store",
+                        )
                     })?);
                 }
                 v
             }
         };
-        let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new().prefix(".reprobox-export-").tempfile_in(parent).ctx("create temp file in", parent)?;
+        let parent = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".reprobox-export-")
+            .tempfile_in(parent)
+            .ctx("create temp file in", parent)?;
         let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp));
-        let shas: std::collections::HashSet<&str> = blobs.iter().map(|b| b.sha256.as_str()).collect();
+        let shas: std::collections::HashSet<&str> =
+            blobs.iter().map(|b| b.sha256.as_str()).collect();
         for b in &blobs {
             let mut h = tar::Header::new_gnu();
             h.set_size(b.size);
@@ -443,10 +536,15 @@ impl Store {
             h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             let f = File::open(&b.path).ctx("open", &b.path)?;
-            tar.append_data(&mut h, format!("blobs/{}", b.sha256), f).ctx("write", file)?;
+            tar.append_data(&mut h, format!("blobs/{}", b.sha256), f)
+                .ctx("write", file)?;
         }
         let mut idx = String::new();
-        for r in self.index()?.iter().filter(|r| shas.contains(r.sha256.as_str())) {
+        for r in self
+            .index()?
+            .iter()
+            .filter(|r| shas.contains(r.sha256.as_str()))
+        {
             idx.push_str(&serde_json::to_string(r).expect("plain JSON"));
             idx.push('\n');
         }
@@ -455,11 +553,15 @@ impl Store {
         h.set_mode(0o644);
         h.set_mtime(0);
         h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, "index.jsonl", idx.as_bytes()).ctx("write", file)?;
+        tar.append_data(&mut h, "index.jsonl", idx.as_bytes())
+            .ctx("write", file)?;
         let w = tar.into_inner().ctx("write", file)?;
-        let tmp = w.into_inner().map_err(|e| Error::io("write", file, e.into_error()))?;
+        let tmp = w
+            .into_inner()
+            .map_err(|e| Error::io("write", file, e.into_error()))?;
         tmp.as_file().sync_all().ctx("fsync", file)?;
-        tmp.persist(file).map_err(|e| Error::io("write", file, e.error))?;
+        tmp.persist(file)
+            .map_err(|e| Error::io("write", file, e.error))?;
         Ok(blobs.len())
     }
 
@@ -515,15 +617,27 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
         let b = s.put_reader(&b"hello"[..], None, "test:hello").unwrap();
-        assert_eq!(b.sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            b.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(s.get(&b.sha256).unwrap(), b.path);
         assert_eq!(fs::read(&b.path).unwrap(), b"hello");
         let wrong = "0".repeat(64);
-        let e = s.put_reader(&b"other"[..], Some(&wrong), "test:other").unwrap_err();
+        let e = s
+            .put_reader(&b"other"[..], Some(&wrong), "test:other")
+            .unwrap_err();
         assert!(matches!(e, Error::Tampered { .. }), "{e}");
         assert!(s.get(&wrong).is_none());
         assert_eq!(s.list().unwrap().len(), 1);
-        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0, "no temp file left");
-        assert_eq!(s.lookup_url("test:hello").unwrap().unwrap().sha256, b.sha256);
+        assert_eq!(
+            fs::read_dir(s.tmp_dir()).unwrap().count(),
+            0,
+            "no temp file left"
+        );
+        assert_eq!(
+            s.lookup_url("test:hello").unwrap().unwrap().sha256,
+            b.sha256
+        );
     }
 }

@@ -19,8 +19,17 @@ pub const MONTH: &str = "2026.05.01";
 
 /// Fail loudly (never skip) when a tool the tests need is missing.
 pub fn need(tool: &str, package: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "this test needs `{tool}` (Debian package {package}, listed in scripts/apt/inputs.txt); install it");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "this test needs `{tool}` (Debian package {package}, listed in scripts/apt/inputs.txt); install it"
+    );
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -78,11 +87,14 @@ impl Pkg {
     }
 }
 
+/// A day's repositories: (repo, indexes into `World::pkgs`).
+pub type DayRepos = Vec<(&'static str, Vec<usize>)>;
+
 /// The archive-shaped tree.
 pub struct World {
     pub dir: tempfile::TempDir,
     /// day → repo → packages
-    pub days: Vec<(&'static str, Vec<(&'static str, Vec<usize>)>)>,
+    pub days: Vec<(&'static str, DayRepos)>,
     pub pkgs: Vec<Pkg>,
     pub bootstrap: Vec<u8>,
 }
@@ -93,11 +105,18 @@ impl World {
     }
 
     pub fn pkg(&self, name: &str, version: &str) -> &Pkg {
-        self.pkgs.iter().find(|p| p.name == name && p.version == version).expect("package in world")
+        self.pkgs
+            .iter()
+            .find(|p| p.name == name && p.version == version)
+            .expect("package in world")
     }
 
     pub fn day_dir(&self, day: &str, repo: &str) -> PathBuf {
-        self.root().join("repos").join(day).join(repo).join("os/x86_64")
+        self.root()
+            .join("repos")
+            .join(day)
+            .join(repo)
+            .join("os/x86_64")
     }
 
     pub fn bootstrap_name() -> String {
@@ -111,30 +130,60 @@ impl World {
         need("bsdtar", "libarchive-tools");
         let dir = tempfile::tempdir().unwrap();
         let pkgs = vec![
-            Pkg { name: "hello", version: "1.0-1", bytes: make_package("hello", "1.0-1", b"hello, day one\n") },
-            Pkg { name: "hello", version: "1.1-1", bytes: make_package("hello", "1.1-1", b"hello, day two\n") },
-            Pkg { name: "tools", version: "2.0-1", bytes: make_package("tools", "2.0-1", &noise(64 * 1024, 7)) },
-            Pkg { name: "bigdata", version: "3.0-1", bytes: make_package("bigdata", "3.0-1", &noise(8 << 20, 11)) },
+            Pkg {
+                name: "hello",
+                version: "1.0-1",
+                bytes: make_package("hello", "1.0-1", b"hello, day one\n"),
+            },
+            Pkg {
+                name: "hello",
+                version: "1.1-1",
+                bytes: make_package("hello", "1.1-1", b"hello, day two\n"),
+            },
+            Pkg {
+                name: "tools",
+                version: "2.0-1",
+                bytes: make_package("tools", "2.0-1", &noise(64 * 1024, 7)),
+            },
+            Pkg {
+                name: "bigdata",
+                version: "3.0-1",
+                bytes: make_package("bigdata", "3.0-1", &noise(8 << 20, 11)),
+            },
         ];
         let days = vec![
             (DAY1, vec![("core", vec![0, 2]), ("extra", vec![3])]),
             (DAY2, vec![("core", vec![1, 2]), ("extra", vec![3])]),
         ];
-        let w = World { dir, days, pkgs, bootstrap: vec![] };
+        let w = World {
+            dir,
+            days,
+            pkgs,
+            bootstrap: vec![],
+        };
         for (day, repos) in &w.days {
             for (repo, idx) in repos {
                 let d = w.day_dir(day, repo);
                 std::fs::create_dir_all(&d).unwrap();
                 let mut cmd = Command::new("repo-add");
-                cmd.arg("-q").arg(format!("{repo}.db.tar.gz")).current_dir(&d);
+                cmd.arg("-q")
+                    .arg(format!("{repo}.db.tar.gz"))
+                    .current_dir(&d);
                 for &i in idx {
                     let p = &w.pkgs[i];
                     std::fs::write(d.join(p.filename()), &p.bytes).unwrap();
                     cmd.arg(p.filename());
                 }
                 let out = cmd.output().unwrap();
-                assert!(out.status.success(), "repo-add failed: {}", String::from_utf8_lossy(&out.stderr));
-                assert!(d.join(format!("{repo}.db")).exists(), "repo-add made no {repo}.db");
+                assert!(
+                    out.status.success(),
+                    "repo-add failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    d.join(format!("{repo}.db")).exists(),
+                    "repo-add made no {repo}.db"
+                );
             }
         }
         for p in &w.pkgs {
@@ -149,17 +198,26 @@ impl World {
         h.set_size(osr.len() as u64);
         h.set_mode(0o644);
         h.set_mtime(1777593600);
-        tar.append_data(&mut h, "root.x86_64/etc/os-release", &osr[..]).unwrap();
+        tar.append_data(&mut h, "root.x86_64/etc/os-release", &osr[..])
+            .unwrap();
         let boot = zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap();
         let iso = w.root().join("iso").join(MONTH);
         std::fs::create_dir_all(&iso).unwrap();
         std::fs::write(iso.join(Self::bootstrap_name()), &boot).unwrap();
         std::fs::write(
             iso.join("sha256sums.txt"),
-            format!("{}  archlinux-bootstrap-x86_64.tar.zst\n{}  {}\n", sha256(&boot), sha256(&boot), Self::bootstrap_name()),
+            format!(
+                "{}  archlinux-bootstrap-x86_64.tar.zst\n{}  {}\n",
+                sha256(&boot),
+                sha256(&boot),
+                Self::bootstrap_name()
+            ),
         )
         .unwrap();
-        World { bootstrap: boot, ..w }
+        World {
+            bootstrap: boot,
+            ..w
+        }
     }
 }
 
@@ -173,16 +231,30 @@ impl PyServer {
     pub fn start(dir: &Path) -> PyServer {
         need("python3", "python3");
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start python3 -m http.server");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port = line.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok());
+        let port = line
+            .split(" port ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok());
         let port = port.unwrap_or_else(|| panic!("unexpected http.server banner {line:?}"));
         PyServer { child, port }
     }
@@ -231,7 +303,10 @@ impl CutServer {
                     if line.is_empty() {
                         break;
                     }
-                    if let Some(v) = line.strip_prefix("Range: ").or_else(|| line.strip_prefix("range: ")) {
+                    if let Some(v) = line
+                        .strip_prefix("Range: ")
+                        .or_else(|| line.strip_prefix("range: "))
+                    {
                         range = Some(v.to_string());
                     }
                 }
@@ -244,9 +319,17 @@ impl CutServer {
                     .unwrap_or(0);
                 let rest = &body[start..];
                 let head = if start > 0 {
-                    format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n", rest.len(), body.len() - 1, body.len())
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+                        rest.len(),
+                        body.len() - 1,
+                        body.len()
+                    )
                 } else {
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", rest.len())
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        rest.len()
+                    )
                 };
                 let _ = s.write_all(head.as_bytes());
                 let n = served.fetch_add(1, Ordering::SeqCst);
@@ -269,7 +352,14 @@ pub fn reprobox() -> Command {
 
 /// Run reprobox with a store; returns (exit code, stdout, stderr).
 pub fn run(store: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = reprobox().arg(args[0]).arg("--store").arg(store).args(&args[1..]).env_remove("REPROBOX_STORE").output().unwrap();
+    let out = reprobox()
+        .arg(args[0])
+        .arg("--store")
+        .arg(store)
+        .args(&args[1..])
+        .env_remove("REPROBOX_STORE")
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -286,17 +376,26 @@ pub struct MirrorProc {
 impl MirrorProc {
     pub fn start(store: &Path, upstream: &str, offline: bool, lock_out: &Path) -> MirrorProc {
         let mut cmd = reprobox();
-        cmd.args(["mirror", "--listen", "127.0.0.1:0", "--archive", upstream, "--store"])
-            .arg(store)
-            .arg("--lock-out")
-            .arg(lock_out)
-            .stdout(Stdio::piped());
+        cmd.args([
+            "mirror",
+            "--listen",
+            "127.0.0.1:0",
+            "--archive",
+            upstream,
+            "--store",
+        ])
+        .arg(store)
+        .arg("--lock-out")
+        .arg(lock_out)
+        .stdout(Stdio::piped());
         if offline {
             cmd.arg("--offline");
         }
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let url = line
             .strip_prefix("listening on ")
             .and_then(|r| r.split_whitespace().next())
@@ -319,18 +418,35 @@ impl Drop for MirrorProc {
 
 /// GET a URL: (status, body).
 pub fn get(url: &str) -> (u16, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let resp = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let mut body = vec![];
-    resp.into_body().into_reader().read_to_end(&mut body).unwrap();
+    resp.into_body()
+        .into_reader()
+        .read_to_end(&mut body)
+        .unwrap();
     (status, body)
 }
 
 /// Count regular files under a directory (recursively).
 pub fn count_files(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     rd.map(|e| e.unwrap())
-        .map(|e| if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 })
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
         .sum()
 }
