@@ -23,6 +23,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Reproduce a published release and say whether the bytes are the same, and why not.
+    Reproduce(cmd::reproduce::Args),
+    /// Build (or reuse) the local test world and reproduce its sample release.
+    Demo(cmd::demo::Args),
     /// Print everything a reproduction of BUILD_VERSION would do, without doing it.
     Plan(cmd::plan::Args),
     /// List the profiles reprobox can find, with a one-line description.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod inputs;
 pub mod job;
 pub mod logging;
+pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod sandbox;

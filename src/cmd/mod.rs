@@ -2,11 +2,13 @@
 //! process exit code or an error that `main` maps to one.
 
 pub mod archive;
+pub mod demo;
 pub mod drift;
 pub mod mirror;
 pub mod plan;
 pub mod profiles;
 pub mod release;
+pub mod reproduce;
 pub mod run;
 pub mod store;
 pub mod world;
@@ -16,6 +18,8 @@ use crate::error::Result;
 
 pub fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
+        Command::Reproduce(a) => reproduce::execute(a),
+        Command::Demo(a) => demo::execute(a),
         Command::Plan(a) => plan::execute(a),
         Command::Profiles(a) => profiles::execute(a),
         Command::Release(a) => release::execute(a),

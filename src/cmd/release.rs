@@ -68,7 +68,13 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32> {
         println!("version          {}", release.version);
         println!("source revision  {}", release.source_revision);
         println!("created          {}", release.created);
-        println!("rootfs URL       {}", release.rootfs_url);
+        println!(
+            "rootfs URL       {}",
+            release
+                .rootfs_url
+                .as_deref()
+                .unwrap_or("(none: the verify stage copies it from the build context)")
+        );
         println!("rootfs file      {}", release.rootfs_file);
         println!("rootfs sha256    {}", release.rootfs_sha256);
         println!("base image       {}", release.base_image);

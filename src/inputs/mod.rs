@@ -2,6 +2,8 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod git;
+pub mod images;
 pub mod lock;
 pub mod mirror;
 pub mod store;

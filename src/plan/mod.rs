@@ -70,6 +70,7 @@ pub struct PlannedSource {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedExpected {
     pub rootfs_from: String,
+    pub rootfs_url: String,
     pub registry: String,
     pub image: String,
     pub image_tag: String,
@@ -293,6 +294,7 @@ impl Plan {
         };
         let expected = PlannedExpected {
             rootfs_from: x(&p.expected.rootfs_from, "expected.rootfs_from")?,
+            rootfs_url: x(&p.expected.rootfs_url, "expected.rootfs_url")?,
             registry: x(&p.expected.registry, "expected.registry")?,
             image: x(&p.expected.image, "expected.image")?,
             image_tag: x(&p.expected.image_tag, "expected.image_tag")?,
@@ -458,6 +460,11 @@ impl Plan {
             o,
             "  rootfs sha256    {}/{} vs the sha256 in the release {}",
             self.artifacts.dir, self.artifacts.rootfs, self.expected.rootfs_from
+        );
+        let _ = writeln!(
+            o,
+            "  published rootfs {} (diffed file by file on a mismatch)",
+            self.expected.rootfs_url
         );
         let _ = writeln!(
             o,

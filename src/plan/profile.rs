@@ -94,6 +94,8 @@ pub struct Source {
 pub struct Expected {
     /// Expected rootfs sha256 comes from this release file (at the tag).
     pub rootfs_from: String,
+    /// Where the published rootfs tarball can be downloaded (to diff it file by file).
+    pub rootfs_url: String,
     /// Registry base URL of the published image.
     pub registry: String,
     /// Repository of the published image in that registry.

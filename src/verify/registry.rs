@@ -151,6 +151,25 @@ impl Client {
     }
 }
 
+/// Fetch one manifest's exact bytes by digest (checked) and its media type.
+pub fn fetch_manifest(base: &str, repository: &str, digest: &str) -> Result<(Vec<u8>, String)> {
+    let mut c = Client::new(base);
+    let scope = format!("repository:{repository}:pull");
+    let url = format!("{}/v2/{repository}/manifests/{digest}", c.base);
+    let (_, body) = c.get_authed(&url, ACCEPT, &scope)?;
+    check_digest(&url, digest, &body)?;
+    let media = manifest_media_type(&body);
+    Ok((body, media))
+}
+
+/// The media type a manifest declares (or the Docker v2 type, which omits nothing else).
+pub fn manifest_media_type(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string())
+}
+
 fn check_digest(url: &str, expected: &str, body: &[u8]) -> Result<()> {
     let actual = sha256_digest(body);
     if actual != expected {
@@ -163,9 +182,91 @@ fn check_digest(url: &str, expected: &str, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The raw bytes behind a [`PublishedImage`]: the platform manifest and the config, so a
+/// later offline run can rebuild the record from the store.
+#[derive(Debug, Clone)]
+pub struct PublishedBytes {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+}
+
+/// Rebuild the record from stored bytes (offline). `manifest_digest` is the platform
+/// manifest's digest; the config is checked against the manifest's `config.digest`.
+pub fn published_from_bytes(
+    reference: &str,
+    index_digest: Option<String>,
+    b: &PublishedBytes,
+) -> Result<PublishedImage> {
+    let manifest: serde_json::Value = serde_json::from_slice(&b.manifest).map_err(|e| {
+        Error::Environment(format!("{reference}: stored manifest is not JSON: {e}"))
+    })?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| Error::Environment(format!("{reference}: manifest without config.digest")))?
+        .to_string();
+    check_digest(reference, &config_digest, &b.config)?;
+    image_record(
+        reference,
+        sha256_digest(&b.manifest),
+        index_digest,
+        &manifest,
+        config_digest,
+        &b.config,
+    )
+}
+
+fn image_record(
+    reference: &str,
+    manifest_digest: String,
+    index_digest: Option<String>,
+    manifest: &serde_json::Value,
+    config_digest: String,
+    config_bytes: &[u8],
+) -> Result<PublishedImage> {
+    let layers = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["digest"].as_str().map(str::to_string))
+        .collect();
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(config_bytes)
+        .map_err(|e| {
+            Error::network(
+                reference,
+                format!("config is not an OCI image configuration: {e}"),
+            )
+        })?;
+    let diff_ids = config.rootfs().diff_ids().to_vec();
+    let labels = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(PublishedImage {
+        reference: reference.to_string(),
+        manifest_digest,
+        index_digest,
+        config_digest,
+        diff_ids,
+        layers,
+        labels,
+    })
+}
+
 /// Fetch the published image `repository:tag` from the registry at `base` (for example
 /// `https://registry-1.docker.io` or `http://127.0.0.1:5000`), for linux/amd64.
 pub fn fetch_published(base: &str, repository: &str, tag: &str) -> Result<PublishedImage> {
+    fetch_published_bytes(base, repository, tag).map(|(p, _)| p)
+}
+
+/// [`fetch_published`], also returning the bytes it read.
+pub fn fetch_published_bytes(
+    base: &str,
+    repository: &str,
+    tag: &str,
+) -> Result<(PublishedImage, PublishedBytes)> {
     let mut c = Client::new(base);
     let scope = format!("repository:{repository}:pull");
     let url = format!("{}/v2/{repository}/manifests/{tag}", c.base);
@@ -176,7 +277,7 @@ pub fn fetch_published(base: &str, repository: &str, tag: &str) -> Result<Publis
     }
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Error::network(&url, format!("manifest is not JSON: {e}")))?;
-    let (manifest_digest, manifest, index_digest) = if v.get("manifests").is_some() {
+    let (manifest_digest, manifest, index_digest, raw_manifest) = if v.get("manifests").is_some() {
         let pick = v["manifests"]
             .as_array()
             .into_iter()
@@ -189,50 +290,36 @@ pub fn fetch_published(base: &str, repository: &str, tag: &str) -> Result<Publis
         check_digest(&murl, &d, &mbody)?;
         let m: serde_json::Value = serde_json::from_slice(&mbody)
             .map_err(|e| Error::network(&murl, format!("manifest is not JSON: {e}")))?;
-        (d, m, Some(top_digest))
+        (d, m, Some(top_digest), mbody)
     } else {
-        (top_digest, v, None)
+        (top_digest, v, None, body)
     };
     let config_digest = manifest["config"]["digest"]
         .as_str()
         .ok_or_else(|| Error::network(&url, "manifest without config.digest"))?
         .to_string();
-    let layers = manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["digest"].as_str().map(str::to_string))
-        .collect();
     let curl = format!("{}/v2/{repository}/blobs/{config_digest}", c.base);
     let (_, cbody) = c.get_authed(&curl, "*/*", &scope)?;
     check_digest(&curl, &config_digest, &cbody)?;
-    let config: oci_spec::image::ImageConfiguration =
-        serde_json::from_slice(&cbody).map_err(|e| {
-            Error::network(
-                &curl,
-                format!("config is not an OCI image configuration: {e}"),
-            )
-        })?;
-    let diff_ids = config.rootfs().diff_ids().to_vec();
-    let labels = config
-        .config()
-        .as_ref()
-        .and_then(|c| c.labels().clone())
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
     let host = base
         .split_once("://")
         .map(|(_, h)| h)
         .unwrap_or(base)
         .trim_end_matches('/');
-    Ok(PublishedImage {
-        reference: format!("{host}/{repository}:{tag}"),
+    let reference = format!("{host}/{repository}:{tag}");
+    let rec = image_record(
+        &reference,
         manifest_digest,
         index_digest,
+        &manifest,
         config_digest,
-        diff_ids,
-        layers,
-        labels,
-    })
+        &cbody,
+    )?;
+    Ok((
+        rec,
+        PublishedBytes {
+            manifest: raw_manifest,
+            config: cbody,
+        },
+    ))
 }

@@ -13,15 +13,27 @@ use crate::error::{IoContext, Result};
 /// One entry of a package's file tree (paths relative, without a leading `/`).
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 impl Entry {
     fn path(&self) -> &str {
         match self {
-            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
+                path
+            }
         }
     }
 }
@@ -57,12 +69,25 @@ impl PkgSpec {
                     acc.push('/');
                 }
                 acc.push_str(part);
-                out.entry(acc.clone()).or_insert(Entry::Dir { path: acc.clone(), mode: 0o755 });
+                out.entry(acc.clone()).or_insert(Entry::Dir {
+                    path: acc.clone(),
+                    mode: 0o755,
+                });
             }
             let e = match e.clone() {
-                Entry::Dir { mode, .. } => Entry::Dir { path: p.clone(), mode },
-                Entry::File { mode, data, .. } => Entry::File { path: p.clone(), mode, data },
-                Entry::Symlink { target, .. } => Entry::Symlink { path: p.clone(), target },
+                Entry::Dir { mode, .. } => Entry::Dir {
+                    path: p.clone(),
+                    mode,
+                },
+                Entry::File { mode, data, .. } => Entry::File {
+                    path: p.clone(),
+                    mode,
+                    data,
+                },
+                Entry::Symlink { target, .. } => Entry::Symlink {
+                    path: p.clone(),
+                    target,
+                },
             };
             out.insert(p, e);
         }
@@ -113,7 +138,10 @@ pub fn package_bytes(spec: &PkgSpec) -> Result<Vec<u8>> {
     );
 
     let mut mtree = String::from("#mtree\n/set type=file uid=0 gid=0 mode=644\n");
-    for (name, data) in [(".BUILDINFO", buildinfo.as_bytes()), (".PKGINFO", pkginfo.as_bytes())] {
+    for (name, data) in [
+        (".BUILDINFO", buildinfo.as_bytes()),
+        (".PKGINFO", pkginfo.as_bytes()),
+    ] {
         mtree.push_str(&format!(
             "./{name} time={t}.0 size={} sha256digest={}\n",
             data.len(),
@@ -122,19 +150,24 @@ pub fn package_bytes(spec: &PkgSpec) -> Result<Vec<u8>> {
     }
     for e in &entries {
         match e {
-            Entry::Dir { path, mode } => mtree.push_str(&format!("./{path} time={t}.0 mode={mode:o} type=dir\n")),
+            Entry::Dir { path, mode } => {
+                mtree.push_str(&format!("./{path} time={t}.0 mode={mode:o} type=dir\n"))
+            }
             Entry::File { path, mode, data } => mtree.push_str(&format!(
                 "./{path} time={t}.0 mode={mode:o} size={} sha256digest={}\n",
                 data.len(),
                 sha256_hex(data)
             )),
-            Entry::Symlink { path, target } => {
-                mtree.push_str(&format!("./{path} time={t}.0 mode=777 type=link link={target}\n"))
-            }
+            Entry::Symlink { path, target } => mtree.push_str(&format!(
+                "./{path} time={t}.0 mode=777 type=link link={target}\n"
+            )),
         }
     }
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
-    gz.write_all(mtree.as_bytes()).ctx("gzip .MTREE", &spec.name)?;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(mtree.as_bytes())
+        .ctx("gzip .MTREE", &spec.name)?;
     let mtree_gz = gz.finish().ctx("gzip .MTREE", &spec.name)?;
 
     let mut b = tar::Builder::new(Vec::new());
@@ -163,15 +196,18 @@ pub fn package_bytes(spec: &PkgSpec) -> Result<Vec<u8>> {
         match e {
             Entry::Dir { path, mode } => {
                 let mut h = header(*mode, tar::EntryType::Directory, 0);
-                b.append_data(&mut h, format!("{path}/"), std::io::empty()).ctx("write package", &name)?;
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .ctx("write package", &name)?;
             }
             Entry::File { path, mode, data } => {
                 let mut h = header(*mode, tar::EntryType::Regular, data.len() as u64);
-                b.append_data(&mut h, path, &data[..]).ctx("write package", &name)?;
+                b.append_data(&mut h, path, &data[..])
+                    .ctx("write package", &name)?;
             }
             Entry::Symlink { path, target } => {
                 let mut h = header(0o777, tar::EntryType::Symlink, 0);
-                b.append_link(&mut h, path, target).ctx("write package", &name)?;
+                b.append_link(&mut h, path, target)
+                    .ctx("write package", &name)?;
             }
         }
     }
@@ -187,5 +223,8 @@ pub fn build_package(spec: &PkgSpec, dir: &Path) -> Result<BuiltPkg> {
     let tmp = dir.join(format!(".{}.tmp", spec.file_name()));
     std::fs::write(&tmp, &bytes).ctx("write", &tmp)?;
     std::fs::rename(&tmp, &path).ctx("rename", &path)?;
-    Ok(BuiltPkg { path, sha256: sha256_hex(&bytes) })
+    Ok(BuiltPkg {
+        path,
+        sha256: sha256_hex(&bytes),
+    })
 }

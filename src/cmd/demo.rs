@@ -1,0 +1,63 @@
+//! `reprobox demo`: build (or reuse) the test world under the cache, serve it on loopback,
+//! and reproduce its sample release — offline when the store is already warm.
+
+use std::path::PathBuf;
+
+use crate::cmd::store::StoreArg;
+use crate::error::Result;
+use crate::pipeline::{self, Options};
+use crate::plan::{BuildVersion, Plan, Profile};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// The world's directory [default: STORE/world].
+    #[arg(long, value_name = "DIR")]
+    pub world: Option<PathBuf>,
+    /// Output directory [default: reprobox-out/demo].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn execute(a: Args) -> Result<i32> {
+    let store = a.store.open()?;
+    let dir = a
+        .world
+        .clone()
+        .unwrap_or_else(|| store.root().join("world"));
+    eprintln!(
+        "reprobox: test world in {} (built once, then reused)",
+        dir.display()
+    );
+    let manifest = crate::world::build(&dir)?;
+    let servers = crate::world::serve(
+        &dir,
+        crate::world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+    )?;
+    let overrides = vec![
+        ("archive".to_string(), servers.archive_url.clone()),
+        ("rootfs".to_string(), servers.rootfs_url.clone()),
+        ("registry".to_string(), servers.registry_url.clone()),
+        ("git".to_string(), servers.git_url.clone()),
+    ];
+    let loaded = Profile::load("test-world")?;
+    let version = BuildVersion::parse(&manifest.version)?;
+    let plan = Plan::with_overrides(&loaded, &version, &[], &overrides)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from("reprobox-out/demo"));
+    let opts = Options {
+        offline: false,
+        rollback: true,
+        out: out.clone(),
+        progress: true,
+        timeout: None,
+    };
+    let outcome = pipeline::reproduce(&plan, store, &opts)?;
+    drop(servers);
+    print!("{}", outcome.report.summary());
+    println!("\nreport: {}", out.join("report.json").display());
+    Ok(outcome.exit_code)
+}

@@ -1,0 +1,109 @@
+//! `reprobox reproduce PROFILE BUILD_VERSION [--backend container] [--offline] [--out DIR] [--json]`
+
+use std::io::IsTerminal;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use crate::cmd::store::StoreArg;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Options};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Namespaces, pivot_root, dropped capabilities, Landlock (src/sandbox).
+    Container,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A profile name (see `reprobox profiles`) or a path to a profile TOML file.
+    pub profile: String,
+    /// The release to reproduce, YYYYMMDD.N.JOB.
+    pub build_version: String,
+    /// Override a profile location, NAME=URL (repeatable); REPROBOX_LOCATION_<NAME> works too.
+    #[arg(short = 'L', long = "location", value_name = "NAME=URL")]
+    pub locations: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Where the build runs.
+    #[arg(long, value_enum, default_value = "container")]
+    pub backend: Backend,
+    /// Use only what the store holds: nothing leaves the machine; a miss fails the run.
+    #[arg(long)]
+    pub offline: bool,
+    /// Output directory: report.json, summary.txt, env.lock, inputs.lock, attestation.json,
+    /// artifacts/ [default: reprobox-out/PROFILE-BUILD_VERSION].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Skip the profile's rollback steps: build in the environment as the base has it.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Kill any one command of the build after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Print only the report (JSON) on stdout; the build's own output goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Send fd 1 to stderr until dropped, so the build's output cannot mix with the JSON.
+struct StdoutToStderr {
+    saved: OwnedFd,
+}
+
+impl StdoutToStderr {
+    fn new() -> Result<StdoutToStderr> {
+        // SAFETY: dup/dup2 on the process's standard descriptors.
+        unsafe {
+            let saved = libc::dup(1);
+            if saved < 0 || libc::dup2(2, 1) < 0 {
+                return Err(Error::Environment("cannot redirect stdout".into()));
+            }
+            Ok(StdoutToStderr {
+                saved: OwnedFd::from_raw_fd(saved),
+            })
+        }
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        // SAFETY: restores fd 1 from the descriptor saved above.
+        unsafe {
+            libc::dup2(self.saved.as_raw_fd(), 1);
+        }
+    }
+}
+
+pub fn execute(a: Args) -> Result<i32> {
+    let plan = crate::cmd::plan::make_plan(&a.profile, &a.build_version, &a.locations)?;
+    let store = a.store.open()?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reprobox-out").join(format!("{}-{}", plan.profile, plan.version))
+    });
+    let opts = Options {
+        offline: a.offline,
+        rollback: !a.no_rollback,
+        out: out.clone(),
+        progress: !a.json || std::io::stderr().is_terminal(),
+        timeout: a.timeout.map(std::time::Duration::from_secs),
+    };
+    let outcome = {
+        let _redirect = if a.json {
+            Some(StdoutToStderr::new()?)
+        } else {
+            None
+        };
+        pipeline::reproduce(&plan, store, &opts)?
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.report).expect("plain JSON")
+        );
+    } else {
+        print!("{}", outcome.report.summary());
+        println!("\nreport: {}", out.join("report.json").display());
+    }
+    Ok(outcome.exit_code)
+}

@@ -1,0 +1,297 @@
+//! Base images pinned by digest, kept in the store, and served to a job that has no network.
+//!
+//! A build's `FROM host/repo@sha256:…` must not reach a registry from inside the sandbox.
+//! Before the image step reprobox fetches the manifest, config and layers by digest into
+//! the store (each checked against its digest), then serves exactly those bytes on the job's
+//! own loopback as a read-only registry: nothing else can be pulled, and a warm store
+//! needs no network at all.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::inputs::fetch::Fetcher;
+use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::store::Store;
+
+/// An image reference with a digest: `host[:port]/repo@sha256:…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DigestRef {
+    pub host: String,
+    pub repository: String,
+    pub digest: String,
+}
+
+impl DigestRef {
+    /// Parse `host/repo@sha256:hex`; anything else (a tag) is `None`: it cannot be pinned.
+    pub fn parse(s: &str) -> Option<DigestRef> {
+        let (name, digest) = s.split_once('@')?;
+        let hex = digest.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let (host, repository) = name.split_once('/')?;
+        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return None;
+        }
+        Some(DigestRef {
+            host: host.into(),
+            repository: repository.into(),
+            digest: digest.into(),
+        })
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        self.host.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+    }
+}
+
+impl std::fmt::Display for DigestRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.host, self.repository, self.digest)
+    }
+}
+
+/// An image held in the store: manifest bytes by digest and every blob it names.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinnedImage {
+    pub reference: DigestRef,
+    pub media_type: String,
+    /// Blob digests (config first, then layers).
+    pub blobs: Vec<String>,
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// Fetch `r` from the registry at `registry_base` (online) or find it in the store
+/// (offline), every piece checked against its digest.
+pub fn pin(fetcher: &Fetcher, registry_base: &str, r: &DigestRef) -> Result<PinnedImage> {
+    let store = fetcher.store();
+    let base = registry_base.trim_end_matches('/');
+    let murl = format!("{base}/v2/{}/manifests/{}", r.repository, r.digest);
+    let body = match store.get(hex_of(&r.digest)) {
+        Some(p) => std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?,
+        None if fetcher.offline() => {
+            return Err(Error::network(
+                &murl,
+                "offline and the store does not hold this manifest",
+            ));
+        }
+        None => {
+            let (bytes, _) =
+                crate::verify::registry::fetch_manifest(base, &r.repository, &r.digest)?;
+            store.put_reader(&bytes[..], Some(hex_of(&r.digest)), &murl)?;
+            bytes
+        }
+    };
+    let media_type = crate::verify::registry::manifest_media_type(&body);
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::network(&murl, format!("manifest is not JSON: {e}")))?;
+    if v.get("manifests").is_some() {
+        return Err(Error::network(
+            &murl,
+            "an index; pin the platform manifest's digest instead",
+        ));
+    }
+    let mut blobs = Vec::new();
+    if let Some(d) = v["config"]["digest"].as_str() {
+        blobs.push(d.to_string());
+    }
+    for l in v["layers"].as_array().into_iter().flatten() {
+        if let Some(d) = l["digest"].as_str() {
+            blobs.push(d.to_string());
+        }
+    }
+    for d in &blobs {
+        let url = format!("{base}/v2/{}/blobs/{d}", r.repository);
+        fetcher.fetch(&url, Some(hex_of(d)))?;
+    }
+    Ok(PinnedImage {
+        reference: r.clone(),
+        media_type,
+        blobs,
+    })
+}
+
+/// A read-only registry over pinned images, serving from the store.
+pub struct ImageServer {
+    stop: Arc<AtomicBool>,
+    lock: Arc<Mutex<InputsLock>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Served {
+    store: Store,
+    /// digest → (media type or None for a blob)
+    items: BTreeMap<String, Option<String>>,
+}
+
+impl ImageServer {
+    pub fn serve(
+        listener: TcpListener,
+        store: Store,
+        images: &[PinnedImage],
+    ) -> Result<ImageServer> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Sandbox(format!("registry listener: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Sandbox(format!("registry listener {addr}: {e}")))?;
+        let mut items = BTreeMap::new();
+        for i in images {
+            items.insert(i.reference.digest.clone(), Some(i.media_type.clone()));
+            for b in &i.blobs {
+                items.insert(b.clone(), None);
+            }
+        }
+        let served = Arc::new(Served { store, items });
+        let stop = Arc::new(AtomicBool::new(false));
+        let lock = Arc::new(Mutex::new(InputsLock::default()));
+        let (s2, l2) = (stop.clone(), lock.clone());
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (sv, lk) = (served.clone(), l2.clone());
+                        std::thread::spawn(move || {
+                            let _ = handle(conn, &sv, &lk, addr);
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(ImageServer {
+            stop,
+            lock,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop serving; the requests it answered.
+    pub fn stop(mut self) -> InputsLock {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.lock.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+fn handle(
+    conn: TcpStream,
+    sv: &Served,
+    lock: &Mutex<InputsLock>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").to_string(),
+        );
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                break;
+            }
+        }
+        let url = format!("http://{addr}{path}");
+        let head = method == "HEAD";
+        let reply = |out: &mut TcpStream,
+                     code: &str,
+                     ctype: &str,
+                     digest: Option<&str>,
+                     body: &[u8]|
+         -> std::io::Result<()> {
+            let mut h = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nDocker-Distribution-API-Version: registry/2.0\r\n",
+                body.len()
+            );
+            if let Some(d) = digest {
+                h.push_str(&format!("Docker-Content-Digest: {d}\r\n"));
+            }
+            h.push_str("\r\n");
+            out.write_all(h.as_bytes())?;
+            if !head {
+                out.write_all(body)?;
+            }
+            out.flush()
+        };
+        if path == "/v2/" || path == "/v2" {
+            reply(&mut out, "200 OK", "application/json", None, b"{}")?;
+            continue;
+        }
+        let digest = path.rsplit('/').next().unwrap_or("").to_string();
+        let kind = if path.contains("/manifests/") {
+            "manifest"
+        } else if path.contains("/blobs/") {
+            "blob"
+        } else {
+            ""
+        };
+        let item = sv.items.get(&digest);
+        let found = match (kind, item) {
+            ("manifest", Some(Some(mt))) => Some(mt.clone()),
+            ("blob", Some(None)) => Some("application/octet-stream".to_string()),
+            _ => None,
+        };
+        let bytes = found
+            .as_ref()
+            .and_then(|_| sv.store.get(hex_of(&digest)))
+            .and_then(|p| std::fs::read(p).ok());
+        match (found, bytes) {
+            (Some(ct), Some(b)) => {
+                if let Ok(mut l) = lock.lock() {
+                    l.record(Status::Hit, &url, Some((hex_of(&digest), b.len() as u64)));
+                }
+                reply(&mut out, "200 OK", &ct, Some(&digest), &b)?;
+            }
+            _ => {
+                if let Ok(mut l) = lock.lock() {
+                    l.record(Status::Miss, &url, None);
+                }
+                let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"not pinned by reprobox"}]}"#;
+                reply(&mut out, "404 Not Found", "application/json", None, body)?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_digest_references_pin() {
+        let h = "a".repeat(64);
+        let r =
+            DigestRef::parse(&format!("127.0.0.1:7879/reprobox-world/verify@sha256:{h}")).unwrap();
+        assert_eq!(r.host, "127.0.0.1:7879");
+        assert_eq!(r.repository, "reprobox-world/verify");
+        assert_eq!(r.port(), Some(7879));
+        assert!(DigestRef::parse("alpine:3.23").is_none());
+        assert!(DigestRef::parse("docker.io/library/alpine:3.23").is_none());
+        assert!(DigestRef::parse(&format!("alpine@sha256:{h}")).is_none());
+    }
+}

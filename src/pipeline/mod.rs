@@ -1,0 +1,578 @@
+//! A reproduction as a sequence of steps over the other modules:
+//! plan → pinned inputs → environment → sandboxed steps → checks → report.
+//!
+//! Every stage hands the next a plain value; every input goes through the store and the
+//! inputs lock; every failure after the plan still writes a report saying how far it got.
+
+pub mod env;
+pub mod steps;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::envlock::{Drift, EnvLock, ServedPackage};
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::fetch::Fetcher;
+use crate::inputs::git::GitSource;
+use crate::inputs::images::DigestRef;
+use crate::inputs::lock::InputsLock;
+use crate::inputs::store::Store;
+use crate::plan::release::Release;
+use crate::plan::{Plan, Role};
+use crate::report::attestation::{Statement, Subject};
+use crate::report::{Check, Report, StepRecord, Verdict};
+use crate::verify::registry::{PublishedBytes, PublishedImage};
+
+/// How to run a reproduction.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub offline: bool,
+    /// Roll the environment back to the snapshot day (the normal case). Off, the environment
+    /// stays as the base tarball has it: the "later day" a drift investigation compares.
+    pub rollback: bool,
+    pub out: PathBuf,
+    /// Progress lines on stderr.
+    pub progress: bool,
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// What a reproduction produced.
+pub struct Outcome {
+    pub report: Report,
+    pub exit_code: i32,
+}
+
+fn say(o: &Options, msg: &str) {
+    if o.progress {
+        eprintln!("reprobox: {msg}");
+    }
+}
+
+/// Where the published image's bytes are kept in the store, by URL.
+fn published_urls(plan: &Plan) -> (String, String) {
+    let base = plan.expected.registry.trim_end_matches('/');
+    let tag = format!(
+        "{base}/v2/{}/manifests/{}",
+        plan.expected.image, plan.expected.image_tag
+    );
+    (tag.clone(), format!("{tag}#config"))
+}
+
+/// The published image: from the registry (online, and kept in the store), or from the
+/// store (offline).
+fn published_image(plan: &Plan, fetcher: &Fetcher) -> Result<PublishedImage> {
+    let store = fetcher.store();
+    let (murl, curl) = published_urls(plan);
+    if !fetcher.offline() {
+        let (img, bytes) = crate::verify::registry::fetch_published_bytes(
+            &plan.expected.registry,
+            &plan.expected.image,
+            &plan.expected.image_tag,
+        )?;
+        store.put_reader(&bytes.manifest[..], None, &murl)?;
+        store.put_reader(&bytes.config[..], None, &curl)?;
+        return Ok(img);
+    }
+    let read = |url: &str| -> Result<Vec<u8>> {
+        let b = store
+            .lookup_url(url)?
+            .ok_or_else(|| Error::network(url, "offline and the store holds no copy"))?;
+        std::fs::read(&b.path).ctx("read", &b.path)
+    };
+    let bytes = PublishedBytes {
+        manifest: read(&murl)?,
+        config: read(&curl)?,
+    };
+    crate::verify::registry::published_from_bytes(&plan.expected_image_ref(), None, &bytes)
+}
+
+/// `FROM` references pinned by digest in a Dockerfile; tags are returned separately (they
+/// cannot be pinned, and the report says so).
+fn from_refs(dockerfile: &str) -> (Vec<DigestRef>, Vec<String>) {
+    let mut pinned = Vec::new();
+    let mut tags = Vec::new();
+    for l in dockerfile.lines() {
+        let t = l.trim();
+        if !t.to_ascii_uppercase().starts_with("FROM ") {
+            continue;
+        }
+        let Some(img) = t[5..].split_whitespace().find(|w| !w.starts_with("--")) else {
+            continue;
+        };
+        if img == "scratch" {
+            continue;
+        }
+        match DigestRef::parse(img) {
+            Some(r) => pinned.push(r),
+            None => tags.push(img.to_string()),
+        }
+    }
+    (pinned, tags)
+}
+
+/// The podman global flags and the `-t` tag of an image step's build command.
+fn podman_call(argv: &[String]) -> Option<(Vec<String>, String)> {
+    let p = argv
+        .iter()
+        .position(|a| a == "podman" || a.ends_with("/podman"))?;
+    let b = argv.iter().position(|a| a == "build")?;
+    let globals = argv[p + 1..b].to_vec();
+    let t = argv.iter().position(|a| a == "-t" || a == "--tag")?;
+    Some((globals, argv.get(t + 1)?.clone()))
+}
+
+#[derive(Debug, Serialize)]
+struct LocalImage {
+    config_digest: String,
+    manifest_digest: Option<String>,
+    diff_ids: Vec<String>,
+}
+
+fn read_local_image(path: &Path) -> Result<LocalImage> {
+    let text = std::fs::read_to_string(path).ctx("read", path)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::Environment(format!(
+            "{}: podman image inspect output: {e}",
+            path.display()
+        ))
+    })?;
+    let v = if v.is_array() { v[0].clone() } else { v };
+    let id = v["Id"].as_str().unwrap_or_default();
+    let config_digest = if id.starts_with("sha256:") {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
+    };
+    let diff_ids = v["RootFS"]["Layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(str::to_string))
+        .collect();
+    Ok(LocalImage {
+        config_digest,
+        manifest_digest: v["Digest"].as_str().map(str::to_string),
+        diff_ids,
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp-reprobox");
+    std::fs::write(&tmp, bytes).ctx("write", &tmp)?;
+    std::fs::rename(&tmp, path).ctx("rename into", path)
+}
+
+/// Run the reproduction of `plan` with the store at `store`.
+pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
+    let fetcher = Fetcher::new(store.clone(), o.offline).with_progress(o.progress);
+    let mut inputs = InputsLock::default();
+    let mut notes: Vec<String> = Vec::new();
+
+    // 1. The release: tag → release file → source revision and expected hashes.
+    say(
+        o,
+        &format!("release {} from {}", plan.source.tag, plan.source.git),
+    );
+    let git = GitSource::new(store.root(), &plan.source.git);
+    if o.offline {
+        if !git.is_cached() {
+            return Err(Error::network(
+                &plan.source.git,
+                "offline and the store holds no copy of the repository",
+            ));
+        }
+    } else {
+        git.fetch()?;
+    }
+    let tag_commit = git.resolve(&plan.source.tag)?;
+    let text = git.show(&tag_commit, &plan.source.release_file)?;
+    let text = String::from_utf8(text).map_err(|_| {
+        Error::bad_input(
+            format!("{} at {}", plan.source.release_file, plan.source.tag),
+            "not UTF-8 text",
+        )
+    })?;
+    let release = Release::parse(
+        &text,
+        &format!("{} at {}", plan.source.release_file, plan.source.tag),
+    )?;
+    let disagreements = release.check_against(&plan.version);
+    if !disagreements.is_empty() {
+        let d: Vec<String> = disagreements
+            .iter()
+            .map(|d| format!("{} is {:?}, expected {:?}", d.field, d.release, d.plan))
+            .collect();
+        return Err(Error::bad_input(
+            format!(
+                "release {} at {}",
+                plan.source.release_file, plan.source.tag
+            ),
+            format!("disagrees with the plan: {}", d.join("; ")),
+        ));
+    }
+
+    // 2. The environment: pinned base, unpacked into a fresh work directory.
+    std::fs::create_dir_all(&o.out).ctx("create", &o.out)?;
+    let work = tempfile::Builder::new()
+        .prefix(".reprobox-work-")
+        .tempdir_in(&o.out)
+        .ctx("create a work directory in", &o.out)?;
+    say(o, &format!("base root filesystem {}", plan.base.url));
+    let (root, base) = env::prepare(plan, &fetcher, work.path())?;
+
+    // 3. The source tree of the release's revision, in a fresh workspace.
+    let workspace = work.path().join("workspace");
+    git.checkout(&release.source_revision, &workspace)?;
+    env::give_to_job(&workspace)?;
+
+    let faketime_env = env::find_libfaketime(&root).map(|lib| {
+        let day = plan
+            .version
+            .build_day()
+            .strftime("%Y-%m-%d 00:00:00")
+            .to_string();
+        vec![
+            ("LD_PRELOAD".to_string(), lib),
+            ("FAKETIME".to_string(), format!("@{day}")),
+        ]
+    });
+    if faketime_env.is_none() && plan.steps.iter().any(|s| s.faketime) {
+        notes.push("the profile asks for a pinned clock (faketime) but the environment has no libfaketime: dynamically linked tools saw the real wall clock".into());
+    }
+
+    let mut ctx = steps::StepContext {
+        root: &root,
+        workspace: &workspace,
+        store: &store,
+        upstream: plan
+            .locations
+            .get("archive")
+            .map(|l| l.url.as_str())
+            .unwrap_or(""),
+        offline: o.offline,
+        source_date_epoch: plan.source_date_epoch,
+        faketime_env,
+        images: Vec::new(),
+        timeout: o.timeout,
+    };
+    let mut records: Vec<StepRecord> = Vec::new();
+    let mut env_lock: Option<EnvLock> = None;
+    let mut failed_step: Option<String> = None;
+    let last_env_step = plan
+        .steps
+        .iter()
+        .rposition(|s| matches!(s.role, Role::Rollback | Role::Install));
+    let mut image_built: Option<(Vec<String>, String)> = None;
+
+    for (i, step) in plan.steps.iter().enumerate() {
+        if step.role == Role::Rollback && !o.rollback {
+            notes.push(format!(
+                "step {} skipped: rollback switched off (--no-rollback)",
+                step.name
+            ));
+            continue;
+        }
+        if step.role == Role::Image {
+            let df = workspace
+                .join(&plan.artifacts.dir)
+                .join(&plan.source.release_file);
+            let dockerfile = std::fs::read_to_string(&df).unwrap_or_default();
+            let (refs, tags) = from_refs(&dockerfile);
+            for t in tags {
+                notes.push(format!("base image {t} is a tag, not a digest: it cannot be pinned, and the sandbox cannot pull it"));
+            }
+            let registry = plan
+                .locations
+                .get("registry")
+                .map(|l| l.url.clone())
+                .unwrap_or_default();
+            for r in refs {
+                say(o, &format!("pinning base image {r}"));
+                ctx.images
+                    .push(crate::inputs::images::pin(&fetcher, &registry, &r)?);
+            }
+            // Let the environment's podman pull the pinned images from the job's loopback.
+            let conf_dir = root.join("etc/containers/registries.conf.d");
+            if !ctx.images.is_empty() {
+                std::fs::create_dir_all(&conf_dir).ctx("create", &conf_dir)?;
+                let mut conf = String::from(
+                    "# written by reprobox: pinned base images served on the job's loopback\n",
+                );
+                for p in &ctx.images {
+                    conf.push_str(&format!(
+                        "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n",
+                        p.reference.host
+                    ));
+                }
+                let f = conf_dir.join("90-reprobox-pinned.conf");
+                std::fs::write(&f, conf).ctx("write", &f)?;
+                notes.push(format!("reprobox added {} to the environment so its podman pulls the pinned base images over plain HTTP from the job's loopback", "/etc/containers/registries.conf.d/90-reprobox-pinned.conf"));
+            }
+            image_built = step.commands.iter().find_map(|c| podman_call(c));
+        }
+        say(
+            o,
+            &format!("step {} ({} command(s))", step.name, step.commands.len()),
+        );
+        let (rec, lock) = steps::run_step(&ctx, step)?;
+        inputs.entries.extend(lock.entries);
+        let ok = rec.exit_code == 0;
+        records.push(rec);
+        if !ok {
+            if step.optional {
+                notes.push(format!(
+                    "optional step {} failed (exit {}); going on",
+                    step.name,
+                    records.last().map(|r| r.exit_code).unwrap_or(0)
+                ));
+            } else {
+                failed_step = Some(step.name.clone());
+                break;
+            }
+        }
+        if Some(i) == last_env_step {
+            let served: Vec<ServedPackage> = inputs
+                .entries
+                .iter()
+                .filter(|e| e.url.contains(".pkg.tar"))
+                .filter_map(|e| {
+                    let path = e
+                        .url
+                        .split_once("://")
+                        .map(|(_, r)| r.split_once('/').map(|(_, p)| p).unwrap_or(""))?;
+                    Some(ServedPackage {
+                        url_path: format!("/{path}"),
+                        sha256: e.sha256.clone()?,
+                    })
+                })
+                .collect();
+            env_lock = Some(EnvLock::record(&root, Some(&plan.snapshot), &served)?);
+        }
+    }
+    if env_lock.is_none() {
+        env_lock = Some(EnvLock::record(&root, Some(&plan.snapshot), &[])?);
+    }
+    let env_lock = env_lock.expect("recorded above");
+
+    // 4. Checks.
+    let out_dir = workspace.join(&plan.artifacts.dir);
+    let rootfs = out_dir.join(&plan.artifacts.rootfs);
+    let mut checks = Vec::new();
+    let mut file_diffs = Vec::new();
+    let mut late = Vec::new();
+    if let Some(s) = &failed_step {
+        notes.push(format!("step {s} failed: the build did not complete"));
+    }
+    let actual_rootfs = if rootfs.is_file() {
+        Some(crate::verify::sha256_file(&rootfs)?)
+    } else {
+        None
+    };
+    checks.push(Check::compare(
+        "rootfs-sha256",
+        true,
+        Some(release.rootfs_sha256.clone()),
+        actual_rootfs.clone(),
+        format!(
+            "expected from {} at {} ({}); actual sha256 of {}/{}",
+            plan.source.release_file,
+            plan.source.tag,
+            release.rootfs_file,
+            plan.artifacts.dir,
+            plan.artifacts.rootfs
+        ),
+    ));
+    if actual_rootfs.is_some() {
+        late = crate::verify::audit::audit_tarball(&rootfs, plan.source_date_epoch)?;
+    }
+    if actual_rootfs.is_some() && actual_rootfs.as_deref() != Some(release.rootfs_sha256.as_str()) {
+        let url = plan.expected.rootfs_url.clone();
+        say(
+            o,
+            &format!("rootfs differs: fetching the published one from {url} to compare"),
+        );
+        match fetcher.fetch(&url, Some(&release.rootfs_sha256)) {
+            Ok(blob) => {
+                let a = crate::verify::tarindex::read_index(&blob.path)?;
+                let b = crate::verify::tarindex::read_index(&rootfs)?;
+                file_diffs = crate::verify::tardiff::diff(&a, &b);
+                if file_diffs.is_empty() {
+                    notes.push("the two rootfs tarballs hold the same files with the same metadata: the bytes differ in tar layout or compression".into());
+                }
+            }
+            Err(e) => notes.push(format!(
+                "could not fetch the published rootfs to compare files: {e}"
+            )),
+        }
+    }
+
+    // Image checks: only when the image step ran and succeeded.
+    let image_step_ok = plan.steps.iter().any(|s| s.role == Role::Image)
+        && failed_step.is_none()
+        && records.iter().any(|r| {
+            plan.steps
+                .iter()
+                .any(|s| s.role == Role::Image && s.name == r.name)
+        });
+    let mut local = None;
+    if image_step_ok && let Some((globals, tag)) = &image_built {
+        let inspect = workspace.join(".reprobox-image.json");
+        let mut argv = vec!["podman".to_string()];
+        argv.extend(globals.iter().cloned());
+        argv.extend(["image".into(), "inspect".into(), tag.clone()]);
+        let cmd = format!(
+            "{} > /build/.reprobox-image.json",
+            crate::plan::shell_line(&argv)
+        );
+        let step = plan
+            .steps
+            .iter()
+            .find(|s| s.role == Role::Image)
+            .expect("image step");
+        let job = steps::job_for(&ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
+        let out = crate::sandbox::run(&job)?;
+        if out.exit_code == 0 {
+            local = Some(read_local_image(&inspect)?);
+        } else {
+            notes.push(format!(
+                "podman image inspect {tag} failed (exit {})",
+                out.exit_code
+            ));
+        }
+    }
+    let published = if plan.steps.iter().any(|s| s.role == Role::Image) {
+        match published_image(plan, &fetcher) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                notes.push(format!("the published image could not be read: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if plan.steps.iter().any(|s| s.role == Role::Image) {
+        let src = format!(
+            "published {}; rebuilt by the image step",
+            plan.expected_image_ref()
+        );
+        checks.push(Check::compare(
+            "image-config-digest",
+            true,
+            published.as_ref().map(|p| p.config_digest.clone()),
+            local.as_ref().map(|l| l.config_digest.clone()),
+            src.clone(),
+        ));
+        checks.push(Check::compare(
+            "image-diff-ids",
+            true,
+            published.as_ref().map(|p| p.diff_ids.join(",")),
+            local.as_ref().map(|l| l.diff_ids.join(",")),
+            src.clone(),
+        ));
+        checks.push(Check::compare(
+            "image-manifest-digest",
+            false,
+            published.as_ref().map(|p| p.manifest_digest.clone()),
+            local.as_ref().and_then(|l| l.manifest_digest.clone()),
+            "depends on layer compression: podman's local manifest has uncompressed layers, the registry's compressed ones".into(),
+        ));
+    }
+
+    // 5. Environment drift against the snapshot day.
+    let mut drift: Vec<Drift> = Vec::new();
+    let archive_url = plan
+        .locations
+        .get("archive")
+        .map(|l| l.url.clone())
+        .unwrap_or_default();
+    let archive = crate::inputs::archive::Archive::new(&archive_url, &fetcher);
+    for p in &env_lock.packages {
+        match archive.resolve(&plan.snapshot, &p.name) {
+            Ok(r) if r.version != p.version => drift.push(Drift {
+                name: p.name.clone(),
+                a: Some(r.version),
+                b: Some(p.version.clone()),
+            }),
+            Ok(_) => {}
+            Err(e) if e.exit_code() == 2 => {}
+            Err(e) => {
+                notes.push(format!(
+                    "could not resolve the snapshot day's version of {}: {e}",
+                    p.name
+                ));
+            }
+        }
+    }
+
+    let verdict = if failed_step.is_some() {
+        Verdict::Incomplete
+    } else {
+        Verdict::of(&checks)
+    };
+    let report = Report {
+        schema: crate::report::REPORT_SCHEMA,
+        reprobox_version: env!("CARGO_PKG_VERSION"),
+        profile: plan.profile.clone(),
+        version: plan.version.to_string(),
+        snapshot: plan.snapshot.clone(),
+        source_date_epoch: plan.source_date_epoch,
+        backend: "container".into(),
+        source_revision: Some(release.source_revision.clone()),
+        verdict,
+        checks,
+        file_diffs,
+        environment_drift: drift,
+        late_timestamps: late,
+        steps: records,
+        external_diffs: Vec::new(),
+        notes,
+    };
+
+    // 6. Outputs.
+    let arts = o.out.join("artifacts");
+    std::fs::create_dir_all(&arts).ctx("create", &arts)?;
+    let mut subjects = Vec::new();
+    for f in &plan.artifacts.files {
+        let src = out_dir.join(f);
+        if src.is_file() {
+            let dst = arts.join(f);
+            std::fs::copy(&src, &dst).ctx("copy into", &dst)?;
+            subjects.push(Subject::sha256(
+                f.clone(),
+                crate::verify::sha256_file(&dst)?,
+            ));
+        }
+    }
+    let env_text = env_lock.to_text();
+    let inputs_text = inputs.to_string();
+    write_atomic(&o.out.join("env.lock"), env_text.as_bytes())?;
+    write_atomic(&o.out.join("inputs.lock"), inputs_text.as_bytes())?;
+    let json = serde_json::to_string_pretty(&report).expect("plain JSON");
+    write_atomic(&o.out.join("report.json"), json.as_bytes())?;
+    write_atomic(&o.out.join("summary.txt"), report.summary().as_bytes())?;
+    let statement = Statement::new(
+        subjects,
+        serde_json::json!({
+            "plan": plan,
+            "release": { "tag": plan.source.tag, "tag_commit": tag_commit, "source_revision": release.source_revision, "rootfs_sha256": release.rootfs_sha256 },
+            "base": base,
+            "verdict": report.verdict,
+            "checks": report.checks,
+            "environment_lock": env_text,
+            "inputs_lock": inputs_text,
+            "steps": report.steps,
+            "pinned_images": ctx.images,
+        }),
+    );
+    write_atomic(
+        &o.out.join("attestation.json"),
+        serde_json::to_string_pretty(&statement)
+            .expect("plain JSON")
+            .as_bytes(),
+    )?;
+    drop(work);
+    let exit_code = report.verdict.exit_code();
+    Ok(Outcome { report, exit_code })
+}

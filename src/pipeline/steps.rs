@@ -1,0 +1,132 @@
+//! Running one planned step: one sandboxed job per command, with the archive mirror (and
+//! pinned base images) served on the job's own loopback.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::inputs::images::{ImageServer, PinnedImage};
+use crate::inputs::lock::InputsLock;
+use crate::inputs::mirror::{Mirror, MirrorConfig};
+use crate::inputs::store::Store;
+use crate::job::{Bind, Clock, Job, LandlockPolicy, Limits, RootfsSource};
+use crate::plan::{Isolation, PlannedStep, WORKSPACE};
+use crate::report::StepRecord;
+
+/// The mirror's port on the job's loopback (see `plan::MIRROR_URL`).
+pub const MIRROR_PORT: u16 = 7878;
+
+/// What every job of a reproduction shares.
+pub struct StepContext<'a> {
+    pub root: &'a Path,
+    pub workspace: &'a Path,
+    pub store: &'a Store,
+    pub upstream: &'a str,
+    pub offline: bool,
+    pub source_date_epoch: i64,
+    /// `FAKETIME` + `LD_PRELOAD` for steps that ask for it, when the environment has it.
+    pub faketime_env: Option<Vec<(String, String)>>,
+    /// Base images served on the job's loopback (image steps).
+    pub images: Vec<PinnedImage>,
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Build the job for one command of a step.
+pub fn job_for(
+    ctx: &StepContext,
+    step: &PlannedStep,
+    argv: Vec<String>,
+    extra_ports: &[u16],
+) -> Job {
+    let mut job = Job::new(RootfsSource::Dir(ctx.root.to_path_buf()), argv);
+    job.binds.push(Bind {
+        src: ctx.workspace.to_path_buf(),
+        dst: PathBuf::from(WORKSPACE),
+        read_only: false,
+    });
+    job.workdir = PathBuf::from(&step.workdir);
+    if step.faketime
+        && let Some(env) = &ctx.faketime_env
+    {
+        job.env.extend(env.iter().cloned());
+    }
+    job.listen = std::iter::once(MIRROR_PORT)
+        .chain(extra_ports.iter().copied())
+        .collect();
+    job.clock = Clock {
+        source_date_epoch: Some(ctx.source_date_epoch),
+        faketime: false,
+    };
+    job.limits = Limits {
+        timeout: ctx.timeout,
+        memory: None,
+        pids: None,
+    };
+    job.landlock = LandlockPolicy {
+        enabled: true,
+        restrict_filesystem: step.isolation == Isolation::Filesystem,
+        writable: step.writable.iter().map(PathBuf::from).collect(),
+        tcp_connect: job.listen.clone(),
+        tcp_bind: Vec::new(),
+    };
+    job.id_map = super::env::id_map();
+    job
+}
+
+/// Run every command of `step`; stop at the first failure. Returns the step's record and
+/// every request its jobs made.
+pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, InputsLock)> {
+    let mut lock = InputsLock::default();
+    let mut record = StepRecord {
+        name: step.name.clone(),
+        optional: step.optional,
+        exit_code: 0,
+        wall_time_ms: 0,
+        enforcement: Vec::new(),
+    };
+    let image_ports: Vec<u16> = ctx
+        .images
+        .iter()
+        .filter_map(|i| i.reference.port())
+        .collect();
+    for argv in &step.commands {
+        let job = job_for(ctx, step, argv.clone(), &image_ports);
+        let mut running = crate::sandbox::spawn(&job)?;
+        let mut mirror = None;
+        let mut registry = None;
+        for (port, listener) in std::mem::take(&mut running.listeners) {
+            if port == MIRROR_PORT {
+                mirror = Some(Mirror::serve(
+                    listener,
+                    MirrorConfig {
+                        store: ctx.store.clone(),
+                        upstream: ctx.upstream.to_string(),
+                        offline: ctx.offline,
+                    },
+                )?);
+            } else if registry.is_none() {
+                registry = Some(ImageServer::serve(
+                    listener,
+                    ctx.store.clone(),
+                    &ctx.images,
+                )?);
+            }
+        }
+        let outcome = running.wait();
+        if let Some(m) = mirror {
+            lock.entries.extend(m.stop().entries);
+        }
+        if let Some(r) = registry {
+            lock.entries.extend(r.stop().entries);
+        }
+        let outcome = outcome?;
+        record.wall_time_ms += outcome.wall_time_ms;
+        record.exit_code = outcome.exit_code;
+        if record.enforcement.is_empty() {
+            record.enforcement = outcome.enforcement;
+        }
+        if outcome.exit_code != 0 {
+            break;
+        }
+    }
+    Ok((record, lock))
+}
