@@ -51,6 +51,7 @@ pub fn execute(a: Args) -> Result<i32> {
     let opts = Options {
         offline: false,
         rollback: true,
+        env_day: None,
         out: out.clone(),
         progress: true,
         timeout: None,

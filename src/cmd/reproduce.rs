@@ -38,6 +38,10 @@ pub struct Args {
     /// Skip the profile's rollback steps: build in the environment as the base has it.
     #[arg(long)]
     pub no_rollback: bool,
+    /// Roll the build environment to this archive day (YYYY/MM/DD) instead of the snapshot
+    /// day, to see what a later (or earlier) environment does to the output.
+    #[arg(long, value_name = "YYYY/MM/DD", conflicts_with = "no_rollback")]
+    pub env_day: Option<String>,
     /// Kill any one command of the build after SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -84,6 +88,11 @@ pub fn execute(a: Args) -> Result<i32> {
     let opts = Options {
         offline: a.offline,
         rollback: !a.no_rollback,
+        env_day: a
+            .env_day
+            .as_deref()
+            .map(crate::inputs::archive::parse_day)
+            .transpose()?,
         out: out.clone(),
         progress: !a.json || std::io::stderr().is_terminal(),
         timeout: a.timeout.map(std::time::Duration::from_secs),

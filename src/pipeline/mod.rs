@@ -31,6 +31,9 @@ pub struct Options {
     /// Roll the environment back to the snapshot day (the normal case). Off, the environment
     /// stays as the base tarball has it: the "later day" a drift investigation compares.
     pub rollback: bool,
+    /// Roll the environment to this day (`YYYY/MM/DD`) instead of the snapshot day: the
+    /// build then runs with that day's tools, to see what drift does to the output.
+    pub env_day: Option<String>,
     pub out: PathBuf,
     /// Progress lines on stderr.
     pub progress: bool,
@@ -311,6 +314,28 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             }
             image_built = step.commands.iter().find_map(|c| podman_call(c));
         }
+        let moved;
+        let step = match (&o.env_day, step.role) {
+            (Some(day), Role::Rollback | Role::Install) => {
+                let (from, to) = (
+                    format!("/repos/{}/", plan.snapshot),
+                    format!("/repos/{day}/"),
+                );
+                let mut s = step.clone();
+                for c in &mut s.commands {
+                    for a in c.iter_mut() {
+                        *a = a.replace(&from, &to);
+                    }
+                }
+                notes.push(format!(
+                    "step {}: the environment was rolled to {day}, not the snapshot day {}",
+                    step.name, plan.snapshot
+                ));
+                moved = s;
+                &moved
+            }
+            _ => step,
+        };
         say(
             o,
             &format!("step {} ({} command(s))", step.name, step.commands.len()),
@@ -347,7 +372,8 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                     })
                 })
                 .collect();
-            env_lock = Some(EnvLock::record(&root, Some(&plan.snapshot), &served)?);
+            let day = o.env_day.as_deref().unwrap_or(&plan.snapshot);
+            env_lock = Some(EnvLock::record(&root, Some(day), &served)?);
         }
     }
     if env_lock.is_none() {
