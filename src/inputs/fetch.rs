@@ -90,6 +90,23 @@ impl Fetcher {
         self.fetch_outcome(url, expected, false).map(|(b, _)| b)
     }
 
+    /// Like [`Fetcher::fetch`], and records the request (hit or fetched) in `lock`.
+    pub fn fetch_recorded(
+        &self,
+        lock: &mut crate::inputs::lock::InputsLock,
+        url: &str,
+        expected: Option<&str>,
+    ) -> Result<Blob> {
+        use crate::inputs::lock::Status;
+        let (b, outcome) = self.fetch_outcome(url, expected, false)?;
+        let status = match outcome {
+            Outcome::Hit => Status::Hit,
+            Outcome::Fetched => Status::Fetched,
+        };
+        lock.record(status, url, Some((&b.sha256, b.size)));
+        Ok(b)
+    }
+
     /// Like [`Fetcher::fetch`], and says whether it was a hit. With `immutable`, a URL the
     /// store already has an index record for is answered from the store (archive days, ISO
     /// months and `packages/` never change).

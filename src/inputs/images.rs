@@ -73,12 +73,25 @@ fn hex_of(digest: &str) -> &str {
 
 /// Fetch `r` from the registry at `registry_base` (online) or find it in the store
 /// (offline), every piece checked against its digest.
-pub fn pin(fetcher: &Fetcher, registry_base: &str, r: &DigestRef) -> Result<PinnedImage> {
+pub fn pin(
+    fetcher: &Fetcher,
+    lock: &mut InputsLock,
+    registry_base: &str,
+    r: &DigestRef,
+) -> Result<PinnedImage> {
     let store = fetcher.store();
     let base = registry_base.trim_end_matches('/');
     let murl = format!("{base}/v2/{}/manifests/{}", r.repository, r.digest);
     let body = match store.get(hex_of(&r.digest)) {
-        Some(p) => std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?,
+        Some(p) => {
+            let b = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
+            lock.record(
+                Status::Hit,
+                &murl,
+                Some((hex_of(&r.digest), b.len() as u64)),
+            );
+            b
+        }
         None if fetcher.offline() => {
             return Err(Error::network(
                 &murl,
@@ -89,6 +102,11 @@ pub fn pin(fetcher: &Fetcher, registry_base: &str, r: &DigestRef) -> Result<Pinn
             let (bytes, _) =
                 crate::verify::registry::fetch_manifest(base, &r.repository, &r.digest)?;
             store.put_reader(&bytes[..], Some(hex_of(&r.digest)), &murl)?;
+            lock.record(
+                Status::Fetched,
+                &murl,
+                Some((hex_of(&r.digest), bytes.len() as u64)),
+            );
             bytes
         }
     };
@@ -112,7 +130,7 @@ pub fn pin(fetcher: &Fetcher, registry_base: &str, r: &DigestRef) -> Result<Pinn
     }
     for d in &blobs {
         let url = format!("{base}/v2/{}/blobs/{d}", r.repository);
-        fetcher.fetch(&url, Some(hex_of(d)))?;
+        fetcher.fetch_recorded(lock, &url, Some(hex_of(d)))?;
     }
     Ok(PinnedImage {
         reference: r.clone(),

@@ -28,8 +28,13 @@ pub struct PinnedBase {
 
 /// Fetch the base tarball pinned by its `sha256sums.txt` and unpack it under `work`;
 /// returns the root directory.
-pub fn prepare(plan: &Plan, fetcher: &Fetcher, work: &Path) -> Result<(PathBuf, PinnedBase)> {
-    let sums_blob = fetcher.fetch(&plan.base.sha256sums, None)?;
+pub fn prepare(
+    plan: &Plan,
+    fetcher: &Fetcher,
+    lock: &mut crate::inputs::lock::InputsLock,
+    work: &Path,
+) -> Result<(PathBuf, PinnedBase)> {
+    let sums_blob = fetcher.fetch_recorded(lock, &plan.base.sha256sums, None)?;
     let sums = std::fs::read_to_string(&sums_blob.path).ctx("read", &sums_blob.path)?;
     let fname = plan.base.url.rsplit('/').next().unwrap_or_default();
     let table = parse_sha256sums(&sums);
@@ -39,7 +44,7 @@ pub fn prepare(plan: &Plan, fetcher: &Fetcher, work: &Path) -> Result<(PathBuf, 
             format!("does not list {fname}, so the base cannot be pinned"),
         )
     })?;
-    let blob = fetcher.fetch(&plan.base.url, Some(&sha))?;
+    let blob = fetcher.fetch_recorded(lock, &plan.base.url, Some(&sha))?;
     let dest = work.join("base");
     crate::inputs::unpack::unpack(&blob.path, &dest)?;
     let root = match &plan.base.subdir {

@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::fetch::Fetcher;
 use crate::inputs::git::GitSource;
 use crate::inputs::images::DigestRef;
-use crate::inputs::lock::InputsLock;
+use crate::inputs::lock::{InputsLock, Status};
 use crate::inputs::store::Store;
 use crate::plan::release::Release;
 use crate::plan::{Plan, Role};
@@ -64,7 +64,11 @@ fn published_urls(plan: &Plan) -> (String, String) {
 
 /// The published image: from the registry (online, and kept in the store), or from the
 /// store (offline).
-fn published_image(plan: &Plan, fetcher: &Fetcher) -> Result<PublishedImage> {
+fn published_image(
+    plan: &Plan,
+    fetcher: &Fetcher,
+    lock: &mut InputsLock,
+) -> Result<PublishedImage> {
     let store = fetcher.store();
     let (murl, curl) = published_urls(plan);
     if !fetcher.offline() {
@@ -73,14 +77,17 @@ fn published_image(plan: &Plan, fetcher: &Fetcher) -> Result<PublishedImage> {
             &plan.expected.image,
             &plan.expected.image_tag,
         )?;
-        store.put_reader(&bytes.manifest[..], None, &murl)?;
-        store.put_reader(&bytes.config[..], None, &curl)?;
+        for (bytes, url) in [(&bytes.manifest, &murl), (&bytes.config, &curl)] {
+            let b = store.put_reader(&bytes[..], None, url)?;
+            lock.record(Status::Fetched, url, Some((&b.sha256, b.size)));
+        }
         return Ok(img);
     }
-    let read = |url: &str| -> Result<Vec<u8>> {
+    let mut read = |url: &str| -> Result<Vec<u8>> {
         let b = store
             .lookup_url(url)?
             .ok_or_else(|| Error::network(url, "offline and the store holds no copy"))?;
+        lock.record(Status::Hit, url, Some((&b.sha256, b.size)));
         std::fs::read(&b.path).ctx("read", &b.path)
     };
     let bytes = PublishedBytes {
@@ -222,7 +229,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         .tempdir_in(&o.out)
         .ctx("create a work directory in", &o.out)?;
     say(o, &format!("base root filesystem {}", plan.base.url));
-    let (root, base) = env::prepare(plan, &fetcher, work.path())?;
+    let (root, base) = env::prepare(plan, &fetcher, &mut inputs, work.path())?;
 
     // 3. The source tree of the release's revision, in a fresh workspace.
     let workspace = work.path().join("workspace");
@@ -292,8 +299,12 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                 .unwrap_or_default();
             for r in refs {
                 say(o, &format!("pinning base image {r}"));
-                ctx.images
-                    .push(crate::inputs::images::pin(&fetcher, &registry, &r)?);
+                ctx.images.push(crate::inputs::images::pin(
+                    &fetcher,
+                    &mut inputs,
+                    &registry,
+                    &r,
+                )?);
             }
             // Let the environment's podman pull the pinned images from the job's loopback.
             let conf_dir = root.join("etc/containers/registries.conf.d");
@@ -418,7 +429,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             o,
             &format!("rootfs differs: fetching the published one from {url} to compare"),
         );
-        match fetcher.fetch(&url, Some(&release.rootfs_sha256)) {
+        match fetcher.fetch_recorded(&mut inputs, &url, Some(&release.rootfs_sha256)) {
             Ok(blob) => {
                 let a = crate::verify::tarindex::read_index(&blob.path)?;
                 let b = crate::verify::tarindex::read_index(&rootfs)?;
@@ -468,7 +479,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         }
     }
     let published = if plan.steps.iter().any(|s| s.role == Role::Image) {
-        match published_image(plan, &fetcher) {
+        match published_image(plan, &fetcher, &mut inputs) {
             Ok(p) => Some(p),
             Err(e) => {
                 notes.push(format!("the published image could not be read: {e}"));

@@ -1,0 +1,341 @@
+//! `reprobox reproduce` end to end against the test world, through the real binary: the
+//! sample release reproduces; again offline with every server stopped; with a later day's
+//! environment it differs and names the drifted package and the files; a release whose
+//! published rootfs hash was altered fails only the rootfs check; bad inputs exit 2 or 3
+//! and leave the store valid. Needs root (CI is root): without it the world cannot be
+//! built and the test fails with the reason.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use reprobox::world::{self, WorldManifest, WorldServers};
+
+/// The world, built once per machine and reused (world::build is idempotent), under a lock
+/// so test binaries never build it twice at once.
+fn world() -> &'static (PathBuf, WorldManifest) {
+    static W: OnceLock<(PathBuf, WorldManifest)> = OnceLock::new();
+    W.get_or_init(|| {
+        let cache = PathBuf::from(std::env::var("REPROBOX_TEST_CACHE").unwrap_or("/var/cache/reprobox-tests".into()));
+        std::fs::create_dir_all(&cache).unwrap();
+        let lock = std::fs::File::create(cache.join(".world-e2e.lock")).unwrap();
+        fs2::FileExt::lock_exclusive(&lock).unwrap();
+        let dir = cache.join("world-e2e");
+        let m = world::build(&dir)
+            .unwrap_or_else(|e| panic!("the test world could not be built (needs root, bwrap, debootstrap, docker-registry): {e}"));
+        (dir, m)
+    })
+}
+
+fn serve() -> WorldServers {
+    world::serve(
+        &world().0,
+        world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+    )
+    .expect("serve the world")
+}
+
+fn locations(s: &WorldServers) -> Vec<String> {
+    vec![
+        format!("archive={}", s.archive_url),
+        format!("rootfs={}", s.rootfs_url),
+        format!("registry={}", s.registry_url),
+        format!("git={}", s.git_url),
+    ]
+}
+
+fn reproduce(
+    store: &Path,
+    out: &Path,
+    locs: &[String],
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args([
+        "reproduce",
+        "test-world",
+        &world().1.version,
+        "--json",
+        "--store",
+    ])
+    .arg(store)
+    .arg("--out")
+    .arg(out);
+    for l in locs {
+        c.args(["--location", l]);
+    }
+    c.args(extra);
+    let o = c.output().expect("run reprobox");
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o, v)
+}
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn store_verifies(store: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_reprobox"))
+        .args(["store", "verify", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "store verify after a run: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_sample_release_reproduces_online_then_offline_and_drift_is_explained() {
+    let (_, m) = world();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let servers = serve();
+    let locs = locations(&servers);
+
+    // 1. Online against the loopback world: reproduced.
+    let out1 = tmp.path().join("out1");
+    let (o, r) = reproduce(&store, &out1, &locs, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "reproduced", "{r:#}");
+    assert_eq!(
+        check(&r, "rootfs-sha256")["actual"],
+        m.rootfs.sha256.as_str()
+    );
+    assert_eq!(
+        check(&r, "image-config-digest")["actual"],
+        m.image.config_digest.as_str()
+    );
+    assert_eq!(check(&r, "image-diff-ids")["status"], "pass");
+    for f in [
+        "report.json",
+        "summary.txt",
+        "env.lock",
+        "inputs.lock",
+        "attestation.json",
+        "artifacts/repro.tar.zst",
+    ] {
+        assert!(out1.join(f).is_file(), "{f} missing");
+    }
+    let env_lock = std::fs::read_to_string(out1.join("env.lock")).unwrap();
+    let devtools_day0 = &m.env_package.per_day["2026/03/30"];
+    assert!(
+        env_lock.contains(&format!(
+            "name = \"devtools\"\nversion = \"{devtools_day0}\""
+        )),
+        "{env_lock}"
+    );
+    assert!(env_lock.contains("day = \"2026/03/30\""), "{env_lock}");
+    let summary = std::fs::read_to_string(out1.join("summary.txt")).unwrap();
+    assert!(summary.contains("REPRODUCED"), "{summary}");
+
+    // 2. Every upstream server stopped, the store warm, --offline: still reproduced, and the
+    //    inputs lock shows no upstream fetch.
+    drop(servers);
+    let out2 = tmp.path().join("out2");
+    let (o, r) = reproduce(&store, &out2, &locs, &["--offline"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "reproduced");
+    let lock = std::fs::read_to_string(out2.join("inputs.lock")).unwrap();
+    let statuses: Vec<&str> = lock
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert!(!statuses.is_empty(), "{lock}");
+    assert!(
+        statuses.iter().all(|s| *s == "hit"),
+        "an offline run fetched something:\n{lock}"
+    );
+
+    // 3. The environment of the later day: differs, names devtools with both versions and
+    //    the files that differ.
+    let servers = serve();
+    let locs = locations(&servers);
+    let out3 = tmp.path().join("out3");
+    let (o, r) = reproduce(&store, &out3, &locs, &["--env-day", "2026/04/15"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "differs");
+    assert_eq!(check(&r, "rootfs-sha256")["status"], "fail");
+    let drift = r["environment_drift"].as_array().unwrap();
+    let devtools_day1 = &m.env_package.per_day["2026/04/15"];
+    assert!(
+        drift.iter().any(|d| d["name"] == "devtools"
+            && d["a"] == devtools_day0.as_str()
+            && d["b"] == devtools_day1.as_str()),
+        "{drift:?}"
+    );
+    let files = r["file_diffs"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["path"] == "usr/share/man/man1/busybox.1"),
+        "{files:?}"
+    );
+    let summary = std::fs::read_to_string(out3.join("summary.txt")).unwrap();
+    assert!(
+        summary.contains(&format!("devtools: {devtools_day0} -> {devtools_day1}")),
+        "{summary}"
+    );
+
+    // 4. A release whose published rootfs hash was altered: the rootfs check fails and
+    //    nothing else is claimed (the image checks still pass).
+    let git = tmp.path().join("altered.git");
+    let run = |args: &[&str], dir: &Path| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            world().0.join("upstream.git").to_str().unwrap(),
+            git.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    let wt = tmp.path().join("altered-wt");
+    run(
+        &["clone", "-q", git.to_str().unwrap(), wt.to_str().unwrap()],
+        tmp.path(),
+    );
+    run(&["checkout", "-q", &m.git.tag], &wt);
+    let df = wt.join("Dockerfile.repro");
+    let text = std::fs::read_to_string(&df).unwrap();
+    let altered = "0".repeat(64);
+    assert!(text.contains(&m.rootfs.sha256));
+    std::fs::write(&df, text.replace(&m.rootfs.sha256, &altered)).unwrap();
+    run(
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-am",
+            "altered",
+        ],
+        &wt,
+    );
+    run(&["tag", "-f", &m.git.tag], &wt);
+    run(
+        &[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("refs/tags/{}", m.git.tag),
+        ],
+        &wt,
+    );
+    let mut locs4 = locs.clone();
+    locs4[3] = format!("git=file://{}", git.display());
+    let out4 = tmp.path().join("out4");
+    let (o, r) = reproduce(&store, &out4, &locs4, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(check(&r, "rootfs-sha256")["status"], "fail");
+    assert_eq!(check(&r, "rootfs-sha256")["expected"], altered.as_str());
+    assert_eq!(
+        check(&r, "rootfs-sha256")["actual"],
+        m.rootfs.sha256.as_str()
+    );
+    assert_eq!(check(&r, "image-config-digest")["status"], "pass");
+    assert_eq!(check(&r, "image-diff-ids")["status"], "pass");
+    assert!(r["environment_drift"].as_array().unwrap().is_empty());
+    drop(servers);
+    store_verifies(&store);
+}
+
+#[test]
+fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let servers = serve();
+    let locs = locations(&servers);
+    let run = |version: &str, locs: &[String], extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+        c.current_dir(env!("CARGO_MANIFEST_DIR"));
+        c.args(["reproduce", "test-world", version, "--store"])
+            .arg(&store)
+            .arg("--out")
+            .arg(tmp.path().join("out"));
+        for l in locs {
+            c.args(["--location", l]);
+        }
+        c.args(extra);
+        c.output().unwrap()
+    };
+    // Malformed version.
+    let o = run("20260331.0", &locs, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("BUILD_VERSION"));
+    // A version with no release tag.
+    let o = run("20260331.0.999", &locs, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("v20260331.0.999"), "{}", stderr(&o));
+    // An unreachable archive, online: exit 3 naming the URL.
+    let mut bad = locs.clone();
+    bad[0] = "archive=http://127.0.0.1:9".into();
+    let o = run(&world().1.version, &bad, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("http://127.0.0.1:9"), "{}", stderr(&o));
+    // Offline with an empty store: exit 3, nothing fetched.
+    let empty = tmp.path().join("empty-store");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args([
+        "reproduce",
+        "test-world",
+        &world().1.version,
+        "--offline",
+        "--store",
+    ])
+    .arg(&empty);
+    for l in &locs {
+        c.args(["--location", l]);
+    }
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("offline"), "{}", stderr(&o));
+    // No work directories left behind in the output directory.
+    if let Ok(rd) = std::fs::read_dir(tmp.path().join("out")) {
+        for e in rd.flatten() {
+            assert!(
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".reprobox-work-"),
+                "left {:?}",
+                e.path()
+            );
+        }
+    }
+    drop(servers);
+    store_verifies(&store);
+}
