@@ -15,6 +15,9 @@ pub struct Args {
     /// Make a host path visible in the job: SRC:DST, or SRC:DST:ro for read-only.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     pub binds: Vec<String>,
+    /// Mount the root filesystem read-only (binds keep their own mode).
+    #[arg(long)]
+    pub read_only: bool,
     /// Working directory inside the job.
     #[arg(long, default_value = "/")]
     pub workdir: PathBuf,
@@ -82,6 +85,7 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
     let mut job = Job::new(rootfs, a.command.clone());
     job.binds = a.binds.iter().map(|b| parse_bind(b)).collect::<Result<_>>()?;
     job.workdir = a.workdir.clone();
+    job.read_only_root = a.read_only;
     for e in &a.env {
         let (k, v) = e
             .split_once('=')
