@@ -428,11 +428,14 @@ impl Running {
 
     fn kill(&mut self) {
         // SAFETY: signalling our own children.
+        // Killing B (the pid namespace's init) takes the whole job with it, and A only
+        // ends once B — and so every process of the job — is gone. Before B exists, A
+        // is killed and B (if just forked) follows through its parent-death signal.
         unsafe {
-            if let Some(b) = self.pid_b {
-                libc::kill(b, libc::SIGKILL);
-            }
-            libc::kill(self.pid_a, libc::SIGKILL);
+            match self.pid_b {
+                Some(b) => libc::kill(b, libc::SIGKILL),
+                None => libc::kill(self.pid_a, libc::SIGKILL),
+            };
         }
     }
 
