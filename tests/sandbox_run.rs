@@ -31,6 +31,11 @@ fn exit_codes_and_signals_propagate() {
     let rec: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
     assert_eq!(rec["signal"], 15);
     assert_eq!(rec["exit_code"], 143);
+    // SIGPIPE is default in the job (Rust ignores it in reprobox itself).
+    let o = debian(&[], &["sh", "-c", "grep SigIgn /proc/self/status"]);
+    let so = text(&o.stdout);
+    let mask = u64::from_str_radix(so.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
+    assert_eq!(mask & 0x7fff_ffff, 0, "standard signals ignored in the job: {so}");
     let o = debian(&[], &["no-such-command-xyz"]);
     assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
 }
@@ -304,4 +309,66 @@ fn unprivileged_user_without_subordinate_ids_gets_a_single_id_map_and_says_so() 
     assert_eq!(idmap["enforced"], false);
     let d = idmap["detail"].as_str().unwrap();
     assert!(d.contains("single-id") && d.contains("nested podman cannot work") && d.contains("rbx-single"), "{d}");
+}
+
+#[test]
+fn memory_limit_holds() {
+    let o = debian(
+        &["--memory", "67108864", "--json"],
+        &["perl", "-e", "my $x = 'a' x (512*1024*1024); print qq(ALLOCATED\\n)"],
+    );
+    let so = text(&o.stdout);
+    assert!(!so.contains("ALLOCATED"), "allocated 512 MiB under a 64 MiB limit");
+    assert_ne!(o.status.code(), Some(0));
+    let rec: serde_json::Value = serde_json::from_str(so.lines().last().unwrap()).unwrap();
+    assert!(rec["enforcement"].as_array().unwrap().iter().any(|e| e["feature"] == "memory-limit" && e["enforced"] == true));
+}
+
+#[test]
+fn process_limit_holds() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let out = job_writable_dir(t.path(), "out");
+    let mut job = Job::new(
+        RootfsSource::Dir(debian_rootfs()),
+        vec![
+            "perl".into(),
+            "-e".into(),
+            "my $n = 0; for (1..40) { my $p = fork; last unless defined $p; if ($p == 0) { sleep 3; exit } $n++ } \
+             open F, '>/out/n' or die; print F \"$n\\n\"; close F; kill 9, -1"
+                .into(),
+        ],
+    );
+    job.read_only_root = true;
+    job.limits.pids = Some(10);
+    job.binds.push(Bind { src: out.clone(), dst: "/out".into(), read_only: false });
+    let o = reprobox::sandbox::run(&job).unwrap();
+    let n: u32 = std::fs::read_to_string(out.join("n"))
+        .unwrap_or_else(|e| panic!("{e}: {o:?}")).trim().parse().unwrap();
+    assert!(n > 0 && n < 10, "{n} forks under a limit of 10 processes");
+    assert!(o.enforcement.iter().any(|e| e.feature == "pids-limit" && e.enforced));
+}
+
+#[test]
+fn unprivileged_archive_root_is_removed_even_with_subordinate_owned_files() {
+    require_root();
+    let uid = ensure_user("rbx-sub", Some(400000));
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tarp = mini_tar(t.path());
+    std::fs::set_permissions(&tarp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tmpdir = t.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    std::os::unix::fs::chown(&tmpdir, Some(uid), Some(uid)).unwrap();
+    let o = Command::new("runuser")
+        .args(["-u", "rbx-sub", "--", "env"])
+        .arg(format!("TMPDIR={}", tmpdir.display()))
+        .args([bin(), "run", "--rootfs", tarp.to_str().unwrap(), "--"])
+        .args(["sh", "-c", "mkdir /d && chown 5:5 /d && setpriv --reuid=5 --regid=5 --clear-groups touch /d/f && echo MADE"])
+        .output()
+        .unwrap();
+    assert!(text(&o.stdout).contains("MADE"), "{} {}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0));
+    let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "temporary root left: {left:?}");
 }

@@ -54,6 +54,9 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
+/// The process count limit of every `reprobox run` job.
+pub const DEFAULT_PIDS: u64 = 16384;
+
 /// Parse `SRC:DST[:ro]`.
 pub fn parse_bind(s: &str) -> Result<Bind> {
     let bad = || Error::bad_input(format!("--bind {s}"), "expected SRC:DST or SRC:DST:ro with absolute paths");
@@ -109,6 +112,8 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
         job.limits.timeout = Some(Duration::from_secs_f64(t));
     }
     job.limits.memory = a.memory;
+    // Always a process count limit: a fork bomb in a build must not take the host down.
+    job.limits.pids = Some(DEFAULT_PIDS);
     job.caps = match a.caps.as_str() {
         "default" => CapsPolicy::Default,
         "none" => CapsPolicy::None,

@@ -44,6 +44,9 @@ pub(crate) struct Prepared {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub path_dirs: Vec<String>,
+    /// Empty the unpacked root from inside the user namespace when the job ends (a
+    /// non-root user could not remove files owned by its subordinate ids).
+    pub empty_root_after: bool,
 }
 
 /// A job that has been started.
@@ -246,6 +249,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
         argv,
         envp,
         path_dirs,
+        empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
     };
     let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
     let me = std::process::id() as i32;

@@ -50,7 +50,7 @@ pub fn mini_rootfs(dir: &Path) {
     for d in ["etc", "proc", "dev", "tmp", "run", "sys", "root"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let tools = ["sh", "sleep", "cat", "true", "env", "ls", "touch", "id", "echo", "hostname", "grep"];
+    let tools = ["sh", "sleep", "cat", "true", "env", "ls", "touch", "id", "echo", "hostname", "grep", "mkdir", "chown", "setpriv", "seq"];
     for t in tools {
         let src = Path::new("/usr/bin").join(t);
         let src = if src.exists() { src } else { Path::new("/bin").join(t) };
