@@ -8,7 +8,12 @@ fn main() {
         std::process::exit(2);
     }
     match reprobox::inputs::unpack::unpack(a[1].as_ref(), a[2].as_ref()) {
-        Ok(r) => eprintln!("{} entries, {} bytes, {} devices skipped", r.entries, r.bytes, r.skipped_devices.len()),
+        Ok(r) => eprintln!(
+            "{} entries, {} bytes, {} devices skipped",
+            r.entries,
+            r.bytes,
+            r.skipped_devices.len()
+        ),
         Err(e) => {
             eprintln!("unpack: {e}");
             std::process::exit(e.exit_code());

@@ -28,19 +28,39 @@ fn cannot_write_outside_declared_writable_paths() {
     mini_rootfs(&root);
     let out_dir = job_writable_dir(t.path(), "out");
     let o = run(&[
-        "--rootfs", root.to_str().unwrap(), "--caps", "none", "--json",
-        "--bind", &format!("{}:/out", out_dir.display()),
-        "--", "sh", "-c",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--caps",
+        "none",
+        "--json",
+        "--bind",
+        &format!("{}:/out", out_dir.display()),
+        "--",
+        "sh",
+        "-c",
         "touch /etc/evil && echo WROTE-ETC; touch /usr/evil && echo WROTE-USR; touch /out/ok && echo WROTE-OUT; touch /tmp/ok && echo WROTE-TMP",
     ]);
     let so = text(&o.stdout);
-    assert!(so.contains("WROTE-OUT") && so.contains("WROTE-TMP"), "positive control: {so} {}", text(&o.stderr));
-    assert!(!so.contains("WROTE-ETC") && !so.contains("WROTE-USR"), "{so}");
+    assert!(
+        so.contains("WROTE-OUT") && so.contains("WROTE-TMP"),
+        "positive control: {so} {}",
+        text(&o.stderr)
+    );
+    assert!(
+        !so.contains("WROTE-ETC") && !so.contains("WROTE-USR"),
+        "{so}"
+    );
     assert!(!root.join("etc/evil").exists() && !root.join("usr/evil").exists());
     assert!(out_dir.join("ok").exists());
-    assert!(so.contains("\"landlock-filesystem\",\"enforced\":true"), "{so}");
+    assert!(
+        so.contains("\"landlock-filesystem\",\"enforced\":true"),
+        "{so}"
+    );
     // Read-only root: no write at all outside the binds, whatever the capabilities.
-    let o = sh(&[], "touch /etc/evil2 && echo WROTE; touch /var/evil2 && echo WROTE");
+    let o = sh(
+        &[],
+        "touch /etc/evil2 && echo WROTE; touch /var/evil2 && echo WROTE",
+    );
     assert!(!text(&o.stdout).contains("WROTE"));
     assert!(!debian_rootfs().join("etc/evil2").exists());
 }
@@ -50,8 +70,19 @@ fn cannot_read_a_planted_host_file() {
     let t = tempfile::tempdir().unwrap();
     let secret = t.path().join("planted-secret");
     std::fs::write(&secret, "TOPSECRET-4711").unwrap();
-    let o = sh(&[], &format!("cat {} /proc/1/root{} 2>&1; cat /etc/shadow-host 2>&1; true", secret.display(), secret.display()));
-    assert!(!text(&o.stdout).contains("TOPSECRET-4711"), "{}", text(&o.stdout));
+    let o = sh(
+        &[],
+        &format!(
+            "cat {} /proc/1/root{} 2>&1; cat /etc/shadow-host 2>&1; true",
+            secret.display(),
+            secret.display()
+        ),
+    );
+    assert!(
+        !text(&o.stdout).contains("TOPSECRET-4711"),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 #[test]
@@ -59,12 +90,21 @@ fn cannot_connect_to_a_host_loopback_server() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.set_nonblocking(true).unwrap();
     let port = l.local_addr().unwrap().port();
-    let o = sh(&[], &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED; echo done"));
+    let o = sh(
+        &[],
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED; echo done"),
+    );
     // `sh` is dash here, which has no /dev/tcp: use bash explicitly too.
-    let o2 = sh(&[], &format!("bash -c 'echo x > /dev/tcp/127.0.0.1/{port} && echo CONNECTED' 2>&1; echo done"));
+    let o2 = sh(
+        &[],
+        &format!("bash -c 'echo x > /dev/tcp/127.0.0.1/{port} && echo CONNECTED' 2>&1; echo done"),
+    );
     assert!(text(&o2.stdout).contains("done"), "{}", text(&o2.stderr));
     assert!(!text(&o.stdout).contains("CONNECTED") && !text(&o2.stdout).contains("CONNECTED"));
-    assert!(l.accept().is_err(), "the host server saw a connection from the job");
+    assert!(
+        l.accept().is_err(),
+        "the host server saw a connection from the job"
+    );
 }
 
 #[test]
@@ -73,15 +113,24 @@ fn cannot_see_or_signal_host_processes() {
     let pid = victim.id();
     let o = sh(
         &[],
-        &format!("ls /proc | grep -c '^[0-9]' ; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'sleep 30[0]'; kill -9 {pid} && echo KILLED; true"),
+        &format!(
+            "ls /proc | grep -c '^[0-9]' ; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'sleep 30[0]'; kill -9 {pid} && echo KILLED; true"
+        ),
     );
     let so = text(&o.stdout);
     let mut lines = so.lines();
     let visible: u32 = lines.next().unwrap().trim().parse().unwrap();
     assert!(visible <= 4, "the job sees {visible} processes: {so}");
-    assert_eq!(lines.next().unwrap().trim(), "0", "the job sees the host's sleep");
+    assert_eq!(
+        lines.next().unwrap().trim(),
+        "0",
+        "the job sees the host's sleep"
+    );
     assert!(!so.contains("KILLED"));
-    assert!(victim.try_wait().unwrap().is_none(), "the host process was killed from the job");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process was killed from the job"
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
 }
@@ -89,13 +138,25 @@ fn cannot_see_or_signal_host_processes() {
 #[test]
 fn cannot_mount_over_root_without_caps_nor_touch_host_mounts() {
     let before = mountinfo();
-    let o = sh(&["--caps", "none"], "mount -t tmpfs none / 2>&1 && echo MOUNTED; true");
+    let o = sh(
+        &["--caps", "none"],
+        "mount -t tmpfs none / 2>&1 && echo MOUNTED; true",
+    );
     assert!(!text(&o.stdout).contains("MOUNTED"), "{}", text(&o.stdout));
     // With the default (podman) caps the job may mount — in its own namespace only.
     let o = sh(&[], "mount -t tmpfs none /mnt && echo MOUNTED-INSIDE");
-    assert!(text(&o.stdout).contains("MOUNTED-INSIDE"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("MOUNTED-INSIDE"),
+        "{}",
+        text(&o.stderr)
+    );
     let after = mountinfo();
-    assert!(after.iter().all(|l| before.contains(l) || !l.contains("tmpfs none")), "host mounts changed");
+    assert!(
+        after
+            .iter()
+            .all(|l| before.contains(l) || !l.contains("tmpfs none")),
+        "host mounts changed"
+    );
 }
 
 #[test]
@@ -104,23 +165,36 @@ fn cannot_load_a_kernel_module() {
     // without module support answers ENOSYS to everyone (this project's machines do): then
     // the host gets ENOSYS too, and the job must still lack CAP_SYS_MODULE in its
     // bounding set, which is what would refuse it on a modular kernel.
-    let o = sh(&[], "perl -e 'my $s = \"\"; $r = syscall(313, -1, $s, 0); print \"ret=$r errno=\", $!+0, \"\\n\"'; grep CapBnd /proc/self/status");
+    let o = sh(
+        &[],
+        "perl -e 'my $s = \"\"; $r = syscall(313, -1, $s, 0); print \"ret=$r errno=\", $!+0, \"\\n\"'; grep CapBnd /proc/self/status",
+    );
     let so = text(&o.stdout);
     let host_enosys = !Path::new("/proc/modules").exists();
     let ok = so.contains("ret=-1 errno=1\n") || (host_enosys && so.contains("ret=-1 errno=38\n"));
     assert!(ok, "{so} {}", text(&o.stderr));
     let bnd = so.lines().find(|l| l.starts_with("CapBnd")).unwrap();
     let mask = u64::from_str_radix(bnd.split_whitespace().nth(1).unwrap(), 16).unwrap();
-    assert_eq!(mask & (1 << 16), 0, "CAP_SYS_MODULE in the job's bounding set: {bnd}");
+    assert_eq!(
+        mask & (1 << 16),
+        0,
+        "CAP_SYS_MODULE in the job's bounding set: {bnd}"
+    );
 }
 
 #[test]
 fn cannot_change_host_hostname_or_clock() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let o = sh(&[], "hostname evil-host && echo SET-INSIDE; date -s @0 >/dev/null 2>&1 && echo CLOCK-SET; true");
+    let o = sh(
+        &[],
+        "hostname evil-host && echo SET-INSIDE; date -s @0 >/dev/null 2>&1 && echo CLOCK-SET; true",
+    );
     assert!(text(&o.stdout).contains("SET-INSIDE"));
     assert!(!text(&o.stdout).contains("CLOCK-SET"));
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -136,7 +210,12 @@ fn setuid_binary_gives_no_privilege() {
         &["--bind", &format!("{}:/w", d.display())],
         "cp /usr/bin/id /w/id && chmod 4755 /w/id && setpriv --reuid=1000 --regid=1000 --clear-groups /w/id -u",
     );
-    assert_eq!(text(&o.stdout).trim(), "1000", "stderr: {}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout).trim(),
+        "1000",
+        "stderr: {}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -188,10 +267,35 @@ fn rootfs_tarball_escapes_are_refused() {
     let v = victim.to_str().unwrap();
     let reg = tar::EntryType::Regular;
     let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str, &[u8])>)> = vec![
-        ("dotdot", vec![("../../../../../../../..", tar::EntryType::Directory, "", b""), ("a/../../pwned", reg, "", b"x")]),
+        (
+            "dotdot",
+            vec![
+                (
+                    "../../../../../../../..",
+                    tar::EntryType::Directory,
+                    "",
+                    b"",
+                ),
+                ("a/../../pwned", reg, "", b"x"),
+            ],
+        ),
         ("absolute", vec![("/tmp/pwned-abs", reg, "", b"x")]),
-        ("symlink", vec![("link", tar::EntryType::Symlink, v, b""), ("link/pwned", reg, "", b"x")]),
-        ("hardlink", vec![("hl", tar::EntryType::Link, "../../../../../../etc/passwd", b"")]),
+        (
+            "symlink",
+            vec![
+                ("link", tar::EntryType::Symlink, v, b""),
+                ("link/pwned", reg, "", b"x"),
+            ],
+        ),
+        (
+            "hardlink",
+            vec![(
+                "hl",
+                tar::EntryType::Link,
+                "../../../../../../etc/passwd",
+                b"",
+            )],
+        ),
     ];
     let tmpdir = t.path().join("tmp");
     std::fs::create_dir(&tmpdir).unwrap();
@@ -205,10 +309,21 @@ fn rootfs_tarball_escapes_are_refused() {
             .unwrap();
         let se = text(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{name}: {se}");
-        assert!(se.contains("entry") && se.contains("refused"), "{name}: {se}");
+        assert!(
+            se.contains("entry") && se.contains("refused"),
+            "{name}: {se}"
+        );
         assert_eq!(se.lines().count(), 1, "one error line: {se}");
-        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "{name} wrote through");
-        assert_eq!(std::fs::read_dir(&tmpdir).unwrap().count(), 0, "{name} left a temp dir");
+        assert_eq!(
+            std::fs::read_dir(&victim).unwrap().count(),
+            0,
+            "{name} wrote through"
+        );
+        assert_eq!(
+            std::fs::read_dir(&tmpdir).unwrap().count(),
+            0,
+            "{name} left a temp dir"
+        );
     }
     assert!(!Path::new("/tmp/pwned-abs").exists());
 }

@@ -28,13 +28,27 @@ fn nested_podman_build_is_reproducible_without_network() {
     let storage = job_writable_dir(t.path(), "storage");
     let vartmp = job_writable_dir(t.path(), "vartmp");
     let o = run(&[
-        "--rootfs", r.to_str().unwrap(), "--read-only", "--timeout", "600",
-        "--bind", &format!("{}:/var/lib/containers", storage.display()),
-        "--bind", &format!("{}:/var/tmp", vartmp.display()),
-        "--", "sh", "-c", SCRIPT,
+        "--rootfs",
+        r.to_str().unwrap(),
+        "--read-only",
+        "--timeout",
+        "600",
+        "--bind",
+        &format!("{}:/var/lib/containers", storage.display()),
+        "--bind",
+        &format!("{}:/var/tmp", vartmp.display()),
+        "--",
+        "sh",
+        "-c",
+        SCRIPT,
     ]);
     let so = text(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "stdout: {so}\nstderr: {}", text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {so}\nstderr: {}",
+        text(&o.stderr)
+    );
     let id = |n: &str| {
         so.lines()
             .find_map(|l| l.strip_prefix(&format!("ID{n}=")))

@@ -35,7 +35,11 @@ fn exit_codes_and_signals_propagate() {
     let o = debian(&[], &["sh", "-c", "grep SigIgn /proc/self/status"]);
     let so = text(&o.stdout);
     let mask = u64::from_str_radix(so.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
-    assert_eq!(mask & 0x7fff_ffff, 0, "standard signals ignored in the job: {so}");
+    assert_eq!(
+        mask & 0x7fff_ffff,
+        0,
+        "standard signals ignored in the job: {so}"
+    );
     let o = debian(&[], &["no-such-command-xyz"]);
     assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
 }
@@ -43,7 +47,14 @@ fn exit_codes_and_signals_propagate() {
 #[test]
 fn environment_is_exactly_as_declared() {
     let o = debian(
-        &["--env", "FOO=bar baz", "--env", "LANG=C", "--source-date-epoch", "1700000000"],
+        &[
+            "--env",
+            "FOO=bar baz",
+            "--env",
+            "LANG=C",
+            "--source-date-epoch",
+            "1700000000",
+        ],
         &["/usr/bin/env"],
     );
     let mut got: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
@@ -65,8 +76,19 @@ fn environment_is_exactly_as_declared() {
 #[test]
 fn hostname_uptime_and_source_date_epoch_are_as_declared() {
     let o = debian(
-        &["--hostname", "builder-7", "--source-date-epoch", "1774915200", "--workdir", "/etc"],
-        &["sh", "-c", "hostname; cut -d' ' -f1 /proc/uptime; echo $SOURCE_DATE_EPOCH; pwd; date +%Z"],
+        &[
+            "--hostname",
+            "builder-7",
+            "--source-date-epoch",
+            "1774915200",
+            "--workdir",
+            "/etc",
+        ],
+        &[
+            "sh",
+            "-c",
+            "hostname; cut -d' ' -f1 /proc/uptime; echo $SOURCE_DATE_EPOCH; pwd; date +%Z",
+        ],
     );
     let so = text(&o.stdout);
     let l: Vec<&str> = so.lines().collect();
@@ -90,7 +112,12 @@ fn bad_input_is_one_line_exit_2() {
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
-        assert_eq!(text(&o.stderr).trim().lines().count(), 1, "{}", text(&o.stderr));
+        assert_eq!(
+            text(&o.stderr).trim().lines().count(),
+            1,
+            "{}",
+            text(&o.stderr)
+        );
     }
 }
 
@@ -112,7 +139,11 @@ fn job_processes(marker: &str) -> usize {
         .flatten()
         .filter(|e| {
             std::fs::read(e.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
                 .unwrap_or(false)
         })
         .count()
@@ -123,7 +154,11 @@ fn assert_clean(before: &[String], tmpdir: &Path, marker: &str) {
     let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
     assert!(new.is_empty(), "mounts left on the host: {new:?}");
     assert_eq!(job_processes(marker), 0, "processes of the job left");
-    let left: Vec<_> = std::fs::read_dir(tmpdir).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> = std::fs::read_dir(tmpdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "temporary directories left: {left:?}");
 }
 
@@ -138,7 +173,15 @@ fn timeout_kills_the_tree_and_cleans_up() {
     let start = Instant::now();
     let o = Command::new(bin())
         .env("TMPDIR", &tmpdir)
-        .args(["run", "--rootfs", tarp.to_str().unwrap(), "--timeout", "1", "--json", "--"])
+        .args([
+            "run",
+            "--rootfs",
+            tarp.to_str().unwrap(),
+            "--timeout",
+            "1",
+            "--json",
+            "--",
+        ])
         .args(["sh", "-c", "sleep 4711 & sleep 4711 & sleep 4711"])
         .output()
         .unwrap();
@@ -195,7 +238,11 @@ fn listener_made_inside_is_served_by_the_host() {
     );
     job.read_only_root = true;
     job.listen = vec![8080];
-    job.binds.push(Bind { src: out.clone(), dst: "/out".into(), read_only: false });
+    job.binds.push(Bind {
+        src: out.clone(),
+        dst: "/out".into(),
+        read_only: false,
+    });
     let running = reprobox::sandbox::spawn(&job).unwrap();
     assert_eq!(running.listeners.len(), 1);
     let (port, l) = &running.listeners[0];
@@ -212,15 +259,35 @@ fn listener_made_inside_is_served_by_the_host() {
     let outcome = running.wait().unwrap();
     server.join().unwrap();
     assert_eq!(outcome.exit_code, 0);
-    assert_eq!(std::fs::read_to_string(out.join("reply")).unwrap().trim(), "pong to ping");
-    assert!(!out.join("other").exists(), "the job reached a port it did not declare");
-    assert!(outcome.enforcement.iter().any(|e| e.feature == "landlock-network" && e.enforced && e.detail.contains("8080")));
+    assert_eq!(
+        std::fs::read_to_string(out.join("reply")).unwrap().trim(),
+        "pong to ping"
+    );
+    assert!(
+        !out.join("other").exists(),
+        "the job reached a port it did not declare"
+    );
+    assert!(
+        outcome
+            .enforcement
+            .iter()
+            .any(|e| e.feature == "landlock-network" && e.enforced && e.detail.contains("8080"))
+    );
 }
 
 fn ensure_user(name: &str, sub: Option<u32>) -> u32 {
-    if Command::new("id").arg(name).output().unwrap().status.success() {
+    if Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
     } else {
-        let s = Command::new("useradd").args(["-M", "-N", "-s", "/bin/sh", name]).status().unwrap();
+        let s = Command::new("useradd")
+            .args(["-M", "-N", "-s", "/bin/sh", name])
+            .status()
+            .unwrap();
         assert!(s.success(), "useradd {name}");
     }
     for f in ["/etc/subuid", "/etc/subgid"] {
@@ -228,7 +295,11 @@ fn ensure_user(name: &str, sub: Option<u32>) -> u32 {
         let has = text.lines().any(|l| l.starts_with(&format!("{name}:")));
         match sub {
             Some(start) if !has => {
-                let mut fh = std::fs::OpenOptions::new().append(true).create(true).open(f).unwrap();
+                let mut fh = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(f)
+                    .unwrap();
                 writeln!(fh, "{name}:{start}:65536").unwrap();
             }
             None if has => {
@@ -248,7 +319,16 @@ fn ensure_user(name: &str, sub: Option<u32>) -> u32 {
 
 fn run_as(user: &str, root: &Path, extra: &[&str], script: &str) -> std::process::Output {
     Command::new("runuser")
-        .args(["-u", user, "--", bin(), "run", "--rootfs", root.to_str().unwrap(), "--json"])
+        .args([
+            "-u",
+            user,
+            "--",
+            bin(),
+            "run",
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--json",
+        ])
         .args(extra)
         .args(["--", "sh", "-c", script])
         .output()
@@ -259,7 +339,11 @@ fn user_rootfs(base: &Path, uid: u32) -> PathBuf {
     std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let root = base.join("root");
     mini_rootfs(&root);
-    Command::new("chown").args(["-R", &format!("{uid}:{uid}")]).arg(&root).status().unwrap();
+    Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(&root)
+        .status()
+        .unwrap();
     root
 }
 
@@ -279,15 +363,31 @@ fn unprivileged_user_with_subordinate_ids() {
     );
     let so = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{so} {}", text(&o.stderr));
-    let lines: Vec<Vec<&str>> = so.lines().take(2).map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = so
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], ["0", &uid.to_string(), "1"]);
     let sub = std::fs::read_to_string("/etc/subuid").unwrap();
-    let start = sub.lines().find_map(|l| l.strip_prefix("rbx-sub:")).unwrap().split(':').next().unwrap().to_string();
+    let start = sub
+        .lines()
+        .find_map(|l| l.strip_prefix("rbx-sub:"))
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(lines[1], ["1", start.as_str(), "65535"]);
     assert!(so.lines().nth(2) == Some("0"), "{so}");
     assert!(!so.contains("WROTE") && !root.join("etc/evil").exists());
     let rec: serde_json::Value = serde_json::from_str(so.lines().last().unwrap()).unwrap();
-    let idmap = rec["enforcement"].as_array().unwrap().iter().find(|e| e["feature"] == "idmap").unwrap();
+    let idmap = rec["enforcement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["feature"] == "idmap")
+        .unwrap();
     assert_eq!(idmap["enforced"], true, "{idmap}");
     assert!(l.accept().is_err());
 }
@@ -305,23 +405,46 @@ fn unprivileged_user_without_subordinate_ids_gets_a_single_id_map_and_says_so() 
     assert_eq!(first, ["0", &uid.to_string(), "1"]);
     assert_eq!(so.lines().count(), 3, "{so}");
     let rec: serde_json::Value = serde_json::from_str(so.lines().last().unwrap()).unwrap();
-    let idmap = rec["enforcement"].as_array().unwrap().iter().find(|e| e["feature"] == "idmap").unwrap();
+    let idmap = rec["enforcement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["feature"] == "idmap")
+        .unwrap();
     assert_eq!(idmap["enforced"], false);
     let d = idmap["detail"].as_str().unwrap();
-    assert!(d.contains("single-id") && d.contains("nested podman cannot work") && d.contains("rbx-single"), "{d}");
+    assert!(
+        d.contains("single-id")
+            && d.contains("nested podman cannot work")
+            && d.contains("rbx-single"),
+        "{d}"
+    );
 }
 
 #[test]
 fn memory_limit_holds() {
     let o = debian(
         &["--memory", "67108864", "--json"],
-        &["perl", "-e", "my $x = 'a' x (512*1024*1024); print qq(ALLOCATED\\n)"],
+        &[
+            "perl",
+            "-e",
+            "my $x = 'a' x (512*1024*1024); print qq(ALLOCATED\\n)",
+        ],
     );
     let so = text(&o.stdout);
-    assert!(!so.contains("ALLOCATED"), "allocated 512 MiB under a 64 MiB limit");
+    assert!(
+        !so.contains("ALLOCATED"),
+        "allocated 512 MiB under a 64 MiB limit"
+    );
     assert_ne!(o.status.code(), Some(0));
     let rec: serde_json::Value = serde_json::from_str(so.lines().last().unwrap()).unwrap();
-    assert!(rec["enforcement"].as_array().unwrap().iter().any(|e| e["feature"] == "memory-limit" && e["enforced"] == true));
+    assert!(
+        rec["enforcement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["feature"] == "memory-limit" && e["enforced"] == true)
+    );
 }
 
 #[test]
@@ -341,12 +464,23 @@ fn process_limit_holds() {
     );
     job.read_only_root = true;
     job.limits.pids = Some(10);
-    job.binds.push(Bind { src: out.clone(), dst: "/out".into(), read_only: false });
+    job.binds.push(Bind {
+        src: out.clone(),
+        dst: "/out".into(),
+        read_only: false,
+    });
     let o = reprobox::sandbox::run(&job).unwrap();
     let n: u32 = std::fs::read_to_string(out.join("n"))
-        .unwrap_or_else(|e| panic!("{e}: {o:?}")).trim().parse().unwrap();
+        .unwrap_or_else(|e| panic!("{e}: {o:?}"))
+        .trim()
+        .parse()
+        .unwrap();
     assert!(n > 0 && n < 10, "{n} forks under a limit of 10 processes");
-    assert!(o.enforcement.iter().any(|e| e.feature == "pids-limit" && e.enforced));
+    assert!(
+        o.enforcement
+            .iter()
+            .any(|e| e.feature == "pids-limit" && e.enforced)
+    );
 }
 
 #[test]
@@ -367,8 +501,17 @@ fn unprivileged_archive_root_is_removed_even_with_subordinate_owned_files() {
         .args(["sh", "-c", "mkdir /d && chown 5:5 /d && setpriv --reuid=5 --regid=5 --clear-groups touch /d/f && echo MADE"])
         .output()
         .unwrap();
-    assert!(text(&o.stdout).contains("MADE"), "{} {}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("MADE"),
+        "{} {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     assert_eq!(o.status.code(), Some(0));
-    let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().flatten().map(|e| e.path()).collect();
+    let left: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "temporary root left: {left:?}");
 }

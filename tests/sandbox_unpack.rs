@@ -20,20 +20,40 @@ fn get_xattr(p: &Path, k: &str) -> Vec<u8> {
     let c = CString::new(p.to_str().unwrap()).unwrap();
     let k = CString::new(k).unwrap();
     let mut buf = vec![0u8; 256];
-    let n = unsafe { libc::getxattr(c.as_ptr(), k.as_ptr(), buf.as_mut_ptr() as *mut _, buf.len()) };
-    assert!(n >= 0, "getxattr {}: {}", p.display(), std::io::Error::last_os_error());
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            k.as_ptr(),
+            buf.as_mut_ptr() as *mut _,
+            buf.len(),
+        )
+    };
+    assert!(
+        n >= 0,
+        "getxattr {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
     buf.truncate(n as usize);
     buf
 }
 
 fn set_mtime(p: &Path, t: i64) {
-    let s = Command::new("touch").args(["-h", "-d", &format!("@{t}")]).arg(p).status().unwrap();
+    let s = Command::new("touch")
+        .args(["-h", "-d", &format!("@{t}")])
+        .arg(p)
+        .status()
+        .unwrap();
     assert!(s.success());
 }
 
 /// A source tree with every kind of metadata, and a tar of it made by GNU tar.
 fn source_tar(dir: &Path) -> Vec<u8> {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the unpack tests run as root (ownership, device nodes)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the unpack tests run as root (ownership, device nodes)"
+    );
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("d/sub")).unwrap();
     std::fs::write(src.join("d/f"), b"hello").unwrap();
@@ -46,17 +66,29 @@ fn source_tar(dir: &Path) -> Vec<u8> {
     std::os::unix::fs::symlink("../etc/passwd", src.join("d/abs-ish")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", src.join("d/absolute-link")).unwrap();
     let dev = CString::new(src.join("d/null").to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    assert_eq!(
+        unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0
+    );
     set_mtime(&src.join("d/f"), 1_000_000);
     set_mtime(&src.join("d/sub"), 2_000_000);
     set_mtime(&src.join("d"), 3_000_000);
     let out = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=user.*", "--numeric-owner", "-C"])
+        .args([
+            "--xattrs",
+            "--xattrs-include=user.*",
+            "--numeric-owner",
+            "-C",
+        ])
         .arg(&src)
         .args(["-cf", "-", "."])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -68,11 +100,27 @@ fn check_tree(dest: &Path) {
     assert_eq!((m.uid(), m.gid()), (1234, 5678));
     assert_eq!(m.mtime(), 1_000_000);
     assert_eq!(get_xattr(&f, "user.reprobox"), b"xattr-value");
-    assert_eq!(std::fs::metadata(dest.join("d/hard")).unwrap().ino(), m.ino(), "hard link kept");
-    assert_eq!(std::fs::metadata(dest.join("suid")).unwrap().mode() & 0o7777, 0o4755);
-    assert_eq!(std::fs::read_link(dest.join("d/absolute-link")).unwrap(), Path::new("/etc/passwd"));
-    assert_eq!(std::fs::metadata(dest.join("d/sub")).unwrap().mtime(), 2_000_000);
-    assert_eq!(std::fs::metadata(dest.join("d")).unwrap().mtime(), 3_000_000);
+    assert_eq!(
+        std::fs::metadata(dest.join("d/hard")).unwrap().ino(),
+        m.ino(),
+        "hard link kept"
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("suid")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("d/absolute-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("d/sub")).unwrap().mtime(),
+        2_000_000
+    );
+    assert_eq!(
+        std::fs::metadata(dest.join("d")).unwrap().mtime(),
+        3_000_000
+    );
     assert!(!dest.join("d/null").exists(), "device node created");
 }
 
@@ -97,7 +145,11 @@ fn formats_by_magic_and_metadata_kept() {
         let dest = t.path().join(format!("out-{name}"));
         let rep = unpack(&a, &dest).unwrap();
         assert_eq!(rep.compression, want, "{name}");
-        assert_eq!(rep.skipped_devices, vec![Path::new("d/null").to_path_buf()], "{name}");
+        assert_eq!(
+            rep.skipped_devices,
+            vec![Path::new("d/null").to_path_buf()],
+            "{name}"
+        );
         assert_eq!(rep.bytes, 5 + 10, "{name}");
         check_tree(&dest);
     }
@@ -130,8 +182,15 @@ fn escape_leaves_existing_destination_empty_and_names_the_entry() {
     let e = unpack(&a, &dest).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     let msg = e.to_string();
-    assert!(msg.contains("ok/esc/etc/x") && msg.contains("symlink"), "{msg}");
-    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "destination not cleaned");
+    assert!(
+        msg.contains("ok/esc/etc/x") && msg.contains("symlink"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "destination not cleaned"
+    );
     assert!(!Path::new("/etc/x").exists());
     // A destination that did not exist is removed again.
     let fresh = t.path().join("fresh");

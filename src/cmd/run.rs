@@ -59,7 +59,12 @@ pub const DEFAULT_PIDS: u64 = 16384;
 
 /// Parse `SRC:DST[:ro]`.
 pub fn parse_bind(s: &str) -> Result<Bind> {
-    let bad = || Error::bad_input(format!("--bind {s}"), "expected SRC:DST or SRC:DST:ro with absolute paths");
+    let bad = || {
+        Error::bad_input(
+            format!("--bind {s}"),
+            "expected SRC:DST or SRC:DST:ro with absolute paths",
+        )
+    };
     let parts: Vec<&str> = s.split(':').collect();
     let (src, dst, ro) = match parts.as_slice() {
         [a, b] => (*a, *b, false),
@@ -70,7 +75,11 @@ pub fn parse_bind(s: &str) -> Result<Bind> {
     if !src.starts_with('/') || !dst.starts_with('/') {
         return Err(bad());
     }
-    Ok(Bind { src: src.into(), dst: dst.into(), read_only: ro })
+    Ok(Bind {
+        src: src.into(),
+        dst: dst.into(),
+        read_only: ro,
+    })
 }
 
 /// Turn the arguments into a [`Job`] (all validation that needs no I/O).
@@ -86,7 +95,11 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
         ));
     };
     let mut job = Job::new(rootfs, a.command.clone());
-    job.binds = a.binds.iter().map(|b| parse_bind(b)).collect::<Result<_>>()?;
+    job.binds = a
+        .binds
+        .iter()
+        .map(|b| parse_bind(b))
+        .collect::<Result<_>>()?;
     job.workdir = a.workdir.clone();
     job.read_only_root = a.read_only;
     for e in &a.env {
@@ -98,16 +111,27 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
     }
     job.network = match a.network.as_str() {
         "none" => NetworkPolicy::None,
-        other => return Err(Error::bad_input(format!("--network {other}"), "expected none")),
+        other => {
+            return Err(Error::bad_input(
+                format!("--network {other}"),
+                "expected none",
+            ));
+        }
     };
     if a.hostname.is_empty() || a.hostname.len() > 64 {
-        return Err(Error::bad_input(format!("--hostname {}", a.hostname), "expected 1 to 64 characters"));
+        return Err(Error::bad_input(
+            format!("--hostname {}", a.hostname),
+            "expected 1 to 64 characters",
+        ));
     }
     job.hostname = a.hostname.clone();
     job.clock.source_date_epoch = a.source_date_epoch;
     if let Some(t) = a.timeout {
         if !(t > 0.0 && t.is_finite()) {
-            return Err(Error::bad_input(format!("--timeout {t}"), "expected a positive number of seconds"));
+            return Err(Error::bad_input(
+                format!("--timeout {t}"),
+                "expected a positive number of seconds",
+            ));
         }
         job.limits.timeout = Some(Duration::from_secs_f64(t));
     }
@@ -130,7 +154,10 @@ pub fn execute(a: Args) -> Result<i32> {
         tracing::info!("not enforced: {}: {}", e.feature, e.detail);
     }
     if a.json {
-        println!("{}", serde_json::to_string(&outcome).expect("outcome serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(&outcome).expect("outcome serialises")
+        );
     }
     Ok(outcome.exit_code)
 }

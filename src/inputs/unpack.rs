@@ -247,7 +247,9 @@ fn check_parents(dest: &Path, rel: &Path) -> std::result::Result<(), &'static st
     for c in parent.components() {
         cur.push(c);
         match fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => return Err("escapes the root through a symlink"),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err("escapes the root through a symlink");
+            }
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err("has a parent that is not a directory"),
             Err(_) => {
@@ -270,12 +272,23 @@ fn set_mtime(p: &Path, mtime: i64) -> Result<()> {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes())
         .map_err(|_| Error::bad_input(p.display().to_string(), "path contains a NUL byte"))?;
     let ts = [
-        libc::timespec { tv_sec: mtime, tv_nsec: 0 },
-        libc::timespec { tv_sec: mtime, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
     ];
     // SAFETY: valid C string and two timespecs.
     let r = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if r != 0 {
         return Err(Error::io("set mtime", p, io::Error::last_os_error()));
@@ -289,7 +302,10 @@ mod tests {
 
     #[test]
     fn clean_relative_refuses_escapes() {
-        assert_eq!(clean_relative(Path::new("./a/b")).unwrap(), Some("a/b".into()));
+        assert_eq!(
+            clean_relative(Path::new("./a/b")).unwrap(),
+            Some("a/b".into())
+        );
         assert_eq!(clean_relative(Path::new("./")).unwrap(), None);
         assert!(clean_relative(Path::new("a/../../b")).is_err());
         assert!(clean_relative(Path::new("/etc/passwd")).is_err());

@@ -37,7 +37,11 @@ pub(crate) fn resolve(policy: &CapsPolicy) -> Result<caps::CapsHashSet> {
             let mut s = caps::CapsHashSet::new();
             for n in names {
                 let up = n.trim().to_ascii_uppercase();
-                let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+                let full = if up.starts_with("CAP_") {
+                    up
+                } else {
+                    format!("CAP_{up}")
+                };
                 let c = Capability::from_str(&full).map_err(|_| {
                     Error::bad_input(
                         format!("--caps {n}"),
@@ -87,11 +91,19 @@ mod tests {
 
     #[test]
     fn names_parse_with_or_without_prefix() {
-        let s = resolve(&CapsPolicy::List(vec!["sys_admin".into(), "CAP_CHOWN".into()])).unwrap();
+        let s = resolve(&CapsPolicy::List(vec![
+            "sys_admin".into(),
+            "CAP_CHOWN".into(),
+        ]))
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert!(s.contains(&Capability::CAP_SYS_ADMIN));
         let e = resolve(&CapsPolicy::List(vec!["fly".into()])).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(!resolve(&CapsPolicy::Default).unwrap().contains(&Capability::CAP_SYS_MODULE));
+        assert!(
+            !resolve(&CapsPolicy::Default)
+                .unwrap()
+                .contains(&Capability::CAP_SYS_MODULE)
+        );
     }
 }

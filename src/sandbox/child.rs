@@ -93,15 +93,20 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
     }
     // Opened now, in the new mount namespace and still with the host's fsuid, so paths
     // the mapped root could not traverse (a 0700 temp dir) stay usable through the fds.
-    let root_fd = open_path(&p.rootfs)
-        .unwrap_or_else(|e| fail(sock, &format!("open root filesystem {}: {e}", p.rootfs.display())));
+    let root_fd = open_path(&p.rootfs).unwrap_or_else(|e| {
+        fail(
+            sock,
+            &format!("open root filesystem {}: {e}", p.rootfs.display()),
+        )
+    });
     let bind_fds: Vec<OwnedFd> = p
         .job
         .binds
         .iter()
         .map(|b| {
-            open_path(&b.src)
-                .unwrap_or_else(|e| fail(sock, &format!("open bind source {}: {e}", b.src.display())))
+            open_path(&b.src).unwrap_or_else(|e| {
+                fail(sock, &format!("open bind source {}: {e}", b.src.display()))
+            })
         })
         .collect();
     if ctl::send_str(sock, "unshared").is_err() {
@@ -115,13 +120,22 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
     // SAFETY: plain id syscalls; the map was written by the parent.
     unsafe {
         if libc::setresgid(0, 0, 0) != 0 {
-            fail(sock, &format!("setresgid 0: {}", std::io::Error::last_os_error()));
+            fail(
+                sock,
+                &format!("setresgid 0: {}", std::io::Error::last_os_error()),
+            );
         }
         if p.setgroups && libc::setgroups(0, std::ptr::null()) != 0 {
-            fail(sock, &format!("setgroups: {}", std::io::Error::last_os_error()));
+            fail(
+                sock,
+                &format!("setgroups: {}", std::io::Error::last_os_error()),
+            );
         }
         if libc::setresuid(0, 0, 0) != 0 {
-            fail(sock, &format!("setresuid 0: {}", std::io::Error::last_os_error()));
+            fail(
+                sock,
+                &format!("setresuid 0: {}", std::io::Error::last_os_error()),
+            );
         }
         // Changing ids made us non-dumpable, which makes /proc/self owned by host root
         // and timens_offsets unwritable; we are ordinary root of our namespace.
@@ -144,7 +158,8 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
             unsafe {
                 while libc::waitpid(b, &mut st, 0) < 0
                     && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {}
+                {
+                }
             }
             // An unprivileged user cannot delete files the job made under its
             // subordinate ids; A, root of the job's user namespace, empties the unpacked
@@ -183,7 +198,11 @@ fn stage_b(
     die_with_parent(parent);
     let mut real = Real;
     use super::sys::Sys;
-    let staging = if Path::new("/mnt").is_dir() { "/mnt" } else { "/tmp" };
+    let staging = if Path::new("/mnt").is_dir() {
+        "/mnt"
+    } else {
+        "/tmp"
+    };
     let staging = Path::new(staging);
     let root = staging.join("root");
     let step = |r: std::io::Result<()>, what: &str| {
@@ -192,11 +211,23 @@ fn stage_b(
         }
     };
     step(
-        real.mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None),
+        real.mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        ),
         "make / private",
     );
     step(
-        real.mount(Some(Path::new("tmpfs")), staging, Some("tmpfs"), 0, Some("mode=700")),
+        real.mount(
+            Some(Path::new("tmpfs")),
+            staging,
+            Some("tmpfs"),
+            0,
+            Some("mode=700"),
+        ),
         &format!("mount staging tmpfs on {}", staging.display()),
     );
     step(real.mkdir(&root, 0o755), "create staging root");
@@ -217,7 +248,13 @@ fn stage_b(
             step(sys::check(r as i32), "attach the idmapped root filesystem");
         }
         None => step(
-            real.mount(Some(&fd_path(root_fd)), &root, None, libc::MS_BIND | libc::MS_REC, None),
+            real.mount(
+                Some(&fd_path(root_fd)),
+                &root,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            ),
             &format!("bind root filesystem {}", p.rootfs.display()),
         ),
     }
@@ -236,7 +273,10 @@ fn stage_b(
     let h = &p.job.hostname;
     // SAFETY: valid buffer and length.
     if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } != 0 {
-        fail(sock, &format!("sethostname {h}: {}", std::io::Error::last_os_error()));
+        fail(
+            sock,
+            &format!("sethostname {h}: {}", std::io::Error::last_os_error()),
+        );
     }
     if let Err(e) = net::loopback_up() {
         fail(sock, &format!("bring loopback up: {e}"));
@@ -244,7 +284,9 @@ fn stage_b(
     for port in &p.job.listen {
         match net::listen(*port) {
             Ok(l) => {
-                if let Err(e) = ctl::send(sock, format!("listen {port}").as_bytes(), &[l.as_raw_fd()]) {
+                if let Err(e) =
+                    ctl::send(sock, format!("listen {port}").as_bytes(), &[l.as_raw_fd()])
+                {
                     fail(sock, &format!("hand listener {port} to the host: {e}"));
                 }
             }
@@ -293,7 +335,11 @@ fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
     if unsafe { libc::chdir(wd.as_ptr()) } != 0 {
         fail(
             sock,
-            &format!("working directory {}: {}", p.job.workdir.display(), std::io::Error::last_os_error()),
+            &format!(
+                "working directory {}: {}",
+                p.job.workdir.display(),
+                std::io::Error::last_os_error()
+            ),
         );
     }
     if let Err(e) = limits::apply_rlimits(&p.job.limits, &p.cgroups) {
@@ -301,7 +347,10 @@ fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
     }
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        fail(sock, &format!("no_new_privs: {}", std::io::Error::last_os_error()));
+        fail(
+            sock,
+            &format!("no_new_privs: {}", std::io::Error::last_os_error()),
+        );
     }
     let mut enf = vec![Enforcement {
         feature: "no-new-privs".into(),
@@ -351,7 +400,11 @@ fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
     // SAFETY: writing to our stderr, then leaving like a shell does.
     unsafe {
         libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
-        libc::_exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+        libc::_exit(if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        })
     }
 }
 
@@ -375,7 +428,11 @@ fn resolve(prog: &str, dirs: &[String]) -> CString {
 fn remove_contents(dir: RawFd) {
     // SAFETY: raw directory walking with fds we own and close.
     unsafe {
-        let fd = libc::openat(dir, c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let fd = libc::openat(
+            dir,
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
         if fd < 0 {
             return;
         }
@@ -398,7 +455,11 @@ fn remove_contents(dir: RawFd) {
         let dfd = libc::dirfd(d);
         for (name, ty) in names {
             if ty == libc::DT_DIR {
-                let sub = libc::openat(dfd, name.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+                let sub = libc::openat(
+                    dfd,
+                    name.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
                 if sub >= 0 {
                     remove_contents(sub);
                     libc::close(sub);

@@ -36,7 +36,18 @@ mod tests {
         j.env.push(("A".into(), "b".into()));
         let e = build(&j, None);
         let keys: Vec<&str> = e.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["PATH", "HOME", "TERM", "LANG", "SOURCE_DATE_EPOCH", "TZ", "A"]);
+        assert_eq!(
+            keys,
+            [
+                "PATH",
+                "HOME",
+                "TERM",
+                "LANG",
+                "SOURCE_DATE_EPOCH",
+                "TZ",
+                "A"
+            ]
+        );
         assert!(e.contains(&("SOURCE_DATE_EPOCH".into(), "42".into())));
         assert!(e.contains(&("TZ".into(), "Europe/Paris".into())));
     }

@@ -16,9 +16,22 @@ const DEFAULT_BASE: u32 = 100000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
-    Root { uid_base: u32, gid_base: u32, count: u32 },
-    Helper { uid: u32, gid: u32, sub_uid: (u32, u32), sub_gid: (u32, u32) },
-    Single { uid: u32, gid: u32, why: String },
+    Root {
+        uid_base: u32,
+        gid_base: u32,
+        count: u32,
+    },
+    Helper {
+        uid: u32,
+        gid: u32,
+        sub_uid: (u32, u32),
+        sub_gid: (u32, u32),
+    },
+    Single {
+        uid: u32,
+        gid: u32,
+        why: String,
+    },
 }
 
 /// The first range for `user` (name or numeric id) in a subuid/subgid file's text.
@@ -70,7 +83,11 @@ pub(crate) fn decide(requested: Option<&IdRange>) -> Plan {
                 COUNT,
             ),
         };
-        return Plan::Root { uid_base, gid_base, count };
+        return Plan::Root {
+            uid_base,
+            gid_base,
+            count,
+        };
     }
     match (sub("/etc/subuid", uid), sub("/etc/subgid", gid)) {
         (Some(su), Some(sg)) if on_path("newuidmap") && on_path("newgidmap") => Plan::Helper {
@@ -99,11 +116,20 @@ pub(crate) fn apply(plan: &Plan, pid: i32) -> Result<(), String> {
         std::fs::write(&p, &text).map_err(|e| format!("write {p} ({}): {e}", text.trim()))
     };
     match plan {
-        Plan::Root { uid_base, gid_base, count } => {
+        Plan::Root {
+            uid_base,
+            gid_base,
+            count,
+        } => {
             w("uid_map", format!("0 {uid_base} {count}\n"))?;
             w("gid_map", format!("0 {gid_base} {count}\n"))
         }
-        Plan::Helper { uid, gid, sub_uid, sub_gid } => {
+        Plan::Helper {
+            uid,
+            gid,
+            sub_uid,
+            sub_gid,
+        } => {
             let run = |tool: &str, own: u32, sub: (u32, u32)| {
                 let out = Command::new(tool)
                     .args([pid.to_string(), "0".into(), own.to_string(), "1".into()])
@@ -136,11 +162,20 @@ pub(crate) fn setgroups_allowed(plan: &Plan) -> bool {
 
 pub(crate) fn describe(plan: &Plan) -> Enforcement {
     let (enforced, detail) = match plan {
-        Plan::Root { uid_base, gid_base, count } => (
+        Plan::Root {
+            uid_base,
+            gid_base,
+            count,
+        } => (
             true,
             format!("{count} ids: uid 0 → host {uid_base}, gid 0 → host {gid_base}"),
         ),
-        Plan::Helper { uid, gid, sub_uid, sub_gid } => (
+        Plan::Helper {
+            uid,
+            gid,
+            sub_uid,
+            sub_gid,
+        } => (
             true,
             format!(
                 "newuidmap/newgidmap: 0 → host {uid}/{gid}, 1…{} → host {}…, gids 1…{} → host {}…",
@@ -154,7 +189,11 @@ pub(crate) fn describe(plan: &Plan) -> Enforcement {
             ),
         ),
     };
-    Enforcement { feature: "idmap".into(), enforced, detail }
+    Enforcement {
+        feature: "idmap".into(),
+        enforced,
+        detail,
+    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,9 @@ pub(crate) fn apply(req: &Request) -> Result<Vec<Enforcement>, String> {
             .map_err(e)?;
     }
     for p in &req.tcp_bind {
-        created = created.add_rule(NetPort::new(*p, AccessNet::BindTcp)).map_err(e)?;
+        created = created
+            .add_rule(NetPort::new(*p, AccessNet::BindTcp))
+            .map_err(e)?;
     }
     let st = created.restrict_self().map_err(e)?;
     let (ok, how) = status(&st.ruleset);
@@ -69,11 +71,18 @@ pub(crate) fn apply(req: &Request) -> Result<Vec<Enforcement>, String> {
         if v.is_empty() {
             "none".to_string()
         } else {
-            v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+            v.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         }
     };
     if req.restrict_fs {
-        let w: Vec<String> = req.writable.iter().map(|p| p.display().to_string()).collect();
+        let w: Vec<String> = req
+            .writable
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         out.push(Enforcement {
             feature: "landlock-filesystem".into(),
             enforced: ok,

@@ -20,7 +20,10 @@ fn own_path(controller: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
     })
 }
 
@@ -95,7 +98,10 @@ pub(crate) fn apply_rlimits(limits: &Limits, cg: &Cgroups) -> Result<(), String>
         };
         // SAFETY: valid rlimit struct.
         if unsafe { libc::setrlimit(res, &r) } != 0 {
-            return Err(format!("setrlimit {what}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "setrlimit {what}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(())
     };
@@ -140,7 +146,10 @@ pub(crate) fn describe(limits: &Limits, cg: &Cgroups) -> Vec<Enforcement> {
         v.push(Enforcement {
             feature: "timeout".into(),
             enforced: true,
-            detail: format!("{}s wall clock, kills the whole pid namespace", t.as_secs_f64()),
+            detail: format!(
+                "{}s wall clock, kills the whole pid namespace",
+                t.as_secs_f64()
+            ),
         });
     }
     v

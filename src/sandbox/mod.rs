@@ -201,7 +201,12 @@ pub fn spawn(job: &Job) -> Result<Running> {
 
     let landlock = job.landlock.enabled.then(|| {
         let mut writable: Vec<PathBuf> = job.landlock.writable.clone();
-        writable.extend(job.binds.iter().filter(|b| !b.read_only).map(|b| b.dst.clone()));
+        writable.extend(
+            job.binds
+                .iter()
+                .filter(|b| !b.read_only)
+                .map(|b| b.dst.clone()),
+        );
         for p in ["/tmp", "/run", "/dev"] {
             writable.push(p.into());
         }
@@ -218,7 +223,14 @@ pub fn spawn(job: &Job) -> Result<Running> {
 
     let plan = idmap::decide(job.id_map.as_ref());
     enforcement.push(idmap::describe(&plan));
-    cleanup.cgroups = limits::create(&job.limits, &format!("reprobox-{}-{:x}", std::process::id(), started.elapsed().as_nanos()));
+    cleanup.cgroups = limits::create(
+        &job.limits,
+        &format!(
+            "reprobox-{}-{:x}",
+            std::process::id(),
+            started.elapsed().as_nanos()
+        ),
+    );
     enforcement.extend(limits::describe(&job.limits, &cleanup.cgroups));
     enforcement.push(Enforcement {
         feature: "namespaces".into(),
@@ -258,7 +270,10 @@ pub fn spawn(job: &Job) -> Result<Running> {
     if pid < 0 {
         cleanup.cgroups = prepared.cgroups;
         cleanup.run();
-        return Err(Error::Sandbox(format!("fork: {}", std::io::Error::last_os_error())));
+        return Err(Error::Sandbox(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     if pid == 0 {
         drop(sock_p);
@@ -397,8 +412,11 @@ impl Running {
             if n <= 0 {
                 continue;
             }
-            let msg = ctl::recv(&self.sock).map_err(|e| Error::Sandbox(format!("control channel: {e}")))?;
-            let Some((m, mut fds)) = msg else { return Ok(None) };
+            let msg = ctl::recv(&self.sock)
+                .map_err(|e| Error::Sandbox(format!("control channel: {e}")))?;
+            let Some((m, mut fds)) = msg else {
+                return Ok(None);
+            };
             let (tag, rest) = m.split_once(' ').unwrap_or((m.as_str(), ""));
             match tag {
                 "error" => {
@@ -454,7 +472,8 @@ impl Running {
         unsafe {
             while libc::waitpid(self.pid_a, &mut st, 0) < 0
                 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            {}
+            {
+            }
         }
         self.cleanup.run();
         Some(st)
@@ -495,7 +514,11 @@ impl Running {
                 (128 + libc::WTERMSIG(st), Some(libc::WTERMSIG(st)))
             }
             _ if timed_out => (128 + libc::SIGKILL, Some(libc::SIGKILL)),
-            _ => return Err(Error::Sandbox("the job's init ended without a status".into())),
+            _ => {
+                return Err(Error::Sandbox(
+                    "the job's init ended without a status".into(),
+                ));
+            }
         };
         Ok(JobOutcome {
             exit_code,

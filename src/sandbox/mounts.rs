@@ -136,7 +136,13 @@ pub(crate) fn apply(
     for op in ops {
         match op {
             MountOp::MakeRprivate => sys
-                .mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+                .mount(
+                    None,
+                    Path::new("/"),
+                    None,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    None,
+                )
                 .map_err(|e| err("make private", Path::new("/"), e))?,
             MountOp::BindSelf => sys
                 .mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)
@@ -157,7 +163,9 @@ pub(crate) fn apply(
                     data.as_deref(),
                 ) {
                     Ok(()) => {}
-                    Err(e) if *optional => notes.push(format!("{fstype} on /{}: {e}", dst.display())),
+                    Err(e) if *optional => {
+                        notes.push(format!("{fstype} on /{}: {e}", dst.display()))
+                    }
                     Err(e) => return Err(err(&format!("mount {fstype} on"), &target, e)),
                 }
             }
@@ -179,7 +187,9 @@ pub(crate) fn apply(
                 sys.symlink(target, &l).map_err(|e| err("symlink", &l, e))?;
             }
             MountOp::RemountRootReadOnly => remount_ro(sys, root)?,
-            MountOp::PivotRoot => sys.pivot_root(root).map_err(|e| err("pivot_root into", root, e))?,
+            MountOp::PivotRoot => sys
+                .pivot_root(root)
+                .map_err(|e| err("pivot_root into", root, e))?,
         }
     }
     Ok(notes)
@@ -264,10 +274,19 @@ mod tests {
         assert_eq!(ops[1], MountOp::BindSelf);
         assert_eq!(*ops.last().unwrap(), MountOp::PivotRoot);
         assert_eq!(ops[ops.len() - 2], MountOp::RemountRootReadOnly);
-        let proc_at = ops.iter().position(|o| matches!(o, MountOp::Fs { fstype: "proc", .. }));
+        let proc_at = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Fs { fstype: "proc", .. }));
         assert_eq!(proc_at, Some(2));
-        assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { src, .. } if src.ends_with("fuse"))));
-        assert!(plan(&job(), true).iter().any(|o| matches!(o, MountOp::Bind { src, .. } if src.ends_with("fuse"))));
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, MountOp::Bind { src, .. } if src.ends_with("fuse")))
+        );
+        assert!(
+            plan(&job(), true)
+                .iter()
+                .any(|o| matches!(o, MountOp::Bind { src, .. } if src.ends_with("fuse")))
+        );
     }
 
     #[test]
@@ -275,8 +294,16 @@ mod tests {
         let mut r = Recorder::default();
         r.existing.insert("/r".into(), Kind::Dir);
         apply(&mut r, Path::new("/r"), &plan(&job(), false)).unwrap();
-        let i = r.calls.iter().position(|c| c.starts_with("mount /nonexistent-src /r/out/x")).unwrap();
-        assert!(r.calls[i + 1].starts_with("mount - /r/out/x"), "{:?}", &r.calls[i..]);
+        let i = r
+            .calls
+            .iter()
+            .position(|c| c.starts_with("mount /nonexistent-src /r/out/x"))
+            .unwrap();
+        assert!(
+            r.calls[i + 1].starts_with("mount - /r/out/x"),
+            "{:?}",
+            &r.calls[i..]
+        );
         assert!(r.calls.contains(&"touch /r/out/x".to_string()));
         assert_eq!(r.calls.last().unwrap(), "pivot_root /r");
     }

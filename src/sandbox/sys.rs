@@ -192,7 +192,8 @@ impl Sys for Recorder {
         Ok(libc::MS_NOSUID)
     }
     fn pivot_root(&mut self, new_root: &Path) -> io::Result<()> {
-        self.calls.push(format!("pivot_root {}", new_root.display()));
+        self.calls
+            .push(format!("pivot_root {}", new_root.display()));
         Ok(())
     }
     fn mkdir(&mut self, path: &Path, _mode: u32) -> io::Result<()> {

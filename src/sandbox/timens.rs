@@ -25,5 +25,7 @@ pub(crate) fn enter_for_children() -> io::Result<String> {
     let boot = now_secs(libc::CLOCK_BOOTTIME);
     let text = format!("monotonic -{mono} 0\nboottime -{boot} 0\n");
     std::fs::write("/proc/self/timens_offsets", &text)?;
-    Ok(format!("monotonic -{mono}s, boottime -{boot}s (uptime starts at 0)"))
+    Ok(format!(
+        "monotonic -{mono}s, boottime -{boot}s (uptime starts at 0)"
+    ))
 }

@@ -26,7 +26,10 @@ pub fn debian_rootfs() -> PathBuf {
     static R: OnceLock<PathBuf> = OnceLock::new();
     R.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-rootfs.sh");
-        let out = Command::new("bash").arg(script).output().expect("run debian-rootfs.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run debian-rootfs.sh");
         assert!(
             out.status.success(),
             "scripts/debian-rootfs.sh failed: {}",
@@ -44,16 +47,28 @@ pub fn mini_rootfs(dir: &Path) {
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
     std::fs::create_dir_all(root.join("usr/lib64")).unwrap();
-    for (l, t) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/bin")] {
+    for (l, t) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/bin"),
+    ] {
         std::os::unix::fs::symlink(t, root.join(l)).unwrap();
     }
     for d in ["etc", "proc", "dev", "tmp", "run", "sys", "root"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let tools = ["sh", "sleep", "cat", "true", "env", "ls", "touch", "id", "echo", "hostname", "grep", "mkdir", "chown", "setpriv", "seq"];
+    let tools = [
+        "sh", "sleep", "cat", "true", "env", "ls", "touch", "id", "echo", "hostname", "grep",
+        "mkdir", "chown", "setpriv", "seq",
+    ];
     for t in tools {
         let src = Path::new("/usr/bin").join(t);
-        let src = if src.exists() { src } else { Path::new("/bin").join(t) };
+        let src = if src.exists() {
+            src
+        } else {
+            Path::new("/bin").join(t)
+        };
         std::fs::copy(&src, root.join("usr/bin").join(t)).unwrap();
         let out = Command::new("ldd").arg(&src).output().unwrap();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -84,7 +99,11 @@ pub fn job_writable_dir(base: &Path, name: &str) -> PathBuf {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).arg("run").args(args).output().expect("run reprobox")
+    Command::new(bin())
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("run reprobox")
 }
 
 pub fn text(b: &[u8]) -> String {
