@@ -15,6 +15,9 @@ pub struct Args {
     /// Make a host path visible in the job: SRC:DST, or SRC:DST:ro for read-only.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     pub binds: Vec<String>,
+    /// Mount the root filesystem read-only (binds keep their own mode).
+    #[arg(long)]
+    pub read_only: bool,
     /// Working directory inside the job.
     #[arg(long, default_value = "/")]
     pub workdir: PathBuf,
@@ -50,6 +53,9 @@ pub struct Args {
     #[arg(last = true, required = true, value_name = "CMD ARGS")]
     pub command: Vec<String>,
 }
+
+/// The process count limit of every `reprobox run` job.
+pub const DEFAULT_PIDS: u64 = 16384;
 
 /// Parse `SRC:DST[:ro]`.
 pub fn parse_bind(s: &str) -> Result<Bind> {
@@ -95,6 +101,7 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
         .map(|b| parse_bind(b))
         .collect::<Result<_>>()?;
     job.workdir = a.workdir.clone();
+    job.read_only_root = a.read_only;
     for e in &a.env {
         let (k, v) = e
             .split_once('=')
@@ -129,6 +136,8 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
         job.limits.timeout = Some(Duration::from_secs_f64(t));
     }
     job.limits.memory = a.memory;
+    // Always a process count limit: a fork bomb in a build must not take the host down.
+    job.limits.pids = Some(DEFAULT_PIDS);
     job.caps = match a.caps.as_str() {
         "default" => CapsPolicy::Default,
         "none" => CapsPolicy::None,

@@ -64,6 +64,13 @@ fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
 
 pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
     die_with_parent(parent);
+    // A terminal's Ctrl-C reaches reprobox's whole process group: A must outlive B so
+    // that reprobox's wait returns only once every process of the job is gone.
+    // SAFETY: plain signal disposition changes in a single-threaded child.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
     if let Err(e) = p.cgroups.join_self() {
         fail(sock, &e);
     }
@@ -153,8 +160,15 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
                     && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
                 {
                 }
-                libc::_exit(0)
             }
+            // An unprivileged user cannot delete files the job made under its
+            // subordinate ids; A, root of the job's user namespace, empties the unpacked
+            // root here so reprobox can remove the (then empty) temporary directory.
+            if p.empty_root_after {
+                remove_contents(root_fd.as_raw_fd());
+            }
+            // SAFETY: leaving the helper.
+            unsafe { libc::_exit(0) }
         }
     }
 }
@@ -303,9 +317,18 @@ fn stage_b(
 }
 
 fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
-    // SAFETY: plain syscalls in the job's own process.
+    // SAFETY: plain syscalls in the job's own process. Dispositions reprobox (and the Rust
+    // runtime: SIGPIPE) set must not leak into the job: ignored signals survive execve.
     unsafe {
         libc::setsid();
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     let wd = sys::cstr(&p.job.workdir).unwrap();
     // SAFETY: valid C string.
@@ -398,4 +421,54 @@ fn resolve(prog: &str, dirs: &[String]) -> CString {
         }
     }
     CString::new(prog).unwrap()
+}
+
+/// Remove everything beneath the directory `dir` (an O_PATH or directory fd), without
+/// following symlinks. Best effort: what cannot be removed is left for the parent.
+fn remove_contents(dir: RawFd) {
+    // SAFETY: raw directory walking with fds we own and close.
+    unsafe {
+        let fd = libc::openat(
+            dir,
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        let d = libc::fdopendir(fd);
+        if d.is_null() {
+            libc::close(fd);
+            return;
+        }
+        let mut names = Vec::new();
+        loop {
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push((name, (*e).d_type));
+            }
+        }
+        let dfd = libc::dirfd(d);
+        for (name, ty) in names {
+            if ty == libc::DT_DIR {
+                let sub = libc::openat(
+                    dfd,
+                    name.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                );
+                if sub >= 0 {
+                    remove_contents(sub);
+                    libc::close(sub);
+                }
+                libc::unlinkat(dfd, name.as_ptr(), libc::AT_REMOVEDIR);
+            } else {
+                libc::unlinkat(dfd, name.as_ptr(), 0);
+            }
+        }
+        libc::closedir(d);
+    }
 }

@@ -44,6 +44,9 @@ pub(crate) struct Prepared {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub path_dirs: Vec<String>,
+    /// Empty the unpacked root from inside the user namespace when the job ends (a
+    /// non-root user could not remove files owned by its subordinate ids).
+    pub empty_root_after: bool,
 }
 
 /// A job that has been started.
@@ -258,6 +261,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
         argv,
         envp,
         path_dirs,
+        empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
     };
     let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
     let me = std::process::id() as i32;
@@ -446,11 +450,14 @@ impl Running {
 
     fn kill(&mut self) {
         // SAFETY: signalling our own children.
+        // Killing B (the pid namespace's init) takes the whole job with it, and A only
+        // ends once B — and so every process of the job — is gone. Before B exists, A
+        // is killed and B (if just forked) follows through its parent-death signal.
         unsafe {
-            if let Some(b) = self.pid_b {
-                libc::kill(b, libc::SIGKILL);
-            }
-            libc::kill(self.pid_a, libc::SIGKILL);
+            match self.pid_b {
+                Some(b) => libc::kill(b, libc::SIGKILL),
+                None => libc::kill(self.pid_a, libc::SIGKILL),
+            };
         }
     }
 

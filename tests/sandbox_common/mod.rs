@@ -1,0 +1,120 @@
+//! Shared helpers for the sandbox tests: the real reprobox binary, the Debian root
+//! filesystem from scripts/debian-rootfs.sh, and a tiny root filesystem copied from the
+//! host's own binaries.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_reprobox")
+}
+
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the sandbox tests must run as root (CI runs as root); they cannot be skipped"
+    );
+}
+
+/// The Debian bookworm root filesystem (built once, cached). Never written to by tests:
+/// they use `--read-only` and binds.
+pub fn debian_rootfs() -> PathBuf {
+    static R: OnceLock<PathBuf> = OnceLock::new();
+    R.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-rootfs.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run debian-rootfs.sh");
+        assert!(
+            out.status.success(),
+            "scripts/debian-rootfs.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// A directory holding a minimal root filesystem (sh and a few coreutils with their
+/// libraries, copied from the host), writable by the test.
+pub fn mini_rootfs(dir: &Path) {
+    let root = dir;
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib64")).unwrap();
+    for (l, t) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/bin"),
+    ] {
+        std::os::unix::fs::symlink(t, root.join(l)).unwrap();
+    }
+    for d in ["etc", "proc", "dev", "tmp", "run", "sys", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let tools = [
+        "sh", "sleep", "cat", "true", "env", "ls", "touch", "id", "echo", "hostname", "grep",
+        "mkdir", "chown", "setpriv", "seq",
+    ];
+    for t in tools {
+        let src = Path::new("/usr/bin").join(t);
+        let src = if src.exists() {
+            src
+        } else {
+            Path::new("/bin").join(t)
+        };
+        std::fs::copy(&src, root.join("usr/bin").join(t)).unwrap();
+        let out = Command::new("ldd").arg(&src).output().unwrap();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let p = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from);
+            if let Some(p) = p {
+                let dst = root.join(p.strip_prefix("/").unwrap());
+                std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+                if !dst.exists() {
+                    std::fs::copy(&p, &dst).unwrap();
+                }
+            }
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+}
+
+/// A host directory the job's root can write: owned by the host id that uid 0 inside
+/// maps to (root has no /etc/subuid entry in tests, so 100000).
+pub fn job_writable_dir(base: &Path, name: &str) -> PathBuf {
+    let d = base.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(100000), Some(100000)).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("run reprobox")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Lines of the host's mountinfo (to compare before/after).
+pub fn mountinfo() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
