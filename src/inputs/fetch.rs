@@ -118,6 +118,10 @@ impl Fetcher {
     ) -> Result<(Blob, Outcome)> {
         match self.try_fetch(url, expected, immutable)? {
             Some(r) => Ok(r),
+            None if self.offline => Err(Error::network(
+                url,
+                "offline, and the store does not hold it",
+            )),
             None => Err(Error::network(url, "not found (HTTP 404 or no such file)")),
         }
     }

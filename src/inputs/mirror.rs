@@ -342,7 +342,9 @@ impl State {
     /// `packages/…/<file>` against any database this mirror has loaded that lists the file.
     fn expected_sha256(&self, path: &str) -> Result<Option<String>> {
         let segs: Vec<&str> = path[1..].split('/').collect();
-        let file = *segs.last().expect("non-empty path");
+        // Clients percent-encode `:` (epochs) and `+`; database file names are plain.
+        let decoded = percent_decode(segs.last().expect("non-empty path"));
+        let file = decoded.as_str();
         if !file.contains(".pkg.tar.") || file.ends_with(".sig") {
             return Ok(None);
         }
@@ -377,6 +379,28 @@ impl State {
             .insert(db_url.to_string(), db.clone());
         Ok(Some(db))
     }
+}
+
+/// Decode `%XX` escapes (invalid ones are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            let hexval = |c: u8| (c as char).to_digit(16).expect("hex digit") as u8;
+            out.push(hexval(b[i + 1]) * 16 + hexval(b[i + 2]));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn respond_error(out: &mut TcpStream, code: u16, head: bool, msg: &str) -> std::io::Result<()> {
@@ -497,5 +521,11 @@ mod tests {
         assert!(!path_is_safe("/"));
         assert!(!path_is_safe("/a//b"));
         assert!(!is_immutable("/repos/last/core/os/x86_64/core.db"));
+        assert_eq!(
+            percent_decode("a-1%3A2.0-1-x86_64.pkg.tar.zst"),
+            "a-1:2.0-1-x86_64.pkg.tar.zst"
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%2B"), "%zz+");
     }
 }
