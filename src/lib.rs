@@ -9,5 +9,6 @@ pub mod job;
 pub mod logging;
 pub mod plan;
 pub mod sandbox;
+pub mod vm;
 
 pub use error::{Error, Result};
