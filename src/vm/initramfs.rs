@@ -25,6 +25,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_blk",
     "virtio_console",
+    // ext4's soft dependency (modules.softdep: `pre: crypto-crc32c`), not in modules.dep.
+    "crc32c_generic",
     "ext4",
     "virtio_net",
 ];
