@@ -350,3 +350,96 @@ fn missing_qemu_is_an_environment_error() {
         .unwrap();
     assert!(st.success());
 }
+
+fn qemu_children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let comm = &stat[stat.find('(').unwrap() + 1..close];
+        let ppid: i32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid && comm.starts_with("qemu") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// SIGINT while the guest runs: run() returns Interrupted (exit 130) and qemu is gone.
+/// The VM runs in a child test process that the test interrupts.
+#[test]
+fn sigint_kills_qemu_and_reports_interrupted() {
+    if std::env::var_os("REPROBOX_VM_SIGINT_CHILD").is_some() {
+        let d = tempfile::tempdir().unwrap();
+        let root = busybox_root(d.path());
+        let e = vm::run(&sh(&root, "sleep 600"), &options()).unwrap_err();
+        assert_eq!(e.exit_code(), 130, "{e}");
+        assert!(child_qemus().is_empty());
+        std::process::exit(130);
+    }
+    let _l = lock();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sigint_kills_qemu_and_reports_interrupted", "--nocapture"])
+        .env("REPROBOX_VM_SIGINT_CHILD", "1")
+        .spawn()
+        .unwrap();
+    let cpid = child.id() as i32;
+    let mut qemus = Vec::new();
+    for _ in 0..600 {
+        qemus = qemu_children_of(cpid);
+        if !qemus.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!qemus.is_empty(), "the child never started qemu");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(cpid, libc::SIGINT);
+    }
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(130), "{st}");
+    for q in qemus {
+        assert!(
+            !Path::new(&format!("/proc/{q}")).exists(),
+            "qemu {q} survived the interrupt"
+        );
+    }
+}
+
+/// Auto tries KVM with a probe guest and falls back to TCG, saying which in the outcome.
+#[test]
+fn auto_accel_records_what_was_used() {
+    let _l = lock();
+    let d = tempfile::tempdir().unwrap();
+    let root = busybox_root(d.path());
+    let opts = VmOptions {
+        accel: Accel::Auto,
+        ..options()
+    };
+    let (r, out, err) = run(&sh(&root, "echo ran"), &opts);
+    let outcome = r.expect("the VM ran");
+    assert_eq!(out.trim(), "ran", "{err}");
+    let vm = outcome
+        .enforcement
+        .iter()
+        .find(|e| e.feature == "microvm")
+        .expect("microvm entry");
+    eprintln!("accel: {}", vm.detail);
+    assert!(
+        vm.detail.contains("accel kvm (a probe guest booted under KVM)")
+            || (vm.detail.contains("accel tcg") && vm.detail.contains("TCG")),
+        "{}",
+        vm.detail
+    );
+}

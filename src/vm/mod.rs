@@ -518,13 +518,13 @@ impl Vm {
             }));
         }
         let qemu_stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(mut e) = child.stderr.take() {
+        if let Some(e) = child.stderr.take() {
             let qs = Arc::clone(&qemu_stderr);
-            std::thread::spawn(move || {
+            readers.push(reader_thread(OwnedFd::from(e), move |mut e| {
                 let mut s = String::new();
                 let _ = e.read_to_string(&mut s);
                 *qs.lock().unwrap_or_else(|p| p.into_inner()) = s;
-            });
+            }));
         }
         Ok(Vm {
             child: Some(child),
@@ -759,8 +759,11 @@ pub fn probe_kvm(qemu_bin: &Path, k: &GuestKernel, busybox: &Path) -> Result<(bo
                 .qemu_stderr
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .trim()
-                .to_owned();
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             return Ok((
                 false,
                 format!("KVM probe failed (qemu {st}: {err}); fell back to TCG"),
