@@ -90,7 +90,10 @@ impl Buf {
     }
 }
 
-fn run(job: &Job, opts: &VmOptions) -> (reprobox::Result<reprobox::job::JobOutcome>, String, String) {
+fn run(
+    job: &Job,
+    opts: &VmOptions,
+) -> (reprobox::Result<reprobox::job::JobOutcome>, String, String) {
     let (o, e) = (Buf::default(), Buf::default());
     let r = vm::run_with_output(job, opts, Box::new(o.clone()), Box::new(e.clone()));
     (r, o.text(), e.text())
@@ -116,7 +119,9 @@ fn child_qemus() -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = &stat[stat.find('(').unwrap() + 1..close];
         let ppid: i32 = stat[close + 2..]
             .split_whitespace()
@@ -164,21 +169,33 @@ fn guest_clock_kernel_exit_code_and_hostname() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!(host_now - guest_now > 3600, "guest clock looks like the host's");
+    assert!(
+        host_now - guest_now > 3600,
+        "guest clock looks like the host's"
+    );
     let kernel = debian_kernel();
     assert_eq!(field("uname"), release_of(&kernel));
     assert_ne!(
         field("uname"),
-        String::from_utf8(std::process::Command::new("uname").arg("-r").output().unwrap().stdout)
-            .unwrap()
-            .trim(),
+        String::from_utf8(
+            std::process::Command::new("uname")
+                .arg("-r")
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .unwrap()
+        .trim(),
         "the guest must run its own kernel, not the host's"
     );
     assert_eq!(field("host"), "guesthost");
     assert_eq!(field("sde"), epoch.to_string());
     assert_eq!(field("pwd"), "/work");
     assert_eq!(err.trim(), "to-stderr", "stderr is its own stream");
-    assert!(!out.contains("reprobox-init"), "kernel/init messages leak into stdout: {out}");
+    assert!(
+        !out.contains("reprobox-init"),
+        "kernel/init messages leak into stdout: {out}"
+    );
     assert!(
         outcome
             .enforcement
@@ -217,10 +234,22 @@ fn writable_binds_come_back_read_only_binds_stay() {
     });
     let (r, out, err) = run(&job, &options());
     let outcome = r.expect("the VM ran");
-    assert_eq!(outcome.exit_code, 0, "read-only bind was writable? {out} {err}");
-    assert_eq!(std::fs::read_to_string(out_dir.join("copy")).unwrap(), "hello input\n");
-    assert_eq!(std::fs::read_to_string(out_dir.join("new")).unwrap(), "made\n");
-    assert_eq!(std::fs::read_to_string(out_dir.join("old")).unwrap(), "kept\n");
+    assert_eq!(
+        outcome.exit_code, 0,
+        "read-only bind was writable? {out} {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("copy")).unwrap(),
+        "hello input\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("new")).unwrap(),
+        "made\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("old")).unwrap(),
+        "kept\n"
+    );
     let listing = std::fs::read_to_string(out_dir.join("listing")).unwrap();
     assert!(!listing.contains("lost+found"), "{listing}");
     assert!(!out_dir.join("lost+found").exists());
@@ -264,9 +293,18 @@ fn only_the_mirror_is_reachable() {
     };
     let (r, out, err) = run(&job, &opts);
     r.expect("the VM ran");
-    assert!(out.contains("m1=MIRROR-HELLO"), "mirror unreachable: {out} {err}");
-    assert!(out.contains("m2=MIRROR-HELLO"), "second connection failed: {out} {err}");
-    assert!(!out.contains("SECRET"), "a host port other than the mirror was reached: {out}");
+    assert!(
+        out.contains("m1=MIRROR-HELLO"),
+        "mirror unreachable: {out} {err}"
+    );
+    assert!(
+        out.contains("m2=MIRROR-HELLO"),
+        "second connection failed: {out} {err}"
+    );
+    assert!(
+        !out.contains("SECRET"),
+        "a host port other than the mirror was reached: {out}"
+    );
 }
 
 #[test]
@@ -294,7 +332,10 @@ fn kernel_panic_is_exit_3_and_leaves_no_qemu() {
     let (r, out, _) = run(&job, &options());
     let err = r.expect_err("a panic is an error");
     assert_eq!(err.exit_code(), 3, "{err}");
-    assert!(err.to_string().contains("kernel panic"), "{err} (stdout {out})");
+    assert!(
+        err.to_string().contains("kernel panic"),
+        "{err} (stdout {out})"
+    );
     assert!(child_qemus().is_empty(), "qemu left behind");
 }
 
@@ -304,7 +345,14 @@ fn missing_qemu_kernel_or_bad_input_are_clear_errors() {
     let root = busybox_root(d.path());
     let job = sh(&root, "true");
     // No kernel given: the default needs the pipeline.
-    let e = vm::run(&job, &VmOptions { kernel: None, ..options() }).unwrap_err();
+    let e = vm::run(
+        &job,
+        &VmOptions {
+            kernel: None,
+            ..options()
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.exit_code(), 3);
     assert!(e.to_string().contains("--kernel"), "{e}");
     // A kernel path that does not exist.
@@ -343,7 +391,11 @@ fn missing_qemu_is_an_environment_error() {
         return;
     }
     let st = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "missing_qemu_is_an_environment_error", "--nocapture"])
+        .args([
+            "--exact",
+            "missing_qemu_is_an_environment_error",
+            "--nocapture",
+        ])
         .env("REPROBOX_VM_TEST_CHILD", "1")
         .env("REPROBOX_QEMU", "/nonexistent/qemu-system-x86_64")
         .status()
@@ -360,7 +412,9 @@ fn qemu_children_of(pid: i32) -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = &stat[stat.find('(').unwrap() + 1..close];
         let ppid: i32 = stat[close + 2..]
             .split_whitespace()
@@ -388,7 +442,11 @@ fn sigint_kills_qemu_and_reports_interrupted() {
     }
     let _l = lock();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sigint_kills_qemu_and_reports_interrupted", "--nocapture"])
+        .args([
+            "--exact",
+            "sigint_kills_qemu_and_reports_interrupted",
+            "--nocapture",
+        ])
         .env("REPROBOX_VM_SIGINT_CHILD", "1")
         .spawn()
         .unwrap();
@@ -437,7 +495,8 @@ fn auto_accel_records_what_was_used() {
         .expect("microvm entry");
     eprintln!("accel: {}", vm.detail);
     assert!(
-        vm.detail.contains("accel kvm (a probe guest booted under KVM)")
+        vm.detail
+            .contains("accel kvm (a probe guest booted under KVM)")
             || (vm.detail.contains("accel tcg") && vm.detail.contains("TCG")),
         "{}",
         vm.detail

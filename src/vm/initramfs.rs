@@ -193,7 +193,15 @@ pub struct InitramfsSpec<'a> {
 /// (`/reprobox/modules.list`).
 pub fn write(spec: &InitramfsSpec<'_>, out: &Path) -> Result<()> {
     let mut cpio = Cpio::new();
-    for d in ["dev", "proc", "sys", "newroot", "run", "tmp", "reprobox/mnt"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "newroot",
+        "run",
+        "tmp",
+        "reprobox/mnt",
+    ] {
         cpio.dir(d);
     }
     let busybox = fs::read(spec.busybox).ctx("read", spec.busybox)?;
@@ -275,7 +283,12 @@ mod tests {
         let got = resolve_modules(d.path(), &["a", "x_y", "z", "b"]).unwrap();
         assert_eq!(
             got,
-            vec!["kernel/c.ko", "kernel/b.ko", "kernel/a.ko", "kernel/x-y.ko.xz"]
+            vec![
+                "kernel/c.ko",
+                "kernel/b.ko",
+                "kernel/a.ko",
+                "kernel/x-y.ko.xz"
+            ]
         );
         let err = resolve_modules(d.path(), &["nope"]).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");

@@ -86,9 +86,8 @@ pub fn select_with_modules_root(source: &KernelSource, modules_root: &Path) -> R
         )
     })?;
     if let Some(i) = initrd {
-        fs::metadata(i).map_err(|e| {
-            Error::Environment(format!("guest initrd {}: {e}", i.display()))
-        })?;
+        fs::metadata(i)
+            .map_err(|e| Error::Environment(format!("guest initrd {}: {e}", i.display())))?;
     }
     let dir = modules_root.join(&release);
     let modules_dir = dir.join("modules.dep").is_file().then_some(dir);

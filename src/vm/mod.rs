@@ -140,15 +140,23 @@ pub fn run_with_output(
                 format!("must exist ({e})"),
             )
         })?;
-        let dst = b.dst.to_str().filter(|s| s.starts_with('/')).ok_or_else(|| {
-            Error::bad_input(
-                format!("bind destination {}", b.dst.display()),
-                "an absolute UTF-8 path inside the job",
-            )
-        })?;
+        let dst = b
+            .dst
+            .to_str()
+            .filter(|s| s.starts_with('/'))
+            .ok_or_else(|| {
+                Error::bad_input(
+                    format!("bind destination {}", b.dst.display()),
+                    "an absolute UTF-8 path inside the job",
+                )
+            })?;
         let serial = format!("reprobox-b{i}");
         let image = dir.join(format!("bind{i}.img"));
-        let headroom = if b.read_only { 0 } else { opts.disk_headroom_mib };
+        let headroom = if b.read_only {
+            0
+        } else {
+            opts.disk_headroom_mib
+        };
         if md.is_dir() {
             disk::make_ext4(&b.src, &image, headroom)?;
         } else {
@@ -477,9 +485,9 @@ impl Vm {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Environment(format!("cannot start {}: {e}", qemu_bin.display()))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Environment(format!("cannot start {}: {e}", qemu_bin.display())))?;
         let spawned = Instant::now();
         drop((con_w, out_w, err_w));
 
@@ -628,10 +636,7 @@ impl Drop for Vm {
     }
 }
 
-fn reader_thread(
-    fd: OwnedFd,
-    f: impl FnOnce(fs::File) + Send + 'static,
-) -> mpsc::Receiver<()> {
+fn reader_thread(fd: OwnedFd, f: impl FnOnce(fs::File) + Send + 'static) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         f(fs::File::from(fd));
@@ -657,6 +662,9 @@ fn copy_live(r: &mut fs::File, w: &mut Sink) {
     }
 }
 
+/// KVM probe results per (qemu, kernel): (KVM works, why).
+type ProbeCache = HashMap<(PathBuf, PathBuf), (bool, String)>;
+
 /// The accelerator to use and why.
 fn resolve_accel(
     want: Accel,
@@ -668,8 +676,7 @@ fn resolve_accel(
         Accel::Tcg => Ok((ResolvedAccel::Tcg, "requested".into())),
         Accel::Kvm => Ok((ResolvedAccel::Kvm, "requested".into())),
         Accel::Auto => {
-            static CACHE: OnceLock<Mutex<HashMap<(PathBuf, PathBuf), (bool, String)>>> =
-                OnceLock::new();
+            static CACHE: OnceLock<Mutex<ProbeCache>> = OnceLock::new();
             let cache = CACHE.get_or_init(Default::default);
             let key = (qemu_bin.to_path_buf(), k.kernel.clone());
             if let Some((ok, why)) = cache

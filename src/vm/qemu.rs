@@ -245,9 +245,15 @@ mod tests {
             .map(|s| s.into_string().unwrap())
             .collect();
         let joined = a.join(" ");
-        assert!(joined.starts_with("-M microvm -accel tcg -nodefaults"), "{joined}");
+        assert!(
+            joined.starts_with("-M microvm -accel tcg -nodefaults"),
+            "{joined}"
+        );
         assert!(a.contains(&"-no-reboot".to_owned()));
-        assert!(joined.contains("-rtc base=2026-03-31T00:00:00,clock=vm"), "{joined}");
+        assert!(
+            joined.contains("-rtc base=2026-03-31T00:00:00,clock=vm"),
+            "{joined}"
+        );
         assert!(joined.contains("restrict=on"), "{joined}");
         assert!(
             joined.contains("guestfwd=tcp:10.0.2.100:8080-cmd:/usr/bin/busybox nc 127.0.0.1 4242"),
