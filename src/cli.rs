@@ -37,4 +37,6 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
+    /// Compare two environment locks: which packages differ (exit 1 when any).
+    Drift(cmd::drift::Args),
 }
