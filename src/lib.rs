@@ -13,6 +13,7 @@ pub mod plan;
 pub mod report;
 pub mod sandbox;
 pub mod verify;
+pub mod vm;
 pub mod world;
 
 pub use error::{Error, Result};

@@ -1,0 +1,195 @@
+//! Disk images for the guest, made and read without root privileges and without mounting:
+//! `mke2fs -d DIR` copies a directory tree into a fresh ext4 image, `debugfs -R rdump`
+//! copies one back out. Images are sparse files, so their headroom costs nothing until
+//! the guest writes to it.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::job::RootfsSource;
+
+/// Size of the status disk (guest_protocol.rs): one block is enough.
+pub const STATUS_DISK_BYTES: u64 = 64 * 1024;
+
+/// Bytes and inodes a tree uses (allocated blocks, not apparent sizes), not crossing
+/// into other filesystems.
+fn usage(dir: &Path) -> Result<(u64, u64)> {
+    let mut bytes = 0u64;
+    let mut inodes = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let md = fs::symlink_metadata(&d).ctx("stat", &d)?;
+        bytes += md.blocks() * 512;
+        inodes += 1;
+        if !md.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&d).ctx("read directory", &d)? {
+            let entry = entry.ctx("read directory", &d)?;
+            stack.push(entry.path());
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+/// Make an ext4 image at `image` holding a copy of `src` (a directory) with `headroom_mib`
+/// of free space. No journal: the image lives for one run and is never recovered.
+pub fn make_ext4(src: &Path, image: &Path, headroom_mib: u64) -> Result<()> {
+    let (bytes, inodes) = usage(src)?;
+    // ext4 metadata (inode tables, bitmaps, directories) on top of the data, generously.
+    let size_mib = bytes.div_ceil(1 << 20) * 5 / 4 + inodes / 64 + headroom_mib + 16;
+    let inode_count = (inodes * 2 + 4096).max(size_mib * 16);
+    let file = fs::File::create(image).ctx("create", image)?;
+    file.set_len(size_mib << 20).ctx("resize", image)?;
+    drop(file);
+    let mut cmd = Command::new("mke2fs");
+    cmd.args(["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0"])
+        .args(["-E", "lazy_itable_init=1,nodiscard"])
+        .arg("-N")
+        .arg(inode_count.to_string())
+        .arg("-d")
+        .arg(src)
+        .arg(image)
+        .env("E2FSPROGS_FAKE_TIME", "0");
+    run_tool(cmd, "mke2fs", "e2fsprogs")?;
+    Ok(())
+}
+
+/// Copy the whole tree of an ext4 image into `dest` (an existing directory), dropping the
+/// `lost+found` mke2fs made unless the tree should keep one.
+pub fn extract_ext4(image: &Path, dest: &Path, keep_lost_found: bool) -> Result<()> {
+    let mut req = OsString::from("rdump / ");
+    req.push(dest.as_os_str());
+    let mut cmd = Command::new("debugfs");
+    cmd.arg("-R").arg(req).arg(image);
+    let out = run_tool(cmd, "debugfs", "e2fsprogs")?;
+    // debugfs reports per-file failures on stderr but still exits 0.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(line) = stderr
+        .lines()
+        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+    {
+        return Err(Error::Sandbox(format!(
+            "copying the guest's outputs out of {}: {line}",
+            image.display()
+        )));
+    }
+    if !keep_lost_found {
+        let lf = dest.join("lost+found");
+        if lf.is_dir() {
+            fs::remove_dir(&lf).ctx("remove", &lf)?;
+        }
+    }
+    Ok(())
+}
+
+/// A zero-filled raw image of `bytes`.
+pub fn make_raw(image: &Path, bytes: u64) -> Result<()> {
+    let file = fs::File::create(image).ctx("create", image)?;
+    file.set_len(bytes).ctx("resize", image)?;
+    Ok(())
+}
+
+fn run_tool(mut cmd: Command, tool: &str, package: &str) -> Result<std::process::Output> {
+    let out = cmd.output().map_err(|e| {
+        Error::Environment(format!(
+            "cannot run {tool}: {e} (the microVM backend needs {package}: apt-get install {package})"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Error::Sandbox(format!(
+            "{tool} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// The root filesystem as a directory: a `Dir` source is used as is, an `Archive` is
+/// unpacked (tar, tar.gz, tar.zst) into a fresh directory under `scratch`.
+pub fn rootfs_dir(source: &RootfsSource, scratch: &Path) -> Result<PathBuf> {
+    match source {
+        RootfsSource::Dir(d) => {
+            let md = fs::metadata(d).ctx("stat", d)?;
+            if !md.is_dir() {
+                return Err(Error::bad_input(
+                    d.display().to_string(),
+                    "the job's root filesystem must be a directory",
+                ));
+            }
+            Ok(d.clone())
+        }
+        RootfsSource::Archive(a) => {
+            let dest = scratch.join("rootfs");
+            fs::create_dir(&dest).ctx("create", &dest)?;
+            unpack(a, &dest)?;
+            Ok(dest)
+        }
+    }
+}
+
+fn unpack(archive: &Path, dest: &Path) -> Result<()> {
+    let mut f = fs::File::open(archive).ctx("open", archive)?;
+    let mut magic = [0u8; 4];
+    let n = std::io::Read::read(&mut f, &mut magic).ctx("read", archive)?;
+    let f = fs::File::open(archive).ctx("open", archive)?;
+    let reader: Box<dyn std::io::Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::Decoder::new(f).ctx("read", archive)?)
+    } else {
+        Box::new(f)
+    };
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_preserve_mtime(true);
+    ar.set_unpack_xattrs(true);
+    // tar::Archive::unpack refuses entries that would land outside `dest`.
+    ar.unpack(dest).map_err(|e| {
+        Error::bad_input(
+            archive.display().to_string(),
+            format!("cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ext4_round_trip_without_mounting() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("a"), b"hello").unwrap();
+        fs::write(src.join("sub/b"), vec![7u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink("a", src.join("link")).unwrap();
+        let img = d.path().join("img");
+        make_ext4(&src, &img, 8).unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        extract_ext4(&img, &out, false).unwrap();
+        assert_eq!(fs::read(out.join("a")).unwrap(), b"hello");
+        assert_eq!(fs::read(out.join("sub/b")).unwrap(), vec![7u8; 100_000]);
+        assert_eq!(fs::read_link(out.join("link")).unwrap(), Path::new("a"));
+        assert!(!out.join("lost+found").exists());
+    }
+
+    #[test]
+    fn rootfs_archive_must_be_a_tar() {
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join("bad.tar");
+        fs::write(&bad, vec![b'x'; 2048]).unwrap();
+        let scratch = d.path().join("s");
+        fs::create_dir(&scratch).unwrap();
+        let err = rootfs_dir(&RootfsSource::Archive(bad), &scratch).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+}
