@@ -16,6 +16,12 @@ use reprobox::world::{self, WorldManifest, WorldServers};
 fn world() -> &'static (PathBuf, WorldManifest) {
     static W: OnceLock<(PathBuf, WorldManifest)> = OnceLock::new();
     W.get_or_init(|| {
+        // A world someone already built (for example with `reprobox world build DIR`).
+        if let Some(dir) = std::env::var_os("REPROBOX_TEST_WORLD") {
+            let dir = PathBuf::from(dir);
+            let m = world::load(&dir).unwrap_or_else(|e| panic!("REPROBOX_TEST_WORLD: {e}"));
+            return (dir, m);
+        }
         let cache = PathBuf::from(std::env::var("REPROBOX_TEST_CACHE").unwrap_or("/var/cache/reprobox-tests".into()));
         std::fs::create_dir_all(&cache).unwrap();
         let lock = std::fs::File::create(cache.join(".world-e2e.lock")).unwrap();

@@ -390,7 +390,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     if env_lock.is_none() {
         env_lock = Some(EnvLock::record(&root, Some(&plan.snapshot), &[])?);
     }
-    let env_lock = env_lock.expect("recorded above");
+    let mut env_lock = env_lock.expect("recorded above");
 
     // 4. Checks.
     let out_dir = workspace.join(&plan.artifacts.dir);
@@ -517,7 +517,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         ));
     }
 
-    // 5. Environment drift against the snapshot day.
+    // 5. The environment lock completed from the day's repository databases (a package the
+    //    rollback did not need to download was not served, but the day's database pins it),
+    //    and the drift against the snapshot day.
     let mut drift: Vec<Drift> = Vec::new();
     let archive_url = plan
         .locations
@@ -525,7 +527,16 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         .map(|l| l.url.clone())
         .unwrap_or_default();
     let archive = crate::inputs::archive::Archive::new(&archive_url, &fetcher);
-    for p in &env_lock.packages {
+    let env_day = o.env_day.clone().unwrap_or_else(|| plan.snapshot.clone());
+    for p in &mut env_lock.packages {
+        if p.sha256.is_none()
+            && let Ok(r) = archive.resolve(&env_day, &p.name)
+            && r.version == p.version
+        {
+            p.sha256 = Some(r.sha256);
+            p.repo = Some(r.repo);
+            p.day = Some(r.day);
+        }
         match archive.resolve(&plan.snapshot, &p.name) {
             Ok(r) if r.version != p.version => drift.push(Drift {
                 name: p.name.clone(),
