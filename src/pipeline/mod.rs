@@ -167,6 +167,47 @@ fn read_local_image(path: &Path) -> Result<LocalImage> {
     })
 }
 
+/// diffoscope on the two rootfs tarballs, when it is installed: its text and JSON output
+/// are kept in the output directory (file names returned).
+fn run_diffoscope(
+    published: &Path,
+    rebuilt: &Path,
+    out: &Path,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let Some(bin) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("diffoscope"))
+            .find(|p| p.is_file())
+    }) else {
+        notes.push("diffoscope is not installed: only reprobox's native file diff was made".into());
+        return Vec::new();
+    };
+    let status = std::process::Command::new(bin)
+        .arg("--text")
+        .arg(out.join("diffoscope.txt"))
+        .arg("--json")
+        .arg(out.join("diffoscope.json"))
+        .arg(published)
+        .arg(rebuilt)
+        .stdout(std::process::Stdio::null())
+        .status();
+    match status {
+        // diffoscope: 0 same, 1 different, 2 error.
+        Ok(s) if matches!(s.code(), Some(0 | 1)) => {
+            vec!["diffoscope.txt".into(), "diffoscope.json".into()]
+        }
+        Ok(s) => {
+            notes.push(format!("diffoscope failed ({s})"));
+            Vec::new()
+        }
+        Err(e) => {
+            notes.push(format!("diffoscope could not run: {e}"));
+            Vec::new()
+        }
+    }
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp-reprobox");
     std::fs::write(&tmp, bytes).ctx("write", &tmp)?;
@@ -397,6 +438,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let rootfs = out_dir.join(&plan.artifacts.rootfs);
     let mut checks = Vec::new();
     let mut file_diffs = Vec::new();
+    let mut external_diffs = Vec::new();
     let mut late = Vec::new();
     if let Some(s) = &failed_step {
         notes.push(format!("step {s} failed: the build did not complete"));
@@ -434,6 +476,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                 let a = crate::verify::tarindex::read_index(&blob.path)?;
                 let b = crate::verify::tarindex::read_index(&rootfs)?;
                 file_diffs = crate::verify::tardiff::diff(&a, &b);
+                external_diffs.extend(run_diffoscope(&blob.path, &rootfs, &o.out, &mut notes));
                 if file_diffs.is_empty() {
                     notes.push("the two rootfs tarballs hold the same files with the same metadata: the bytes differ in tar layout or compression".into());
                 }
@@ -574,7 +617,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         environment_drift: drift,
         late_timestamps: late,
         steps: records,
-        external_diffs: Vec::new(),
+        external_diffs,
         notes,
     };
 

@@ -173,6 +173,19 @@ impl Report {
             }
             let _ = writeln!(o, "    {}", c.evidence);
         }
+        if !self.steps.is_empty() {
+            let _ = writeln!(o, "\nsteps");
+            for st in &self.steps {
+                let opt = if st.optional { " (optional)" } else { "" };
+                let _ = writeln!(
+                    o,
+                    "  {:<24} exit {}{opt}, {:.1} s",
+                    st.name,
+                    st.exit_code,
+                    st.wall_time_ms as f64 / 1000.0
+                );
+            }
+        }
         if !self.environment_drift.is_empty() {
             let _ = writeln!(
                 o,
