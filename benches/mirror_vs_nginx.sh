@@ -12,6 +12,7 @@ command -v wrk >/dev/null || { echo "needs wrk (Debian wrk)" >&2; exit 3; }
 cargo build --release --quiet
 bin=$PWD/target/release/reprobox
 work=$(mktemp -d)
+chmod 755 "$work" # nginx workers must be able to read the tree
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
@@ -40,6 +41,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 np=$(port)
 mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<NGINX
+user root;
 worker_processes auto;
 daemon off;
 pid $work/nginx/nginx.pid;
@@ -63,14 +65,20 @@ pids+=($!)
 
 # The mirror: fill the store once (online, from the file:// tree), then measure hits.
 mp=$(port)
-"$bin" mirror --store "$work/store" --archive "file://$tree" --listen "127.0.0.1:$mp" --lock-out "$work/mirror.lock" >"$work/mirror.out" &
+"$bin" mirror --store "$work/store" --archive "file://$tree" --listen "127.0.0.1:$mp" --lock-out "$work/mirror.lock" >"$work/mirror.out" 2>"$work/mirror.err" &
 pids+=($!)
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$np${paths[0]}" -o /dev/null && curl -fs "http://127.0.0.1:$mp${paths[0]}" -o /dev/null && break; sleep 0.1; done
 for p in "${paths[@]}"; do
   cmp <(curl -fs "http://127.0.0.1:$mp$p") "$tree$p" || { echo "mirror served wrong bytes for $p" >&2; exit 1; }
+  cmp <(curl -fs "http://127.0.0.1:$np$p") "$tree$p" || { echo "nginx served wrong bytes for $p" >&2; exit 1; }
 done
 
-run() { wrk -t2 -c8 -d"${secs}s" -s "$lua" "$1" | tee /dev/stderr | awk '/Requests\/sec/ { print $2 }'; }
+run() {
+  wrk -t2 -c8 -d"${secs}s" -s "$lua" "$1" >"$work/wrk.out"
+  cat "$work/wrk.out" >&2
+  if grep -q "Non-2xx" "$work/wrk.out"; then echo "error responses: the measurement is void" >&2; exit 1; fi
+  awk '/Requests\/sec/ { print $2 }' "$work/wrk.out"
+}
 echo "== nginx" >&2
 n1=$(run "http://127.0.0.1:$np")
 echo "== reprobox mirror" >&2

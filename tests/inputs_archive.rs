@@ -399,3 +399,20 @@ fn two_processes_fetching_the_same_blobs_store_each_once() {
     assert_eq!(count_files(&sd.path().join("tmp")), 0);
     assert_eq!(store.verify().unwrap().corrupt.len(), 0);
 }
+
+#[test]
+fn without_expected_hash_or_validator_a_cut_download_restarts_from_zero() {
+    // No sha256 to check against and no ETag/Last-Modified to send as If-Range: resuming could
+    // splice two versions of the resource, so every attempt starts over.
+    let body = noise(1 << 20, 3);
+    let srv = CutServer::start(body.clone(), 2, 300_000);
+    let sd = tempfile::tempdir().unwrap();
+    let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
+        .with_progress(false)
+        .with_retries(3, Duration::from_millis(10));
+    let b = f
+        .fetch(&format!("http://127.0.0.1:{}/db", srv.port), None)
+        .unwrap();
+    assert_eq!(b.sha256, sha256(&body));
+    assert_eq!(srv.ranges.lock().unwrap().clone(), vec![None, None, None]);
+}

@@ -200,6 +200,12 @@ impl Fetcher {
             .ctx("open", &partial)?;
         fs2::FileExt::lock_exclusive(&file).ctx("lock", &partial)?;
 
+        // Without an expected hash nothing would catch a partial file from an older version of
+        // the resource: start fresh, and within this call resume only with `If-Range`.
+        if expected.is_none() {
+            file.set_len(0).ctx("truncate", &partial)?;
+        }
+        let mut validator: Option<String> = None;
         let mut last_err = String::new();
         let mut done = false;
         let mut delay = self.backoff;
@@ -216,6 +222,13 @@ impl Fetcher {
             let mut req = self.agent.get(url).header("Accept-Encoding", "identity");
             if have > 0 {
                 req = req.header("Range", format!("bytes={have}-"));
+                if let Some(v) = &validator {
+                    req = req.header("If-Range", v.as_str());
+                } else if expected.is_none() {
+                    // Nothing to tie the resumed bytes to the first ones: start over.
+                    file.set_len(0).ctx("truncate", &partial)?;
+                    req = self.agent.get(url).header("Accept-Encoding", "identity");
+                }
             }
             let resp = match req.call() {
                 Ok(r) => r,
@@ -235,6 +248,16 @@ impl Fetcher {
                 .get("content-length")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
+            let header = |n: &str| {
+                resp.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            // A strong ETag, else Last-Modified, identifies this version of the resource.
+            validator = header("etag")
+                .filter(|e| !e.starts_with("W/"))
+                .or_else(|| header("last-modified"));
             let start = match status {
                 200 => 0,
                 206 if content_range
