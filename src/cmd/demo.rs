@@ -55,6 +55,7 @@ pub fn execute(a: Args) -> Result<i32> {
         out: out.clone(),
         progress: true,
         timeout: None,
+        keep_work: false,
     };
     let outcome = pipeline::reproduce(&plan, store, &opts)?;
     drop(servers);

@@ -45,6 +45,9 @@ pub struct Args {
     /// Kill any one command of the build after SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Keep the work directory (the environment root and the workspace) for inspection.
+    #[arg(long)]
+    pub keep_work: bool,
     /// Print only the report (JSON) on stdout; the build's own output goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +99,7 @@ pub fn execute(a: Args) -> Result<i32> {
         out: out.clone(),
         progress: !a.json || std::io::stderr().is_terminal(),
         timeout: a.timeout.map(std::time::Duration::from_secs),
+        keep_work: a.keep_work,
     };
     let outcome = {
         let _redirect = if a.json {

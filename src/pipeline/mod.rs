@@ -38,6 +38,8 @@ pub struct Options {
     /// Progress lines on stderr.
     pub progress: bool,
     pub timeout: Option<std::time::Duration>,
+    /// Keep the work directory (environment root and workspace) instead of removing it.
+    pub keep_work: bool,
 }
 
 /// What a reproduction produced.
@@ -663,7 +665,12 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             .expect("plain JSON")
             .as_bytes(),
     )?;
-    drop(work);
+    if o.keep_work {
+        let kept = work.keep();
+        say(o, &format!("work directory kept: {} (env root: {})", kept.display(), root.display()));
+    } else {
+        drop(work);
+    }
     let exit_code = report.verdict.exit_code();
     Ok(Outcome { report, exit_code })
 }
