@@ -9,12 +9,26 @@ use std::sync::OnceLock;
 
 use reprobox::world::{self, WorldManifest};
 
+static CLEANUP: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Removes the test world when the test process exits (the harness exits after all tests).
+extern "C" fn remove_world() {
+    if let Ok(mut g) = CLEANUP.lock()
+        && let Some(d) = g.take()
+    {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// One world per test process, built once (about two minutes with a warm Debian root); a
 /// failed build is reported by every test that needs it, not retried.
 fn shared() -> &'static (PathBuf, WorldManifest) {
     static W: OnceLock<Result<(PathBuf, WorldManifest), String>> = OnceLock::new();
     let w = W.get_or_init(|| {
         let dir = tempfile::Builder::new().prefix("reprobox-world-test-").tempdir().unwrap().keep();
+        *CLEANUP.lock().unwrap() = Some(dir.clone());
+        // SAFETY: registers a plain extern "C" function; it runs once at process exit.
+        unsafe { libc::atexit(remove_world) };
         world::build(&dir).map(|m| (dir, m)).map_err(|e| e.to_string())
     });
     match w {
@@ -150,6 +164,10 @@ fn published_rootfs_is_deterministic_and_the_later_environment_drifts() {
     let a = world::publish::build_rootfs(dir, "2026.04.01", "2026/03/30", &m.git.source_revision, &work.path().join("a")).unwrap();
     assert!(a.env_packages.contains(&"devtools 1.0-1".to_string()), "{:?}", a.env_packages);
     assert_eq!(a.sha256, m.rootfs.sha256, "a rebuild with the environment of the snapshot day differs");
+    // …and the image built from it has the published config digest (podman --timestamp).
+    let cfg = world::registry::write_config(&work.path().join("reg.yml"), &dir.join("registry"), "127.0.0.1:7879").unwrap();
+    let id = world::publish::build_image(&a, &cfg, &m.verify_image_ref, false).unwrap();
+    assert_eq!(id, m.image.config_digest, "the rebuilt image differs from the published one");
 
     // The environment of the later day drifts the rootfs: its extra.conf stops man pages.
     let b = world::publish::build_rootfs(dir, "2026.03.01", "2026/04/15", &m.git.source_revision, &work.path().join("b")).unwrap();

@@ -181,7 +181,14 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
         eprintln!("world: building the published rootfs and image of {VERSION} (upstream's CI flow, outside reprobox)");
         let b = publish::build_rootfs(dir, ISOS[0].0, SNAPSHOT, &main, &work.join("publish"))?;
         let cfg = registry::write_config(&work.join("registry-build.yml"), &storage, env_rootfs::REGISTRY_ADDR)?;
-        publish::build_image(&b, &cfg, &verify_ref)?;
+        let id = publish::build_image(&b, &cfg, &verify_ref, true)?;
+        let pushed = registry::read_image(&storage, registry::IMAGE_REPO, &format!("repro-{VERSION}"))?;
+        if pushed.config_digest != id {
+            return Err(Error::Environment(format!(
+                "world: the registry holds config {} but podman built {id}",
+                pushed.config_digest
+            )));
+        }
         env_rootfs::remove_tree(&pubdir)?;
         std::fs::create_dir_all(&pubdir).ctx("create directory", &pubdir)?;
         std::fs::copy(b.output.join("repro.tar.zst"), pubdir.join(&rootfs_name)).ctx("copy", &pubdir)?;
