@@ -41,18 +41,40 @@ pub fn execute(args: Args) -> Result<i32> {
             let m = world::build(&dir)?;
             println!("world {} built in {}", m.version, dir.display());
             println!("  rootfs sha256  {}", m.rootfs.sha256);
-            println!("  image          {}:{} config {} manifest {}", m.image.repository, m.image.tag, m.image.config_digest, m.image.manifest_digest);
-            println!("  source         {} (tag {} at {})", m.git.source_revision, m.git.tag, m.git.tag_commit);
+            println!(
+                "  image          {}:{} config {} manifest {}",
+                m.image.repository, m.image.tag, m.image.config_digest, m.image.manifest_digest
+            );
+            println!(
+                "  source         {} (tag {} at {})",
+                m.git.source_revision, m.git.tag, m.git.tag_commit
+            );
             Ok(0)
         }
-        Action::Serve { dir, archive_port, registry_port } => {
+        Action::Serve {
+            dir,
+            archive_port,
+            registry_port,
+        } => {
             // Block SIGINT/SIGTERM before any server thread exists, so every thread inherits
             // the mask and the signal reaches sigwait below (servers then stop via Drop).
             let set = block_interrupts()?;
-            let servers = world::serve(&dir, world::Ports { archive: archive_port, registry: registry_port })?;
-            println!("# test world {} served on loopback; stop with Ctrl-C", dir.display());
+            let servers = world::serve(
+                &dir,
+                world::Ports {
+                    archive: archive_port,
+                    registry: registry_port,
+                },
+            )?;
+            println!(
+                "# test world {} served on loopback; stop with Ctrl-C",
+                dir.display()
+            );
             print!("{}", servers.exports());
-            println!("# or: reprobox <cmd> --profile test-world {}", servers.location_flags());
+            println!(
+                "# or: reprobox <cmd> --profile test-world {}",
+                servers.location_flags()
+            );
             use std::io::Write;
             let _ = std::io::stdout().flush();
             wait_for(set);
@@ -71,7 +93,9 @@ fn block_interrupts() -> Result<libc::sigset_t> {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(crate::error::Error::Environment("world serve: cannot block SIGINT".into()));
+            return Err(crate::error::Error::Environment(
+                "world serve: cannot block SIGINT".into(),
+            ));
         }
         Ok(set)
     }

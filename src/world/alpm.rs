@@ -13,15 +13,27 @@ use crate::error::{IoContext, Result};
 /// One entry of a package's file tree (paths relative, without a leading `/`).
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 impl Entry {
     fn path(&self) -> &str {
         match self {
-            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
+                path
+            }
         }
     }
 }
@@ -57,12 +69,25 @@ impl PkgSpec {
                     acc.push('/');
                 }
                 acc.push_str(part);
-                out.entry(acc.clone()).or_insert(Entry::Dir { path: acc.clone(), mode: 0o755 });
+                out.entry(acc.clone()).or_insert(Entry::Dir {
+                    path: acc.clone(),
+                    mode: 0o755,
+                });
             }
             let e = match e.clone() {
-                Entry::Dir { mode, .. } => Entry::Dir { path: p.clone(), mode },
-                Entry::File { mode, data, .. } => Entry::File { path: p.clone(), mode, data },
-                Entry::Symlink { target, .. } => Entry::Symlink { path: p.clone(), target },
+                Entry::Dir { mode, .. } => Entry::Dir {
+                    path: p.clone(),
+                    mode,
+                },
+                Entry::File { mode, data, .. } => Entry::File {
+                    path: p.clone(),
+                    mode,
+                    data,
+                },
+                Entry::Symlink { target, .. } => Entry::Symlink {
+                    path: p.clone(),
+                    target,
+                },
             };
             out.insert(p, e);
         }
@@ -113,7 +138,10 @@ pub fn package_bytes(spec: &PkgSpec) -> Result<Vec<u8>> {
     );
 
     let mut mtree = String::from("#mtree\n/set type=file uid=0 gid=0 mode=644\n");
-    for (name, data) in [(".BUILDINFO", buildinfo.as_bytes()), (".PKGINFO", pkginfo.as_bytes())] {
+    for (name, data) in [
+        (".BUILDINFO", buildinfo.as_bytes()),
+        (".PKGINFO", pkginfo.as_bytes()),
+    ] {
         mtree.push_str(&format!(
             "./{name} time={t}.0 size={} sha256digest={}\n",
             data.len(),
@@ -122,19 +150,24 @@ pub fn package_bytes(spec: &PkgSpec) -> Result<Vec<u8>> {
     }
     for e in &entries {
         match e {
-            Entry::Dir { path, mode } => mtree.push_str(&format!("./{path} time={t}.0 mode={mode:o} type=dir\n")),
+            Entry::Dir { path, mode } => {
+                mtree.push_str(&format!("./{path} time={t}.0 mode={mode:o} type=dir\n"))
+            }
             Entry::File { path, mode, data } => mtree.push_str(&format!(
                 "./{path} time={t}.0 mode={mode:o} size={} sha256digest={}\n",
                 data.len(),
                 sha256_hex(data)
             )),
-            Entry::Symlink { path, target } => {
-                mtree.push_str(&format!("./{path} time={t}.0 mode=777 type=link link={target}\n"))
-            }
+            Entry::Symlink { path, target } => mtree.push_str(&format!(
+                "./{path} time={t}.0 mode=777 type=link link={target}\n"
+            )),
         }
     }
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
-    gz.write_all(mtree.as_bytes()).ctx("gzip .MTREE", &spec.name)?;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(mtree.as_bytes())
+        .ctx("gzip .MTREE", &spec.name)?;
     let mtree_gz = gz.finish().ctx("gzip .MTREE", &spec.name)?;
 
     let mut b = tar::Builder::new(Vec::new());
@@ -163,15 +196,18 @@ pub fn package_bytes(spec: &PkgSpec) -> Result<Vec<u8>> {
         match e {
             Entry::Dir { path, mode } => {
                 let mut h = header(*mode, tar::EntryType::Directory, 0);
-                b.append_data(&mut h, format!("{path}/"), std::io::empty()).ctx("write package", &name)?;
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .ctx("write package", &name)?;
             }
             Entry::File { path, mode, data } => {
                 let mut h = header(*mode, tar::EntryType::Regular, data.len() as u64);
-                b.append_data(&mut h, path, &data[..]).ctx("write package", &name)?;
+                b.append_data(&mut h, path, &data[..])
+                    .ctx("write package", &name)?;
             }
             Entry::Symlink { path, target } => {
                 let mut h = header(0o777, tar::EntryType::Symlink, 0);
-                b.append_link(&mut h, path, target).ctx("write package", &name)?;
+                b.append_link(&mut h, path, target)
+                    .ctx("write package", &name)?;
             }
         }
     }
@@ -187,7 +223,10 @@ pub fn build_package(spec: &PkgSpec, dir: &Path) -> Result<BuiltPkg> {
     let tmp = dir.join(format!(".{}.tmp", spec.file_name()));
     std::fs::write(&tmp, &bytes).ctx("write", &tmp)?;
     std::fs::rename(&tmp, &path).ctx("rename", &path)?;
-    Ok(BuiltPkg { path, sha256: sha256_hex(&bytes) })
+    Ok(BuiltPkg {
+        path,
+        sha256: sha256_hex(&bytes),
+    })
 }
 
 #[cfg(test)]
@@ -203,8 +242,15 @@ mod tests {
             depends: vec!["filesystem".into()],
             builddate: 1_774_915_200,
             entries: vec![
-                Entry::File { path: "usr/share/hello/a.txt".into(), mode: 0o644, data: b"hi\n".to_vec() },
-                Entry::Symlink { path: "usr/share/hello/b".into(), target: "a.txt".into() },
+                Entry::File {
+                    path: "usr/share/hello/a.txt".into(),
+                    mode: 0o644,
+                    data: b"hi\n".to_vec(),
+                },
+                Entry::Symlink {
+                    path: "usr/share/hello/b".into(),
+                    target: "a.txt".into(),
+                },
             ],
         }
     }
@@ -234,20 +280,41 @@ mod tests {
         // Parent directories are added.
         assert!(names.contains(&"usr/share/hello/"), "{names:?}");
         let pkginfo = String::from_utf8(m[2].1.clone()).unwrap();
-        for l in ["pkgname = hello\n", "pkgver = 1.0-1\n", "arch = any\n", "depend = filesystem\n", "size = 3\n", "builddate = 1774915200\n"] {
+        for l in [
+            "pkgname = hello\n",
+            "pkgver = 1.0-1\n",
+            "arch = any\n",
+            "depend = filesystem\n",
+            "size = 3\n",
+            "builddate = 1774915200\n",
+        ] {
             assert!(pkginfo.contains(l), "{pkginfo}");
         }
         let mut mtree = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&m[1].1[..]), &mut mtree).unwrap();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&m[1].1[..]), &mut mtree)
+            .unwrap();
         assert!(mtree.starts_with("#mtree\n"));
-        assert!(mtree.contains(&format!("./usr/share/hello/a.txt time=1774915200.0 mode=644 size=3 sha256digest={}\n", sha256_hex(b"hi\n"))), "{mtree}");
-        assert!(mtree.contains("./usr/share/hello/b time=1774915200.0 mode=777 type=link link=a.txt\n"), "{mtree}");
+        assert!(
+            mtree.contains(&format!(
+                "./usr/share/hello/a.txt time=1774915200.0 mode=644 size=3 sha256digest={}\n",
+                sha256_hex(b"hi\n")
+            )),
+            "{mtree}"
+        );
+        assert!(
+            mtree.contains("./usr/share/hello/b time=1774915200.0 mode=777 type=link link=a.txt\n"),
+            "{mtree}"
+        );
     }
 
     #[test]
     fn a_changed_file_changes_the_package() {
         let mut s = spec();
-        s.entries[0] = Entry::File { path: "usr/share/hello/a.txt".into(), mode: 0o644, data: b"ho\n".to_vec() };
+        s.entries[0] = Entry::File {
+            path: "usr/share/hello/a.txt".into(),
+            mode: 0o644,
+            data: b"ho\n".to_vec(),
+        };
         assert_ne!(package_bytes(&s).unwrap(), package_bytes(&spec()).unwrap());
         assert_eq!(s.file_name(), "hello-1.0-1-any.pkg.tar.zst");
     }

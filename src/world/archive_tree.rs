@@ -57,7 +57,12 @@ pub fn build_packages(archive: &Path, placed: &[Placed]) -> Result<Vec<(PkgRecor
 }
 
 /// Lays out `repos/<day>/<repo>/os/x86_64/` for every day and runs `repo-add` there.
-pub fn build_repos(archive: &Path, placed: &[Placed], built: &[(PkgRecord, PathBuf)], debian: &Path) -> Result<()> {
+pub fn build_repos(
+    archive: &Path,
+    placed: &[Placed],
+    built: &[(PkgRecord, PathBuf)],
+    debian: &Path,
+) -> Result<()> {
     for day in DAYS {
         let mut by_repo: BTreeMap<&str, Vec<&PathBuf>> = BTreeMap::new();
         by_repo.insert("core", vec![]);

@@ -35,19 +35,52 @@ pub struct Placed {
 }
 
 fn dir(p: &str, mode: u32) -> Entry {
-    Entry::Dir { path: p.into(), mode }
+    Entry::Dir {
+        path: p.into(),
+        mode,
+    }
 }
 fn file(p: &str, mode: u32, data: impl Into<Vec<u8>>) -> Entry {
-    Entry::File { path: p.into(), mode, data: data.into() }
+    Entry::File {
+        path: p.into(),
+        mode,
+        data: data.into(),
+    }
 }
 fn link(p: &str, t: &str) -> Entry {
-    Entry::Symlink { path: p.into(), target: t.into() }
+    Entry::Symlink {
+        path: p.into(),
+        target: t.into(),
+    }
 }
 
 /// The busybox applets the image and the verify stage use.
 pub const APPLETS: &[&str] = &[
-    "sh", "bash", "ash", "sed", "ls", "cat", "cp", "mv", "rm", "mkdir", "echo", "env", "true", "false",
-    "sha256sum", "tar", "grep", "touch", "chmod", "ln", "id", "uname", "head", "tail", "wc",
+    "sh",
+    "bash",
+    "ash",
+    "sed",
+    "ls",
+    "cat",
+    "cp",
+    "mv",
+    "rm",
+    "mkdir",
+    "echo",
+    "env",
+    "true",
+    "false",
+    "sha256sum",
+    "tar",
+    "grep",
+    "touch",
+    "chmod",
+    "ln",
+    "id",
+    "uname",
+    "head",
+    "tail",
+    "wc",
 ];
 
 const OS_RELEASE: &str = "NAME=\"Arch Linux\"\nPRETTY_NAME=\"Arch Linux\"\nID=arch\nBUILD_ID=rolling\nANSI_COLOR=\"38;2;23;147;209\"\nHOME_URL=\"https://archlinux.org/\"\nDOCUMENTATION_URL=\"https://wiki.archlinux.org/\"\nLOGO=archlinux-logo\n";
@@ -91,17 +124,37 @@ pub fn packages(busybox: &Path) -> Result<Vec<Placed>> {
             dir("var/tmp", 0o1777),
             dir("etc/pacman.d", 0o755),
             file("etc/os-release", 0o644, OS_RELEASE),
-            file("etc/passwd", 0o644, "root:x:0:0::/root:/usr/bin/bash\nnobody:x:65534:65534:Kernel Overflow User:/:/usr/bin/nologin\n"),
+            file(
+                "etc/passwd",
+                0o644,
+                "root:x:0:0::/root:/usr/bin/bash\nnobody:x:65534:65534:Kernel Overflow User:/:/usr/bin/nologin\n",
+            ),
             file("etc/group", 0o644, "root:x:0:root\nnobody:x:65534:\n"),
-            file("etc/shadow", 0o600, "root::14871::::::\nnobody:!*:14871::::::\n"),
+            file(
+                "etc/shadow",
+                0o600,
+                "root::14871::::::\nnobody:!*:14871::::::\n",
+            ),
             file("etc/hostname", 0o644, ""),
-            file("etc/profile", 0o644, "export PATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n"),
+            file(
+                "etc/profile",
+                0o644,
+                "export PATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n",
+            ),
         ],
     };
     let mut bb_entries = vec![
         file("usr/bin/busybox", 0o755, bb),
-        file("usr/share/doc/busybox/README", 0o644, "BusyBox (Debian's busybox-static binary, repackaged for the reprobox test world).\n"),
-        file("usr/share/man/man1/busybox.1", 0o644, ".TH BUSYBOX 1\n.SH NAME\nbusybox \\- the Swiss Army Knife of Embedded Linux\n"),
+        file(
+            "usr/share/doc/busybox/README",
+            0o644,
+            "BusyBox (Debian's busybox-static binary, repackaged for the reprobox test world).\n",
+        ),
+        file(
+            "usr/share/man/man1/busybox.1",
+            0o644,
+            ".TH BUSYBOX 1\n.SH NAME\nbusybox \\- the Swiss Army Knife of Embedded Linux\n",
+        ),
     ];
     for a in APPLETS {
         bb_entries.push(link(&format!("usr/bin/{a}"), "busybox"));
@@ -119,11 +172,16 @@ pub fn packages(busybox: &Path) -> Result<Vec<Placed>> {
         name: "glibc".into(),
         version: "2.41-1".into(),
         arch: "x86_64".into(),
-        desc: "ldconfig shim standing in for glibc (test world; the image is static busybox)".into(),
+        desc: "ldconfig shim standing in for glibc (test world; the image is static busybox)"
+            .into(),
         depends: vec!["filesystem".into()],
         builddate: T_CONTENT,
         entries: vec![
-            file("usr/bin/ldconfig", 0o755, "#!/bin/sh\n# test world: no dynamic libraries; leave the cache file ldconfig would write\nmkdir -p /var/cache/ldconfig && : > /var/cache/ldconfig/aux-cache\n"),
+            file(
+                "usr/bin/ldconfig",
+                0o755,
+                "#!/bin/sh\n# test world: no dynamic libraries; leave the cache file ldconfig would write\nmkdir -p /var/cache/ldconfig && : > /var/cache/ldconfig/aux-cache\n",
+            ),
             dir("var/cache/ldconfig", 0o755),
         ],
     };
@@ -143,15 +201,61 @@ pub fn packages(busybox: &Path) -> Result<Vec<Placed>> {
         desc: "Tools for Arch Linux package maintainers (test world: pacman.conf.d only)".into(),
         depends: vec![],
         builddate: t,
-        entries: vec![file("usr/share/devtools/pacman.conf.d/extra.conf", 0o644, conf)],
+        entries: vec![file(
+            "usr/share/devtools/pacman.conf.d/extra.conf",
+            0o644,
+            conf,
+        )],
     };
     Ok(vec![
-        Placed { spec: filesystem, repo: "core", days: both.clone(), isos: vec![], env: false },
-        Placed { spec: busybox_pkg, repo: "core", days: both.clone(), isos: vec![], env: false },
-        Placed { spec: glibc, repo: "core", days: both.clone(), isos: vec![], env: false },
-        Placed { spec: base, repo: "core", days: both, isos: vec![], env: false },
-        Placed { spec: devtools("1.0-1", T_DEVTOOLS_1, EXTRA_CONF_OLD), repo: "extra", days: vec!["2026/03/30"], isos: vec!["2026.03.01"], env: true },
-        Placed { spec: devtools("1.0.1-1", T_DEVTOOLS_101, EXTRA_CONF_NEW), repo: "extra", days: vec![], isos: vec!["2026.04.01"], env: true },
-        Placed { spec: devtools("1.1-1", T_DEVTOOLS_11, EXTRA_CONF_NEW), repo: "extra", days: vec!["2026/04/15"], isos: vec![], env: true },
+        Placed {
+            spec: filesystem,
+            repo: "core",
+            days: both.clone(),
+            isos: vec![],
+            env: false,
+        },
+        Placed {
+            spec: busybox_pkg,
+            repo: "core",
+            days: both.clone(),
+            isos: vec![],
+            env: false,
+        },
+        Placed {
+            spec: glibc,
+            repo: "core",
+            days: both.clone(),
+            isos: vec![],
+            env: false,
+        },
+        Placed {
+            spec: base,
+            repo: "core",
+            days: both,
+            isos: vec![],
+            env: false,
+        },
+        Placed {
+            spec: devtools("1.0-1", T_DEVTOOLS_1, EXTRA_CONF_OLD),
+            repo: "extra",
+            days: vec!["2026/03/30"],
+            isos: vec!["2026.03.01"],
+            env: true,
+        },
+        Placed {
+            spec: devtools("1.0.1-1", T_DEVTOOLS_101, EXTRA_CONF_NEW),
+            repo: "extra",
+            days: vec![],
+            isos: vec!["2026.04.01"],
+            env: true,
+        },
+        Placed {
+            spec: devtools("1.1-1", T_DEVTOOLS_11, EXTRA_CONF_NEW),
+            repo: "extra",
+            days: vec!["2026/04/15"],
+            isos: vec![],
+            env: true,
+        },
     ])
 }

@@ -26,11 +26,17 @@ pub fn debian_root() -> Result<PathBuf> {
     tools::require("debootstrap", "debootstrap")?;
     let out = tools::output(
         "build the Debian root filesystem (scripts/debian-rootfs.sh)",
-        Command::new("bash").arg("-c").arg(DEBIAN_ROOTFS_SH).arg("debian-rootfs.sh"),
+        Command::new("bash")
+            .arg("-c")
+            .arg(DEBIAN_ROOTFS_SH)
+            .arg("debian-rootfs.sh"),
     )?;
     let p = PathBuf::from(String::from_utf8_lossy(&out).trim());
     if !p.join(".complete").exists() {
-        return Err(Error::Environment(format!("world: {} is not a complete Debian root", p.display())));
+        return Err(Error::Environment(format!(
+            "world: {} is not a complete Debian root",
+            p.display()
+        )));
     }
     Ok(p)
 }
@@ -81,15 +87,48 @@ impl EnvRun {
     pub fn sh(&self, what: &str, script: &str) -> Result<Vec<u8>> {
         let bwrap = tools::require("bwrap", "bubblewrap")?;
         let mut args: Vec<String> = vec![bwrap.display().to_string()];
-        let rootbind = if self.writable_root { "--bind" } else { "--ro-bind" };
+        let rootbind = if self.writable_root {
+            "--bind"
+        } else {
+            "--ro-bind"
+        };
         args.extend([rootbind.into(), self.root.display().to_string(), "/".into()]);
-        args.extend(["--dev-bind", "/dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/dev/shm"].map(String::from));
+        args.extend(
+            [
+                "--dev-bind",
+                "/dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--tmpfs",
+                "/tmp",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/dev/shm",
+            ]
+            .map(String::from),
+        );
         for (h, i) in &self.binds {
             args.extend(["--bind".into(), h.display().to_string(), i.clone()]);
         }
-        args.extend(["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--cap-add", "ALL", "--clearenv"].map(String::from));
+        args.extend(
+            [
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--die-with-parent",
+                "--cap-add",
+                "ALL",
+                "--clearenv",
+            ]
+            .map(String::from),
+        );
         let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
             ("HOME".into(), "/root".into()),
             ("LANG".into(), "C.UTF-8".into()),
             ("TZ".into(), "UTC".into()),
@@ -97,14 +136,24 @@ impl EnvRun {
         if let Some(t) = self.faketime {
             let ts = jiff::Timestamp::from_second(t)
                 .map_err(|e| Error::Environment(format!("world: bad faketime {t}: {e}")))?;
-            env.push(("FAKETIME".into(), format!("@{}", ts.strftime("%Y-%m-%d %H:%M:%S"))));
+            env.push((
+                "FAKETIME".into(),
+                format!("@{}", ts.strftime("%Y-%m-%d %H:%M:%S")),
+            ));
             env.push(("LD_PRELOAD".into(), FAKETIME_LIB.into()));
         }
         env.extend(self.env.iter().cloned());
         for (k, v) in env {
             args.extend(["--setenv".into(), k, v]);
         }
-        args.extend(["--chdir".into(), self.cwd.clone(), "--".into(), "/bin/sh".into(), "-c".into(), script.into()]);
+        args.extend([
+            "--chdir".into(),
+            self.cwd.clone(),
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            script.into(),
+        ]);
 
         if self.services.archive.is_none() && self.services.registry.is_none() {
             let mut cmd = Command::new(&args[0]);
@@ -136,7 +185,20 @@ impl EnvRun {
         pre.push_str("exec \"$@\"");
         let mut cmd = Command::new("unshare");
         // A fresh /proc for the new pid namespace: bwrap reads its own /proc/<pid>/ns.
-        cmd.args(["--net", "--pid", "--mount", "--mount-proc", "--fork", "--kill-child", "--", "/bin/sh", "-c", &pre, "sh"]).args(&args);
+        cmd.args([
+            "--net",
+            "--pid",
+            "--mount",
+            "--mount-proc",
+            "--fork",
+            "--kill-child",
+            "--",
+            "/bin/sh",
+            "-c",
+            &pre,
+            "sh",
+        ])
+        .args(&args);
         tools::output(what, &mut cmd)
     }
 }
@@ -159,7 +221,14 @@ pub const ENV_MIRRORLIST: &str = "## Test world mirrorlist. Roll back to a day w
 
 /// Makes `iso/<iso>/archlinux-bootstrap-<iso>-x86_64.tar.zst` + `sha256sums.txt` from the
 /// Debian root with `env_pkgs` installed by its pacman at `date` (libfaketime).
-pub fn bootstrap_tarball(archive: &Path, iso: &str, debian: &Path, env_pkgs: &[PathBuf], date: i64, work: &Path) -> Result<PathBuf> {
+pub fn bootstrap_tarball(
+    archive: &Path,
+    iso: &str,
+    debian: &Path,
+    env_pkgs: &[PathBuf],
+    date: i64,
+    work: &Path,
+) -> Result<PathBuf> {
     let isodir = archive.join("iso").join(iso);
     let name = format!("archlinux-bootstrap-{iso}-x86_64.tar.zst");
     let out = isodir.join(&name);
@@ -173,11 +242,16 @@ pub fn bootstrap_tarball(archive: &Path, iso: &str, debian: &Path, env_pkgs: &[P
     let root = stage.join("root.x86_64");
     tools::run(
         "copy the Debian root",
-        Command::new("cp").arg("-a").arg("--reflink=auto").arg(debian).arg(&root),
+        Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
+            .arg(debian)
+            .arg(&root),
     )?;
     let _ = std::fs::remove_file(root.join(".complete"));
     std::fs::create_dir_all(root.join("etc/pacman.d")).ctx("create directory", &root)?;
-    std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF).ctx("write", root.join("etc/pacman.conf"))?;
+    std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF)
+        .ctx("write", root.join("etc/pacman.conf"))?;
     std::fs::write(root.join("etc/pacman.d/mirrorlist"), ENV_MIRRORLIST).ctx("write", &root)?;
     std::fs::create_dir_all(root.join("var/lib/pacman")).ctx("create directory", &root)?;
     let pkgdir = stage.join("pkgs");
@@ -192,7 +266,10 @@ pub fn bootstrap_tarball(archive: &Path, iso: &str, debian: &Path, env_pkgs: &[P
     run.faketime = Some(date);
     run.sh(
         &format!("install the environment packages into iso/{iso}"),
-        &format!("pacman -U --noconfirm --logfile /dev/null {} && rm -rf /var/cache/pacman/pkg/*", names.join(" ")),
+        &format!(
+            "pacman -U --noconfirm --logfile /dev/null {} && rm -rf /var/cache/pacman/pkg/*",
+            names.join(" ")
+        ),
     )?;
     std::fs::remove_dir(root.join("mnt")).ok();
     std::fs::create_dir_all(root.join("mnt")).ctx("create directory", &root)?;
@@ -206,7 +283,8 @@ pub fn bootstrap_tarball(archive: &Path, iso: &str, debian: &Path, env_pkgs: &[P
     )?;
     let sha = crate::world::sha256_file(&tmp)?;
     std::fs::rename(&tmp, &out).ctx("rename", &out)?;
-    std::fs::write(isodir.join("sha256sums.txt"), format!("{sha}  {name}\n")).ctx("write", &isodir)?;
+    std::fs::write(isodir.join("sha256sums.txt"), format!("{sha}  {name}\n"))
+        .ctx("write", &isodir)?;
     remove_tree(&stage)?;
     Ok(out)
 }
@@ -217,7 +295,15 @@ pub fn unpack_bootstrap(tarball: &Path, dest: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dest).ctx("create directory", dest)?;
     tools::run(
         "unpack the environment",
-        Command::new("tar").arg("--zstd").arg("--numeric-owner").arg("--xattrs").arg("--acls").arg("-xpf").arg(tarball).arg("-C").arg(dest),
+        Command::new("tar")
+            .arg("--zstd")
+            .arg("--numeric-owner")
+            .arg("--xattrs")
+            .arg("--acls")
+            .arg("-xpf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(dest),
     )?;
     Ok(dest.join("root.x86_64"))
 }

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 
-pub use serve::{serve, Ports, WorldServers};
+pub use serve::{Ports, WorldServers, serve};
 
 /// The world's sample release.
 pub const VERSION: &str = "20260331.0.1";
@@ -130,8 +130,12 @@ pub fn sha256_file(p: &Path) -> Result<String> {
 pub fn load(dir: &Path) -> Result<WorldManifest> {
     let p = dir.join("world.json");
     let text = std::fs::read_to_string(&p).ctx("read", &p)?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::bad_input(p.display().to_string(), format!("not a {SCHEMA} world manifest: {e}")))
+    serde_json::from_str(&text).map_err(|e| {
+        Error::bad_input(
+            p.display().to_string(),
+            format!("not a {SCHEMA} world manifest: {e}"),
+        )
+    })
 }
 
 /// Builds the world in `dir`, reusing every part that exists and is complete.
@@ -142,7 +146,15 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
             "world: building the test world needs root (bwrap with full capabilities, podman, bind mounts)".into(),
         ));
     }
-    for (t, p) in [("bwrap", "bubblewrap"), ("unshare", "util-linux"), ("git", "git"), ("tar", "tar"), ("zstd", "zstd"), ("docker-registry", "docker-registry"), ("debootstrap", "debootstrap")] {
+    for (t, p) in [
+        ("bwrap", "bubblewrap"),
+        ("unshare", "util-linux"),
+        ("git", "git"),
+        ("tar", "tar"),
+        ("zstd", "zstd"),
+        ("docker-registry", "docker-registry"),
+        ("debootstrap", "debootstrap"),
+    ] {
         tools::require(t, p)?;
     }
     let busybox = env_rootfs::busybox()?;
@@ -159,17 +171,42 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
 
     let mut bootstraps = Vec::new();
     for (iso, date) in ISOS {
-        let pkgs: Vec<_> = placed.iter().zip(&built).filter(|(p, _)| p.isos.contains(&iso)).map(|(_, b)| b.1.clone()).collect();
+        let pkgs: Vec<_> = placed
+            .iter()
+            .zip(&built)
+            .filter(|(p, _)| p.isos.contains(&iso))
+            .map(|(_, b)| b.1.clone())
+            .collect();
         let t = env_rootfs::bootstrap_tarball(&archive, iso, &debian, &pkgs, date, &work)?;
         let sums = t.parent().unwrap().join("sha256sums.txt");
-        let sha = std::fs::read_to_string(&sums).ctx("read", &sums)?.split_whitespace().next().unwrap_or_default().to_string();
-        bootstraps.push(Bootstrap { iso: iso.into(), path: t.strip_prefix(&archive).unwrap().display().to_string(), sha256: sha });
+        let sha = std::fs::read_to_string(&sums)
+            .ctx("read", &sums)?
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        bootstraps.push(Bootstrap {
+            iso: iso.into(),
+            path: t.strip_prefix(&archive).unwrap().display().to_string(),
+            sha256: sha,
+        });
     }
 
     let storage = dir.join("registry");
     let entries = registry::verify_entries(&busybox, &debian)?;
-    let verify = registry::put_single_layer_image(&storage, registry::VERIFY_REPO, "1", &entries, "2026-03-01T00:00:00Z")?;
-    let verify_ref = format!("{}/{}@{}", env_rootfs::REGISTRY_ADDR, registry::VERIFY_REPO, verify.manifest_digest);
+    let verify = registry::put_single_layer_image(
+        &storage,
+        registry::VERIFY_REPO,
+        "1",
+        &entries,
+        "2026-03-01T00:00:00Z",
+    )?;
+    let verify_ref = format!(
+        "{}/{}@{}",
+        env_rootfs::REGISTRY_ADDR,
+        registry::VERIFY_REPO,
+        verify.manifest_digest
+    );
 
     let bare = dir.join("upstream.git");
     let main = upstream::create_main(&bare, &verify_ref, &work)?;
@@ -178,11 +215,18 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
     let rootfs_name = format!("repro-{VERSION}.tar.zst");
     let env_list = pubdir.join(".env-packages");
     if !pubdir.join(".complete").exists() {
-        eprintln!("world: building the published rootfs and image of {VERSION} (upstream's CI flow, outside reprobox)");
+        eprintln!(
+            "world: building the published rootfs and image of {VERSION} (upstream's CI flow, outside reprobox)"
+        );
         let b = publish::build_rootfs(dir, ISOS[0].0, SNAPSHOT, &main, &work.join("publish"))?;
-        let cfg = registry::write_config(&work.join("registry-build.yml"), &storage, env_rootfs::REGISTRY_ADDR)?;
+        let cfg = registry::write_config(
+            &work.join("registry-build.yml"),
+            &storage,
+            env_rootfs::REGISTRY_ADDR,
+        )?;
         let id = publish::build_image(&b, &cfg, &verify_ref, true)?;
-        let pushed = registry::read_image(&storage, registry::IMAGE_REPO, &format!("repro-{VERSION}"))?;
+        let pushed =
+            registry::read_image(&storage, registry::IMAGE_REPO, &format!("repro-{VERSION}"))?;
         if pushed.config_digest != id {
             return Err(Error::Environment(format!(
                 "world: the registry holds config {} but podman built {id}",
@@ -191,15 +235,25 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
         }
         env_rootfs::remove_tree(&pubdir)?;
         std::fs::create_dir_all(&pubdir).ctx("create directory", &pubdir)?;
-        std::fs::copy(b.output.join("repro.tar.zst"), pubdir.join(&rootfs_name)).ctx("copy", &pubdir)?;
-        std::fs::write(pubdir.join(format!("{rootfs_name}.SHA256")), format!("{}  {rootfs_name}\n", b.sha256)).ctx("write", &pubdir)?;
-        std::fs::copy(b.output.join("Dockerfile.repro"), pubdir.join("Dockerfile.repro")).ctx("copy", &pubdir)?;
+        std::fs::copy(b.output.join("repro.tar.zst"), pubdir.join(&rootfs_name))
+            .ctx("copy", &pubdir)?;
+        std::fs::write(
+            pubdir.join(format!("{rootfs_name}.SHA256")),
+            format!("{}  {rootfs_name}\n", b.sha256),
+        )
+        .ctx("write", &pubdir)?;
+        std::fs::copy(
+            b.output.join("Dockerfile.repro"),
+            pubdir.join("Dockerfile.repro"),
+        )
+        .ctx("copy", &pubdir)?;
         std::fs::write(&env_list, b.env_packages.join("\n")).ctx("write", &env_list)?;
         std::fs::write(pubdir.join(".complete"), "").ctx("write", &pubdir)?;
         env_rootfs::remove_tree(&work.join("publish"))?;
     }
     let rootfs_sha = sha256_file(&pubdir.join(&rootfs_name))?;
-    let tag_commit = upstream::add_release(&bare, VERSION, &pubdir.join("Dockerfile.repro"), &work)?;
+    let tag_commit =
+        upstream::add_release(&bare, VERSION, &pubdir.join("Dockerfile.repro"), &work)?;
     let image = registry::read_image(&storage, registry::IMAGE_REPO, &format!("repro-{VERSION}"))?;
 
     let mut packages: BTreeMap<String, BTreeMap<String, PackageRef>> = BTreeMap::new();
@@ -209,7 +263,12 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
         for d in &p.days {
             packages.entry(d.to_string()).or_default().insert(
                 rec.name.clone(),
-                PackageRef { version: rec.version.clone(), sha256: rec.sha256.clone(), repo: rec.repo.clone(), file: rec.file.clone() },
+                PackageRef {
+                    version: rec.version.clone(),
+                    sha256: rec.sha256.clone(),
+                    repo: rec.repo.clone(),
+                    file: rec.file.clone(),
+                },
             );
             if p.env {
                 per_day.insert(d.to_string(), rec.version.clone());
@@ -236,17 +295,27 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
         rootfs: Published {
             sha256: rootfs_sha,
             path: format!("{VERSION}/{rootfs_name}"),
-            env_packages: std::fs::read_to_string(&env_list).ctx("read", &env_list)?.lines().map(String::from).collect(),
+            env_packages: std::fs::read_to_string(&env_list)
+                .ctx("read", &env_list)?
+                .lines()
+                .map(String::from)
+                .collect(),
         },
         image,
         verify_image: verify,
         verify_image_ref: verify_ref,
-        git: GitInfo { tag: format!("v{VERSION}"), tag_commit, source_revision: main, release_branch: "releases".into() },
+        git: GitInfo {
+            tag: format!("v{VERSION}"),
+            tag_commit,
+            source_revision: main,
+            release_branch: "releases".into(),
+        },
         notes: notes(),
     };
     let p = dir.join("world.json");
     let tmp = dir.join(".world.json.tmp");
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Environment(format!("world: world.json: {e}")))?;
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| Error::Environment(format!("world: world.json: {e}")))?;
     std::fs::write(&tmp, text + "\n").ctx("write", &tmp)?;
     std::fs::rename(&tmp, &p).ctx("rename", &p)?;
     eprintln!("world: ready in {}", dir.display());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::world::env_rootfs::{self, EnvRun, Services};
-use crate::world::{tools, SDE, SNAPSHOT, VERSION};
+use crate::world::{SDE, SNAPSHOT, VERSION, tools};
 
 /// A rootfs built by the upstream flow.
 #[derive(Debug, Clone)]
@@ -23,9 +23,18 @@ pub struct RootfsBuild {
 
 /// Unpacks `iso`'s environment into `work`, rolls it to `env_day`, checks out `commit` of
 /// `upstream.git` and runs upstream's make for ARCHIVE_SNAPSHOT = the sample's snapshot.
-pub fn build_rootfs(world: &Path, iso: &str, env_day: &str, commit: &str, work: &Path) -> Result<RootfsBuild> {
+pub fn build_rootfs(
+    world: &Path,
+    iso: &str,
+    env_day: &str,
+    commit: &str,
+    work: &Path,
+) -> Result<RootfsBuild> {
     let archive = world.join("archive");
-    let tarball = archive.join("iso").join(iso).join(format!("archlinux-bootstrap-{iso}-x86_64.tar.zst"));
+    let tarball = archive
+        .join("iso")
+        .join(iso)
+        .join(format!("archlinux-bootstrap-{iso}-x86_64.tar.zst"));
     let root = env_rootfs::unpack_bootstrap(&tarball, work)?;
     let ws = root.join("build");
     std::fs::create_dir_all(root.join("build")).ctx("create directory", &ws)?;
@@ -42,10 +51,19 @@ pub fn build_rootfs(world: &Path, iso: &str, env_day: &str, commit: &str, work: 
     )?;
     tools::run(
         "check out the source revision",
-        std::process::Command::new("git").current_dir(&ws).args(["-c", "advice.detachedHead=false", "checkout", "-q", commit]),
+        std::process::Command::new("git").current_dir(&ws).args([
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "-q",
+            commit,
+        ]),
     )?;
     let mut run = EnvRun::new(&root, true);
-    run.services = Services { archive: Some(archive.clone()), registry: None };
+    run.services = Services {
+        archive: Some(archive.clone()),
+        registry: None,
+    };
     run.faketime = Some(SDE);
     let listing = run.sh(
         &format!("roll the environment of iso/{iso} to {env_day}"),
@@ -54,9 +72,15 @@ pub fn build_rootfs(world: &Path, iso: &str, env_day: &str, commit: &str, work: 
             env_rootfs::ARCHIVE_ADDR
         ),
     )?;
-    let env_packages = String::from_utf8_lossy(&listing).lines().map(String::from).collect();
+    let env_packages = String::from_utf8_lossy(&listing)
+        .lines()
+        .map(String::from)
+        .collect();
     let mut make = EnvRun::new(&root, true);
-    make.services = Services { archive: Some(archive), registry: None };
+    make.services = Services {
+        archive: Some(archive),
+        registry: None,
+    };
     make.cwd = "/build".into();
     make.sh(
         "make the rootfs (upstream's Makefile)",
@@ -67,7 +91,11 @@ pub fn build_rootfs(world: &Path, iso: &str, env_day: &str, commit: &str, work: 
     let output = ws.join("output");
     let sha_file = output.join("repro.tar.zst.SHA256");
     let text = std::fs::read_to_string(&sha_file).ctx("read", &sha_file)?;
-    let sha256 = text.split_whitespace().next().unwrap_or_default().to_string();
+    let sha256 = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let actual = crate::world::sha256_file(&output.join("repro.tar.zst"))?;
     if sha256 != actual {
         return Err(Error::Environment(format!(
@@ -75,21 +103,42 @@ pub fn build_rootfs(world: &Path, iso: &str, env_day: &str, commit: &str, work: 
             sha_file.display()
         )));
     }
-    Ok(RootfsBuild { root, output, sha256, env_packages })
+    Ok(RootfsBuild {
+        root,
+        output,
+        sha256,
+        env_packages,
+    })
 }
 
 /// Runs the podman build of upstream's CI in the environment of `b`, with the verify base
 /// pulled by digest from the world's registry (served in the build's own network namespace
 /// from the storage `registry_config` names). With `push`, the image goes to that registry as
 /// `archlinux/archlinux:repro-<version>`. Returns the image's config digest (`sha256:…`).
-pub fn build_image(b: &RootfsBuild, registry_config: &Path, verify_ref: &str, push: bool) -> Result<String> {
+pub fn build_image(
+    b: &RootfsBuild,
+    registry_config: &Path,
+    verify_ref: &str,
+    push: bool,
+) -> Result<String> {
     let mut run = EnvRun::new(&b.root, true);
-    run.services = Services { archive: None, registry: Some(registry_config.to_path_buf()) };
+    run.services = Services {
+        archive: None,
+        registry: Some(registry_config.to_path_buf()),
+    };
     run.cwd = "/build".into();
     let flags = "--storage-driver vfs --cgroup-manager cgroupfs --events-backend file";
     let tag = format!("reprobox.local/archlinux/archlinux:repro-{VERSION}");
-    let dest = format!("{}/{}:repro-{VERSION}", env_rootfs::REGISTRY_ADDR, crate::world::registry::IMAGE_REPO);
-    let push_cmd = if push { format!("podman {flags} push -q --tls-verify=false {tag} {dest} >&2;") } else { String::new() };
+    let dest = format!(
+        "{}/{}:repro-{VERSION}",
+        env_rootfs::REGISTRY_ADDR,
+        crate::world::registry::IMAGE_REPO
+    );
+    let push_cmd = if push {
+        format!("podman {flags} push -q --tls-verify=false {tag} {dest} >&2;")
+    } else {
+        String::new()
+    };
     // podman 4.3.1 has no --source-date-epoch/--rewrite-timestamp; --timestamp pins the
     // created times and the layer file times. RUN steps use chroot isolation in this sandbox.
     let out = run.sh(
@@ -102,7 +151,9 @@ pub fn build_image(b: &RootfsBuild, registry_config: &Path, verify_ref: &str, pu
     )?;
     let id = String::from_utf8_lossy(&out).trim().to_string();
     if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::Environment(format!("world: podman printed {id:?} as the image id")));
+        return Err(Error::Environment(format!(
+            "world: podman printed {id:?} as the image id"
+        )));
     }
     Ok(format!("sha256:{id}"))
 }

@@ -55,17 +55,29 @@ fn put_blob(storage: &Path, repo: &str, data: &[u8]) -> Result<String> {
     let blob = v2(storage).join("blobs/sha256").join(&h[..2]).join(h);
     std::fs::create_dir_all(&blob).ctx("create directory", &blob)?;
     std::fs::write(blob.join("data"), data).ctx("write", &blob)?;
-    let link = v2(storage).join("repositories").join(repo).join("_layers/sha256").join(h);
+    let link = v2(storage)
+        .join("repositories")
+        .join(repo)
+        .join("_layers/sha256")
+        .join(h);
     std::fs::create_dir_all(&link).ctx("create directory", &link)?;
     std::fs::write(link.join("link"), &d).ctx("write", &link)?;
     Ok(d)
 }
 
 /// Stores an image made of one layer (`entries`) under `repo:tag` in registry storage.
-pub fn put_single_layer_image(storage: &Path, repo: &str, tag: &str, entries: &[Entry], created: &str) -> Result<ImageRecord> {
+pub fn put_single_layer_image(
+    storage: &Path,
+    repo: &str,
+    tag: &str,
+    entries: &[Entry],
+    created: &str,
+) -> Result<ImageRecord> {
     let layer = layer_tar(entries)?;
     let diff_id = digest(&layer);
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::default());
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &layer).ctx("gzip layer", storage)?;
     let layer_gz = gz.finish().ctx("gzip layer", storage)?;
     let config = json!({
@@ -76,7 +88,8 @@ pub fn put_single_layer_image(storage: &Path, repo: &str, tag: &str, entries: &[
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": created, "created_by": "reprobox world: Debian busybox-static and zstd with its libraries"}],
     });
-    let config_bytes = serde_json::to_vec(&config).map_err(|e| Error::Environment(format!("world: config json: {e}")))?;
+    let config_bytes = serde_json::to_vec(&config)
+        .map_err(|e| Error::Environment(format!("world: config json: {e}")))?;
     let layer_d = put_blob(storage, repo, &layer_gz)?;
     let config_d = put_blob(storage, repo, &config_bytes)?;
     let manifest = json!({
@@ -85,10 +98,14 @@ pub fn put_single_layer_image(storage: &Path, repo: &str, tag: &str, entries: &[
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config_bytes.len()},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": layer_gz.len()}],
     });
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Environment(format!("world: manifest json: {e}")))?;
+    let manifest_bytes = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::Environment(format!("world: manifest json: {e}")))?;
     let md = put_blob(storage, repo, &manifest_bytes)?;
     let mh = &md[7..];
-    let mroot = v2(storage).join("repositories").join(repo).join("_manifests");
+    let mroot = v2(storage)
+        .join("repositories")
+        .join(repo)
+        .join("_manifests");
     for d in [
         mroot.join("revisions/sha256").join(mh),
         mroot.join("tags").join(tag).join("current"),
@@ -108,26 +125,51 @@ pub fn put_single_layer_image(storage: &Path, repo: &str, tag: &str, entries: &[
 
 /// Reads `repo:tag` back from registry storage (what the registry will serve).
 pub fn read_image(storage: &Path, repo: &str, tag: &str) -> Result<ImageRecord> {
-    let link = v2(storage).join("repositories").join(repo).join("_manifests/tags").join(tag).join("current/link");
+    let link = v2(storage)
+        .join("repositories")
+        .join(repo)
+        .join("_manifests/tags")
+        .join(tag)
+        .join("current/link");
     let md = std::fs::read_to_string(&link).ctx("read", &link)?;
     let manifest: serde_json::Value = read_blob_json(storage, &md)?;
-    let config_d = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
+    let config_d = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let config = read_blob_json(storage, &config_d)?;
     let diff_ids = config["rootfs"]["diff_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
-    Ok(ImageRecord { repository: repo.into(), tag: tag.into(), manifest_digest: md, config_digest: config_d, diff_ids })
+    Ok(ImageRecord {
+        repository: repo.into(),
+        tag: tag.into(),
+        manifest_digest: md,
+        config_digest: config_d,
+        diff_ids,
+    })
 }
 
 fn read_blob_json(storage: &Path, d: &str) -> Result<serde_json::Value> {
     let h = d.strip_prefix("sha256:").unwrap_or(d);
     if h.len() < 2 {
-        return Err(Error::Environment(format!("world: bad digest {d:?} in registry storage")));
+        return Err(Error::Environment(format!(
+            "world: bad digest {d:?} in registry storage"
+        )));
     }
-    let p = v2(storage).join("blobs/sha256").join(&h[..2]).join(h).join("data");
+    let p = v2(storage)
+        .join("blobs/sha256")
+        .join(&h[..2])
+        .join(h)
+        .join("data");
     let b = std::fs::read(&p).ctx("read", &p)?;
-    serde_json::from_slice(&b).map_err(|e| Error::Environment(format!("world: {}: not JSON: {e}", p.display())))
+    serde_json::from_slice(&b)
+        .map_err(|e| Error::Environment(format!("world: {}: not JSON: {e}", p.display())))
 }
 
 /// A layer tar of `entries` (root-owned, mtime 0, sorted as given).
@@ -145,9 +187,19 @@ fn layer_tar(entries: &[Entry]) -> Result<Vec<u8>> {
     };
     for e in entries {
         match e {
-            Entry::Dir { path, mode } => b.append_data(&mut mk(*mode, tar::EntryType::Directory, 0), format!("{path}/"), std::io::empty()),
-            Entry::File { path, mode, data } => b.append_data(&mut mk(*mode, tar::EntryType::Regular, data.len() as u64), path, &data[..]),
-            Entry::Symlink { path, target } => b.append_link(&mut mk(0o777, tar::EntryType::Symlink, 0), path, target),
+            Entry::Dir { path, mode } => b.append_data(
+                &mut mk(*mode, tar::EntryType::Directory, 0),
+                format!("{path}/"),
+                std::io::empty(),
+            ),
+            Entry::File { path, mode, data } => b.append_data(
+                &mut mk(*mode, tar::EntryType::Regular, data.len() as u64),
+                path,
+                &data[..],
+            ),
+            Entry::Symlink { path, target } => {
+                b.append_link(&mut mk(0o777, tar::EntryType::Symlink, 0), path, target)
+            }
         }
         .ctx("write layer", path_of(e))?;
     }
@@ -164,11 +216,31 @@ fn path_of(e: &Entry) -> &str {
 /// shared libraries it needs, all taken from the Debian root of the build environment.
 pub fn verify_entries(busybox: &Path, debian: &Path) -> Result<Vec<Entry>> {
     let mut out = vec![
-        Entry::Dir { path: "bin".into(), mode: 0o755 },
-        Entry::File { path: "bin/busybox".into(), mode: 0o755, data: std::fs::read(busybox).ctx("read", busybox)? },
+        Entry::Dir {
+            path: "bin".into(),
+            mode: 0o755,
+        },
+        Entry::File {
+            path: "bin/busybox".into(),
+            mode: 0o755,
+            data: std::fs::read(busybox).ctx("read", busybox)?,
+        },
     ];
-    for a in ["sh", "sha256sum", "tar", "mkdir", "echo", "cat", "ls", "rm", "true"] {
-        out.push(Entry::Symlink { path: format!("bin/{a}"), target: "busybox".into() });
+    for a in [
+        "sh",
+        "sha256sum",
+        "tar",
+        "mkdir",
+        "echo",
+        "cat",
+        "ls",
+        "rm",
+        "true",
+    ] {
+        out.push(Entry::Symlink {
+            path: format!("bin/{a}"),
+            target: "busybox".into(),
+        });
     }
     // zstd and its libraries, at the paths its ELF interpreter looks for them.
     let libs = [
@@ -178,18 +250,44 @@ pub fn verify_entries(busybox: &Path, debian: &Path) -> Result<Vec<Entry>> {
         "lib/x86_64-linux-gnu/liblz4.so.1",
         "lib/x86_64-linux-gnu/libz.so.1",
     ];
-    out.push(Entry::Dir { path: "lib".into(), mode: 0o755 });
-    out.push(Entry::Dir { path: "lib/x86_64-linux-gnu".into(), mode: 0o755 });
-    out.push(Entry::Dir { path: "lib64".into(), mode: 0o755 });
+    out.push(Entry::Dir {
+        path: "lib".into(),
+        mode: 0o755,
+    });
+    out.push(Entry::Dir {
+        path: "lib/x86_64-linux-gnu".into(),
+        mode: 0o755,
+    });
+    out.push(Entry::Dir {
+        path: "lib64".into(),
+        mode: 0o755,
+    });
     for l in libs {
         let src = debian.join(l);
         let data = std::fs::read(&src).ctx("read", &src)?;
-        out.push(Entry::File { path: l.into(), mode: 0o755, data });
+        out.push(Entry::File {
+            path: l.into(),
+            mode: 0o755,
+            data,
+        });
     }
-    out.push(Entry::Dir { path: "tmp".into(), mode: 0o1777 });
-    out.push(Entry::Dir { path: "usr".into(), mode: 0o755 });
-    out.push(Entry::Dir { path: "usr/bin".into(), mode: 0o755 });
+    out.push(Entry::Dir {
+        path: "tmp".into(),
+        mode: 0o1777,
+    });
+    out.push(Entry::Dir {
+        path: "usr".into(),
+        mode: 0o755,
+    });
+    out.push(Entry::Dir {
+        path: "usr/bin".into(),
+        mode: 0o755,
+    });
     let z = debian.join("usr/bin/zstd");
-    out.push(Entry::File { path: "usr/bin/zstd".into(), mode: 0o755, data: std::fs::read(&z).ctx("read", &z)? });
+    out.push(Entry::File {
+        path: "usr/bin/zstd".into(),
+        mode: 0o755,
+        data: std::fs::read(&z).ctx("read", &z)?,
+    });
     Ok(out)
 }

@@ -23,7 +23,10 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        Ports { archive: 7878, registry: 7879 }
+        Ports {
+            archive: 7878,
+            registry: 7879,
+        }
     }
 }
 
@@ -80,17 +83,27 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         if !dir.join(sub).exists() {
             return Err(Error::bad_input(
                 dir.display().to_string(),
-                format!("not a built test world (no {sub}/); run `reprobox world build {}` first", dir.display()),
+                format!(
+                    "not a built test world (no {sub}/); run `reprobox world build {}` first",
+                    dir.display()
+                ),
             ));
         }
     }
     // Dumb-HTTP git needs info/refs and objects/info/packs.
     tools::run(
         "git update-server-info",
-        Command::new("git").arg("--git-dir").arg(dir.join("upstream.git")).arg("update-server-info"),
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(dir.join("upstream.git"))
+            .arg("update-server-info"),
     )?;
-    let listener = TcpListener::bind(("127.0.0.1", ports.archive))
-        .map_err(|e| Error::Environment(format!("world serve: cannot listen on 127.0.0.1:{}: {e}", ports.archive)))?;
+    let listener = TcpListener::bind(("127.0.0.1", ports.archive)).map_err(|e| {
+        Error::Environment(format!(
+            "world serve: cannot listen on 127.0.0.1:{}: {e}",
+            ports.archive
+        ))
+    })?;
     let http_addr = listener.local_addr().ctx("listen", "127.0.0.1")?;
     let stop = Arc::new(AtomicBool::new(false));
     let roots = Arc::new(Roots {
@@ -113,9 +126,18 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         }
     });
 
-    let reg_port = if ports.registry == 0 { free_port()? } else { ports.registry };
+    let reg_port = if ports.registry == 0 {
+        free_port()?
+    } else {
+        ports.registry
+    };
     let reg_bin = tools::require("docker-registry", "docker-registry")?;
-    let cfg = registry::write_config(&dir.join("work").join(format!("registry-serve-{reg_port}.yml")), &dir.join("registry"), &format!("127.0.0.1:{reg_port}"))?;
+    let cfg = registry::write_config(
+        &dir.join("work")
+            .join(format!("registry-serve-{reg_port}.yml")),
+        &dir.join("registry"),
+        &format!("127.0.0.1:{reg_port}"),
+    )?;
     let mut child = Command::new(reg_bin)
         .arg("serve")
         .arg(&cfg)
@@ -123,7 +145,9 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| Error::Environment(format!("world serve: cannot start docker-registry: {e}")))?;
+        .map_err(|e| {
+            Error::Environment(format!("world serve: cannot start docker-registry: {e}"))
+        })?;
     let registry_url = format!("http://127.0.0.1:{reg_port}");
     let mut up = false;
     for _ in 0..100 {
@@ -132,14 +156,18 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
             break;
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(Error::Environment(format!("world serve: docker-registry exited ({st}); is 127.0.0.1:{reg_port} in use?")));
+            return Err(Error::Environment(format!(
+                "world serve: docker-registry exited ({st}); is 127.0.0.1:{reg_port} in use?"
+            )));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     if !up {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(Error::Environment(format!("world serve: docker-registry did not listen on 127.0.0.1:{reg_port}")));
+        return Err(Error::Environment(format!(
+            "world serve: docker-registry did not listen on 127.0.0.1:{reg_port}"
+        )));
     }
     let base = format!("http://{http_addr}");
     Ok(WorldServers {
@@ -176,7 +204,11 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
     } else {
         (&roots.archive, path.trim_start_matches('/'))
     };
-    if rest.split('/').any(|c| c == ".." || c.starts_with('.') && c.len() > 1 && c != ".") && !rest.is_empty() {
+    if rest
+        .split('/')
+        .any(|c| c == ".." || c.starts_with('.') && c.len() > 1 && c != ".")
+        && !rest.is_empty()
+    {
         // Hidden files (markers, temp files) and parent references are never served.
         return None;
     }
@@ -219,14 +251,21 @@ fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
     let mut w = c;
     let parts: Vec<&str> = line.split_whitespace().collect();
     if parts.len() < 2 || !(parts[0] == "GET" || parts[0] == "HEAD") {
-        return w.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return w.write_all(
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }
     match resolve(roots, parts[1]) {
-        None => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        None => {
+            w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
         Some(p) => {
             let mut f = std::fs::File::open(&p)?;
             let len = f.metadata()?.len();
-            write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")?;
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+            )?;
             if parts[0] == "GET" {
                 std::io::copy(&mut f, &mut w)?;
             }
@@ -251,13 +290,25 @@ mod tests {
         mk("archive/repos/a/.complete");
         mk("published/1/r.tar.zst");
         mk("secret");
-        std::os::unix::fs::symlink("core.db.tar.gz", t.path().join("archive/repos/a/core.db")).unwrap();
+        std::os::unix::fs::symlink("core.db.tar.gz", t.path().join("archive/repos/a/core.db"))
+            .unwrap();
         std::os::unix::fs::symlink("../../secret", t.path().join("archive/repos/escape")).unwrap();
-        let roots = Roots { archive: t.path().join("archive"), published: t.path().join("published"), git: t.path().join("git") };
+        let roots = Roots {
+            archive: t.path().join("archive"),
+            published: t.path().join("published"),
+            git: t.path().join("git"),
+        };
         assert!(resolve(&roots, "/repos/a/core.db").is_some());
         assert!(resolve(&roots, "/repos/a/core.db.tar.gz?x=1").is_some());
         assert!(resolve(&roots, "/rootfs/1/r.tar.zst").is_some());
-        for bad in ["/repos/a/.complete", "/../secret", "/%2e%2e/secret", "/repos/escape", "/repos/a", "/rootfs/../secret"] {
+        for bad in [
+            "/repos/a/.complete",
+            "/../secret",
+            "/%2e%2e/secret",
+            "/repos/escape",
+            "/repos/a",
+            "/rootfs/../secret",
+        ] {
             assert!(resolve(&roots, bad).is_none(), "{bad} resolved");
         }
     }

@@ -38,10 +38,12 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
 /// Runs `cmd` and returns its stdout; on failure the error carries the tail of stderr+stdout.
 pub fn output(what: &str, cmd: &mut Command) -> Result<Vec<u8>> {
     tracing::debug!("world: {what}: {cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Environment(format!("world: {what}: cannot start {:?}: {e}", cmd.get_program())))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
+        Error::Environment(format!(
+            "world: {what}: cannot start {:?}: {e}",
+            cmd.get_program()
+        ))
+    })?;
     if !out.status.success() {
         let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stdout));

@@ -10,12 +10,36 @@ use crate::error::{IoContext, Result};
 use crate::world::tools;
 
 const FILES: &[(&str, &str, u32)] = &[
-    ("Makefile", include_str!("../../world/upstream/Makefile"), 0o644),
-    ("README.md", include_str!("../../world/upstream/README.md"), 0o644),
-    ("exclude", include_str!("../../world/upstream/exclude"), 0o644),
-    ("scripts/make-rootfs.sh", include_str!("../../world/upstream/scripts/make-rootfs.sh"), 0o755),
-    ("scripts/make-dockerfile.sh", include_str!("../../world/upstream/scripts/make-dockerfile.sh"), 0o755),
-    ("rootfs/etc/pacman.d/mirrorlist", include_str!("../../world/upstream/rootfs/etc/pacman.d/mirrorlist"), 0o644),
+    (
+        "Makefile",
+        include_str!("../../world/upstream/Makefile"),
+        0o644,
+    ),
+    (
+        "README.md",
+        include_str!("../../world/upstream/README.md"),
+        0o644,
+    ),
+    (
+        "exclude",
+        include_str!("../../world/upstream/exclude"),
+        0o644,
+    ),
+    (
+        "scripts/make-rootfs.sh",
+        include_str!("../../world/upstream/scripts/make-rootfs.sh"),
+        0o755,
+    ),
+    (
+        "scripts/make-dockerfile.sh",
+        include_str!("../../world/upstream/scripts/make-dockerfile.sh"),
+        0o755,
+    ),
+    (
+        "rootfs/etc/pacman.d/mirrorlist",
+        include_str!("../../world/upstream/rootfs/etc/pacman.d/mirrorlist"),
+        0o644,
+    ),
 ];
 const TEMPLATE: &str = include_str!("../../world/upstream/Dockerfile.template");
 
@@ -35,7 +59,14 @@ fn git(what: &str, dir: &Path, date: &str) -> Command {
         .env("GIT_COMMITTER_DATE", date)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(["-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]);
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "tag.gpgsign=false",
+        ]);
     let _ = what;
     c
 }
@@ -60,13 +91,36 @@ pub fn create_main(bare: &Path, verify_image: &str, work: &Path) -> Result<Strin
     for (name, text, mode) in FILES {
         write_file(&wt.join(name), text, *mode)?;
     }
-    write_file(&wt.join("Dockerfile.template"), &TEMPLATE.replace("TEMPLATE_VERIFY_IMAGE", verify_image), 0o644)?;
+    write_file(
+        &wt.join("Dockerfile.template"),
+        &TEMPLATE.replace("TEMPLATE_VERIFY_IMAGE", verify_image),
+        0o644,
+    )?;
     git_out(&wt, MAIN_DATE, &["init", "-q"])?;
     git_out(&wt, MAIN_DATE, &["add", "-A"])?;
-    git_out(&wt, MAIN_DATE, &["commit", "-q", "-m", "Build the repro image from an archive snapshot"])?;
+    git_out(
+        &wt,
+        MAIN_DATE,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "Build the repro image from an archive snapshot",
+        ],
+    )?;
     let tmp = bare.with_extension("git.tmp");
     crate::world::env_rootfs::remove_tree(&tmp)?;
-    git_out(work, MAIN_DATE, &["clone", "-q", "--bare", &wt.display().to_string(), &tmp.display().to_string()])?;
+    git_out(
+        work,
+        MAIN_DATE,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &wt.display().to_string(),
+            &tmp.display().to_string(),
+        ],
+    )?;
     std::fs::rename(&tmp, bare).ctx("rename", bare)?;
     crate::world::env_rootfs::remove_tree(&wt)?;
     git_out(bare, MAIN_DATE, &["rev-parse", "refs/heads/main"])
@@ -76,7 +130,16 @@ pub fn create_main(bare: &Path, verify_image: &str, work: &Path) -> Result<Strin
 /// `v<version>`, unless the tag exists; returns the tag's commit.
 pub fn add_release(bare: &Path, version: &str, dockerfile: &Path, work: &Path) -> Result<String> {
     let tag = format!("v{version}");
-    if let Ok(c) = git_out(bare, RELEASE_DATE, &["rev-parse", "-q", "--verify", &format!("refs/tags/{tag}^{{commit}}")]) {
+    if let Ok(c) = git_out(
+        bare,
+        RELEASE_DATE,
+        &[
+            "rev-parse",
+            "-q",
+            "--verify",
+            &format!("refs/tags/{tag}^{{commit}}"),
+        ],
+    ) {
         return Ok(c);
     }
     eprintln!("world: tagging release {tag}");
@@ -84,14 +147,34 @@ pub fn add_release(bare: &Path, version: &str, dockerfile: &Path, work: &Path) -
     crate::world::env_rootfs::remove_tree(&wt)?;
     std::fs::create_dir_all(&wt).ctx("create directory", &wt)?;
     git_out(&wt, RELEASE_DATE, &["init", "-q"])?;
-    git_out(&wt, RELEASE_DATE, &["checkout", "-q", "--orphan", "releases"])?;
+    git_out(
+        &wt,
+        RELEASE_DATE,
+        &["checkout", "-q", "--orphan", "releases"],
+    )?;
     std::fs::copy(dockerfile, wt.join("Dockerfile.repro")).ctx("copy", dockerfile)?;
     git_out(&wt, RELEASE_DATE, &["add", "Dockerfile.repro"])?;
-    git_out(&wt, RELEASE_DATE, &["commit", "-q", "-m", &format!("Release {version}")])?;
-    git_out(&wt, RELEASE_DATE, &["tag", "-a", &tag, "-m", &format!("Release {version}")])?;
-    git_out(&wt, RELEASE_DATE, &["push", "-q", &bare.display().to_string(), "releases", &tag])?;
+    git_out(
+        &wt,
+        RELEASE_DATE,
+        &["commit", "-q", "-m", &format!("Release {version}")],
+    )?;
+    git_out(
+        &wt,
+        RELEASE_DATE,
+        &["tag", "-a", &tag, "-m", &format!("Release {version}")],
+    )?;
+    git_out(
+        &wt,
+        RELEASE_DATE,
+        &["push", "-q", &bare.display().to_string(), "releases", &tag],
+    )?;
     crate::world::env_rootfs::remove_tree(&wt)?;
-    git_out(bare, RELEASE_DATE, &["rev-parse", &format!("refs/tags/{tag}^{{commit}}")])
+    git_out(
+        bare,
+        RELEASE_DATE,
+        &["rev-parse", &format!("refs/tags/{tag}^{{commit}}")],
+    )
 }
 
 fn write_file(p: &Path, text: &str, mode: u32) -> Result<()> {
