@@ -368,12 +368,7 @@ mod tests {
         assert_eq!(p.name, "archlinux-repro");
         assert!(p.rollback.packages.iter().any(|x| x == "podman"));
         assert!(p.rollback.packages_nodeps.iter().any(|x| x == "devtools"));
-        assert!(
-            p.rollback
-                .optional_packages
-                .iter()
-                .any(|x| x == "diffoscope")
-        );
+        assert!(p.rollback.optional_packages.iter().any(|x| x == "diffoscope"));
         for loc in ["archive", "git", "registry", "rootfs"] {
             assert!(p.locations.contains_key(loc), "{loc}");
         }
@@ -405,9 +400,6 @@ mod tests {
         let e = Profile::load("no-such-profile").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let m = e.to_string();
-        assert!(
-            m.contains("no-such-profile") && m.contains("archlinux-repro"),
-            "{m}"
-        );
+        assert!(m.contains("no-such-profile") && m.contains("archlinux-repro"), "{m}");
     }
 }
