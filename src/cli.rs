@@ -37,6 +37,8 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
+    /// Compare two environment locks: which packages differ (exit 1 when any).
+    Drift(cmd::drift::Args),
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
     World(cmd::world::Args),
 }

@@ -3,12 +3,15 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod envlock;
 pub mod error;
 pub mod inputs;
 pub mod job;
 pub mod logging;
 pub mod plan;
+pub mod report;
 pub mod sandbox;
+pub mod verify;
 pub mod world;
 
 pub use error::{Error, Result};

@@ -6,5 +6,7 @@ use crate::error::{Error, Result};
 pub struct Args {}
 
 pub fn execute(_a: Args) -> Result<i32> {
-    Err(Error::Environment("`reprobox mirror` is not built yet".into()))
+    Err(Error::Environment(
+        "`reprobox mirror` is not built yet".into(),
+    ))
 }

@@ -2,6 +2,7 @@
 //! process exit code or an error that `main` maps to one.
 
 pub mod archive;
+pub mod drift;
 pub mod mirror;
 pub mod plan;
 pub mod profiles;
@@ -22,6 +23,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Store(a) => store::execute(a),
         Command::Archive(a) => archive::execute(a),
         Command::Mirror(a) => mirror::execute(a),
+        Command::Drift(a) => drift::execute(a),
         Command::World(a) => world::execute(a),
     }
 }

@@ -27,7 +27,10 @@ pub fn execute(a: Args) -> Result<i32> {
     } else {
         let w = list.iter().map(|p| p.profile.name.len()).max().unwrap_or(0);
         for p in &list {
-            println!("{:<w$}  {}  [{}]", p.profile.name, p.profile.description, p.origin);
+            println!(
+                "{:<w$}  {}  [{}]",
+                p.profile.name, p.profile.description, p.origin
+            );
         }
     }
     Ok(0)

@@ -32,11 +32,15 @@ pub fn execute(a: Args) -> Result<i32> {
 
 fn inspect(file: &std::path::Path, json: bool) -> Result<i32> {
     let name = file.display().to_string();
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::bad_input(format!("release file {name}"), format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Error::bad_input(format!("release file {name}"), format!("cannot read: {e}"))
+    })?;
     let release = Release::parse(&text, &name)?;
     let version = BuildVersion::parse(&release.version).map_err(|e| {
-        Error::bad_input(format!("release file {name}"), format!("its version label: {e}"))
+        Error::bad_input(
+            format!("release file {name}"),
+            format!("its version label: {e}"),
+        )
     })?;
     let disagreements = release.check_against(&version);
     if json {
@@ -79,7 +83,12 @@ fn inspect(file: &std::path::Path, json: bool) -> Result<i32> {
     }
     let lines: Vec<String> = disagreements
         .iter()
-        .map(|d| format!("{} is {:?}, the plan for {} says {:?}", d.field, d.release, release.version, d.plan))
+        .map(|d| {
+            format!(
+                "{} is {:?}, the plan for {} says {:?}",
+                d.field, d.release, release.version, d.plan
+            )
+        })
         .collect();
     Err(Error::bad_input(
         format!("release file {name}"),

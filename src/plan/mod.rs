@@ -6,16 +6,16 @@
 
 pub mod profile;
 pub mod release;
-pub mod version;
 pub mod vars;
+pub mod version;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use profile::{Isolation, LoadedProfile, Network, Profile};
-pub use version::BuildVersion;
+pub use profile::{Isolation, LoadedProfile, Network, Profile, Role};
 use vars::Vars;
+pub use version::BuildVersion;
 
 use crate::error::{Error, Result};
 
@@ -79,6 +79,7 @@ pub struct PlannedExpected {
 pub struct PlannedStep {
     pub name: String,
     pub description: String,
+    pub role: Role,
     pub network: Network,
     pub allow_hosts: Vec<String>,
     pub isolation: Isolation,
@@ -211,13 +212,24 @@ impl Plan {
             })
             .collect();
         for (list, from, label) in [
-            (env_overrides, LocationSource::Environment, "REPROBOX_LOCATION_"),
+            (
+                env_overrides,
+                LocationSource::Environment,
+                "REPROBOX_LOCATION_",
+            ),
             (cli_overrides, LocationSource::CommandLine, "--location "),
         ] {
             for (k, v) in list {
                 let Some(slot) = locations.get_mut(k) else {
                     return Err(Error::bad_input(
-                        format!("{label}{}", if from == LocationSource::Environment { k.to_ascii_uppercase() } else { k.clone() }),
+                        format!(
+                            "{label}{}",
+                            if from == LocationSource::Environment {
+                                k.to_ascii_uppercase()
+                            } else {
+                                k.clone()
+                            }
+                        ),
                         format!(
                             "profile {} has no location {k:?}; expected one of: {}",
                             p.name,
@@ -241,7 +253,10 @@ impl Plan {
             vars.set(k.clone(), l.url.clone());
         }
         vars.set("version", version.as_str());
-        vars.set("build_day", version.build_day().strftime("%Y%m%d").to_string());
+        vars.set(
+            "build_day",
+            version.build_day().strftime("%Y%m%d").to_string(),
+        );
         vars.set("snapshot", version.snapshot_path());
         vars.set("source_date_epoch", version.source_date_epoch().to_string());
         vars.set("created", version.created());
@@ -259,7 +274,10 @@ impl Plan {
         vars.set("rollback_server", rollback.server.clone());
         vars.set_list("rollback_packages", rollback.packages.clone());
         vars.set_list("rollback_packages_nodeps", rollback.packages_nodeps.clone());
-        vars.set_list("rollback_optional_packages", rollback.optional_packages.clone());
+        vars.set_list(
+            "rollback_optional_packages",
+            rollback.optional_packages.clone(),
+        );
 
         let x = |s: &str, field: &str| vars.expand(s, &format!("{ctx}, {field}"));
         let base = PlannedBase {
@@ -290,6 +308,7 @@ impl Plan {
             steps.push(PlannedStep {
                 name: s.name.clone(),
                 description: s.description.clone(),
+                role: s.role,
                 network: s.network,
                 allow_hosts: s.allow_hosts.clone(),
                 isolation: s.isolation,
@@ -341,7 +360,11 @@ impl Plan {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut o = String::new();
-        let _ = writeln!(o, "profile            {} ({})", self.profile, self.profile_origin);
+        let _ = writeln!(
+            o,
+            "profile            {} ({})",
+            self.profile, self.profile_origin
+        );
         let _ = writeln!(o, "build version      {}", self.version);
         let _ = writeln!(o, "build day          {}", self.build_day);
         let _ = writeln!(o, "snapshot day       {}", self.snapshot);
@@ -363,7 +386,11 @@ impl Plan {
         if let Some(sub) = &self.base.subdir {
             let _ = writeln!(o, "  root inside      {sub}/");
         }
-        let _ = writeln!(o, "  source           {} at tag {}", self.source.git, self.source.tag);
+        let _ = writeln!(
+            o,
+            "  source           {} at tag {}",
+            self.source.git, self.source.tag
+        );
         let _ = writeln!(
             o,
             "  source revision  label {} of {} at the tag",
@@ -373,15 +400,40 @@ impl Plan {
         let _ = writeln!(o, "  mirrorlist       Server = {}", self.rollback.server);
         let _ = writeln!(o, "  packages         {}", self.rollback.packages.join(" "));
         if !self.rollback.packages_nodeps.is_empty() {
-            let _ = writeln!(o, "  without deps     {}", self.rollback.packages_nodeps.join(" "));
+            let _ = writeln!(
+                o,
+                "  without deps     {}",
+                self.rollback.packages_nodeps.join(" ")
+            );
         }
         if !self.rollback.optional_packages.is_empty() {
-            let _ = writeln!(o, "  optional         {}", self.rollback.optional_packages.join(" "));
+            let _ = writeln!(
+                o,
+                "  optional         {}",
+                self.rollback.optional_packages.join(" ")
+            );
         }
-        let _ = writeln!(o, "\nsteps (in the build environment, workspace {})", self.workspace);
+        let _ = writeln!(
+            o,
+            "\nsteps (in the build environment, workspace {})",
+            self.workspace
+        );
         for (i, s) in self.steps.iter().enumerate() {
             let opt = if s.optional { " (optional)" } else { "" };
-            let _ = writeln!(o, "  {}. {}{} — {}", i + 1, s.name, opt, s.description);
+            let role = match s.role {
+                Role::Rollback => "rollback",
+                Role::Install => "install",
+                Role::Build => "build",
+                Role::Image => "image",
+            };
+            let _ = writeln!(
+                o,
+                "  {}. {}{} [{role}] — {}",
+                i + 1,
+                s.name,
+                opt,
+                s.description
+            );
             let _ = writeln!(o, "     network    {}", s.network_summary());
             let _ = writeln!(o, "     isolation  {}", s.isolation_summary());
             if s.faketime {
@@ -395,7 +447,12 @@ impl Plan {
                 let _ = writeln!(o, "     $ {}", shell_line(c));
             }
         }
-        let _ = writeln!(o, "\nartifacts          {}/{{{}}}", self.artifacts.dir, self.artifacts.files.join(","));
+        let _ = writeln!(
+            o,
+            "\nartifacts          {}/{{{}}}",
+            self.artifacts.dir,
+            self.artifacts.files.join(",")
+        );
         let _ = writeln!(o, "\nchecks");
         let _ = writeln!(
             o,
@@ -463,16 +520,32 @@ mod tests {
         let install = p.steps.iter().find(|s| s.name == "install").unwrap();
         assert_eq!(
             install.commands[0],
-            ["pacman", "-S", "--noconfirm", "--needed", "git", "make", "fakechroot", "fakeroot", "podman"]
+            [
+                "pacman",
+                "-S",
+                "--noconfirm",
+                "--needed",
+                "git",
+                "make",
+                "fakechroot",
+                "fakeroot",
+                "podman"
+            ]
         );
-        assert_eq!(p.expected_image_ref(), "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496");
+        assert_eq!(
+            p.expected_image_ref(),
+            "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496"
+        );
     }
 
     #[test]
     fn overrides_command_line_beats_environment() {
         let p = plan(
             &[("archive", "http://127.0.0.1:9/")],
-            &[("archive", "http://127.0.0.1:8"), ("git", "file:///srv/up.git")],
+            &[
+                ("archive", "http://127.0.0.1:8"),
+                ("git", "file:///srv/up.git"),
+            ],
         )
         .unwrap();
         assert_eq!(p.locations["archive"].url, "http://127.0.0.1:9");
@@ -485,7 +558,10 @@ mod tests {
     #[test]
     fn bad_overrides_are_named() {
         let e = plan(&[("archiv", "http://x")], &[]).unwrap_err();
-        assert!(e.to_string().contains("archiv") && e.exit_code() == 2, "{e}");
+        assert!(
+            e.to_string().contains("archiv") && e.exit_code() == 2,
+            "{e}"
+        );
         let e = plan(&[("archive", "ftp://x")], &[]).unwrap_err();
         assert!(e.to_string().contains("ftp://x"), "{e}");
         assert!(parse_location_override("archive").is_err());

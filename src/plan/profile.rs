@@ -138,11 +138,26 @@ pub enum Isolation {
     NestedContainers,
 }
 
+/// What a step is for; the pipeline acts on it (DESIGN.md's flow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Rolls the environment back to the snapshot day (skipped by `--no-rollback`).
+    Rollback,
+    /// Installs the build tools; the environment lock is recorded after the last of these.
+    Install,
+    /// Builds the artifacts; the rootfs check follows it.
+    Build,
+    /// Builds the container image; the image checks follow it.
+    Image,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub name: String,
     pub description: String,
+    pub role: Role,
     pub network: Network,
     /// Hosts the egress proxy lets through (only with `network = "egress"`).
     #[serde(default)]
@@ -368,7 +383,12 @@ mod tests {
         assert_eq!(p.name, "archlinux-repro");
         assert!(p.rollback.packages.iter().any(|x| x == "podman"));
         assert!(p.rollback.packages_nodeps.iter().any(|x| x == "devtools"));
-        assert!(p.rollback.optional_packages.iter().any(|x| x == "diffoscope"));
+        assert!(
+            p.rollback
+                .optional_packages
+                .iter()
+                .any(|x| x == "diffoscope")
+        );
         for loc in ["archive", "git", "registry", "rootfs"] {
             assert!(p.locations.contains_key(loc), "{loc}");
         }
@@ -400,6 +420,9 @@ mod tests {
         let e = Profile::load("no-such-profile").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let m = e.to_string();
-        assert!(m.contains("no-such-profile") && m.contains("archlinux-repro"), "{m}");
+        assert!(
+            m.contains("no-such-profile") && m.contains("archlinux-repro"),
+            "{m}"
+        );
     }
 }

@@ -36,7 +36,9 @@ pub struct Disagreement {
 }
 
 fn is_hex(s: &str, n: usize) -> bool {
-    s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == n
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Join backslash-continued lines, as the Dockerfile parser does.
@@ -137,12 +139,20 @@ impl Release {
             }
         }
         let label = |k: &str| -> Result<String> {
-            let vals: Vec<&String> = labels.iter().filter(|(lk, _)| lk == k).map(|(_, v)| v).collect();
+            let vals: Vec<&String> = labels
+                .iter()
+                .filter(|(lk, _)| lk == k)
+                .map(|(_, v)| v)
+                .collect();
             match vals.as_slice() {
-                [] => Err(bad(format!("no LABEL {k}=…; expected upstream's release Dockerfile.repro"))),
+                [] => Err(bad(format!(
+                    "no LABEL {k}=…; expected upstream's release Dockerfile.repro"
+                ))),
                 [v] => Ok((*v).clone()),
                 [a, rest @ ..] if rest.iter().all(|b| b == a) => Ok((*a).clone()),
-                _ => Err(bad(format!("LABEL {k} is given twice with different values"))),
+                _ => Err(bad(format!(
+                    "LABEL {k} is given twice with different values"
+                ))),
             }
         };
         let version = label(LABEL_VERSION)?;
@@ -216,7 +226,11 @@ impl Release {
             );
         }
         if !self.rootfs_url.contains(version.as_str()) {
-            push("rootfs URL", &self.rootfs_url, format!("a URL containing {version}"));
+            push(
+                "rootfs URL",
+                &self.rootfs_url,
+                format!("a URL containing {version}"),
+            );
         }
         d
     }
@@ -266,7 +280,10 @@ CMD ["/usr/bin/bash"]
         assert_eq!(r.source_revision, REV);
         assert_eq!(r.rootfs_sha256, SHA);
         assert_eq!(r.rootfs_file, "repro-20260420.0.518142.tar.zst");
-        assert!(r.rootfs_url.ends_with("/20260420.0.518142/repro-20260420.0.518142.tar.zst"));
+        assert!(
+            r.rootfs_url
+                .ends_with("/20260420.0.518142/repro-20260420.0.518142.tar.zst")
+        );
         assert_eq!(r.base_image, "alpine:3.23");
         let v = BuildVersion::parse("20260420.0.518142").unwrap();
         assert!(r.check_against(&v).is_empty());
@@ -286,11 +303,21 @@ CMD ["/usr/bin/bash"]
     #[test]
     fn missing_labels_and_conflicting_sums_are_errors() {
         let t = sample("20260420.0.518142", "2026-04-20T00:00:00Z", SHA, REV);
-        let no_rev: String = t.lines().filter(|l| !l.contains(LABEL_REVISION)).collect::<Vec<_>>().join("\n");
+        let no_rev: String = t
+            .lines()
+            .filter(|l| !l.contains(LABEL_REVISION))
+            .collect::<Vec<_>>()
+            .join("\n");
         let e = Release::parse(&no_rev, "Dockerfile.repro").unwrap_err();
-        assert!(e.to_string().contains(LABEL_REVISION) && e.exit_code() == 2, "{e}");
+        assert!(
+            e.to_string().contains(LABEL_REVISION) && e.exit_code() == 2,
+            "{e}"
+        );
         let other = "1".repeat(64);
-        let two = t.replace("cat /tmp/rootfs.tar.sha256", &format!("echo \"{other}  repro-20260420.0.518142.tar.zst\""));
+        let two = t.replace(
+            "cat /tmp/rootfs.tar.sha256",
+            &format!("echo \"{other}  repro-20260420.0.518142.tar.zst\""),
+        );
         let e = Release::parse(&two, "Dockerfile.repro").unwrap_err();
         assert!(e.to_string().contains("two different rootfs sha256"), "{e}");
         let e = Release::parse("FROM scratch\n", "empty").unwrap_err();

@@ -68,9 +68,9 @@ impl Vars {
                 rest = &tail[2..];
                 continue;
             }
-            if tail.starts_with('}') {
+            if let Some(after) = tail.strip_prefix('}') {
                 out.push('}');
-                rest = &tail[1..];
+                rest = after;
                 continue;
             }
             // `${...}` is the shell's, not ours.

@@ -119,7 +119,9 @@ impl BuildVersion {
 
     /// The archive snapshot day: the day before the build day.
     pub fn snapshot_day(&self) -> Date {
-        self.day.yesterday().expect("a 4-digit year has a day before it")
+        self.day
+            .yesterday()
+            .expect("a 4-digit year has a day before it")
     }
 
     /// `YYYY/MM/DD`, the ARCHIVE_SNAPSHOT upstream's Makefile takes.
@@ -149,7 +151,10 @@ impl BuildVersion {
     /// The `YYYY.MM.01` directory of the archive's `iso/` for the month of the snapshot day,
     /// where the monthly bootstrap tarball lives.
     pub fn iso_month(&self) -> String {
-        self.snapshot_day().first_of_month().strftime("%Y.%m.%d").to_string()
+        self.snapshot_day()
+            .first_of_month()
+            .strftime("%Y.%m.%d")
+            .to_string()
     }
 }
 

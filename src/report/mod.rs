@@ -1,0 +1,254 @@
+//! The run record: the verdict with every check and its evidence, the human summary, and
+//! the in-toto attestation.
+//!
+//! DESIGN.md decision 6: "reproduced" only when the rootfs sha256, the image config digest
+//! and the diffIDs all match. The manifest digest is evidence, never the verdict. A check
+//! that could not be computed is `unknown`, and an unknown is never a pass.
+
+pub mod attestation;
+
+use serde::Serialize;
+
+use crate::envlock::Drift;
+use crate::job::Enforcement;
+use crate::verify::audit::LateTimestamp;
+use crate::verify::tardiff::FileDiff;
+
+pub const REPORT_SCHEMA: &str = "reprobox.report/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `rootfs-sha256`, `image-config-digest`, `image-diff-ids`, `image-manifest-digest`.
+    pub name: String,
+    pub status: Status,
+    /// Whether the verdict depends on it (the manifest digest does not).
+    pub decisive: bool,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+    /// Where each side came from, or why it is unknown.
+    pub evidence: String,
+}
+
+impl Check {
+    pub fn compare(
+        name: &str,
+        decisive: bool,
+        expected: Option<String>,
+        actual: Option<String>,
+        evidence: String,
+    ) -> Check {
+        let status = match (&expected, &actual) {
+            (Some(e), Some(a)) if e == a => Status::Pass,
+            (Some(_), Some(_)) => Status::Fail,
+            _ => Status::Unknown,
+        };
+        Check {
+            name: name.into(),
+            status,
+            decisive,
+            expected,
+            actual,
+            evidence,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Every decisive check passed.
+    Reproduced,
+    /// At least one decisive check failed.
+    Differs,
+    /// No decisive check failed, but at least one could not be made.
+    Incomplete,
+}
+
+impl Verdict {
+    pub fn of(checks: &[Check]) -> Verdict {
+        let decisive: Vec<&Check> = checks.iter().filter(|c| c.decisive).collect();
+        if decisive.is_empty() {
+            return Verdict::Incomplete;
+        }
+        if decisive.iter().any(|c| c.status == Status::Fail) {
+            Verdict::Differs
+        } else if decisive.iter().all(|c| c.status == Status::Pass) {
+            Verdict::Reproduced
+        } else {
+            Verdict::Incomplete
+        }
+    }
+
+    /// DESIGN.md decision 7.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Reproduced => crate::error::exit::OK,
+            Verdict::Differs => crate::error::exit::DIFFERS,
+            Verdict::Incomplete => crate::error::exit::INCOMPLETE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub optional: bool,
+    pub exit_code: i32,
+    pub wall_time_ms: u64,
+    pub enforcement: Vec<Enforcement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub reprobox_version: &'static str,
+    pub profile: String,
+    pub version: String,
+    pub snapshot: String,
+    pub source_date_epoch: i64,
+    pub backend: String,
+    pub source_revision: Option<String>,
+    pub verdict: Verdict,
+    pub checks: Vec<Check>,
+    /// Files that differ between the published and the rebuilt rootfs.
+    pub file_diffs: Vec<FileDiff>,
+    /// Environment packages whose versions differ from the snapshot day's.
+    pub environment_drift: Vec<Drift>,
+    /// Timestamps newer than SOURCE_DATE_EPOCH in the outputs.
+    pub late_timestamps: Vec<LateTimestamp>,
+    pub steps: Vec<StepRecord>,
+    /// Outputs of external diff tools, when they ran (file names in the output directory).
+    pub external_diffs: Vec<String>,
+    /// Notes a reader needs: what could not be enforced or checked, and why.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// The human summary (`summary.txt`).
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let verdict = match self.verdict {
+            Verdict::Reproduced => "REPRODUCED",
+            Verdict::Differs => "DIFFERS",
+            Verdict::Incomplete => "INCOMPLETE",
+        };
+        let _ = writeln!(o, "{} {} — {verdict}", self.profile, self.version);
+        let _ = writeln!(
+            o,
+            "snapshot {}, SOURCE_DATE_EPOCH {}, backend {}",
+            self.snapshot, self.source_date_epoch, self.backend
+        );
+        if let Some(r) = &self.source_revision {
+            let _ = writeln!(o, "source revision {r}");
+        }
+        let _ = writeln!(o, "\nchecks");
+        for c in &self.checks {
+            let s = match c.status {
+                Status::Pass => "pass",
+                Status::Fail => "FAIL",
+                Status::Unknown => "unknown",
+            };
+            let note = if c.decisive { "" } else { " (evidence only)" };
+            let _ = writeln!(o, "  {:<24} {s}{note}", c.name);
+            if c.status != Status::Pass {
+                let _ = writeln!(
+                    o,
+                    "    expected {}",
+                    c.expected.as_deref().unwrap_or("(unknown)")
+                );
+                let _ = writeln!(
+                    o,
+                    "    actual   {}",
+                    c.actual.as_deref().unwrap_or("(unknown)")
+                );
+            }
+            let _ = writeln!(o, "    {}", c.evidence);
+        }
+        if !self.environment_drift.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nenvironment packages that differ from the snapshot day ({})",
+                self.snapshot
+            );
+            for d in &self.environment_drift {
+                let _ = writeln!(o, "  {d}");
+            }
+        }
+        if !self.file_diffs.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nfiles that differ (published -> rebuilt): {}",
+                self.file_diffs.len()
+            );
+            for d in self.file_diffs.iter().take(200) {
+                let _ = writeln!(o, "  {d}");
+            }
+            if self.file_diffs.len() > 200 {
+                let _ = writeln!(o, "  … {} more in report.json", self.file_diffs.len() - 200);
+            }
+        }
+        if !self.late_timestamps.is_empty() {
+            let _ = writeln!(
+                o,
+                "\ntimestamps newer than SOURCE_DATE_EPOCH: {}",
+                self.late_timestamps.len()
+            );
+            for t in self.late_timestamps.iter().take(50) {
+                let _ = writeln!(o, "  {}: {} {} = {}", t.artifact, t.path, t.field, t.value);
+            }
+        }
+        if !self.external_diffs.is_empty() {
+            let _ = writeln!(o, "\nexternal diffs: {}", self.external_diffs.join(", "));
+        }
+        for n in &self.notes {
+            let _ = writeln!(o, "\nnote: {n}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, decisive: bool, e: Option<&str>, a: Option<&str>) -> Check {
+        Check::compare(
+            name,
+            decisive,
+            e.map(Into::into),
+            a.map(Into::into),
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn verdict_needs_every_decisive_check_to_pass() {
+        let pass = c("rootfs-sha256", true, Some("a"), Some("a"));
+        let fail = c("image-config-digest", true, Some("a"), Some("b"));
+        let unknown = c("image-diff-ids", true, Some("a"), None);
+        let evidence_fail = c("image-manifest-digest", false, Some("a"), Some("b"));
+        assert_eq!(
+            Verdict::of(&[pass.clone(), evidence_fail.clone()]),
+            Verdict::Reproduced
+        );
+        assert_eq!(Verdict::of(&[pass.clone(), fail.clone()]), Verdict::Differs);
+        assert_eq!(
+            Verdict::of(&[pass.clone(), unknown.clone()]),
+            Verdict::Incomplete
+        );
+        assert_eq!(Verdict::of(&[unknown, fail]), Verdict::Differs);
+        assert_eq!(Verdict::of(&[evidence_fail]), Verdict::Incomplete);
+        assert_eq!(Verdict::of(&[]), Verdict::Incomplete);
+        assert_eq!(Verdict::Differs.exit_code(), 1);
+        assert_eq!(Verdict::Incomplete.exit_code(), 3);
+    }
+}
