@@ -228,3 +228,94 @@ pub fn build_package(spec: &PkgSpec, dir: &Path) -> Result<BuiltPkg> {
         sha256: sha256_hex(&bytes),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PkgSpec {
+        PkgSpec {
+            name: "hello".into(),
+            version: "1.0-1".into(),
+            arch: "any".into(),
+            desc: "test".into(),
+            depends: vec!["filesystem".into()],
+            builddate: 1_774_915_200,
+            entries: vec![
+                Entry::File {
+                    path: "usr/share/hello/a.txt".into(),
+                    mode: 0o644,
+                    data: b"hi\n".to_vec(),
+                },
+                Entry::Symlink {
+                    path: "usr/share/hello/b".into(),
+                    target: "a.txt".into(),
+                },
+            ],
+        }
+    }
+
+    fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let tar = zstd::stream::decode_all(bytes).unwrap();
+        let mut a = tar::Archive::new(&tar[..]);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().display().to_string();
+                let mut d = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut d).unwrap();
+                (p, d)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_description_same_bytes_and_alpm_metadata_first() {
+        let a = package_bytes(&spec()).unwrap();
+        assert_eq!(a, package_bytes(&spec()).unwrap());
+        let m = members(&a);
+        let names: Vec<&str> = m.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(&names[..3], [".BUILDINFO", ".MTREE", ".PKGINFO"]);
+        // Parent directories are added.
+        assert!(names.contains(&"usr/share/hello/"), "{names:?}");
+        let pkginfo = String::from_utf8(m[2].1.clone()).unwrap();
+        for l in [
+            "pkgname = hello\n",
+            "pkgver = 1.0-1\n",
+            "arch = any\n",
+            "depend = filesystem\n",
+            "size = 3\n",
+            "builddate = 1774915200\n",
+        ] {
+            assert!(pkginfo.contains(l), "{pkginfo}");
+        }
+        let mut mtree = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&m[1].1[..]), &mut mtree)
+            .unwrap();
+        assert!(mtree.starts_with("#mtree\n"));
+        assert!(
+            mtree.contains(&format!(
+                "./usr/share/hello/a.txt time=1774915200.0 mode=644 size=3 sha256digest={}\n",
+                sha256_hex(b"hi\n")
+            )),
+            "{mtree}"
+        );
+        assert!(
+            mtree.contains("./usr/share/hello/b time=1774915200.0 mode=777 type=link link=a.txt\n"),
+            "{mtree}"
+        );
+    }
+
+    #[test]
+    fn a_changed_file_changes_the_package() {
+        let mut s = spec();
+        s.entries[0] = Entry::File {
+            path: "usr/share/hello/a.txt".into(),
+            mode: 0o644,
+            data: b"ho\n".to_vec(),
+        };
+        assert_ne!(package_bytes(&s).unwrap(), package_bytes(&spec()).unwrap());
+        assert_eq!(s.file_name(), "hello-1.0-1-any.pkg.tar.zst");
+    }
+}

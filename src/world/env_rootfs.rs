@@ -176,7 +176,7 @@ impl EnvRun {
             let reg = tools::require("docker-registry", "docker-registry")?;
             pre.push_str(&format!(
                 "{1} serve '{0}' >/dev/null 2>&1 & \
-                 i=0; until {bb} wget -q -O /dev/null http://{REGISTRY_ADDR}/v2/; do i=$((i+1)); [ $i -lt 100 ] || {{ echo registry did not start >&2; exit 1; }}; sleep 0.1; done; ",
+                 i=0; until {bb} wget -q -O /dev/null http://{REGISTRY_ADDR}/v2/; do i=$((i+1)); [ $i -lt 300 ] || {{ echo registry did not start >&2; exit 1; }}; sleep 0.1; done; ",
                 r.display(),
                 reg.display(),
                 bb = busybox.display()
@@ -184,9 +184,12 @@ impl EnvRun {
         }
         pre.push_str("exec \"$@\"");
         let mut cmd = Command::new("unshare");
+        // A fresh /proc for the new pid namespace: bwrap reads its own /proc/<pid>/ns.
         cmd.args([
             "--net",
             "--pid",
+            "--mount",
+            "--mount-proc",
             "--fork",
             "--kill-child",
             "--",

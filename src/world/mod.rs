@@ -224,7 +224,15 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
             &storage,
             env_rootfs::REGISTRY_ADDR,
         )?;
-        publish::build_image(&b, &cfg, &verify_ref)?;
+        let id = publish::build_image(&b, &cfg, &verify_ref, true)?;
+        let pushed =
+            registry::read_image(&storage, registry::IMAGE_REPO, &format!("repro-{VERSION}"))?;
+        if pushed.config_digest != id {
+            return Err(Error::Environment(format!(
+                "world: the registry holds config {} but podman built {id}",
+                pushed.config_digest
+            )));
+        }
         env_rootfs::remove_tree(&pubdir)?;
         std::fs::create_dir_all(&pubdir).ctx("create directory", &pubdir)?;
         std::fs::copy(b.output.join("repro.tar.zst"), pubdir.join(&rootfs_name))

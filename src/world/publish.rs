@@ -112,9 +112,15 @@ pub fn build_rootfs(
 }
 
 /// Runs the podman build of upstream's CI in the environment of `b`, with the verify base
-/// pulled by digest from the world's registry, and pushes the image to that registry as
-/// `archlinux/archlinux:repro-<version>`.
-pub fn build_image(b: &RootfsBuild, registry_config: &Path, verify_ref: &str) -> Result<()> {
+/// pulled by digest from the world's registry (served in the build's own network namespace
+/// from the storage `registry_config` names). With `push`, the image goes to that registry as
+/// `archlinux/archlinux:repro-<version>`. Returns the image's config digest (`sha256:…`).
+pub fn build_image(
+    b: &RootfsBuild,
+    registry_config: &Path,
+    verify_ref: &str,
+    push: bool,
+) -> Result<String> {
     let mut run = EnvRun::new(&b.root, true);
     run.services = Services {
         archive: None,
@@ -128,13 +134,26 @@ pub fn build_image(b: &RootfsBuild, registry_config: &Path, verify_ref: &str) ->
         env_rootfs::REGISTRY_ADDR,
         crate::world::registry::IMAGE_REPO
     );
-    run.sh(
+    let push_cmd = if push {
+        format!("podman {flags} push -q --tls-verify=false {tag} {dest} >&2;")
+    } else {
+        String::new()
+    };
+    // podman 4.3.1 has no --source-date-epoch/--rewrite-timestamp; --timestamp pins the
+    // created times and the layer file times. RUN steps use chroot isolation in this sandbox.
+    let out = run.sh(
         "podman build of the published image",
         &format!(
             "set -e; podman {flags} pull -q --tls-verify=false {verify_ref} >&2; \
              podman {flags} build --no-cache --pull=never --timestamp {SDE} --isolation chroot -f output/Dockerfile.repro -t {tag} output/ >&2; \
-             podman {flags} push -q --tls-verify=false {tag} {dest} >&2"
+             {push_cmd} podman {flags} image inspect --format '{{{{.Id}}}}' {tag}"
         ),
     )?;
-    Ok(())
+    let id = String::from_utf8_lossy(&out).trim().to_string();
+    if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Environment(format!(
+            "world: podman printed {id:?} as the image id"
+        )));
+    }
+    Ok(format!("sha256:{id}"))
 }

@@ -273,3 +273,43 @@ fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_their_root_and_hidden_files_are_not_served() {
+        let t = tempfile::tempdir().unwrap();
+        let mk = |p: &str| {
+            let p = t.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+        };
+        mk("archive/repos/a/core.db.tar.gz");
+        mk("archive/repos/a/.complete");
+        mk("published/1/r.tar.zst");
+        mk("secret");
+        std::os::unix::fs::symlink("core.db.tar.gz", t.path().join("archive/repos/a/core.db"))
+            .unwrap();
+        std::os::unix::fs::symlink("../../secret", t.path().join("archive/repos/escape")).unwrap();
+        let roots = Roots {
+            archive: t.path().join("archive"),
+            published: t.path().join("published"),
+            git: t.path().join("git"),
+        };
+        assert!(resolve(&roots, "/repos/a/core.db").is_some());
+        assert!(resolve(&roots, "/repos/a/core.db.tar.gz?x=1").is_some());
+        assert!(resolve(&roots, "/rootfs/1/r.tar.zst").is_some());
+        for bad in [
+            "/repos/a/.complete",
+            "/../secret",
+            "/%2e%2e/secret",
+            "/repos/escape",
+            "/repos/a",
+            "/rootfs/../secret",
+        ] {
+            assert!(resolve(&roots, bad).is_none(), "{bad} resolved");
+        }
+    }
+}
