@@ -232,8 +232,11 @@ fn cannot_open_kvm_or_block_devices() {
     assert!(!so.contains("OPENED"), "{so}");
 }
 
+/// One raw tar entry: name, type, link target, content.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
 /// Write a tar with a raw entry name (tar's builder refuses `..`, which is the point).
-fn evil_tar(path: &Path, entries: &[(&str, tar::EntryType, &str, &[u8])]) {
+fn evil_tar(path: &Path, entries: &[RawEntry]) {
     let f = std::fs::File::create(path).unwrap();
     let mut b = tar::Builder::new(f);
     for (name, kind, link, data) in entries {
@@ -266,7 +269,7 @@ fn rootfs_tarball_escapes_are_refused() {
     std::fs::create_dir(&victim).unwrap();
     let v = victim.to_str().unwrap();
     let reg = tar::EntryType::Regular;
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str, &[u8])>)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
         (
             "dotdot",
             vec![
