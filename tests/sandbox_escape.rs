@@ -330,3 +330,32 @@ fn rootfs_tarball_escapes_are_refused() {
     }
     assert!(!Path::new("/tmp/pwned-abs").exists());
 }
+
+#[test]
+fn bind_through_a_symlink_in_the_root_is_refused() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    mini_rootfs(&root);
+    let victim = t.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    // The root filesystem points /mnt at a host directory; a bind onto /mnt/x must not
+    // become a mount on the host's victim directory.
+    std::os::unix::fs::symlink(&victim, root.join("mnt")).unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let before = mountinfo();
+    let o = run(&[
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--bind",
+        &format!("{}:/mnt/x", src.display()),
+        "--",
+        "true",
+    ]);
+    let se = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{se}");
+    assert!(se.contains("symlink") && se.contains("/mnt/x"), "{se}");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(mountinfo(), before);
+}
