@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 N=${1:-100}
 command -v bwrap >/dev/null || { echo "bwrap is not installed (apt-get install bubblewrap)" >&2; exit 3; }
 [ -x /usr/bin/time ] || { echo "/usr/bin/time is not installed (apt-get install time)" >&2; exit 3; }
-cargo build --release --quiet --bin reprobox
-RB=target/release/reprobox
+# REPROBOX_BIN overrides the binary (default: a release build made here).
+if [ -z "${REPROBOX_BIN:-}" ]; then cargo build --release --quiet --bin reprobox; fi
+RB=${REPROBOX_BIN:-target/release/reprobox}
 ROOT=$(bash scripts/debian-rootfs.sh)
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

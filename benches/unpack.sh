@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-5}
-cargo build --release --quiet --example unpack
-UNPACK=target/release/examples/unpack
+# REPROBOX_UNPACK overrides the unpacker binary (default: a release build made here).
+if [ -z "${REPROBOX_UNPACK:-}" ]; then cargo build --release --quiet --example unpack; fi
+UNPACK=${REPROBOX_UNPACK:-target/release/examples/unpack}
 ROOT=$(bash scripts/debian-rootfs.sh)
 cache=${REPROBOX_TEST_CACHE:-/var/cache/reprobox-tests}
 ARCHIVE="$cache/bench-rootfs.tar.zst"

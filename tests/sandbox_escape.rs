@@ -232,8 +232,11 @@ fn cannot_open_kvm_or_block_devices() {
     assert!(!so.contains("OPENED"), "{so}");
 }
 
+/// One raw tar entry: name, type, link target, content.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
 /// Write a tar with a raw entry name (tar's builder refuses `..`, which is the point).
-fn evil_tar(path: &Path, entries: &[(&str, tar::EntryType, &str, &[u8])]) {
+fn evil_tar(path: &Path, entries: &[RawEntry]) {
     let f = std::fs::File::create(path).unwrap();
     let mut b = tar::Builder::new(f);
     for (name, kind, link, data) in entries {
@@ -266,7 +269,7 @@ fn rootfs_tarball_escapes_are_refused() {
     std::fs::create_dir(&victim).unwrap();
     let v = victim.to_str().unwrap();
     let reg = tar::EntryType::Regular;
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str, &[u8])>)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
         (
             "dotdot",
             vec![
@@ -326,4 +329,33 @@ fn rootfs_tarball_escapes_are_refused() {
         );
     }
     assert!(!Path::new("/tmp/pwned-abs").exists());
+}
+
+#[test]
+fn bind_through_a_symlink_in_the_root_is_refused() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    mini_rootfs(&root);
+    let victim = t.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    // The root filesystem points /mnt at a host directory; a bind onto /mnt/x must not
+    // become a mount on the host's victim directory.
+    std::os::unix::fs::symlink(&victim, root.join("mnt")).unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let before = mountinfo();
+    let o = run(&[
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--bind",
+        &format!("{}:/mnt/x", src.display()),
+        "--",
+        "true",
+    ]);
+    let se = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{se}");
+    assert!(se.contains("symlink") && se.contains("/mnt/x"), "{se}");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(mountinfo(), before);
 }

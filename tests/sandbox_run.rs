@@ -275,7 +275,10 @@ fn listener_made_inside_is_served_by_the_host() {
     );
 }
 
+static USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn ensure_user(name: &str, sub: Option<u32>) -> u32 {
+    let _g = USERS.lock().unwrap_or_else(|e| e.into_inner());
     if Command::new("id")
         .arg(name)
         .output()
@@ -317,18 +320,21 @@ fn ensure_user(name: &str, sub: Option<u32>) -> u32 {
     text(&o.stdout).trim().parse().unwrap()
 }
 
+/// A copy of the binary the test user can reach wherever CI checked the tree out (the
+/// checkout may sit under a directory only root can traverse). `dir` must be 0755.
+fn user_bin(dir: &Path) -> PathBuf {
+    let b = dir.join("reprobox");
+    std::fs::copy(bin(), &b).unwrap();
+    std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o755)).unwrap();
+    b
+}
+
 fn run_as(user: &str, root: &Path, extra: &[&str], script: &str) -> std::process::Output {
+    let b = user_bin(root.parent().unwrap());
     Command::new("runuser")
-        .args([
-            "-u",
-            user,
-            "--",
-            bin(),
-            "run",
-            "--rootfs",
-            root.to_str().unwrap(),
-            "--json",
-        ])
+        .args(["-u", user, "--"])
+        .arg(&b)
+        .args(["run", "--rootfs", root.to_str().unwrap(), "--json"])
         .args(extra)
         .args(["--", "sh", "-c", script])
         .output()
@@ -497,7 +503,8 @@ fn unprivileged_archive_root_is_removed_even_with_subordinate_owned_files() {
     let o = Command::new("runuser")
         .args(["-u", "rbx-sub", "--", "env"])
         .arg(format!("TMPDIR={}", tmpdir.display()))
-        .args([bin(), "run", "--rootfs", tarp.to_str().unwrap(), "--"])
+        .arg(user_bin(t.path()))
+        .args(["run", "--rootfs", tarp.to_str().unwrap(), "--"])
         .args(["sh", "-c", "mkdir /d && chown 5:5 /d && setpriv --reuid=5 --regid=5 --clear-groups touch /d/f && echo MADE"])
         .output()
         .unwrap();
@@ -514,4 +521,37 @@ fn unprivileged_archive_root_is_removed_even_with_subordinate_owned_files() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "temporary root left: {left:?}");
+}
+
+#[test]
+fn faketime_pins_the_wall_clock_of_dynamic_tools() {
+    require_root();
+    let mut job = Job::new(
+        RootfsSource::Dir(debian_rootfs()),
+        vec!["sh".into(), "-c".into(), "date +%s > /out/now".into()],
+    );
+    let t = tempfile::tempdir().unwrap();
+    let out = job_writable_dir(t.path(), "out");
+    job.read_only_root = true;
+    job.binds.push(Bind {
+        src: out.clone(),
+        dst: "/out".into(),
+        read_only: false,
+    });
+    job.clock.source_date_epoch = Some(1774915200);
+    job.clock.faketime = true;
+    let o = reprobox::sandbox::run(&job).unwrap();
+    assert_eq!(o.exit_code, 0);
+    let now: i64 = std::fs::read_to_string(out.join("now"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((now - 1774915200).abs() < 60, "date inside says {now}");
+    let f = o
+        .enforcement
+        .iter()
+        .find(|e| e.feature == "faketime")
+        .unwrap();
+    assert!(f.enforced, "{f:?}");
 }

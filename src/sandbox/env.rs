@@ -1,6 +1,14 @@
 //! The job's environment: cleared, then only the fixed set and the declared values.
 
-use crate::job::Job;
+use std::path::Path;
+
+use crate::job::{Enforcement, Job};
+
+/// Where Debian and Arch put libfaketime, relative to the root.
+const LIBFAKETIME: &[&str] = &[
+    "usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "usr/lib/faketime/libfaketime.so.1",
+];
 
 pub(crate) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -21,6 +29,37 @@ pub(crate) fn build(job: &Job, host_term: Option<&str>) -> Vec<(String, String)>
         v.push((k.clone(), val.clone()));
     }
     v
+}
+
+/// Pin the wall clock of dynamically linked tools to SOURCE_DATE_EPOCH with the root
+/// filesystem's own libfaketime (DESIGN.md decision 4): a container cannot move
+/// CLOCK_REALTIME. Static and Go binaries are not affected, and the record says so.
+pub(crate) fn faketime(job: &Job, root: &Path, env: &mut Vec<(String, String)>) -> Enforcement {
+    let no = |detail: String| Enforcement {
+        feature: "faketime".into(),
+        enforced: false,
+        detail,
+    };
+    let Some(epoch) = job.clock.source_date_epoch else {
+        return no("requested without SOURCE_DATE_EPOCH".into());
+    };
+    let Some(lib) = LIBFAKETIME.iter().find(|l| root.join(l).is_file()) else {
+        return no("the root filesystem has no libfaketime".into());
+    };
+    let Ok(ts) = jiff::Timestamp::from_second(epoch) else {
+        return no(format!("SOURCE_DATE_EPOCH {epoch} is out of range"));
+    };
+    let when = ts.strftime("%Y-%m-%d %H:%M:%S").to_string();
+    env.retain(|(k, _)| k != "LD_PRELOAD" && k != "FAKETIME");
+    env.push(("LD_PRELOAD".into(), format!("/{lib}")));
+    env.push(("FAKETIME".into(), format!("@{when}")));
+    Enforcement {
+        feature: "faketime".into(),
+        enforced: true,
+        detail: format!(
+            "wall clock of dynamically linked tools starts at {when} UTC (/{lib}); static and Go binaries see the real clock"
+        ),
+    }
 }
 
 #[cfg(test)]

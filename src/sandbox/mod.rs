@@ -183,7 +183,10 @@ pub fn spawn(job: &Job) -> Result<Running> {
         }
     };
 
-    let env = env::build(job, std::env::var("TERM").ok().as_deref());
+    let mut env = env::build(job, std::env::var("TERM").ok().as_deref());
+    if job.clock.faketime {
+        enforcement.push(env::faketime(job, &rootfs, &mut env));
+    }
     let path_dirs = env
         .iter()
         .find(|(k, _)| k == "PATH")
