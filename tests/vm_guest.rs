@@ -50,7 +50,7 @@ fn busybox_root(dir: &Path) -> PathBuf {
         .expect("/usr/bin/busybox (apt-get install busybox-static)");
     for applet in [
         "sh", "date", "uname", "nc", "echo", "cat", "sleep", "true", "false", "hostname", "ls",
-        "wc", "id",
+        "wc", "id", "touch",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -494,4 +494,36 @@ fn auto_accel_records_what_was_used() {
         "{}",
         vm.detail
     );
+}
+
+/// A root filesystem given as a tar.gz is unpacked and booted; a read-only root stays
+/// read-only in the guest.
+#[test]
+fn archive_rootfs_and_read_only_root() {
+    let _l = lock();
+    let d = tempfile::tempdir().unwrap();
+    let root = busybox_root(d.path());
+    let archive = d.path().join("root.tar.gz");
+    let f = std::fs::File::create(&archive).unwrap();
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::fast(),
+    ));
+    t.follow_symlinks(false);
+    t.append_dir_all(".", &root).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+    let mut job = Job::new(
+        RootfsSource::Archive(archive),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /tmp/ok && ! touch /newfile 2>/dev/null && echo read-only".into(),
+        ],
+    );
+    job.read_only_root = true;
+    job.limits.timeout = Some(Duration::from_secs(240));
+    let (r, out, err) = run(&job, &options());
+    let outcome = r.expect("the VM ran");
+    assert_eq!(outcome.exit_code, 0, "root was writable: {out} {err}");
+    assert_eq!(out.trim(), "read-only");
 }
