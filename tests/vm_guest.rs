@@ -527,3 +527,32 @@ fn archive_rootfs_and_read_only_root() {
     assert_eq!(outcome.exit_code, 0, "root was writable: {out} {err}");
     assert_eq!(out.trim(), "read-only");
 }
+
+/// `--initrd`: a caller's initramfs (here Debian's own, with its own /init) is loaded
+/// before reprobox's, and reprobox's init still runs the job.
+#[test]
+fn extra_initrd_is_loaded_and_our_init_wins() {
+    let _l = lock();
+    let kernel = debian_kernel();
+    let initrd = PathBuf::from(
+        kernel
+            .to_str()
+            .unwrap()
+            .replace("/vmlinuz-", "/initrd.img-"),
+    );
+    assert!(
+        initrd.is_file(),
+        "{} missing: linux-image-amd64 installs it (initramfs-tools)",
+        initrd.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let root = busybox_root(d.path());
+    let opts = VmOptions {
+        initrd: Some(initrd),
+        ..options()
+    };
+    let (r, out, err) = run(&sh(&root, "echo ours; exit 3"), &opts);
+    let outcome = r.expect("the VM ran");
+    assert_eq!(outcome.exit_code, 3, "{out} {err}");
+    assert_eq!(out.trim(), "ours");
+}
