@@ -556,3 +556,40 @@ fn extra_initrd_is_loaded_and_our_init_wins() {
     assert_eq!(outcome.exit_code, 3, "{out} {err}");
     assert_eq!(out.trim(), "ours");
 }
+
+/// A real distribution root (the cached Debian build environment of
+/// scripts/debian-rootfs.sh): the job's own GNU tools run, not busybox's applets, and
+/// they see the build time too.
+#[test]
+fn debian_root_runs_its_own_tools_at_build_time() {
+    let out = std::process::Command::new("scripts/debian-rootfs.sh")
+        .output()
+        .expect("run scripts/debian-rootfs.sh");
+    assert!(
+        out.status.success(),
+        "scripts/debian-rootfs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let _l = lock();
+    let epoch = 1_774_915_200i64;
+    let mut job = Job::new(
+        RootfsSource::Dir(root),
+        vec![
+            "/bin/bash".into(),
+            "-c".into(),
+            "date --version | head -n1; date -u +%s; date -u +%Y-%m-%d".into(),
+        ],
+    );
+    job.read_only_root = true;
+    job.clock.source_date_epoch = Some(epoch);
+    job.limits.timeout = Some(Duration::from_secs(300));
+    let (r, out, err) = run(&job, &options());
+    let outcome = r.expect("the VM ran");
+    assert_eq!(outcome.exit_code, 0, "{out} {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("GNU coreutils"), "{out}");
+    let now: i64 = lines[1].parse().unwrap();
+    assert!((epoch..epoch + 120).contains(&now), "{out}");
+    assert_eq!(lines[2], "2026-03-31");
+}
