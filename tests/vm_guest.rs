@@ -38,8 +38,8 @@ fn debian_kernel() -> PathBuf {
 }
 
 fn release_of(kernel: &Path) -> String {
-    let name = kernel.file_name().unwrap().to_str().unwrap();
-    name.strip_prefix("vmlinuz-").unwrap().to_owned()
+    let bytes = std::fs::read(kernel).unwrap();
+    reprobox::vm::kernel::bzimage_release(&bytes).expect("a bzImage")
 }
 
 /// A root filesystem of busybox applets.
@@ -50,7 +50,7 @@ fn busybox_root(dir: &Path) -> PathBuf {
         .expect("/usr/bin/busybox (apt-get install busybox-static)");
     for applet in [
         "sh", "date", "uname", "nc", "echo", "cat", "sleep", "true", "false", "hostname", "ls",
-        "wc", "id",
+        "wc", "id", "touch",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -144,7 +144,7 @@ fn guest_clock_kernel_exit_code_and_hostname() {
     let mut job = sh(
         &root,
         "echo date=$(date +%s); echo uname=$(uname -r); echo host=$(hostname); \
-         echo sde=$SOURCE_DATE_EPOCH; echo pwd=$(pwd); echo to-stderr >&2; exit 7",
+         echo sde=$SOURCE_DATE_EPOCH; echo pwd=$(pwd); echo cmdline=$(cat /proc/cmdline); echo to-stderr >&2; exit 7",
     );
     job.clock.source_date_epoch = Some(epoch);
     job.hostname = "guesthost".into();
@@ -175,18 +175,11 @@ fn guest_clock_kernel_exit_code_and_hostname() {
     );
     let kernel = debian_kernel();
     assert_eq!(field("uname"), release_of(&kernel));
-    assert_ne!(
-        field("uname"),
-        String::from_utf8(
-            std::process::Command::new("uname")
-                .arg("-r")
-                .output()
-                .unwrap()
-                .stdout
-        )
-        .unwrap()
-        .trim(),
-        "the guest must run its own kernel, not the host's"
+    // The kernel that ran the job is the one reprobox booted: its command line is ours.
+    assert!(field("cmdline").contains("rdinit=/init"), "{out}");
+    assert!(
+        field("cmdline").contains(&format!("reprobox.epoch={epoch}")),
+        "{out}"
     );
     assert_eq!(field("host"), "guesthost");
     assert_eq!(field("sde"), epoch.to_string());
@@ -501,4 +494,102 @@ fn auto_accel_records_what_was_used() {
         "{}",
         vm.detail
     );
+}
+
+/// A root filesystem given as a tar.gz is unpacked and booted; a read-only root stays
+/// read-only in the guest.
+#[test]
+fn archive_rootfs_and_read_only_root() {
+    let _l = lock();
+    let d = tempfile::tempdir().unwrap();
+    let root = busybox_root(d.path());
+    let archive = d.path().join("root.tar.gz");
+    let f = std::fs::File::create(&archive).unwrap();
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::fast(),
+    ));
+    t.follow_symlinks(false);
+    t.append_dir_all(".", &root).unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+    let mut job = Job::new(
+        RootfsSource::Archive(archive),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /tmp/ok && ! touch /newfile 2>/dev/null && echo read-only".into(),
+        ],
+    );
+    job.read_only_root = true;
+    job.limits.timeout = Some(Duration::from_secs(240));
+    let (r, out, err) = run(&job, &options());
+    let outcome = r.expect("the VM ran");
+    assert_eq!(outcome.exit_code, 0, "root was writable: {out} {err}");
+    assert_eq!(out.trim(), "read-only");
+}
+
+/// `--initrd`: a caller's initramfs (here Debian's own, with its own /init) is loaded
+/// before reprobox's, and reprobox's init still runs the job.
+#[test]
+fn extra_initrd_is_loaded_and_our_init_wins() {
+    let _l = lock();
+    let kernel = debian_kernel();
+    let initrd = PathBuf::from(
+        kernel
+            .to_str()
+            .unwrap()
+            .replace("/vmlinuz-", "/initrd.img-"),
+    );
+    assert!(
+        initrd.is_file(),
+        "{} missing: linux-image-amd64 installs it (initramfs-tools)",
+        initrd.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let root = busybox_root(d.path());
+    let opts = VmOptions {
+        initrd: Some(initrd),
+        ..options()
+    };
+    let (r, out, err) = run(&sh(&root, "echo ours; exit 3"), &opts);
+    let outcome = r.expect("the VM ran");
+    assert_eq!(outcome.exit_code, 3, "{out} {err}");
+    assert_eq!(out.trim(), "ours");
+}
+
+/// A real distribution root (the cached Debian build environment of
+/// scripts/debian-rootfs.sh): the job's own GNU tools run, not busybox's applets, and
+/// they see the build time too.
+#[test]
+fn debian_root_runs_its_own_tools_at_build_time() {
+    let out = std::process::Command::new("scripts/debian-rootfs.sh")
+        .output()
+        .expect("run scripts/debian-rootfs.sh");
+    assert!(
+        out.status.success(),
+        "scripts/debian-rootfs.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let _l = lock();
+    let epoch = 1_774_915_200i64;
+    let mut job = Job::new(
+        RootfsSource::Dir(root),
+        vec![
+            "/bin/bash".into(),
+            "-c".into(),
+            "date --version | head -n1; date -u +%s; date -u +%Y-%m-%d".into(),
+        ],
+    );
+    job.read_only_root = true;
+    job.clock.source_date_epoch = Some(epoch);
+    job.limits.timeout = Some(Duration::from_secs(300));
+    let (r, out, err) = run(&job, &options());
+    let outcome = r.expect("the VM ran");
+    assert_eq!(outcome.exit_code, 0, "{out} {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("GNU coreutils"), "{out}");
+    let now: i64 = lines[1].parse().unwrap();
+    assert!((epoch..epoch + 120).contains(&now), "{out}");
+    assert_eq!(lines[2], "2026-03-31");
 }
