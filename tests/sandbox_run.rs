@@ -194,6 +194,15 @@ fn timeout_kills_the_tree_and_cleans_up() {
 
 #[test]
 fn sigint_to_reprobox_ends_the_job_and_cleans_up() {
+    signal_ends_the_job_and_cleans_up(libc::SIGINT, "4712");
+}
+
+#[test]
+fn sigterm_to_reprobox_ends_the_job_and_cleans_up() {
+    signal_ends_the_job_and_cleans_up(libc::SIGTERM, "4713");
+}
+
+fn signal_ends_the_job_and_cleans_up(sig: i32, marker: &str) {
     require_root();
     let t = tempfile::tempdir().unwrap();
     let tarp = mini_tar(t.path());
@@ -205,7 +214,11 @@ fn sigint_to_reprobox_ends_the_job_and_cleans_up() {
         .env("TMPDIR", &tmpdir)
         .args(["run", "--rootfs", tarp.to_str().unwrap()])
         .args(["--bind", &format!("{}:/out", out.display()), "--"])
-        .args(["sh", "-c", "sleep 4712 & touch /out/started; sleep 4712"])
+        .args([
+            "sh",
+            "-c",
+            &format!("sleep {marker} & touch /out/started; sleep {marker}"),
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -214,11 +227,11 @@ fn sigint_to_reprobox_ends_the_job_and_cleans_up() {
         assert!(Instant::now() < deadline, "job never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(job_processes("sleep 4712") >= 2);
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(job_processes(&format!("sleep {marker}")) >= 2);
+    unsafe { libc::kill(child.id() as i32, sig) };
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(130));
-    assert_clean(&before, &tmpdir, "sleep 4712");
+    assert_clean(&before, &tmpdir, &format!("sleep {marker}"));
 }
 
 #[test]
