@@ -115,15 +115,3 @@ fn shift_ownership(root: &Path, range: IdRange) -> Result<()> {
     }
     walk(root, range)
 }
-
-/// Where the environment's own libfaketime is, if it has one.
-pub fn find_libfaketime(root: &Path) -> Option<String> {
-    [
-        "usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "usr/lib/faketime/libfaketime.so.1",
-        "usr/lib64/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|c| root.join(c).exists())
-    .map(|c| format!("/{c}"))
-}

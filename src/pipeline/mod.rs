@@ -279,21 +279,6 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     git.checkout(&release.source_revision, &workspace)?;
     env::give_to_job(&workspace)?;
 
-    let faketime_env = env::find_libfaketime(&root).map(|lib| {
-        let day = plan
-            .version
-            .build_day()
-            .strftime("%Y-%m-%d 00:00:00")
-            .to_string();
-        vec![
-            ("LD_PRELOAD".to_string(), lib),
-            ("FAKETIME".to_string(), format!("@{day}")),
-        ]
-    });
-    if faketime_env.is_none() && plan.steps.iter().any(|s| s.faketime) {
-        notes.push("the profile asks for a pinned clock (faketime) but the environment has no libfaketime: dynamically linked tools saw the real wall clock".into());
-    }
-
     let mut ctx = steps::StepContext {
         root: &root,
         workspace: &workspace,
@@ -305,7 +290,6 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             .unwrap_or(""),
         offline: o.offline,
         source_date_epoch: plan.source_date_epoch,
-        faketime_env,
         images: Vec::new(),
         timeout: o.timeout,
     };
@@ -428,6 +412,18 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                 .collect();
             let day = o.env_day.as_deref().unwrap_or(&plan.snapshot);
             env_lock = Some(EnvLock::record(&root, Some(day), &served)?);
+        }
+    }
+    for r in &records {
+        if let Some(e) = r
+            .enforcement
+            .iter()
+            .find(|e| e.feature == "faketime" && !e.enforced)
+        {
+            notes.push(format!(
+                "step {}: the clock was not pinned ({}): dynamically linked tools saw the real wall clock",
+                r.name, e.detail
+            ));
         }
     }
     if env_lock.is_none() {
@@ -667,7 +663,14 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     )?;
     if o.keep_work {
         let kept = work.keep();
-        say(o, &format!("work directory kept: {} (env root: {})", kept.display(), root.display()));
+        say(
+            o,
+            &format!(
+                "work directory kept: {} (env root: {})",
+                kept.display(),
+                root.display()
+            ),
+        );
     } else {
         drop(work);
     }

@@ -8,12 +8,29 @@ use crate::inputs::images::{ImageServer, PinnedImage};
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::{Mirror, MirrorConfig};
 use crate::inputs::store::Store;
-use crate::job::{Bind, Clock, Job, LandlockPolicy, Limits, RootfsSource};
+use crate::job::{Bind, CapsPolicy, Clock, Job, LandlockPolicy, Limits, RootfsSource};
 use crate::plan::{Isolation, PlannedStep, WORKSPACE};
 use crate::report::StepRecord;
 
 /// The mirror's port on the job's loopback (see `plan::MIRROR_URL`).
 pub const MIRROR_PORT: u16 = 7878;
+
+/// Capabilities of a step that mounts nothing: the default set without CAP_SYS_ADMIN.
+const FILESYSTEM_STEP_CAPS: &[&str] = &[
+    "chown",
+    "dac_override",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "setfcap",
+    "net_bind_service",
+    "sys_chroot",
+    "mknod",
+    "audit_write",
+];
 
 /// What every job of a reproduction shares.
 pub struct StepContext<'a> {
@@ -23,8 +40,6 @@ pub struct StepContext<'a> {
     pub upstream: &'a str,
     pub offline: bool,
     pub source_date_epoch: i64,
-    /// `FAKETIME` + `LD_PRELOAD` for steps that ask for it, when the environment has it.
-    pub faketime_env: Option<Vec<(String, String)>>,
     /// Base images served on the job's loopback (image steps).
     pub images: Vec<PinnedImage>,
     pub timeout: Option<std::time::Duration>,
@@ -44,18 +59,24 @@ pub fn job_for(
         read_only: false,
     });
     job.workdir = PathBuf::from(&step.workdir);
-    if step.faketime
-        && let Some(env) = &ctx.faketime_env
-    {
-        job.env.extend(env.iter().cloned());
-    }
     job.listen = std::iter::once(MIRROR_PORT)
         .chain(extra_ports.iter().copied())
         .collect();
     job.clock = Clock {
         source_date_epoch: Some(ctx.source_date_epoch),
-        faketime: false,
+        faketime: step.faketime,
     };
+    // A step that mounts nothing gets no CAP_SYS_ADMIN, so Landlock can confine its writes
+    // (Landlock filesystem rules and mount exclude each other): DESIGN.md decision 5.
+    let confine = step.isolation == Isolation::Filesystem;
+    if confine {
+        job.caps = CapsPolicy::List(FILESYSTEM_STEP_CAPS.iter().map(|c| c.to_string()).collect());
+    }
+    let mut writable: Vec<PathBuf> = step.writable.iter().map(PathBuf::from).collect();
+    if confine {
+        // /dev/null, /dev/tty and /dev/shm are the job's own (a tmpfs of its own nodes).
+        writable.push(PathBuf::from("/dev"));
+    }
     job.limits = Limits {
         timeout: ctx.timeout,
         memory: None,
@@ -63,8 +84,8 @@ pub fn job_for(
     };
     job.landlock = LandlockPolicy {
         enabled: true,
-        restrict_filesystem: step.isolation == Isolation::Filesystem,
-        writable: step.writable.iter().map(PathBuf::from).collect(),
+        restrict_filesystem: confine,
+        writable,
         tcp_connect: job.listen.clone(),
         tcp_bind: Vec::new(),
     };
