@@ -593,3 +593,56 @@ fn debian_root_runs_its_own_tools_at_build_time() {
     assert!((epoch..epoch + 120).contains(&now), "{out}");
     assert_eq!(lines[2], "2026-03-31");
 }
+
+/// `reprobox run --backend microvm` through the real binary: the guest's clock is the build
+/// time, its kernel is the one given, the job's exit code is reprobox's; `--kernel` with the
+/// container backend is bad input.
+#[test]
+fn run_cli_backend_microvm() {
+    let _g = lock();
+    let d = tempfile::tempdir().unwrap();
+    let root = busybox_root(d.path());
+    let kernel = debian_kernel();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reprobox"))
+        .args([
+            "run",
+            "--backend",
+            "microvm",
+            "--vm-memory",
+            "512",
+            "--vm-cpus",
+            "1",
+            "--kernel",
+        ])
+        .arg(&kernel)
+        .arg("--rootfs")
+        .arg(&root)
+        .args([
+            "--source-date-epoch",
+            "1774915200",
+            "--",
+            "sh",
+            "-c",
+            "date -u +%s; uname -r; exit 7",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out, format!("1774915200\n{}\n", release_of(&kernel)));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_reprobox"))
+        .args(["run", "--kernel"])
+        .arg(&kernel)
+        .arg("--rootfs")
+        .arg(&root)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--backend microvm"));
+}

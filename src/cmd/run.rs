@@ -6,6 +6,15 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::job::{Bind, CapsPolicy, Job, NetworkPolicy, RootfsSource};
 
+/// The backends `reprobox run` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunBackend {
+    /// Namespaces, pivot_root, narrowed capabilities, Landlock (src/sandbox).
+    Container,
+    /// A qemu `-M microvm` guest (src/vm): its own kernel and wall clock.
+    Microvm,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Root filesystem: a directory (used in place) or a tar / tar.gz / tar.zst archive
@@ -49,6 +58,23 @@ pub struct Args {
     /// Print the run record (outcome and enforcement list) as JSON on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Where the job runs: the container sandbox, or a qemu microVM with its own kernel and
+    /// a wall clock set to SOURCE_DATE_EPOCH.
+    #[arg(long, value_enum, default_value = "container")]
+    pub backend: RunBackend,
+    /// microVM: the guest kernel (bzImage) [default: the snapshot day's linux package, which
+    /// needs a reproduction; pass a kernel here].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// microVM: an extra initramfs loaded before reprobox's own (needs --kernel).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// microVM: guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub vm_memory: u64,
+    /// microVM: guest CPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub vm_cpus: u32,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD ARGS")]
     pub command: Vec<String>,
@@ -149,7 +175,28 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
 
 pub fn execute(a: Args) -> Result<i32> {
     let job = job_from_args(&a)?;
-    let outcome = crate::sandbox::run(&job)?;
+    let vm_flags = a.kernel.is_some() || a.initrd.is_some();
+    let outcome = match a.backend {
+        RunBackend::Container => {
+            if vm_flags {
+                return Err(Error::bad_input(
+                    "--kernel/--initrd",
+                    "only with --backend microvm",
+                ));
+            }
+            crate::sandbox::run(&job)?
+        }
+        RunBackend::Microvm => {
+            let opts = crate::vm::VmOptions {
+                kernel: a.kernel.clone(),
+                initrd: a.initrd.clone(),
+                memory_mib: a.vm_memory,
+                cpus: a.vm_cpus,
+                ..Default::default()
+            };
+            crate::vm::run(&job, &opts)?
+        }
+    };
     for e in outcome.enforcement.iter().filter(|e| !e.enforced) {
         tracing::info!("not enforced: {}: {}", e.feature, e.detail);
     }
