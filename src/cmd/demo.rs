@@ -1,5 +1,5 @@
 //! `reprobox demo`: build (or reuse) the test world under the cache, serve it on loopback,
-//! and reproduce its sample release — offline when the store is already warm.
+//! fill the store from it, stop every server and reproduce its sample release offline.
 
 use std::path::PathBuf;
 
@@ -48,17 +48,24 @@ pub fn execute(a: Args) -> Result<i32> {
     let version = BuildVersion::parse(&manifest.version)?;
     let plan = Plan::with_overrides(&loaded, &version, &[], &overrides)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from("reprobox-out/demo"));
-    let opts = Options {
+    // First pass against the loopback servers: fills the store with every input (nothing
+    // leaves the machine; the world is all there is).
+    eprintln!("reprobox: pass 1 of 2: warming the store from the world's loopback servers");
+    let warm = Options {
         offline: false,
         rollback: true,
         env_day: None,
-        out: out.clone(),
+        out: out.join("warm"),
         progress: true,
         timeout: None,
         keep_work: false,
     };
-    let outcome = pipeline::reproduce(&plan, store, &opts)?;
+    pipeline::reproduce(&plan, store.clone(), &warm)?;
     drop(servers);
+    // Second pass: every server stopped, offline, from the store alone.
+    eprintln!("reprobox: pass 2 of 2: every server stopped; reproducing offline from the store");
+    let opts = Options { offline: true, out: out.clone(), ..warm };
+    let outcome = pipeline::reproduce(&plan, store, &opts)?;
     print!("{}", outcome.report.summary());
     println!("\nreport: {}", out.join("report.json").display());
     Ok(outcome.exit_code)
