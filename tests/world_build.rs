@@ -151,6 +151,26 @@ fn world_is_complete_and_idempotent() {
         assert!(list.contains("root.x86_64/usr/share/devtools/pacman.conf.d/extra.conf\n"));
     }
 
+    // Given the same cached Debian root, a bootstrap tarball is rebuilt bit for bit.
+    let again = tempfile::tempdir().unwrap();
+    let devtools = archive.join("packages/d/devtools/devtools-1.0-1-any.pkg.tar.zst");
+    let debian = world::env_rootfs::debian_root().unwrap();
+    let t = world::env_rootfs::bootstrap_tarball(
+        &again.path().join("archive"),
+        "2026.03.01",
+        &debian,
+        &[devtools],
+        world::ISOS[0].1,
+        again.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        world::sha256_file(&t).unwrap(),
+        m.bootstraps[0].sha256,
+        "bootstrap not reproducible"
+    );
+    drop(again);
+
     // Published artifacts agree with each other and with world.json.
     let pubdir = dir.join("published").join(&m.version);
     let rootfs = dir.join("published").join(&m.rootfs.path);
