@@ -151,6 +151,26 @@ fn world_is_complete_and_idempotent() {
         assert!(list.contains("root.x86_64/usr/share/devtools/pacman.conf.d/extra.conf\n"));
     }
 
+    // Given the same cached Debian root, a bootstrap tarball is rebuilt bit for bit.
+    let again = tempfile::tempdir().unwrap();
+    let devtools = archive.join("packages/d/devtools/devtools-1.0-1-any.pkg.tar.zst");
+    let debian = world::env_rootfs::debian_root().unwrap();
+    let t = world::env_rootfs::bootstrap_tarball(
+        &again.path().join("archive"),
+        "2026.03.01",
+        &debian,
+        &[devtools],
+        world::ISOS[0].1,
+        again.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        world::sha256_file(&t).unwrap(),
+        m.bootstraps[0].sha256,
+        "bootstrap not reproducible"
+    );
+    drop(again);
+
     // Published artifacts agree with each other and with world.json.
     let pubdir = dir.join("published").join(&m.version);
     let rootfs = dir.join("published").join(&m.rootfs.path);
@@ -565,4 +585,127 @@ fn the_test_profile_plans_the_sample_release() {
         text.contains("Server = http://127.0.0.1:7878/repos/2026/03/30/$repo/os/$arch"),
         "{text}"
     );
+}
+
+/// Both profiles, their locations pointed at the served world, name things that exist there:
+/// the bootstrap pinned by sha256sums.txt, the snapshot day's repos, the source tag and its
+/// release file, the published rootfs and the published image. (The real profile's rollback
+/// packages — git, make, podman… — are Debian's in the world, not ALPM packages.)
+#[test]
+fn both_profiles_resolve_against_the_served_world() {
+    let (dir, m) = shared();
+    let s = world::serve(
+        dir,
+        world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+    )
+    .unwrap();
+    let get = |url: &str| -> Vec<u8> {
+        let mut r = ureq::get(url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        r.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap()
+    };
+    for profile in ["test-world", "archlinux-repro"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["plan", profile, &m.version, "--json"])
+            .args(["-L", &format!("archive={}", s.archive_url)])
+            .args(["-L", &format!("rootfs={}", s.rootfs_url)])
+            .args(["-L", &format!("git={}", s.git_url)])
+            .args(["-L", &format!("registry={}", s.registry_url)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{profile}: {out:?}");
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(plan["snapshot"], m.snapshot.as_str());
+        assert_eq!(plan["source_date_epoch"], m.source_date_epoch);
+
+        let base = get(plan["base"]["url"].as_str().unwrap());
+        let sums = String::from_utf8(get(plan["base"]["sha256sums"].as_str().unwrap())).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&base));
+        let name = plan["base"]["url"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(
+            sums.contains(&format!("{sha}  {name}")),
+            "{profile}: {name} not pinned by {sums}"
+        );
+
+        let server = plan["rollback"]["server"].as_str().unwrap();
+        let path = server
+            .strip_prefix(plan["mirror"].as_str().unwrap())
+            .unwrap();
+        let db = path.replace("$repo", "core").replace("$arch", "x86_64") + "/core.db";
+        assert_eq!(
+            &get(&format!("{}{db}", s.archive_url))[..2],
+            &[0x1f, 0x8b],
+            "{profile}: {db}"
+        );
+        for p in plan["rollback"]["packages_nodeps"].as_array().unwrap() {
+            assert!(
+                m.packages[&m.snapshot].contains_key(p.as_str().unwrap()),
+                "{profile}: {p} not in the world"
+            );
+        }
+
+        let clone = tempfile::tempdir().unwrap();
+        let c = clone.path().join("c");
+        sh(&format!(
+            "git clone -q '{}' '{}' && git -C '{}' checkout -q {}",
+            plan["source"]["git"].as_str().unwrap(),
+            c.display(),
+            c.display(),
+            plan["source"]["tag"].as_str().unwrap()
+        ));
+        let release =
+            std::fs::read_to_string(c.join(plan["source"]["release_file"].as_str().unwrap()))
+                .unwrap();
+        let label = format!(
+            "{}=\"{}\"",
+            plan["source"]["revision_label"].as_str().unwrap(),
+            m.git.source_revision
+        );
+        assert!(release.contains(&label), "{profile}: {label}");
+
+        let rootfs = get(&format!(
+            "{}/{v}/repro-{v}.tar.zst",
+            s.rootfs_url,
+            v = m.version
+        ));
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&rootfs)),
+            m.rootfs.sha256
+        );
+
+        let e = &plan["expected"];
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            e["registry"].as_str().unwrap(),
+            e["image"].as_str().unwrap(),
+            e["image_tag"].as_str().unwrap()
+        );
+        let r = ureq::get(&url)
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+            .call()
+            .unwrap_or_else(|e| panic!("{profile}: GET {url}: {e}"));
+        assert_eq!(
+            r.headers()
+                .get("Docker-Content-Digest")
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            m.image.manifest_digest
+        );
+    }
 }

@@ -72,7 +72,8 @@ pub fn execute(args: Args) -> Result<i32> {
             );
             print!("{}", servers.exports());
             println!(
-                "# or: reprobox <cmd> --profile test-world {}",
+                "# or: reprobox reproduce test-world {} {}",
+                world::VERSION,
                 servers.location_flags()
             );
             use std::io::Write;

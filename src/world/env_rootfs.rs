@@ -267,7 +267,7 @@ pub fn bootstrap_tarball(
     run.sh(
         &format!("install the environment packages into iso/{iso}"),
         &format!(
-            "pacman -U --noconfirm --logfile /dev/null {} && rm -rf /var/cache/pacman/pkg/*",
+            "pacman -U --noconfirm --logfile /dev/null {} && rm -rf /var/cache/pacman/pkg/* /var/cache/ldconfig/aux-cache",
             names.join(" ")
         ),
     )?;
@@ -278,8 +278,8 @@ pub fn bootstrap_tarball(
     tools::run(
         &format!("pack iso/{iso}"),
         Command::new("bash").arg("-c").arg(
-            "set -o pipefail; tar --numeric-owner --xattrs --acls --sort=name -C \"$1\" -c root.x86_64 | zstd -q -T0 -3 > \"$2\"",
-        ).arg("sh").arg(&stage).arg(&tmp),
+            "set -o pipefail; tar --numeric-owner --xattrs --acls --sort=name --mtime=@\"$3\" --clamp-mtime --pax-option=delete=atime,delete=ctime -C \"$1\" -c root.x86_64 | zstd -q -T0 -3 > \"$2\"",
+        ).arg("sh").arg(&stage).arg(&tmp).arg(date.to_string()),
     )?;
     let sha = crate::world::sha256_file(&tmp)?;
     std::fs::rename(&tmp, &out).ctx("rename", &out)?;

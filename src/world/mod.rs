@@ -160,6 +160,11 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
     let busybox = env_rootfs::busybox()?;
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let dir = &std::fs::canonicalize(dir).ctx("resolve", dir)?;
+    // Concurrent builds of one world (parallel test binaries, `reprobox demo`) take turns;
+    // the later ones then find every part complete and reuse it.
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).ctx("create", &lock_path)?;
+    fs2::FileExt::lock_exclusive(&lock).ctx("lock", &lock_path)?;
     let work = dir.join("work");
     std::fs::create_dir_all(&work).ctx("create directory", &work)?;
     let archive = dir.join("archive");

@@ -53,16 +53,27 @@ fn put_blob(storage: &Path, repo: &str, data: &[u8]) -> Result<String> {
     let d = digest(data);
     let h = &d[7..];
     let blob = v2(storage).join("blobs/sha256").join(&h[..2]).join(h);
-    std::fs::create_dir_all(&blob).ctx("create directory", &blob)?;
-    std::fs::write(blob.join("data"), data).ctx("write", &blob)?;
+    write_once(&blob.join("data"), data)?;
     let link = v2(storage)
         .join("repositories")
         .join(repo)
         .join("_layers/sha256")
         .join(h);
-    std::fs::create_dir_all(&link).ctx("create directory", &link)?;
-    std::fs::write(link.join("link"), &d).ctx("write", &link)?;
+    write_once(&link.join("link"), d.as_bytes())?;
     Ok(d)
+}
+
+/// Writes `data` to `p` unless it already holds exactly that, atomically (temp + rename), so
+/// a registry serving the storage meanwhile never reads a half-written file.
+fn write_once(p: &Path, data: &[u8]) -> Result<()> {
+    if std::fs::read(p).map(|b| b == data).unwrap_or(false) {
+        return Ok(());
+    }
+    let dir = p.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&tmp, data).ctx("write", &tmp)?;
+    std::fs::rename(&tmp, p).ctx("rename", p)
 }
 
 /// Stores an image made of one layer (`entries`) under `repo:tag` in registry storage.
@@ -111,8 +122,7 @@ pub fn put_single_layer_image(
         mroot.join("tags").join(tag).join("current"),
         mroot.join("tags").join(tag).join("index/sha256").join(mh),
     ] {
-        std::fs::create_dir_all(&d).ctx("create directory", &d)?;
-        std::fs::write(d.join("link"), &md).ctx("write", &d)?;
+        write_once(&d.join("link"), md.as_bytes())?;
     }
     Ok(ImageRecord {
         repository: repo.into(),
