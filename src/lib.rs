@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod envlock;
 pub mod error;
 pub mod inputs;
+pub(crate) mod interrupt;
 pub mod job;
 pub mod logging;
 pub mod pipeline;

@@ -345,3 +345,68 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     drop(servers);
     store_verifies(&store);
 }
+
+#[test]
+fn sigint_mid_reproduction_exits_130_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let out = tmp.path().join("out");
+    let servers = serve();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args(["reproduce", "test-world", &world().1.version, "--store"])
+        .arg(&store)
+        .arg("--out")
+        .arg(&out);
+    for l in locations(&servers) {
+        c.args(["--location", &l]);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Wait until a step runs in the sandbox (the work directory exists and holds the
+    // workspace), then interrupt.
+    let started = std::time::Instant::now();
+    loop {
+        let work = std::fs::read_dir(&out).ok().and_then(|rd| {
+            rd.flatten().find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".reprobox-work-")
+            })
+        });
+        if work.is_some_and(|w| w.path().join("workspace/.git").exists()) {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "the reproduction never reached its steps"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "reprobox ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        assert!(
+            !e.file_name()
+                .to_string_lossy()
+                .starts_with(".reprobox-work-"),
+            "left {:?}",
+            e.path()
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(out.to_str().unwrap()),
+        "a mount of the run remains:\n{mounts}"
+    );
+    drop(servers);
+    store_verifies(&store);
+}

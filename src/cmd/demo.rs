@@ -64,7 +64,11 @@ pub fn execute(a: Args) -> Result<i32> {
     drop(servers);
     // Second pass: every server stopped, offline, from the store alone.
     eprintln!("reprobox: pass 2 of 2: every server stopped; reproducing offline from the store");
-    let opts = Options { offline: true, out: out.clone(), ..warm };
+    let opts = Options {
+        offline: true,
+        out: out.clone(),
+        ..warm
+    };
     let outcome = pipeline::reproduce(&plan, store, &opts)?;
     print!("{}", outcome.report.summary());
     println!("\nreport: {}", out.join("report.json").display());

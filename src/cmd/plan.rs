@@ -3,23 +3,35 @@
 use crate::error::{Error, Result};
 use crate::plan::{BuildVersion, Plan, Profile, parse_location_override};
 
+/// PROFILE BUILD_VERSION [--location NAME=URL]…: what every command about one release takes.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct Target {
     /// A profile name (see `reprobox profiles`) or a path to a profile TOML file.
     pub profile: String,
-    /// The release to plan for, YYYYMMDD.N.JOB (for example 20260518.0.532496).
+    /// The release, YYYYMMDD.N.JOB (for example 20260518.0.532496).
     pub build_version: String,
     /// Override a profile location, NAME=URL (repeatable); REPROBOX_LOCATION_<NAME> works too.
     #[arg(short = 'L', long = "location", value_name = "NAME=URL")]
     pub locations: Vec<String>,
+}
+
+impl Target {
+    /// Load the profile and compute the plan.
+    pub fn plan(&self) -> Result<Plan> {
+        make_plan(&self.profile, &self.build_version, &self.locations)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Load the profile and compute the plan: shared by every subcommand that takes
-/// PROFILE BUILD_VERSION.
-pub fn make_plan(profile: &str, version: &str, locations: &[String]) -> Result<Plan> {
+fn make_plan(profile: &str, version: &str, locations: &[String]) -> Result<Plan> {
     let version = BuildVersion::parse(version)?;
     let overrides = locations
         .iter()
@@ -30,7 +42,7 @@ pub fn make_plan(profile: &str, version: &str, locations: &[String]) -> Result<P
 }
 
 pub fn execute(a: Args) -> Result<i32> {
-    let plan = make_plan(&a.profile, &a.build_version, &a.locations)?;
+    let plan = a.target.plan()?;
     if a.json {
         let s = serde_json::to_string_pretty(&plan)
             .map_err(|e| Error::Environment(format!("serialising the plan: {e}")))?;

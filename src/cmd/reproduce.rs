@@ -16,13 +16,8 @@ pub enum Backend {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A profile name (see `reprobox profiles`) or a path to a profile TOML file.
-    pub profile: String,
-    /// The release to reproduce, YYYYMMDD.N.JOB.
-    pub build_version: String,
-    /// Override a profile location, NAME=URL (repeatable); REPROBOX_LOCATION_<NAME> works too.
-    #[arg(short = 'L', long = "location", value_name = "NAME=URL")]
-    pub locations: Vec<String>,
+    #[command(flatten)]
+    pub target: crate::cmd::plan::Target,
     #[command(flatten)]
     pub store: StoreArg,
     /// Where the build runs.
@@ -83,7 +78,7 @@ impl Drop for StdoutToStderr {
 }
 
 pub fn execute(a: Args) -> Result<i32> {
-    let plan = crate::cmd::plan::make_plan(&a.profile, &a.build_version, &a.locations)?;
+    let plan = a.target.plan()?;
     let store = a.store.open()?;
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("reprobox-out").join(format!("{}-{}", plan.profile, plan.version))

@@ -218,6 +218,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Run the reproduction of `plan` with the store at `store`.
 pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
+    // SIGINT/SIGTERM from here on are recorded, not fatal: a running job is killed by its
+    // backend, and between steps the check below returns, dropping (removing) the work
+    // directory on the way out.
+    let guard = crate::interrupt::Guard::new();
+    let interrupted = || -> Result<()> {
+        match guard.pending() {
+            Some(_) => Err(Error::Interrupted),
+            None => Ok(()),
+        }
+    };
     let fetcher = Fetcher::new(store.clone(), o.offline).with_progress(o.progress);
     let mut inputs = InputsLock::default();
     let mut notes: Vec<String> = Vec::new();
@@ -273,6 +283,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         .ctx("create a work directory in", &o.out)?;
     say(o, &format!("base root filesystem {}", plan.base.url));
     let (root, base) = env::prepare(plan, &fetcher, &mut inputs, work.path())?;
+    interrupted()?;
 
     // 3. The source tree of the release's revision, in a fresh workspace.
     let workspace = work.path().join("workspace");
@@ -303,6 +314,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let mut image_built: Option<(Vec<String>, String)> = None;
 
     for (i, step) in plan.steps.iter().enumerate() {
+        interrupted()?;
         if step.role == Role::Rollback && !o.rollback {
             notes.push(format!(
                 "step {} skipped: rollback switched off (--no-rollback)",

@@ -19,7 +19,6 @@ mod landlock_rules;
 mod limits;
 pub(crate) mod mounts;
 mod net;
-mod signals;
 pub(crate) mod sys;
 mod timens;
 
@@ -63,7 +62,7 @@ pub struct Running {
     status: Option<i32>,
     error: Option<String>,
     cleanup: Cleanup,
-    guard: signals::Guard,
+    guard: crate::interrupt::Guard,
     done: bool,
 }
 
@@ -129,7 +128,7 @@ fn cstring(s: &str, what: &str) -> Result<CString> {
 /// Start `job`; returns once it is about to exec its command.
 pub fn spawn(job: &Job) -> Result<Running> {
     validate(job)?;
-    let guard = signals::Guard::new();
+    let guard = crate::interrupt::Guard::new();
     let started = Instant::now();
     let keep_caps = caps::resolve(&job.caps)?;
 

@@ -18,7 +18,6 @@
 pub mod disk;
 pub mod guest_protocol;
 pub mod initramfs;
-mod interrupt;
 pub mod kernel;
 pub mod qemu;
 
@@ -102,7 +101,7 @@ pub fn run_with_output(
     stderr: Sink,
 ) -> Result<JobOutcome> {
     let started = Instant::now();
-    let _guard = interrupt::Guard::new();
+    let _guard = crate::interrupt::Guard::new();
     if opts.cpus == 0 || opts.memory_mib < 64 {
         return Err(Error::bad_input(
             "VM options",
@@ -544,7 +543,11 @@ impl Vm {
     }
 
     /// Wait for qemu to exit; kill it on timeout or interrupt.
-    fn wait(&mut self, timeout: Option<Duration>, guard: &interrupt::Guard) -> Result<VmEnd> {
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        guard: &crate::interrupt::Guard,
+    ) -> Result<VmEnd> {
         let deadline = timeout.map(|t| self.spawned + t);
         let child = self.child.as_mut().expect("running");
         loop {

@@ -1,6 +1,8 @@
-//! SIGINT/SIGTERM while a VM runs: the handler only records the signal; the waiting
-//! thread sees it, kills qemu, cleans up and returns `Error::Interrupted` (exit 130).
-//! While no VM runs the default action is kept (the handler restores it and re-raises).
+//! SIGINT/SIGTERM while work that must be cleaned up runs (a sandboxed job, a microVM, a
+//! reproduction's work directory): the handler only records the signal; whoever holds a
+//! [`Guard`] sees it, kills what it started, cleans up and returns `Error::Interrupted`
+//! (exit 130). While no guard is held the default action is kept. One handler and one
+//! counter for the whole process, whichever backend runs.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -11,7 +13,7 @@ static INSTALL: Once = Once::new();
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if ACTIVE.load(Ordering::SeqCst) == 0 {
-        // SAFETY: async-signal-safe calls only: restore the default action and re-raise.
+        // SAFETY: async-signal-safe calls: restore the default and re-raise.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
             libc::raise(sig);
@@ -21,14 +23,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
     PENDING.store(sig, Ordering::SeqCst);
 }
 
-/// Registers a running VM for the guard's lifetime.
+/// Registers running work for the lifetime of the guard.
 pub(crate) struct Guard;
 
 impl Guard {
     pub(crate) fn new() -> Guard {
         INSTALL.call_once(|| {
             for sig in [libc::SIGINT, libc::SIGTERM] {
-                // SAFETY: the handler only touches atomics (and re-raises when idle).
+                // SAFETY: installing a handler that only touches atomics.
                 unsafe {
                     let mut sa: libc::sigaction = std::mem::zeroed();
                     sa.sa_sigaction = on_signal as *const () as usize;
@@ -42,7 +44,7 @@ impl Guard {
         Guard
     }
 
-    /// The signal that arrived while a VM ran, if any.
+    /// The signal that arrived while a guard was held, if any.
     pub(crate) fn pending(&self) -> Option<i32> {
         match PENDING.load(Ordering::SeqCst) {
             0 => None,
