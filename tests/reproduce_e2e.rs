@@ -312,6 +312,24 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     let o = run(&world().1.version, &bad, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("http://127.0.0.1:9"), "{}", stderr(&o));
+    // An unreachable git remote, online: exit 3 naming it; and it leaves no empty cache
+    // that an offline run would mistake for the repository.
+    let mut nogit = locs.clone();
+    nogit[3] = "git=http://127.0.0.1:9/upstream.git".into();
+    let o = run(&world().1.version, &nogit, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("http://127.0.0.1:9/upstream.git"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&world().1.version, &nogit, &["--offline"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("offline and the store holds no copy"),
+        "{}",
+        stderr(&o)
+    );
     // Offline with an empty store: exit 3, nothing fetched.
     let empty = tmp.path().join("empty-store");
     let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));

@@ -55,16 +55,12 @@ impl GitSource {
 
     /// Fetch every branch and tag from the remote into the cache (online mode).
     pub fn fetch(&self) -> Result<()> {
-        if !self.cache.join("HEAD").is_file() {
+        let fresh = !self.cache.join("HEAD").is_file();
+        if fresh {
             std::fs::create_dir_all(&self.cache).ctx("create", &self.cache)?;
-            run(
-                {
-                    let mut c = git(&self.cache);
-                    c.args(["init", "--bare", "-q"]);
-                    c
-                },
-                &format!("git init {}", self.cache.display()),
-            )?;
+            let mut c = git(&self.cache);
+            c.args(["init", "--bare", "-q"]);
+            run(c, &format!("git init {}", self.cache.display()))?;
         }
         let mut c = git(&self.cache);
         c.args([
@@ -75,10 +71,17 @@ impl GitSource {
             &self.url,
             "+refs/heads/*:refs/heads/*",
         ]);
-        run(c, &format!("git fetch {}", self.url)).map_err(|e| match e {
-            Error::Environment(m) => Error::network(&self.url, m),
-            e => e,
-        })?;
+        let fetched = run(c, &format!("git fetch {}", self.url));
+        if let Err(e) = fetched {
+            // A cache that never received anything must not look like one to an offline run.
+            if fresh {
+                let _ = std::fs::remove_dir_all(&self.cache);
+            }
+            return Err(match e {
+                Error::Environment(m) => Error::network(&self.url, m),
+                e => e,
+            });
+        }
         Ok(())
     }
 
