@@ -53,29 +53,32 @@ fn locations(s: &WorldServers) -> Vec<String> {
     ]
 }
 
+/// `reprobox reproduce test-world VERSION --store STORE --location …` from the project's
+/// root; callers add the rest.
+fn reproduce_cmd(version: &str, store: &Path, locs: &[String]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args(["reproduce", "test-world", version, "--store"])
+        .arg(store);
+    for l in locs {
+        c.args(["--location", l]);
+    }
+    c
+}
+
 fn reproduce(
     store: &Path,
     out: &Path,
     locs: &[String],
     extra: &[&str],
 ) -> (Output, serde_json::Value) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.args([
-        "reproduce",
-        "test-world",
-        &world().1.version,
-        "--json",
-        "--store",
-    ])
-    .arg(store)
-    .arg("--out")
-    .arg(out);
-    for l in locs {
-        c.args(["--location", l]);
-    }
-    c.args(extra);
-    let o = c.output().expect("run reprobox");
+    let o = reproduce_cmd(&world().1.version, store, locs)
+        .arg("--json")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run reprobox");
     let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
     (o, v)
 }
@@ -286,17 +289,12 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     let servers = serve();
     let locs = locations(&servers);
     let run = |version: &str, locs: &[String], extra: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
-        c.current_dir(env!("CARGO_MANIFEST_DIR"));
-        c.args(["reproduce", "test-world", version, "--store"])
-            .arg(&store)
+        reproduce_cmd(version, &store, locs)
             .arg("--out")
-            .arg(tmp.path().join("out"));
-        for l in locs {
-            c.args(["--location", l]);
-        }
-        c.args(extra);
-        c.output().unwrap()
+            .arg(tmp.path().join("out"))
+            .args(extra)
+            .output()
+            .unwrap()
     };
     // Malformed version.
     let o = run("20260331.0", &locs, &[]);
@@ -332,20 +330,10 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     );
     // Offline with an empty store: exit 3, nothing fetched.
     let empty = tmp.path().join("empty-store");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.args([
-        "reproduce",
-        "test-world",
-        &world().1.version,
-        "--offline",
-        "--store",
-    ])
-    .arg(&empty);
-    for l in &locs {
-        c.args(["--location", l]);
-    }
-    let o = c.output().unwrap();
+    let o = reproduce_cmd(&world().1.version, &empty, &locs)
+        .arg("--offline")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("offline"), "{}", stderr(&o));
     // No work directories left behind in the output directory.
@@ -370,15 +358,8 @@ fn sigint_mid_reproduction_exits_130_and_leaves_nothing_behind() {
     let store = tmp.path().join("store");
     let out = tmp.path().join("out");
     let servers = serve();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.args(["reproduce", "test-world", &world().1.version, "--store"])
-        .arg(&store)
-        .arg("--out")
-        .arg(&out);
-    for l in locations(&servers) {
-        c.args(["--location", &l]);
-    }
+    let mut c = reproduce_cmd(&world().1.version, &store, &locations(&servers));
+    c.arg("--out").arg(&out);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();

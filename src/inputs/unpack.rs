@@ -110,10 +110,17 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<UnpackReport> {
     res
 }
 
-fn unpack_into(archive: &Path, dest: &Path, compression: Compression) -> Result<UnpackReport> {
+/// The archive's decompressed byte stream (compression found by magic bytes); shared with
+/// everything else that reads tarballs (the rootfs diff and the timestamp audit).
+pub fn open_decompressed(archive: &Path) -> Result<Box<dyn Read>> {
+    let compression = detect(archive)?;
+    decompressed(archive, compression)
+}
+
+fn decompressed(archive: &Path, compression: Compression) -> Result<Box<dyn Read>> {
     let file = File::open(archive).ctx("open", archive)?;
     let raw = BufReader::with_capacity(BUF, file);
-    let reader: Box<dyn Read> = match compression {
+    Ok(match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(BufReader::with_capacity(
             BUF,
@@ -123,7 +130,11 @@ fn unpack_into(archive: &Path, dest: &Path, compression: Compression) -> Result<
             BUF,
             zstd::stream::read::Decoder::with_buffer(raw).ctx("read zstd frame", archive)?,
         )),
-    };
+    })
+}
+
+fn unpack_into(archive: &Path, dest: &Path, compression: Compression) -> Result<UnpackReport> {
+    let reader = decompressed(archive, compression)?;
     let mut ar = tar::Archive::new(reader);
     let root = unsafe { libc::geteuid() } == 0;
     ar.set_preserve_permissions(true);

@@ -5,13 +5,13 @@
 //! link target and PAX extended attributes (xattrs, ACLs).
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TarEntry {
@@ -32,22 +32,7 @@ pub struct TarEntry {
 /// Path → entry, sorted.
 pub type TarIndex = BTreeMap<String, TarEntry>;
 
-/// Open a file as its decompressed stream: zstd, gzip, or plain, by magic bytes.
-pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
-    let mut f = std::fs::File::open(path).ctx("open", path)?;
-    let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).ctx("read", path)?;
-    drop(f);
-    let f = BufReader::with_capacity(1 << 20, std::fs::File::open(path).ctx("open", path)?);
-    Ok(match &magic[..n] {
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(
-            zstd::stream::read::Decoder::with_buffer(f)
-                .map_err(|e| Error::io("decompress (zstd)", path, e))?,
-        ),
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(f)),
-        _ => Box::new(f),
-    })
-}
+pub use crate::inputs::unpack::open_decompressed;
 
 pub fn normalise(p: &str) -> String {
     let p = p.trim_start_matches("./").trim_start_matches('/');
