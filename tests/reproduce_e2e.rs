@@ -96,6 +96,22 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The reproduction work directories (`.reprobox-work-*`) in an output directory.
+fn work_dirs(out: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(out)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".reprobox-work-")
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn store_verifies(store: &Path) {
     let o = Command::new(env!("CARGO_BIN_EXE_reprobox"))
         .args(["store", "verify", "--store"])
@@ -337,17 +353,8 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("offline"), "{}", stderr(&o));
     // No work directories left behind in the output directory.
-    if let Ok(rd) = std::fs::read_dir(tmp.path().join("out")) {
-        for e in rd.flatten() {
-            assert!(
-                !e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".reprobox-work-"),
-                "left {:?}",
-                e.path()
-            );
-        }
-    }
+    let left = work_dirs(&tmp.path().join("out"));
+    assert!(left.is_empty(), "left {left:?}");
     drop(servers);
     store_verifies(&store);
 }
@@ -367,14 +374,8 @@ fn sigint_mid_reproduction_exits_130_and_leaves_nothing_behind() {
     // workspace), then interrupt.
     let started = std::time::Instant::now();
     loop {
-        let work = std::fs::read_dir(&out).ok().and_then(|rd| {
-            rd.flatten().find(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".reprobox-work-")
-            })
-        });
-        if work.is_some_and(|w| w.path().join("workspace/.git").exists()) {
+        let work = work_dirs(&out).into_iter().next();
+        if work.is_some_and(|w| w.join("workspace/.git").exists()) {
             break;
         }
         assert!(
@@ -392,15 +393,9 @@ fn sigint_mid_reproduction_exits_130_and_leaves_nothing_behind() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
-    for e in std::fs::read_dir(&out).unwrap().flatten() {
-        assert!(
-            !e.file_name()
-                .to_string_lossy()
-                .starts_with(".reprobox-work-"),
-            "left {:?}",
-            e.path()
-        );
-    }
+    assert!(out.is_dir(), "the output directory is gone");
+    let left = work_dirs(&out);
+    assert!(left.is_empty(), "left {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(out.to_str().unwrap()),

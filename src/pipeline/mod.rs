@@ -497,16 +497,16 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         }
     }
 
-    // Image checks: only when the image step ran and succeeded.
-    let image_step_ok = plan.steps.iter().any(|s| s.role == Role::Image)
-        && failed_step.is_none()
-        && records.iter().any(|r| {
-            plan.steps
-                .iter()
-                .any(|s| s.role == Role::Image && s.name == r.name)
-        });
+    // Image checks: only for a profile with an image step, and the rebuilt image only when
+    // that step ran and succeeded.
+    let image_step = plan.steps.iter().find(|s| s.role == Role::Image);
+    let image_step_ok = image_step
+        .is_some_and(|step| failed_step.is_none() && records.iter().any(|r| r.name == step.name));
     let mut local = None;
-    if image_step_ok && let Some((globals, tag)) = &image_built {
+    if image_step_ok
+        && let Some(step) = image_step
+        && let Some((globals, tag)) = &image_built
+    {
         let inspect = workspace.join(".reprobox-image.json");
         let mut argv = vec!["podman".to_string()];
         argv.extend(globals.iter().cloned());
@@ -515,11 +515,6 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             "{} > /build/.reprobox-image.json",
             crate::plan::shell_line(&argv)
         );
-        let step = plan
-            .steps
-            .iter()
-            .find(|s| s.role == Role::Image)
-            .expect("image step");
         let job = steps::job_for(&ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
         let out = crate::sandbox::run(&job)?;
         if out.exit_code == 0 {
@@ -531,7 +526,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             ));
         }
     }
-    let published = if plan.steps.iter().any(|s| s.role == Role::Image) {
+    let published = if image_step.is_some() {
         match published_image(plan, &fetcher, &mut inputs) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -542,7 +537,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     } else {
         None
     };
-    if plan.steps.iter().any(|s| s.role == Role::Image) {
+    if image_step.is_some() {
         let src = format!(
             "published {}; rebuilt by the image step",
             plan.expected_image_ref()

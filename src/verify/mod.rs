@@ -7,21 +7,9 @@ pub mod tarindex;
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use crate::error::Result;
 
-use crate::error::{IoContext, Result};
-
-/// sha256 of a file, streamed with a large buffer.
+/// sha256 of a file, hex (the store's streaming hasher).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).ctx("open", path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf).ctx("read", path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    crate::inputs::store::hash_file(path).map(|(sha, _)| sha)
 }

@@ -15,11 +15,9 @@ pub mod tools;
 pub mod upstream;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -111,20 +109,7 @@ pub struct GitInfo {
     pub release_branch: String,
 }
 
-/// sha256 of a file, hex.
-pub fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(p).ctx("open", p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).ctx("read", p)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
+pub use crate::verify::sha256_file;
 
 /// Reads `DIR/world.json`.
 pub fn load(dir: &Path) -> Result<WorldManifest> {
