@@ -135,6 +135,10 @@ pub struct Job {
     /// their own subordinate ranges.
     #[serde(default)]
     pub id_map: Option<IdRange>,
+    /// The root directory's files are already owned by the job's host ids (a reproduction's
+    /// overlay over an idmapped prepared environment), so the sandbox does not idmap it.
+    #[serde(default)]
+    pub root_premapped: bool,
 }
 
 impl Job {
@@ -155,6 +159,7 @@ impl Job {
             caps: CapsPolicy::Default,
             landlock: LandlockPolicy::default(),
             id_map: None,
+            root_premapped: false,
         }
     }
 }

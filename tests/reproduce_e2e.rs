@@ -126,6 +126,45 @@ fn store_verifies(store: &Path) {
     );
 }
 
+/// The report's environment steps (rollback, install).
+fn env_steps(r: &serde_json::Value) -> Vec<&serde_json::Value> {
+    r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "rollback" || s["name"] == "install")
+        .collect()
+}
+
+/// The store's prepared environments.
+fn prepared_envs(store: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(store.join("envs"))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'));
+    v.sort();
+    v
+}
+
+/// The config blob a `docker save` archive's manifest.json names (hex, without `.json`).
+fn archive_config(path: &Path) -> String {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("manifest.json") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+            return m[0]["Config"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches(".json")
+                .to_string();
+        }
+    }
+    panic!("{}: no manifest.json", path.display());
+}
+
 #[test]
 fn the_sample_release_reproduces_online_then_offline_and_drift_is_explained() {
     let (_, m) = world();
@@ -169,6 +208,13 @@ fn the_sample_release_reproduces_online_then_offline_and_drift_is_explained() {
     assert!(env_lock.contains("day = \"2026/03/30\""), "{env_lock}");
     let summary = std::fs::read_to_string(out1.join("summary.txt")).unwrap();
     assert!(summary.contains("REPRODUCED"), "{summary}");
+    // The environment steps ran, and their result was kept as a prepared environment.
+    assert!(
+        env_steps(&r).iter().all(|s| s.get("cached").is_none()),
+        "{r:#}"
+    );
+    let envs = prepared_envs(&store);
+    assert_eq!(envs.len(), 1, "{envs:?}");
 
     // 2. Every upstream server stopped, the store warm, --offline: still reproduced, and the
     //    inputs lock shows no upstream fetch.
@@ -188,6 +234,42 @@ fn the_sample_release_reproduces_online_then_offline_and_drift_is_explained() {
         statuses.iter().all(|s| *s == "hit"),
         "an offline run fetched something:\n{lock}"
     );
+    // The warm run took the prepared environment (seen through an overlay, which is gone
+    // afterwards) and reused its lock exactly.
+    let key = envs[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        env_steps(&r).iter().all(|s| s["cached"] == key.as_str()),
+        "{r:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out2.join("env.lock")).unwrap(),
+        env_lock
+    );
+    assert!(work_dirs(&out2).is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(tmp.path().to_str().unwrap()),
+        "a mount of the run remains:\n{mounts}"
+    );
+
+    // 2b. --fresh-env: the environment steps run again from the base, for this run alone,
+    //     and give the same bytes.
+    let out2b = tmp.path().join("out2b");
+    let (o, r) = reproduce(&store, &out2b, &locs, &["--offline", "--fresh-env"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        check(&r, "rootfs-sha256")["actual"],
+        m.rootfs.sha256.as_str()
+    );
+    let steps = env_steps(&r);
+    assert!(
+        !steps.is_empty()
+            && steps
+                .iter()
+                .all(|s| s.get("cached").is_none() && s["exit_code"] == 0),
+        "{r:#}"
+    );
+    assert_eq!(prepared_envs(&store), envs);
 
     // 3. The environment of the later day: differs, names devtools with both versions and
     //    the files that differ.
@@ -218,6 +300,22 @@ fn the_sample_release_reproduces_online_then_offline_and_drift_is_explained() {
         summary.contains(&format!("devtools: {devtools_day0} -> {devtools_day1}")),
         "{summary}"
     );
+    // Another day is another prepared environment.
+    assert_eq!(prepared_envs(&store).len(), 2);
+    // Both images are kept as archives, each naming its own config.
+    for (file, side) in [("published.tar", "expected"), ("rebuilt.tar", "actual")] {
+        let digest = check(&r, "image-config-digest")[side].as_str().unwrap();
+        let cfg = archive_config(&out3.join("images").join(file));
+        assert_eq!(format!("sha256:{cfg}"), digest, "{file}");
+        assert!(
+            r["external_diffs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| *f == format!("images/{file}").as_str()),
+            "{r:#}"
+        );
+    }
 
     // 4. A release whose published rootfs hash was altered: the rootfs check fails and
     //    nothing else is claimed (the image checks still pass).

@@ -59,6 +59,7 @@ pub fn execute(a: Args) -> Result<i32> {
         progress: true,
         timeout: None,
         keep_work: false,
+        env_cache: true,
     };
     pipeline::reproduce(&plan, store.clone(), &warm)?;
     drop(servers);

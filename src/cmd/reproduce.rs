@@ -43,6 +43,10 @@ pub struct Args {
     /// Keep the work directory (the environment root and the workspace) for inspection.
     #[arg(long)]
     pub keep_work: bool,
+    /// Prepare the environment from the base for this run alone: do not use, or add to,
+    /// the store's prepared environments (`reprobox store envs`).
+    #[arg(long)]
+    pub fresh_env: bool,
     /// Print only the report (JSON) on stdout; the build's own output goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -95,6 +99,7 @@ pub fn execute(a: Args) -> Result<i32> {
         progress: !a.json || std::io::stderr().is_terminal(),
         timeout: a.timeout.map(std::time::Duration::from_secs),
         keep_work: a.keep_work,
+        env_cache: !a.fresh_env,
     };
     let outcome = {
         let _redirect = if a.json {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::inputs::lock::InputsLock;
 use crate::inputs::store::{self, Store};
+use crate::pipeline::envcache::EnvCache;
 
 /// `--store DIR` (env `REPROBOX_STORE`), shared by every command that uses the store.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,6 +61,12 @@ pub enum StoreCommand {
     Ls,
     /// Print the sha256 of a file (`sha256sum` format), without storing it.
     Hash { file: PathBuf },
+    /// List the prepared environments (`envs/`): key, day, base sha256, when prepared.
+    Envs {
+        /// Remove every prepared environment (the next reproduction prepares its own).
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 pub fn execute(a: Args) -> Result<i32> {
@@ -94,8 +101,9 @@ pub fn execute(a: Args) -> Result<i32> {
                 Some(set)
             };
             let r = s.gc(keep_set.as_ref())?;
+            let staging = EnvCache::new(s.root()).remove_staging()?;
             println!(
-                "removed {} temporary files and {} blobs, freed {} bytes, dropped {} index records",
+                "removed {} temporary files, {staging} abandoned environment stagings and {} blobs, freed {} bytes, dropped {} index records",
                 r.removed_temp, r.removed_blobs, r.freed_bytes, r.index_records_dropped
             );
             Ok(0)
@@ -133,6 +141,37 @@ pub fn execute(a: Args) -> Result<i32> {
                     b.size,
                     origin.get(b.sha256.as_str()).copied().unwrap_or("-")
                 );
+            }
+            Ok(0)
+        }
+        StoreCommand::Envs { clear } => {
+            let cache = EnvCache::new(s.root());
+            if clear {
+                let n = cache.clear()?;
+                println!("removed {n} prepared environments");
+                return Ok(0);
+            }
+            for p in cache.list()? {
+                match p.meta() {
+                    Ok(m) => {
+                        let when = jiff::Timestamp::from_second(m.prepared_at)
+                            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                            .unwrap_or_else(|_| m.prepared_at.to_string());
+                        println!(
+                            "{} day {} base {} steps {} prepared {when}",
+                            p.key,
+                            m.recipe.day.as_deref().unwrap_or("-"),
+                            m.recipe.base_sha256,
+                            m.recipe
+                                .steps
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                    }
+                    Err(e) => println!("{} unreadable: {e}", p.key),
+                }
             }
             Ok(0)
         }

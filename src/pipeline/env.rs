@@ -3,7 +3,7 @@
 //! id the job's root maps to (binds are not idmapped).
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::archive::parse_sha256sums;
@@ -26,14 +26,12 @@ pub struct PinnedBase {
     pub sha256sums_url: String,
 }
 
-/// Fetch the base tarball pinned by its `sha256sums.txt` and unpack it under `work`;
-/// returns the root directory.
-pub fn prepare(
+/// Pin the base tarball: its sha256 as the base's `sha256sums.txt` lists it.
+pub fn pin_base(
     plan: &Plan,
     fetcher: &Fetcher,
     lock: &mut crate::inputs::lock::InputsLock,
-    work: &Path,
-) -> Result<(PathBuf, PinnedBase)> {
+) -> Result<PinnedBase> {
     let sums_blob = fetcher.fetch_recorded(lock, &plan.base.sha256sums, None)?;
     let sums = std::fs::read_to_string(&sums_blob.path).ctx("read", &sums_blob.path)?;
     let fname = plan.base.url.rsplit('/').next().unwrap_or_default();
@@ -44,31 +42,45 @@ pub fn prepare(
             format!("does not list {fname}, so the base cannot be pinned"),
         )
     })?;
-    let blob = fetcher.fetch_recorded(lock, &plan.base.url, Some(&sha))?;
-    let dest = work.join("base");
-    crate::inputs::unpack::unpack(&blob.path, &dest)?;
-    let root = match &plan.base.subdir {
-        Some(s) => dest.join(s),
-        None => dest,
+    Ok(PinnedBase {
+        url: plan.base.url.clone(),
+        sha256: sha,
+        sha256sums_url: plan.base.sha256sums.clone(),
+    })
+}
+
+/// Fetch the pinned base and unpack its root filesystem to `root` (which must not exist;
+/// its parent must). The workspace's mount point is created in it.
+pub fn unpack_base(
+    plan: &Plan,
+    fetcher: &Fetcher,
+    lock: &mut crate::inputs::lock::InputsLock,
+    base: &PinnedBase,
+    root: &Path,
+) -> Result<()> {
+    let blob = fetcher.fetch_recorded(lock, &plan.base.url, Some(&base.sha256))?;
+    let parent = root.parent().unwrap_or(Path::new("/"));
+    let dest = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(parent)
+        .ctx("create a directory in", parent)?;
+    crate::inputs::unpack::unpack(&blob.path, dest.path())?;
+    let tree = match &plan.base.subdir {
+        Some(s) => dest.path().join(s),
+        None => dest.path().to_path_buf(),
     };
-    if !root.join("usr").is_dir() && !root.join("bin").exists() {
+    if !tree.join("usr").is_dir() && !tree.join("bin").exists() {
         return Err(Error::Environment(format!(
             "{}: the base tarball holds no root filesystem at {}",
             plan.base.url,
-            root.display()
+            plan.base.subdir.as_deref().unwrap_or("its top")
         )));
     }
+    std::fs::rename(&tree, root).ctx("move the unpacked base to", root)?;
     // The workspace's mount point.
     let ws = root.join(crate::plan::WORKSPACE.trim_start_matches('/'));
     std::fs::create_dir_all(&ws).ctx("create", &ws)?;
-    Ok((
-        root,
-        PinnedBase {
-            url: plan.base.url.clone(),
-            sha256: sha,
-            sha256sums_url: plan.base.sha256sums.clone(),
-        },
-    ))
+    Ok(())
 }
 
 /// The id map every job of a reproduction uses: [`ID_RANGE`] as root; as another user the

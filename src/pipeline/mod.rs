@@ -5,6 +5,8 @@
 //! inputs lock; every failure after the plan still writes a report saying how far it got.
 
 pub mod env;
+pub mod envcache;
+mod overlay;
 pub mod steps;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use crate::inputs::images::DigestRef;
 use crate::inputs::lock::{InputsLock, Status};
 use crate::inputs::store::Store;
 use crate::plan::release::Release;
-use crate::plan::{Plan, Role};
+use crate::plan::{Plan, PlannedStep, Role};
 use crate::report::attestation::{Statement, Subject};
 use crate::report::{Check, Report, StepRecord, Verdict};
 use crate::verify::registry::{PublishedBytes, PublishedImage};
@@ -40,6 +42,9 @@ pub struct Options {
     pub timeout: Option<std::time::Duration>,
     /// Keep the work directory (environment root and workspace) instead of removing it.
     pub keep_work: bool,
+    /// Use (and fill) the store's prepared environments. Off, the base is unpacked and the
+    /// environment steps run for this reproduction alone.
+    pub env_cache: bool,
 }
 
 /// What a reproduction produced.
@@ -169,6 +174,270 @@ fn read_local_image(path: &Path) -> Result<LocalImage> {
     })
 }
 
+/// A planned step as this run executes it, or `None` when the options skip it: rollback
+/// switched off, or environment steps moved to another day (`--env-day`). Says so in the
+/// notes.
+fn as_run(
+    plan: &Plan,
+    o: &Options,
+    step: &PlannedStep,
+    notes: &mut Vec<String>,
+) -> Option<PlannedStep> {
+    if step.role == Role::Rollback && !o.rollback {
+        notes.push(format!(
+            "step {} skipped: rollback switched off (--no-rollback)",
+            step.name
+        ));
+        return None;
+    }
+    let mut s = step.clone();
+    if let (Some(day), Role::Rollback | Role::Install) = (&o.env_day, step.role) {
+        let (from, to) = (
+            format!("/repos/{}/", plan.snapshot),
+            format!("/repos/{day}/"),
+        );
+        for c in &mut s.commands {
+            for a in c.iter_mut() {
+                *a = a.replace(&from, &to);
+            }
+        }
+        notes.push(format!(
+            "step {}: the environment was rolled to {day}, not the snapshot day {}",
+            step.name, plan.snapshot
+        ));
+    }
+    Some(s)
+}
+
+/// The environment lock of `root`, with the sha256 of every package the mirror served.
+fn record_env_lock(root: &Path, day: &str, inputs: &InputsLock) -> Result<EnvLock> {
+    let served: Vec<ServedPackage> = inputs
+        .entries
+        .iter()
+        .filter(|e| e.url.contains(".pkg.tar"))
+        .filter_map(|e| {
+            let path = e
+                .url
+                .split_once("://")
+                .map(|(_, r)| r.split_once('/').map(|(_, p)| p).unwrap_or(""))?;
+            Some(ServedPackage {
+                url_path: format!("/{path}"),
+                sha256: e.sha256.clone()?,
+            })
+        })
+        .collect();
+    EnvLock::record(root, Some(day), &served)
+}
+
+/// Complete an environment lock from the day's repository databases: a package the
+/// environment steps did not need to download was not served, but the day's database pins
+/// it.
+fn complete_env_lock(lock: &mut EnvLock, archive: &crate::inputs::archive::Archive, day: &str) {
+    for p in &mut lock.packages {
+        if p.sha256.is_none()
+            && let Ok(r) = archive.resolve(day, &p.name)
+            && r.version == p.version
+        {
+            p.sha256 = Some(r.sha256);
+            p.repo = Some(r.repo);
+            p.day = Some(r.day);
+        }
+    }
+}
+
+/// How a run of steps ended.
+struct StepsResult {
+    /// Every step exited 0 (optional ones included).
+    all_ok: bool,
+    /// The first required step that failed.
+    failed: Option<String>,
+}
+
+/// Runs planned steps in order, one sandboxed job per command, and keeps their records.
+struct StepRunner<'r> {
+    plan: &'r Plan,
+    o: &'r Options,
+    fetcher: &'r Fetcher,
+    inputs: &'r mut InputsLock,
+    notes: &'r mut Vec<String>,
+    records: &'r mut Vec<StepRecord>,
+    image_built: &'r mut Option<(Vec<String>, String)>,
+}
+
+impl StepRunner<'_> {
+    fn run(
+        mut self,
+        ctx: &mut steps::StepContext,
+        list: &[PlannedStep],
+        interrupted: &dyn Fn() -> Result<()>,
+    ) -> Result<StepsResult> {
+        let o = self.o;
+        let mut all_ok = true;
+        for step in list {
+            interrupted()?;
+            if step.role == Role::Image {
+                self.pin_images(ctx, step)?;
+            }
+            say(
+                o,
+                &format!("step {} ({} command(s))", step.name, step.commands.len()),
+            );
+            let (rec, lock) = steps::run_step(ctx, step)?;
+            self.inputs.entries.extend(lock.entries);
+            let code = rec.exit_code;
+            self.records.push(rec);
+            if code != 0 {
+                all_ok = false;
+                if step.optional {
+                    self.notes.push(format!(
+                        "optional step {} failed (exit {code}); going on",
+                        step.name
+                    ));
+                } else {
+                    return Ok(StepsResult {
+                        all_ok,
+                        failed: Some(step.name.clone()),
+                    });
+                }
+            }
+        }
+        Ok(StepsResult {
+            all_ok,
+            failed: None,
+        })
+    }
+
+    /// Before an image step: pin the Dockerfile's base images by digest, serve them on the
+    /// job's loopback, and tell the environment's podman where they are.
+    fn pin_images(&mut self, ctx: &mut steps::StepContext, step: &PlannedStep) -> Result<()> {
+        let plan = self.plan;
+        let df = ctx
+            .workspace
+            .join(&plan.artifacts.dir)
+            .join(&plan.source.release_file);
+        let dockerfile = std::fs::read_to_string(&df).unwrap_or_default();
+        let (refs, tags) = from_refs(&dockerfile);
+        for t in tags {
+            self.notes.push(format!("base image {t} is a tag, not a digest: it cannot be pinned, and the sandbox cannot pull it"));
+        }
+        let registry = plan
+            .locations
+            .get("registry")
+            .map(|l| l.url.clone())
+            .unwrap_or_default();
+        for r in refs {
+            say(self.o, &format!("pinning base image {r}"));
+            ctx.images.push(crate::inputs::images::pin(
+                self.fetcher,
+                self.inputs,
+                &registry,
+                &r,
+            )?);
+        }
+        // Let the environment's podman pull the pinned images from the job's loopback.
+        let conf_dir = ctx.root.join("etc/containers/registries.conf.d");
+        if !ctx.images.is_empty() {
+            std::fs::create_dir_all(&conf_dir).ctx("create", &conf_dir)?;
+            let mut conf = String::from(
+                "# written by reprobox: pinned base images served on the job's loopback\n",
+            );
+            for p in &ctx.images {
+                conf.push_str(&format!(
+                    "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n",
+                    p.reference.host
+                ));
+            }
+            let f = conf_dir.join("90-reprobox-pinned.conf");
+            std::fs::write(&f, conf).ctx("write", &f)?;
+            if ctx.root_premapped {
+                // Host root's files in an overlay over a premapped root are nobody's to the
+                // job: give them to the job's root.
+                let id = env::ID_RANGE;
+                for p in [&conf_dir, &f] {
+                    std::os::unix::fs::chown(p, Some(id.host_uid), Some(id.host_gid))
+                        .ctx("chown", p)?;
+                }
+            }
+            self.notes.push("reprobox added /etc/containers/registries.conf.d/90-reprobox-pinned.conf to the environment so its podman pulls the pinned base images over plain HTTP from the job's loopback".into());
+        }
+        *self.image_built = step.commands.iter().find_map(|c| podman_call(c));
+        Ok(())
+    }
+}
+
+/// Both images of a failed image check as `docker save` archives in `out/images/`: the
+/// rebuilt one saved by the environment's podman, the published one written from its blobs,
+/// pinned in the store by the manifest digest the registry gave. Returns the file names.
+#[allow(clippy::too_many_arguments)]
+fn save_images(
+    plan: &Plan,
+    ctx: &steps::StepContext,
+    step: &PlannedStep,
+    globals: &[String],
+    published: &PublishedImage,
+    fetcher: &Fetcher,
+    inputs: &mut InputsLock,
+    out: &Path,
+) -> Result<Vec<String>> {
+    use crate::verify::imagearchive::{PUBLISHED_NAME, REBUILT_NAME, write_docker_archive};
+    let dir = out.join("images");
+    std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+    let (_, tag) = step
+        .commands
+        .iter()
+        .find_map(|c| podman_call(c))
+        .ok_or_else(|| {
+            Error::Environment(format!("step {}: no podman build command", step.name))
+        })?;
+    let mut podman = vec!["podman".to_string()];
+    podman.extend(globals.iter().cloned());
+    let podman = crate::plan::shell_line(&podman);
+    let saved = ".reprobox-rebuilt.tar";
+    let cmd = format!(
+        "{podman} tag {tag} {REBUILT_NAME} && {podman} save --format docker-archive -o {}/{saved} {REBUILT_NAME}",
+        crate::plan::WORKSPACE,
+        tag = crate::plan::shell_line(std::slice::from_ref(&tag)),
+    );
+    let job = steps::job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
+    let outcome = crate::sandbox::run(&job)?;
+    if outcome.exit_code != 0 {
+        return Err(Error::Environment(format!(
+            "podman save of the rebuilt image exited {}",
+            outcome.exit_code
+        )));
+    }
+    let rebuilt = dir.join("rebuilt.tar");
+    let from = ctx.workspace.join(saved);
+    std::fs::rename(&from, &rebuilt).ctx("move the saved image to", &rebuilt)?;
+    // The job's root saved it: make it the caller's, like every other output.
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    std::os::unix::fs::chown(&rebuilt, Some(uid), Some(gid)).ctx("chown", &rebuilt)?;
+
+    let registry = &plan.expected.registry;
+    let host = registry
+        .split_once("://")
+        .map_or(registry.as_str(), |(_, r)| r)
+        .trim_end_matches('/')
+        .to_string();
+    let r = DigestRef {
+        host,
+        repository: plan.expected.image.clone(),
+        digest: published.manifest_digest.clone(),
+    };
+    let pinned = crate::inputs::images::pin(fetcher, inputs, registry, &r)?;
+    write_docker_archive(
+        fetcher.store(),
+        &pinned,
+        PUBLISHED_NAME,
+        &dir.join("published.tar"),
+    )?;
+    Ok(vec![
+        "images/published.tar".into(),
+        "images/rebuilt.tar".into(),
+    ])
+}
+
 /// diffoscope on the two rootfs tarballs, when it is installed: its text and JSON output
 /// are kept in the output directory (file names returned).
 fn run_diffoscope(
@@ -177,11 +446,7 @@ fn run_diffoscope(
     out: &Path,
     notes: &mut Vec<String>,
 ) -> Vec<String> {
-    let Some(bin) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("diffoscope"))
-            .find(|p| p.is_file())
-    }) else {
+    let Some(bin) = crate::verify::on_path("diffoscope") else {
         notes.push("diffoscope is not installed: only reprobox's native file diff was made".into());
         return Vec::new();
     };
@@ -275,23 +540,38 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         ));
     }
 
-    // 2. The environment: pinned base, unpacked into a fresh work directory.
+    // 2. The environment: the pinned base, rolled to its day by the environment steps —
+    //    taken from the store's prepared environments when the same base went through the
+    //    same steps before (root only: seen through an overlay), else unpacked afresh.
     std::fs::create_dir_all(&o.out).ctx("create", &o.out)?;
     let work = tempfile::Builder::new()
         .prefix(".reprobox-work-")
         .tempdir_in(&o.out)
         .ctx("create a work directory in", &o.out)?;
-    say(o, &format!("base root filesystem {}", plan.base.url));
-    let (root, base) = env::prepare(plan, &fetcher, &mut inputs, work.path())?;
-    interrupted()?;
+    let base = env::pin_base(plan, &fetcher, &mut inputs)?;
+    let env_day = o.env_day.clone().unwrap_or_else(|| plan.snapshot.clone());
+    let planned: Vec<PlannedStep> = plan
+        .steps
+        .iter()
+        .filter_map(|s| as_run(plan, o, s, &mut notes))
+        .collect();
+    let is_env = |s: &PlannedStep| matches!(s.role, Role::Rollback | Role::Install);
+    let n_env = planned.iter().take_while(|s| is_env(s)).count();
+    let env_first = planned[n_env..].iter().all(|s| !is_env(s));
+    let archive_url = plan
+        .locations
+        .get("archive")
+        .map(|l| l.url.clone())
+        .unwrap_or_default();
+    let archive = crate::inputs::archive::Archive::new(&archive_url, &fetcher);
 
-    // 3. The source tree of the release's revision, in a fresh workspace.
+    // 3. The source tree of the release's revision, in a fresh workspace (the environment
+    //    steps' jobs bind it too).
     let workspace = work.path().join("workspace");
     git.checkout(&release.source_revision, &workspace)?;
     env::give_to_job(&workspace)?;
-
     let mut ctx = steps::StepContext {
-        root: &root,
+        root: work.path().to_path_buf(),
         workspace: &workspace,
         store: &store,
         upstream: plan
@@ -303,127 +583,144 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         source_date_epoch: plan.source_date_epoch,
         images: Vec::new(),
         timeout: o.timeout,
+        root_premapped: false,
     };
     let mut records: Vec<StepRecord> = Vec::new();
     let mut env_lock: Option<EnvLock> = None;
     let mut failed_step: Option<String> = None;
-    let last_env_step = plan
-        .steps
-        .iter()
-        .rposition(|s| matches!(s.role, Role::Rollback | Role::Install));
     let mut image_built: Option<(Vec<String>, String)> = None;
-
-    for (i, step) in plan.steps.iter().enumerate() {
-        interrupted()?;
-        if step.role == Role::Rollback && !o.rollback {
-            notes.push(format!(
-                "step {} skipped: rollback switched off (--no-rollback)",
-                step.name
-            ));
-            continue;
-        }
-        if step.role == Role::Image {
-            let df = workspace
-                .join(&plan.artifacts.dir)
-                .join(&plan.source.release_file);
-            let dockerfile = std::fs::read_to_string(&df).unwrap_or_default();
-            let (refs, tags) = from_refs(&dockerfile);
-            for t in tags {
-                notes.push(format!("base image {t} is a tag, not a digest: it cannot be pinned, and the sandbox cannot pull it"));
-            }
-            let registry = plan
-                .locations
-                .get("registry")
-                .map(|l| l.url.clone())
-                .unwrap_or_default();
-            for r in refs {
-                say(o, &format!("pinning base image {r}"));
-                ctx.images.push(crate::inputs::images::pin(
-                    &fetcher,
-                    &mut inputs,
-                    &registry,
-                    &r,
-                )?);
-            }
-            // Let the environment's podman pull the pinned images from the job's loopback.
-            let conf_dir = root.join("etc/containers/registries.conf.d");
-            if !ctx.images.is_empty() {
-                std::fs::create_dir_all(&conf_dir).ctx("create", &conf_dir)?;
-                let mut conf = String::from(
-                    "# written by reprobox: pinned base images served on the job's loopback\n",
-                );
-                for p in &ctx.images {
-                    conf.push_str(&format!(
-                        "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n",
-                        p.reference.host
-                    ));
-                }
-                let f = conf_dir.join("90-reprobox-pinned.conf");
-                std::fs::write(&f, conf).ctx("write", &f)?;
-                notes.push(format!("reprobox added {} to the environment so its podman pulls the pinned base images over plain HTTP from the job's loopback", "/etc/containers/registries.conf.d/90-reprobox-pinned.conf"));
-            }
-            image_built = step.commands.iter().find_map(|c| podman_call(c));
-        }
-        let moved;
-        let step = match (&o.env_day, step.role) {
-            (Some(day), Role::Rollback | Role::Install) => {
-                let (from, to) = (
-                    format!("/repos/{}/", plan.snapshot),
-                    format!("/repos/{day}/"),
-                );
-                let mut s = step.clone();
-                for c in &mut s.commands {
-                    for a in c.iter_mut() {
-                        *a = a.replace(&from, &to);
-                    }
-                }
-                notes.push(format!(
-                    "step {}: the environment was rolled to {day}, not the snapshot day {}",
-                    step.name, plan.snapshot
-                ));
-                moved = s;
-                &moved
-            }
-            _ => step,
-        };
+    let cache_why_not = if !o.env_cache {
+        Some("--fresh-env")
+    } else if env::id_map().is_none() {
+        Some(
+            "not running as root (the prepared environment is shared through an idmapped overlay, which needs root)",
+        )
+    } else if !env_first {
+        Some("the profile interleaves environment and build steps")
+    } else {
+        None
+    };
+    let cache = envcache::EnvCache::new(store.root());
+    let recipe = envcache::EnvRecipe::new(
+        &base.sha256,
+        plan.base.subdir.as_deref(),
+        Some(&env_day),
+        &planned[..n_env],
+    );
+    // Declared after `work` so that it is unmounted before the work directory is removed.
+    let mut overlay: Option<overlay::Overlay> = None;
+    let root: PathBuf;
+    let mut rest = &planned[..];
+    let prepared = match cache_why_not {
+        Some(_) => None,
+        None => cache.lookup(&recipe)?,
+    };
+    if let Some(p) = prepared {
         say(
             o,
-            &format!("step {} ({} command(s))", step.name, step.commands.len()),
+            &format!("environment prepared earlier: {}", p.dir.display()),
         );
-        let (rec, lock) = steps::run_step(&ctx, step)?;
-        inputs.entries.extend(lock.entries);
-        let ok = rec.exit_code == 0;
-        records.push(rec);
-        if !ok {
-            if step.optional {
-                notes.push(format!(
-                    "optional step {} failed (exit {}); going on",
-                    step.name,
-                    records.last().map(|r| r.exit_code).unwrap_or(0)
-                ));
-            } else {
-                failed_step = Some(step.name.clone());
-                break;
+        for s in &planned[..n_env] {
+            records.push(StepRecord {
+                name: s.name.clone(),
+                optional: s.optional,
+                exit_code: 0,
+                wall_time_ms: 0,
+                enforcement: Vec::new(),
+                cached: Some(p.key.clone()),
+            });
+        }
+        env_lock = Some(p.env_lock()?);
+        notes.push(format!(
+            "the environment steps ran earlier, when the prepared environment {} was made from the same base and the same steps; its lock is reused",
+            p.key
+        ));
+        let ov = overlay.insert(overlay::Overlay::mount(
+            &p.root(),
+            &work.path().join("env"),
+            env::ID_RANGE,
+        )?);
+        root = ov.root().to_path_buf();
+        ctx.root_premapped = true;
+        rest = &planned[n_env..];
+    } else if cache_why_not.is_none() {
+        let staging = cache.stage()?;
+        say(o, &format!("base root filesystem {}", plan.base.url));
+        env::unpack_base(plan, &fetcher, &mut inputs, &base, &staging.root())?;
+        interrupted()?;
+        let staged_root = staging.root();
+        ctx.root = staged_root.clone();
+        let ok = StepRunner {
+            plan,
+            o,
+            fetcher: &fetcher,
+            inputs: &mut inputs,
+            notes: &mut notes,
+            records: &mut records,
+            image_built: &mut image_built,
+        }
+        .run(&mut ctx, &planned[..n_env], &interrupted)?;
+        let mut lock = record_env_lock(&staged_root, &env_day, &inputs)?;
+        complete_env_lock(&mut lock, &archive, &env_day);
+        if ok.all_ok {
+            let p = cache.publish(staging, &recipe, &lock)?;
+            say(
+                o,
+                &format!("environment prepared and kept: {}", p.dir.display()),
+            );
+            let ov = overlay.insert(overlay::Overlay::mount(
+                &p.root(),
+                &work.path().join("env"),
+                env::ID_RANGE,
+            )?);
+            root = ov.root().to_path_buf();
+            ctx.root_premapped = true;
+        } else {
+            // Not kept: build in the staged root itself, and let it go afterwards.
+            root = work.path().join("base");
+            std::fs::rename(&staged_root, &root).ctx("move the environment to", &root)?;
+            drop(staging);
+            if let Some(f) = ok.failed {
+                failed_step = Some(f);
             }
         }
-        if Some(i) == last_env_step {
-            let served: Vec<ServedPackage> = inputs
-                .entries
-                .iter()
-                .filter(|e| e.url.contains(".pkg.tar"))
-                .filter_map(|e| {
-                    let path = e
-                        .url
-                        .split_once("://")
-                        .map(|(_, r)| r.split_once('/').map(|(_, p)| p).unwrap_or(""))?;
-                    Some(ServedPackage {
-                        url_path: format!("/{path}"),
-                        sha256: e.sha256.clone()?,
-                    })
-                })
-                .collect();
-            let day = o.env_day.as_deref().unwrap_or(&plan.snapshot);
-            env_lock = Some(EnvLock::record(&root, Some(day), &served)?);
+        env_lock = Some(lock);
+        rest = &planned[n_env..];
+    } else {
+        if let Some(why) = cache_why_not {
+            notes.push(format!(
+                "the environment was prepared from the base for this run only: {why}"
+            ));
+        }
+        say(o, &format!("base root filesystem {}", plan.base.url));
+        root = work.path().join("base");
+        env::unpack_base(plan, &fetcher, &mut inputs, &base, &root)?;
+        interrupted()?;
+    }
+    ctx.root = root.clone();
+
+    if failed_step.is_none() {
+        let last_env = rest.iter().rposition(is_env);
+        for (i, step) in rest.iter().enumerate() {
+            let r = StepRunner {
+                plan,
+                o,
+                fetcher: &fetcher,
+                inputs: &mut inputs,
+                notes: &mut notes,
+                records: &mut records,
+                image_built: &mut image_built,
+            }
+            .run(&mut ctx, std::slice::from_ref(step), &interrupted)?;
+            if let Some(f) = r.failed {
+                failed_step = Some(f);
+                break;
+            }
+            if Some(i) == last_env {
+                let mut lock = record_env_lock(&root, &env_day, &inputs)?;
+                complete_env_lock(&mut lock, &archive, &env_day);
+                env_lock = Some(lock);
+            }
         }
     }
     for r in &records {
@@ -438,10 +735,14 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             ));
         }
     }
-    if env_lock.is_none() {
-        env_lock = Some(EnvLock::record(&root, Some(&plan.snapshot), &[])?);
-    }
-    let mut env_lock = env_lock.expect("recorded above");
+    let env_lock = match env_lock {
+        Some(l) => l,
+        None => {
+            let mut l = EnvLock::record(&root, Some(&env_day), &[])?;
+            complete_env_lock(&mut l, &archive, &env_day);
+            l
+        }
+    };
 
     // 4. Checks.
     let out_dir = workspace.join(&plan.artifacts.dir);
@@ -564,27 +865,33 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             "depends on layer compression: podman's local manifest has uncompressed layers, the registry's compressed ones".into(),
         ));
     }
+    if let (Some(p), Some(l), Some(step), Some((globals, _))) =
+        (&published, &local, image_step, &image_built)
+        && p.config_digest != l.config_digest
+    {
+        say(o, "image differs: saving both images to compare");
+        match save_images(plan, &ctx, step, globals, p, &fetcher, &mut inputs, &o.out) {
+            Ok(files) => {
+                external_diffs.extend(files);
+                let dir = o.out.join("images");
+                match crate::verify::imagearchive::run_diffoci(
+                    &o.out,
+                    &dir.join("published.tar"),
+                    &dir.join("rebuilt.tar"),
+                ) {
+                    Ok(files) => external_diffs.extend(files),
+                    Err(note) => notes.push(note),
+                }
+            }
+            Err(e) => notes.push(format!("the two images could not be saved to compare: {e}")),
+        }
+    }
 
     // 5. The environment lock completed from the day's repository databases (a package the
     //    rollback did not need to download was not served, but the day's database pins it),
     //    and the drift against the snapshot day.
     let mut drift: Vec<Drift> = Vec::new();
-    let archive_url = plan
-        .locations
-        .get("archive")
-        .map(|l| l.url.clone())
-        .unwrap_or_default();
-    let archive = crate::inputs::archive::Archive::new(&archive_url, &fetcher);
-    let env_day = o.env_day.clone().unwrap_or_else(|| plan.snapshot.clone());
-    for p in &mut env_lock.packages {
-        if p.sha256.is_none()
-            && let Ok(r) = archive.resolve(&env_day, &p.name)
-            && r.version == p.version
-        {
-            p.sha256 = Some(r.sha256);
-            p.repo = Some(r.repo);
-            p.day = Some(r.day);
-        }
+    for p in &env_lock.packages {
         match archive.resolve(&plan.snapshot, &p.name) {
             Ok(r) if r.version != p.version => drift.push(Drift {
                 name: p.name.clone(),
@@ -668,15 +975,23 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             .expect("plain JSON")
             .as_bytes(),
     )?;
+    // Unmount before the work directory goes (or is kept: then env/upper holds what the
+    // build changed on top of the prepared environment).
+    let prepared_root = overlay.as_ref().map(|ov| ov.lower_source().to_path_buf());
+    drop(overlay);
     if o.keep_work {
         let kept = work.keep();
+        let env = match &prepared_root {
+            Some(base) => format!(
+                "the build's changes in {}, over the prepared environment {}",
+                kept.join("env/upper").display(),
+                base.display()
+            ),
+            None => format!("env root: {}", root.display()),
+        };
         say(
             o,
-            &format!(
-                "work directory kept: {} (env root: {})",
-                kept.display(),
-                root.display()
-            ),
+            &format!("work directory kept: {} ({env})", kept.display()),
         );
     } else {
         drop(work);

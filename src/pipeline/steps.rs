@@ -34,7 +34,7 @@ const FILESYSTEM_STEP_CAPS: &[&str] = &[
 
 /// What every job of a reproduction shares.
 pub struct StepContext<'a> {
-    pub root: &'a Path,
+    pub root: PathBuf,
     pub workspace: &'a Path,
     pub store: &'a Store,
     pub upstream: &'a str,
@@ -43,6 +43,8 @@ pub struct StepContext<'a> {
     /// Base images served on the job's loopback (image steps).
     pub images: Vec<PinnedImage>,
     pub timeout: Option<std::time::Duration>,
+    /// The root is an overlay whose files already belong to the job's host ids.
+    pub root_premapped: bool,
 }
 
 /// Build the job for one command of a step.
@@ -52,7 +54,7 @@ pub fn job_for(
     argv: Vec<String>,
     extra_ports: &[u16],
 ) -> Job {
-    let mut job = Job::new(RootfsSource::Dir(ctx.root.to_path_buf()), argv);
+    let mut job = Job::new(RootfsSource::Dir(ctx.root.clone()), argv);
     job.binds.push(Bind {
         src: ctx.workspace.to_path_buf(),
         dst: PathBuf::from(WORKSPACE),
@@ -90,6 +92,7 @@ pub fn job_for(
         tcp_bind: Vec::new(),
     };
     job.id_map = super::env::id_map();
+    job.root_premapped = ctx.root_premapped;
     job
 }
 
@@ -103,6 +106,7 @@ pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, In
         exit_code: 0,
         wall_time_ms: 0,
         enforcement: Vec::new(),
+        cached: None,
     };
     let image_ports: Vec<u16> = ctx
         .images

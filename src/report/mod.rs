@@ -104,6 +104,10 @@ pub struct StepRecord {
     pub exit_code: i32,
     pub wall_time_ms: u64,
     pub enforcement: Vec<Enforcement>,
+    /// Not run: the environment step's result was taken from this prepared environment
+    /// (its key in the store's `envs/`), made earlier by the very same steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -177,6 +181,15 @@ impl Report {
             let _ = writeln!(o, "\nsteps");
             for st in &self.steps {
                 let opt = if st.optional { " (optional)" } else { "" };
+                if let Some(key) = &st.cached {
+                    let _ = writeln!(
+                        o,
+                        "  {:<24} prepared earlier: environment {}{opt}",
+                        st.name,
+                        &key[..key.len().min(12)]
+                    );
+                    continue;
+                }
                 let _ = writeln!(
                     o,
                     "  {:<24} exit {}{opt}, {:.1} s",

@@ -52,12 +52,15 @@ pub(crate) fn faketime(job: &Job, root: &Path, env: &mut Vec<(String, String)>) 
     let when = ts.strftime("%Y-%m-%d %H:%M:%S").to_string();
     env.retain(|(k, _)| k != "LD_PRELOAD" && k != "FAKETIME");
     env.push(("LD_PRELOAD".into(), format!("/{lib}")));
-    env.push(("FAKETIME".into(), format!("@{when}")));
+    // An absolute FAKETIME (no `@`) stops the clock there: a clock that merely started at
+    // SOURCE_DATE_EPOCH would stamp SOURCE_DATE_EPOCH+1 into whatever is written after the
+    // first second, so the output would depend on how loaded the machine is.
+    env.push(("FAKETIME".into(), when.clone()));
     Enforcement {
         feature: "faketime".into(),
         enforced: true,
         detail: format!(
-            "wall clock of dynamically linked tools starts at {when} UTC (/{lib}); static and Go binaries see the real clock"
+            "wall clock of dynamically linked tools stopped at {when} UTC (/{lib}); static and Go binaries see the real clock"
         ),
     }
 }

@@ -307,7 +307,14 @@ pub fn spawn(job: &Job) -> Result<Running> {
         r.error = Some(format!("id map: {e}"));
         return Err(r.abort());
     }
-    let idmapped = if matches!(plan, idmap::Plan::Root { .. }) {
+    let idmapped = if job.root_premapped {
+        r.enforcement.push(Enforcement {
+            feature: "rootfs-idmapped".into(),
+            enforced: true,
+            detail: "the root's files are already owned by the job's host ids (an overlay over an idmapped prepared environment)".into(),
+        });
+        None
+    } else if matches!(plan, idmap::Plan::Root { .. }) {
         match idmapped_root(&prepared.rootfs, pid) {
             Ok(fd) => {
                 r.enforcement.push(Enforcement {
@@ -345,7 +352,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
 
 /// A detached copy of the root filesystem's mount, idmapped with the job's user
 /// namespace, so files owned by host root belong to the job's root (root only).
-fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
+pub(crate) fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
     let c = sys::cstr(root)?;
     // SAFETY: raw new-mount-API syscalls with valid arguments.
     unsafe {

@@ -136,9 +136,10 @@ impl EnvRun {
         if let Some(t) = self.faketime {
             let ts = jiff::Timestamp::from_second(t)
                 .map_err(|e| Error::Environment(format!("world: bad faketime {t}: {e}")))?;
+            // Stopped at that time, as the sandbox does (sandbox/env.rs).
             env.push((
                 "FAKETIME".into(),
-                format!("@{}", ts.strftime("%Y-%m-%d %H:%M:%S")),
+                ts.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             ));
             env.push(("LD_PRELOAD".into(), FAKETIME_LIB.into()));
         }

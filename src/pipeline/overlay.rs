@@ -1,0 +1,257 @@
+//! A reproduction's private, writable view of a prepared environment: an overlay whose lower
+//! layer is the cached root mounted idmapped (0 → the job's host range) and whose upper layer
+//! lives in the reproduction's work directory. The cached root is never written; the job
+//! sees its files as its own root's, and what it writes lands in the upper layer, owned by
+//! the job's host ids. Unmounted when dropped (root only).
+//!
+//! The overlay itself cannot be idmapped (overlayfs refuses `MOUNT_ATTR_IDMAP` on this
+//! kernel line), but it takes an idmapped lower layer; the sandbox is told the root is
+//! already mapped (`Job::root_premapped`) rather than trying.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::job::IdRange;
+
+/// A mounted overlay; unmounted (with its lower layer) on drop.
+pub struct Overlay {
+    merged: PathBuf,
+    lower: PathBuf,
+    base: PathBuf,
+}
+
+impl Overlay {
+    /// The merged root the jobs run in.
+    pub fn root(&self) -> &Path {
+        &self.merged
+    }
+
+    /// The prepared root the lower layer shows.
+    pub fn lower_source(&self) -> &Path {
+        &self.base
+    }
+
+    /// Mount `base` (a prepared root owned as the base has it) under `dir` (which must not
+    /// exist yet), idmapped through `range`.
+    pub fn mount(base: &Path, dir: &Path, range: IdRange) -> Result<Overlay> {
+        for part in [base, dir] {
+            let s = part.as_os_str().as_bytes();
+            if s.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
+                return Err(Error::bad_input(
+                    part.display().to_string(),
+                    "a path without ',', ':' or '\\' (overlayfs mount options cannot carry them)",
+                ));
+            }
+        }
+        let lower = dir.join("lower");
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        let merged = dir.join("root");
+        for d in [&lower, &upper, &work, &merged] {
+            std::fs::create_dir_all(d).ctx("create", d)?;
+        }
+        // The merged root takes the upper directory's owner and mode.
+        let md = std::fs::metadata(base).ctx("stat", base)?;
+        std::os::unix::fs::chown(
+            &upper,
+            Some(md.uid() + range.host_uid),
+            Some(md.gid() + range.host_gid),
+        )
+        .ctx("chown", &upper)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+                .ctx("chmod", &upper)?;
+        }
+
+        let tree = idmapped_clone(base, range)?;
+        move_mount(&tree, &lower)?;
+        let mut ov = Overlay {
+            merged: merged.clone(),
+            lower: lower.clone(),
+            base: base.to_path_buf(),
+        };
+        make_private(&lower)?;
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let src = CString::new("overlay").expect("no NUL");
+        let target = cstr(&merged)?;
+        let data = CString::new(opts)
+            .map_err(|_| Error::bad_input(dir.display().to_string(), "a path without NUL bytes"))?;
+        // SAFETY: valid C strings; mount(2) does not keep the pointers.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            // Only the lower layer is mounted: drop must not try the merged one.
+            ov.merged = PathBuf::new();
+            return Err(Error::io(
+                "mount an overlay of the prepared environment on",
+                &merged,
+                e,
+            ));
+        }
+        make_private(&merged)?;
+        Ok(ov)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        for p in [&self.merged, &self.lower] {
+            if p.as_os_str().is_empty() {
+                continue;
+            }
+            let Ok(c) = cstr(p) else { continue };
+            // SAFETY: a valid C string.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                tracing::warn!(
+                    "could not unmount {}: {}",
+                    p.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::bad_input(p.display().to_string(), "a path without NUL bytes"))
+}
+
+fn make_private(p: &Path) -> Result<()> {
+    let c = cstr(p)?;
+    // SAFETY: a valid C string; no source, type or data for a propagation change.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(Error::io(
+            "make private",
+            p,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn move_mount(tree: &OwnedFd, to: &Path) -> Result<()> {
+    let c = cstr(to)?;
+    // SAFETY: move_mount(2) of a detached tree reprobox owns onto a directory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            4u32, // MOVE_MOUNT_F_EMPTY_PATH
+        )
+    };
+    if r != 0 {
+        return Err(Error::io(
+            "attach the idmapped prepared environment at",
+            to,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// A detached, idmapped clone of `base`'s mount tree. The id map comes from a short-lived
+/// child in a user namespace of its own with `range` written as its map.
+fn idmapped_clone(base: &Path, range: IdRange) -> Result<OwnedFd> {
+    let holder = UsernsHolder::spawn(range)?;
+    let r = crate::sandbox::idmapped_root(base, holder.pid);
+    drop(holder);
+    r.map_err(|e| Error::io("make an idmapped mount of", base, e))
+}
+
+/// A child process parked in a new user namespace until dropped.
+struct UsernsHolder {
+    pid: libc::pid_t,
+    release: Option<OwnedFd>,
+}
+
+impl UsernsHolder {
+    fn spawn(range: IdRange) -> Result<UsernsHolder> {
+        let (ready_r, ready_w) = nix::unistd::pipe()
+            .map_err(|e| Error::io("create a pipe for", "a user namespace", e.into()))?;
+        let (release_r, release_w) = nix::unistd::pipe()
+            .map_err(|e| Error::io("create a pipe for", "a user namespace", e.into()))?;
+        // SAFETY: the child only makes async-signal-safe calls (unshare, write, read, _exit).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(Error::io(
+                "fork a holder for",
+                "a user namespace",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls only.
+            unsafe {
+                libc::close(ready_r.as_raw_fd());
+                libc::close(release_w.as_raw_fd());
+                let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
+                libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
+                let mut b = 0u8;
+                libc::read(release_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        drop(ready_w);
+        drop(release_r);
+        let mut holder = UsernsHolder {
+            pid,
+            release: Some(release_w),
+        };
+        let mut b = [0u8; 1];
+        let n = nix::unistd::read(&ready_r, &mut b).unwrap_or(0);
+        if n != 1 || b[0] != 1 {
+            holder.release.take();
+            return Err(Error::Environment(
+                "could not create a user namespace for the idmapped environment (unshare failed)"
+                    .into(),
+            ));
+        }
+        let map = format!("0 {} {}\n", range.host_uid, range.count);
+        let gmap = format!("0 {} {}\n", range.host_gid, range.count);
+        for (file, text) in [("uid_map", map), ("gid_map", gmap)] {
+            let p = PathBuf::from(format!("/proc/{pid}/{file}"));
+            std::fs::write(&p, text).ctx("write", &p)?;
+        }
+        Ok(holder)
+    }
+}
+
+impl Drop for UsernsHolder {
+    fn drop(&mut self) {
+        self.release.take();
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
