@@ -33,10 +33,19 @@ snapshot=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["snaps
 # registries.conf.d file reprobox adds for the pinned base image, and shares the host network.
 "$rb" reproduce test-world "$version" --store "$tmp/store" --out "$tmp/warm" > "$tmp/warm.log" 2>&1 || { echo "warm-up failed:"; tail -20 "$tmp/warm.log"; exit 1; }
 cached=$(ls -d "$tmp"/store/envs/*/root | head -1)
+# The baseline starts every run from its own fresh copy of that prepared environment (copied
+# before the clock starts), as every reprobox run starts from the prepared environment: both
+# pull the pinned base image once per run, neither keeps images or layers between runs.
+prepare_baseline() {
+  rm -rf "$tmp/prepared"
+  cp -a "$cached" "$tmp/prepared"
+  mkdir -p "$tmp/prepared/etc/containers/registries.conf.d"
+  printf '[[registry]]\nlocation = "127.0.0.1:7879"\ninsecure = true\n' > "$tmp/prepared/etc/containers/registries.conf.d/90-bench.conf"
+}
 root=$tmp/prepared
-cp -a "$cached" "$root"
-mkdir -p "$root/etc/containers/registries.conf.d"
-printf '[[registry]]\nlocation = "127.0.0.1:7879"\ninsecure = true\n' > "$root/etc/containers/registries.conf.d/90-bench.conf"
+# The make step's clock, as the profile's `faketime = true` gives it.
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+when=$(date -u -d "@$sde" '+%Y-%m-%d %H:%M:%S')
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -51,14 +60,19 @@ for i in $(seq "$runs"); do
   git clone -q "$world/upstream.git" "$ws"
   rev=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["git"]["source_revision"])' "$world/world.json")
   git -C "$ws" checkout -q --detach "$rev"
+  prepare_baseline
   t0=$(now)
   bwrap --bind "$root" / --bind "$ws" /build --proc /proc --dev /dev --ro-bind /sys /sys \
         --tmpfs /tmp --tmpfs /run --tmpfs /dev/shm --unshare-pid --unshare-ipc --unshare-uts --chdir /build \
         --setenv SOURCE_DATE_EPOCH "$sde" --setenv TZ UTC --setenv LANG C.UTF-8 --setenv PATH /usr/sbin:/usr/bin:/sbin:/bin \
-        -- sh -c "make ARCHIVE_SNAPSHOT=$snapshot SOURCE_DATE_EPOCH=$sde BUILD_VERSION=$version /build/output/Dockerfile.repro && \
+        -- sh -c "LD_PRELOAD=$faketime_lib FAKETIME='$when' make ARCHIVE_SNAPSHOT=$snapshot SOURCE_DATE_EPOCH=$sde BUILD_VERSION=$version /build/output/Dockerfile.repro && \
                   podman --storage-driver vfs --cgroup-manager cgroupfs --events-backend file build --no-cache --timestamp $sde --isolation chroot -f output/Dockerfile.repro -t bench:$i output/" \
         > "$tmp/direct$i.log" 2>&1 || { echo "direct run $i failed:"; tail -20 "$tmp/direct$i.log"; exit 1; }
   t1=$(now); echo "$t1 - $t0" | bc >> "$tmp/direct.times"
+  # Same commands, same bytes: the baseline must have built the published rootfs too.
+  want=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["rootfs"]["sha256"])' "$world/world.json")
+  got=$(sha256sum "$ws/output/repro.tar.zst" | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { echo "the baseline built another rootfs ($got, expected $want)" >&2; exit 1; }
 done
 r=$(median < "$tmp/rb.times"); d=$(median < "$tmp/direct.times")
 echo "reprobox reproduce --offline (warm store), median of $runs: ${r}s"
