@@ -607,15 +607,17 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         Some(&env_day),
         &planned[..n_env],
     );
-    // Declared after `work` so that it is unmounted before the work directory is removed.
-    let mut overlay: Option<overlay::Overlay> = None;
-    let root: PathBuf;
     let mut rest = &planned[..];
-    let prepared = match cache_why_not {
+    // The prepared environment this run builds on: published earlier (a hit), or prepared
+    // now by running the environment steps in a staging directory and published.
+    let mut prepared: Option<envcache::Prepared> = None;
+    // Without one: the root this run unpacked (and, unless it failed, rolled) itself.
+    let mut own_root: Option<PathBuf> = None;
+    let hit = match cache_why_not {
         Some(_) => None,
         None => cache.lookup(&recipe)?,
     };
-    if let Some(p) = prepared {
+    if let Some(p) = hit {
         say(
             o,
             &format!("environment prepared earlier: {}", p.dir.display()),
@@ -635,13 +637,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             "the environment steps ran earlier, when the prepared environment {} was made from the same base and the same steps; its lock is reused",
             p.key
         ));
-        let ov = overlay.insert(overlay::Overlay::mount(
-            &p.root(),
-            &work.path().join("env"),
-            env::ID_RANGE,
-        )?);
-        root = ov.root().to_path_buf();
-        ctx.root_premapped = true;
+        prepared = Some(p);
         rest = &planned[n_env..];
     } else if cache_why_not.is_none() {
         let staging = cache.stage()?;
@@ -668,21 +664,14 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                 o,
                 &format!("environment prepared and kept: {}", p.dir.display()),
             );
-            let ov = overlay.insert(overlay::Overlay::mount(
-                &p.root(),
-                &work.path().join("env"),
-                env::ID_RANGE,
-            )?);
-            root = ov.root().to_path_buf();
-            ctx.root_premapped = true;
+            prepared = Some(p);
         } else {
             // Not kept: build in the staged root itself, and let it go afterwards.
-            root = work.path().join("base");
-            std::fs::rename(&staged_root, &root).ctx("move the environment to", &root)?;
+            let r = work.path().join("base");
+            std::fs::rename(&staged_root, &r).ctx("move the environment to", &r)?;
             drop(staging);
-            if let Some(f) = ok.failed {
-                failed_step = Some(f);
-            }
+            own_root = Some(r);
+            failed_step = ok.failed;
         }
         env_lock = Some(lock);
         rest = &planned[n_env..];
@@ -693,10 +682,26 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             ));
         }
         say(o, &format!("base root filesystem {}", plan.base.url));
-        root = work.path().join("base");
-        env::unpack_base(plan, &fetcher, &mut inputs, &base, &root)?;
+        let r = work.path().join("base");
+        env::unpack_base(plan, &fetcher, &mut inputs, &base, &r)?;
         interrupted()?;
+        own_root = Some(r);
     }
+    // Declared after `work` so that it is unmounted before the work directory is removed.
+    let overlay = match &prepared {
+        Some(p) => Some(overlay::Overlay::mount(
+            &p.root(),
+            &work.path().join("env"),
+            env::ID_RANGE,
+        )?),
+        None => None,
+    };
+    let root = match (&overlay, own_root) {
+        (Some(ov), _) => ov.root().to_path_buf(),
+        (None, Some(r)) => r,
+        (None, None) => unreachable!("every branch above gives a root"),
+    };
+    ctx.root_premapped = overlay.is_some();
     ctx.root = root.clone();
 
     if failed_step.is_none() {
