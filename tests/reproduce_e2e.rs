@@ -461,44 +461,91 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
 fn sigint_mid_reproduction_exits_130_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let out = tmp.path().join("out");
     let servers = serve();
-    let mut c = reproduce_cmd(&world().1.version, &store, &locations(&servers));
-    c.arg("--out").arg(&out);
+    let locs = locations(&servers);
+
+    // 1. A cold store: interrupted while the environment is being prepared in the store.
+    let out = tmp.path().join("out");
+    interrupt_when(
+        &store,
+        &out,
+        &locs,
+        |w| w.join("workspace/.git").exists(),
+        1500,
+    );
+    let envs = store.join("envs");
+    let staging: Vec<_> = std::fs::read_dir(&envs)
+        .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        staging
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".staging-")),
+        "a staging directory was left: {staging:?}"
+    );
+
+    // 2. A warm store: interrupted while the build runs in the overlay over the prepared
+    //    environment; the overlay and its idmapped lower layer are unmounted.
+    let (o, _) = reproduce(&store, &tmp.path().join("warm"), &locs, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out2 = tmp.path().join("out2");
+    interrupt_when(
+        &store,
+        &out2,
+        &locs,
+        |w| w.join("workspace/build").exists(),
+        300,
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(tmp.path().to_str().unwrap()),
+        "a mount of the run remains:\n{mounts}"
+    );
+    drop(servers);
+    store_verifies(&store);
+}
+
+/// Start a reproduction, wait until `ready(work directory)` holds, wait `delay_ms` more,
+/// SIGINT it, and check it exits 130 leaving no work directory and no mount of `out`.
+fn interrupt_when(
+    store: &Path,
+    out: &Path,
+    locs: &[String],
+    ready: impl Fn(&Path) -> bool,
+    delay_ms: u64,
+) {
+    let mut c = reproduce_cmd(&world().1.version, store, locs);
+    c.arg("--out").arg(out);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
-    // Wait until a step runs in the sandbox (the work directory exists and holds the
-    // workspace), then interrupt.
     let started = std::time::Instant::now();
     loop {
-        let work = work_dirs(&out).into_iter().next();
-        if work.is_some_and(|w| w.join("workspace/.git").exists()) {
+        let work = work_dirs(out).into_iter().next();
+        if work.is_some_and(|w| ready(&w)) {
             break;
         }
         assert!(
             started.elapsed().as_secs() < 300,
-            "the reproduction never reached its steps"
+            "the reproduction never reached the point to interrupt"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
             "reprobox ended before it could be interrupted"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
     // SAFETY: kill(2) on the child we spawned.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(out.is_dir(), "the output directory is gone");
-    let left = work_dirs(&out);
+    let left = work_dirs(out);
     assert!(left.is_empty(), "left {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(out.to_str().unwrap()),
         "a mount of the run remains:\n{mounts}"
     );
-    drop(servers);
-    store_verifies(&store);
 }
