@@ -972,6 +972,10 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             "inputs_lock": inputs_text,
             "steps": report.steps,
             "pinned_images": ctx.images,
+            "prepared_environment": prepared.as_ref().map(|p| serde_json::json!({
+                "key": p.key,
+                "recipe": p.meta().ok().map(|m| m.recipe),
+            })),
         }),
     );
     write_atomic(
