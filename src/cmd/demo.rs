@@ -60,6 +60,7 @@ pub fn execute(a: Args) -> Result<i32> {
         timeout: None,
         keep_work: false,
         env_cache: true,
+        backend: Default::default(),
     };
     pipeline::reproduce(&plan, store.clone(), &warm)?;
     drop(servers);

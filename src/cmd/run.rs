@@ -62,8 +62,8 @@ pub struct Args {
     /// a wall clock set to SOURCE_DATE_EPOCH.
     #[arg(long, value_enum, default_value = "container")]
     pub backend: RunBackend,
-    /// microVM: the guest kernel (bzImage) [default: the snapshot day's linux package, which
-    /// needs a reproduction; pass a kernel here].
+    /// microVM: the guest kernel (bzImage) [default: the host's /boot/vmlinuz-<running
+    /// release>, else the newest /boot/vmlinuz-* whose modules are installed].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// microVM: an extra initramfs loaded before reprobox's own (needs --kernel).
@@ -187,8 +187,18 @@ pub fn execute(a: Args) -> Result<i32> {
             crate::sandbox::run(&job)?
         }
         RunBackend::Microvm => {
+            let kernel = match (&a.kernel, &a.initrd) {
+                (Some(k), _) => k.clone(),
+                (None, Some(i)) => {
+                    return Err(Error::bad_input(
+                        format!("--initrd {}", i.display()),
+                        "--initrd needs --kernel PATH (a bzImage) as well",
+                    ));
+                }
+                (None, None) => crate::vm::kernel::host_kernel()?,
+            };
             let opts = crate::vm::VmOptions {
-                kernel: a.kernel.clone(),
+                kernel: Some(kernel),
                 initrd: a.initrd.clone(),
                 memory_mib: a.vm_memory,
                 cpus: a.vm_cpus,

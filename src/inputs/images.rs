@@ -158,9 +158,22 @@ impl ImageServer {
         store: Store,
         images: &[PinnedImage],
     ) -> Result<ImageServer> {
+        Self::serve_as(listener, store, images, None)
+    }
+
+    /// [`ImageServer::serve`], recording requests under the address the job uses
+    /// (`shown`) rather than the listener's own (the microVM reaches a host listener on
+    /// another port through its forwarder).
+    pub fn serve_as(
+        listener: TcpListener,
+        store: Store,
+        images: &[PinnedImage],
+        shown: Option<std::net::SocketAddr>,
+    ) -> Result<ImageServer> {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Sandbox(format!("registry listener: {e}")))?;
+        let addr = shown.unwrap_or(addr);
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::Sandbox(format!("registry listener {addr}: {e}")))?;

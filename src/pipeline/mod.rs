@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod envcache;
+pub mod microvm;
 mod overlay;
 pub mod steps;
 
@@ -45,6 +46,18 @@ pub struct Options {
     /// Use (and fill) the store's prepared environments. Off, the base is unpacked and the
     /// environment steps run for this reproduction alone.
     pub env_cache: bool,
+    /// Where the jobs run.
+    pub backend: BackendChoice,
+}
+
+/// The backend a reproduction's jobs run on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The container sandbox.
+    #[default]
+    Container,
+    /// qemu microVMs sharing one root disk.
+    Microvm(microvm::MicrovmChoice),
 }
 
 /// What a reproduction produced.
@@ -337,7 +350,6 @@ impl StepRunner<'_> {
         // Let the environment's podman pull the pinned images from the job's loopback.
         let conf_dir = ctx.root.join("etc/containers/registries.conf.d");
         if !ctx.images.is_empty() {
-            std::fs::create_dir_all(&conf_dir).ctx("create", &conf_dir)?;
             let mut conf = String::from(
                 "# written by reprobox: pinned base images served on the job's loopback\n",
             );
@@ -348,7 +360,11 @@ impl StepRunner<'_> {
                 ));
             }
             let f = conf_dir.join("90-reprobox-pinned.conf");
-            std::fs::write(&f, conf).ctx("write", &f)?;
+            steps::write_root_file(
+                ctx,
+                "/etc/containers/registries.conf.d/90-reprobox-pinned.conf",
+                conf.as_bytes(),
+            )?;
             if ctx.root_premapped {
                 // Host root's files in an overlay over a premapped root are nobody's to the
                 // job: give them to the job's root.
@@ -399,7 +415,7 @@ fn save_images(
         tag = crate::plan::shell_line(std::slice::from_ref(&tag)),
     );
     let job = steps::job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
-    let outcome = crate::sandbox::run(&job)?;
+    let (outcome, _) = steps::run_job(ctx, &job)?;
     if outcome.exit_code != 0 {
         return Err(Error::Environment(format!(
             "podman save of the rebuilt image exited {}",
@@ -569,8 +585,38 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     //    steps' jobs bind it too).
     let workspace = work.path().join("workspace");
     git.checkout(&release.source_revision, &workspace)?;
-    env::give_to_job(&workspace)?;
+    let backend = match &o.backend {
+        // Binds are not idmapped in the container: the workspace goes to the mapped root.
+        BackendChoice::Container => {
+            env::give_to_job(&workspace)?;
+            steps::Backend::Container
+        }
+        // The guest's root is the host's 0: the workspace stays as checked out.
+        BackendChoice::Microvm(choice) => {
+            say(o, "microVM backend: resolving the guest kernel");
+            let vm = microvm::MicroVm::prepare(
+                choice,
+                &archive_url,
+                &env_day,
+                &fetcher,
+                &mut inputs,
+                work.path(),
+            )?;
+            say(
+                o,
+                &format!(
+                    "microVM: kernel {} ({}), accel {} ({})",
+                    vm.record.kernel_release,
+                    vm.record.kernel_origin.source,
+                    vm.record.accel,
+                    vm.record.accel_detail
+                ),
+            );
+            steps::Backend::Microvm(Box::new(vm))
+        }
+    };
     let mut ctx = steps::StepContext {
+        backend: &backend,
         root: work.path().to_path_buf(),
         workspace: &workspace,
         store: &store,
@@ -591,6 +637,10 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let mut image_built: Option<(Vec<String>, String)> = None;
     let cache_why_not = if !o.env_cache {
         Some("--fresh-env")
+    } else if matches!(o.backend, BackendChoice::Microvm(_)) {
+        // A prepared environment is seen through an idmapped overlay (host ids shifted);
+        // the VM's root disk is made from the root directory's own owners.
+        Some("--backend microvm (its environment lives on the VM's root disk)")
     } else if env::id_map().is_none() {
         Some(
             "not running as root (the prepared environment is shared through an idmapped overlay, which needs root)",
@@ -722,6 +772,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                 break;
             }
             if Some(i) == last_env {
+                steps::sync_root_dir(&ctx, "/var/lib/pacman/local")?;
                 let mut lock = record_env_lock(&root, &env_day, &inputs)?;
                 complete_env_lock(&mut lock, &archive, &env_day);
                 env_lock = Some(lock);
@@ -743,6 +794,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let env_lock = match env_lock {
         Some(l) => l,
         None => {
+            steps::sync_root_dir(&ctx, "/var/lib/pacman/local")?;
             let mut l = EnvLock::record(&root, Some(&env_day), &[])?;
             complete_env_lock(&mut l, &archive, &env_day);
             l
@@ -822,7 +874,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             crate::plan::shell_line(&argv)
         );
         let job = steps::job_for(&ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
-        let out = crate::sandbox::run(&job)?;
+        let (out, _) = steps::run_job(&ctx, &job)?;
         if out.exit_code == 0 {
             local = Some(read_local_image(&inspect)?);
         } else {
@@ -926,7 +978,13 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         version: plan.version.to_string(),
         snapshot: plan.snapshot.clone(),
         source_date_epoch: plan.source_date_epoch,
-        backend: "container".into(),
+        backend: backend.name().into(),
+        microvm: match &backend {
+            steps::Backend::Microvm(vm) => {
+                Some(serde_json::to_value(&vm.record).expect("plain JSON"))
+            }
+            steps::Backend::Container => None,
+        },
         source_revision: Some(release.source_revision.clone()),
         verdict,
         checks,
@@ -972,6 +1030,8 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             "inputs_lock": inputs_text,
             "steps": report.steps,
             "pinned_images": ctx.images,
+            "backend": report.backend,
+            "microvm": report.microvm,
             "prepared_environment": prepared.as_ref().map(|p| serde_json::json!({
                 "key": p.key,
                 "recipe": p.meta().ok().map(|m| m.recipe),

@@ -1,5 +1,7 @@
 //! Running one planned step: one sandboxed job per command, with the archive mirror (and
-//! pinned base images) served on the job's own loopback.
+//! pinned base images) served on the job's own loopback. The backend decides where a job
+//! runs: the container sandbox (the default), or a microVM (`microvm.rs`) whose root disk
+//! persists across the jobs of the reproduction.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use crate::inputs::images::{ImageServer, PinnedImage};
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::{Mirror, MirrorConfig};
 use crate::inputs::store::Store;
-use crate::job::{Bind, CapsPolicy, Clock, Job, LandlockPolicy, Limits, RootfsSource};
+use crate::job::{Bind, CapsPolicy, Clock, Job, JobOutcome, LandlockPolicy, Limits, RootfsSource};
 use crate::plan::{Isolation, PlannedStep, WORKSPACE};
 use crate::report::StepRecord;
 
@@ -32,8 +34,26 @@ const FILESYSTEM_STEP_CAPS: &[&str] = &[
     "audit_write",
 ];
 
+/// Where a reproduction's jobs run.
+pub enum Backend {
+    /// The container sandbox (src/sandbox): the environment root is used in place.
+    Container,
+    /// qemu microVMs (src/vm) sharing one persistent root disk.
+    Microvm(Box<super::microvm::MicroVm>),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Container => "container",
+            Backend::Microvm(_) => "microvm",
+        }
+    }
+}
+
 /// What every job of a reproduction shares.
 pub struct StepContext<'a> {
+    pub backend: &'a Backend,
     pub root: PathBuf,
     pub workspace: &'a Path,
     pub store: &'a Store,
@@ -115,35 +135,8 @@ pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, In
         .collect();
     for argv in &step.commands {
         let job = job_for(ctx, step, argv.clone(), &image_ports);
-        let mut running = crate::sandbox::spawn(&job)?;
-        let mut mirror = None;
-        let mut registry = None;
-        for (port, listener) in std::mem::take(&mut running.listeners) {
-            if port == MIRROR_PORT {
-                mirror = Some(Mirror::serve(
-                    listener,
-                    MirrorConfig {
-                        store: ctx.store.clone(),
-                        upstream: ctx.upstream.to_string(),
-                        offline: ctx.offline,
-                    },
-                )?);
-            } else if registry.is_none() {
-                registry = Some(ImageServer::serve(
-                    listener,
-                    ctx.store.clone(),
-                    &ctx.images,
-                )?);
-            }
-        }
-        let outcome = running.wait();
-        if let Some(m) = mirror {
-            lock.entries.extend(m.stop().entries);
-        }
-        if let Some(r) = registry {
-            lock.entries.extend(r.stop().entries);
-        }
-        let outcome = outcome?;
+        let (outcome, served) = run_job(ctx, &job)?;
+        lock.entries.extend(served.entries);
         record.wall_time_ms += outcome.wall_time_ms;
         record.exit_code = outcome.exit_code;
         if record.enforcement.is_empty() {
@@ -154,4 +147,67 @@ pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, In
         }
     }
     Ok((record, lock))
+}
+
+/// Run one job on the reproduction's backend with the mirror on its loopback port
+/// [`MIRROR_PORT`] and the pinned images on their registry port; returns its outcome and
+/// every request the servers answered.
+pub fn run_job(ctx: &StepContext, job: &Job) -> Result<(JobOutcome, InputsLock)> {
+    let mut lock = InputsLock::default();
+    if let Backend::Microvm(vm) = ctx.backend {
+        return vm.run(ctx, job);
+    }
+    let mut running = crate::sandbox::spawn(job)?;
+    let mut mirror = None;
+    let mut registry = None;
+    for (port, listener) in std::mem::take(&mut running.listeners) {
+        if port == MIRROR_PORT {
+            mirror = Some(Mirror::serve(
+                listener,
+                MirrorConfig {
+                    store: ctx.store.clone(),
+                    upstream: ctx.upstream.to_string(),
+                    offline: ctx.offline,
+                },
+            )?);
+        } else if registry.is_none() {
+            registry = Some(ImageServer::serve(
+                listener,
+                ctx.store.clone(),
+                &ctx.images,
+            )?);
+        }
+    }
+    let outcome = running.wait();
+    if let Some(m) = mirror {
+        lock.entries.extend(m.stop().entries);
+    }
+    if let Some(r) = registry {
+        lock.entries.extend(r.stop().entries);
+    }
+    Ok((outcome?, lock))
+}
+
+/// Make the host's copy of `guest_dir` (absolute, inside the environment) current before
+/// the pipeline reads it: a microVM's changes live on its root disk.
+pub fn sync_root_dir(ctx: &StepContext, guest_dir: &str) -> Result<()> {
+    match ctx.backend {
+        Backend::Container => Ok(()),
+        Backend::Microvm(vm) => vm.sync_out(&ctx.root, guest_dir),
+    }
+}
+
+/// Add a file to the environment (`guest_path` absolute): in the root directory, and on
+/// the microVM's root disk when there is one.
+pub fn write_root_file(ctx: &StepContext, guest_path: &str, bytes: &[u8]) -> Result<()> {
+    use crate::error::IoContext;
+    let host = ctx.root.join(guest_path.trim_start_matches('/'));
+    if let Some(parent) = host.parent() {
+        std::fs::create_dir_all(parent).ctx("create", parent)?;
+    }
+    std::fs::write(&host, bytes).ctx("write", &host)?;
+    match ctx.backend {
+        Backend::Container => Ok(()),
+        Backend::Microvm(vm) => vm.write_file(guest_path, bytes),
+    }
 }

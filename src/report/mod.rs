@@ -119,6 +119,10 @@ pub struct Report {
     pub snapshot: String,
     pub source_date_epoch: i64,
     pub backend: String,
+    /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
+    /// came from), memory, CPUs, root disk. Absent for the container backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub microvm: Option<serde_json::Value>,
     pub source_revision: Option<String>,
     pub verdict: Verdict,
     pub checks: Vec<Check>,
@@ -151,6 +155,18 @@ impl Report {
             "snapshot {}, SOURCE_DATE_EPOCH {}, backend {}",
             self.snapshot, self.source_date_epoch, self.backend
         );
+        if let Some(m) = &self.microvm {
+            let _ = writeln!(
+                o,
+                "microVM: accel {}, kernel {} ({} {}), {} MiB, {} CPUs",
+                m["accel"].as_str().unwrap_or("?"),
+                m["kernel_release"].as_str().unwrap_or("?"),
+                m["kernel_origin"]["kind"].as_str().unwrap_or("?"),
+                m["kernel_origin"]["source"].as_str().unwrap_or("?"),
+                m["memory_mib"],
+                m["cpus"]
+            );
+        }
         if let Some(r) = &self.source_revision {
             let _ = writeln!(o, "source revision {r}");
         }

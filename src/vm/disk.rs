@@ -87,6 +87,115 @@ pub fn extract_ext4(image: &Path, dest: &Path, keep_lost_found: bool) -> Result<
     Ok(())
 }
 
+/// Copy one directory of an ext4 image (`guest_dir`, absolute) to `dest`, which must not
+/// exist yet: the directory's tree, with modes, owners and times.
+pub fn extract_dir(image: &Path, guest_dir: &str, dest: &Path) -> Result<()> {
+    let name = guest_dir
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    if !guest_dir.starts_with('/') || name.is_empty() {
+        return Err(Error::bad_input(
+            format!("guest directory {guest_dir}"),
+            "an absolute path below /",
+        ));
+    }
+    let parent = dest
+        .parent()
+        .ok_or_else(|| Error::bad_input(dest.display().to_string(), "has no parent"))?;
+    let stage = tempfile::Builder::new()
+        .prefix(".reprobox-rdump-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("create temporary directory in", parent, e))?;
+    let mut req = OsString::from(format!("rdump {} ", debugfs_quote(guest_dir)));
+    req.push(stage.path().as_os_str());
+    let mut cmd = Command::new("debugfs");
+    cmd.arg("-R").arg(req).arg(image);
+    let out = run_tool(cmd, "debugfs", "e2fsprogs")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(line) = stderr
+        .lines()
+        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+    {
+        return Err(Error::Sandbox(format!(
+            "copying {guest_dir} out of {}: {line}",
+            image.display()
+        )));
+    }
+    let got = stage.path().join(name);
+    if !got.is_dir() {
+        return Err(Error::Sandbox(format!(
+            "{} holds no directory {guest_dir}",
+            image.display()
+        )));
+    }
+    fs::rename(&got, dest).ctx("rename into", dest)?;
+    Ok(())
+}
+
+/// Write `bytes` as the file `guest_path` (absolute) of an ext4 image, creating missing
+/// parent directories and replacing an existing file; read back to check.
+pub fn write_file(image: &Path, guest_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    if !guest_path.starts_with('/') || guest_path.ends_with('/') {
+        return Err(Error::bad_input(
+            format!("guest path {guest_path}"),
+            "an absolute file path",
+        ));
+    }
+    let stage = tempfile::tempdir()
+        .map_err(|e| Error::io("create temporary directory", std::env::temp_dir(), e))?;
+    let src = stage.path().join("file");
+    fs::write(&src, bytes).ctx("write", &src)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&src, fs::Permissions::from_mode(mode)).ctx("chmod", &src)?;
+    }
+    let mut script = String::new();
+    let parts: Vec<&str> = guest_path.split('/').filter(|p| !p.is_empty()).collect();
+    let mut acc = String::new();
+    for p in &parts[..parts.len() - 1] {
+        acc.push('/');
+        acc.push_str(p);
+        // Fails harmlessly when the directory exists.
+        script.push_str(&format!("mkdir {}\n", debugfs_quote(&acc)));
+    }
+    script.push_str(&format!("rm {}\n", debugfs_quote(guest_path)));
+    script.push_str(&format!(
+        "write {} {}\n",
+        debugfs_quote(&src.to_string_lossy()),
+        debugfs_quote(guest_path)
+    ));
+    let cmds = stage.path().join("cmds");
+    fs::write(&cmds, script).ctx("write", &cmds)?;
+    let mut cmd = Command::new("debugfs");
+    cmd.arg("-w").arg("-f").arg(&cmds).arg(image);
+    run_tool(cmd, "debugfs", "e2fsprogs")?;
+    let mut cmd = Command::new("debugfs");
+    cmd.arg("-R")
+        .arg(format!("cat {}", debugfs_quote(guest_path)))
+        .arg(image);
+    let out = run_tool(cmd, "debugfs", "e2fsprogs")?;
+    if out.stdout != bytes {
+        return Err(Error::Sandbox(format!(
+            "writing {guest_path} into {} failed: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// debugfs splits its commands on blanks; a path with blanks or quotes goes in double
+/// quotes.
+fn debugfs_quote(s: &str) -> String {
+    if s.chars().any(|c| c.is_whitespace() || c == '"') {
+        format!("\"{}\"", s.replace('"', "\\\""))
+    } else {
+        s.to_owned()
+    }
+}
+
 /// A zero-filled raw image of `bytes`.
 pub fn make_raw(image: &Path, bytes: u64) -> Result<()> {
     let file = fs::File::create(image).ctx("create", image)?;
@@ -180,6 +289,28 @@ mod tests {
         assert_eq!(fs::read(out.join("sub/b")).unwrap(), vec![7u8; 100_000]);
         assert_eq!(fs::read_link(out.join("link")).unwrap(), Path::new("a"));
         assert!(!out.join("lost+found").exists());
+    }
+
+    #[test]
+    fn write_a_file_into_an_image_and_extract_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("var/lib/db/x")).unwrap();
+        fs::write(src.join("var/lib/db/x/desc"), b"one").unwrap();
+        let img = d.path().join("img");
+        make_ext4(&src, &img, 8).unwrap();
+        write_file(&img, "/etc/a b/conf", b"hello\n", 0o644).unwrap();
+        write_file(&img, "/etc/a b/conf", b"again\n", 0o644).unwrap();
+        write_file(&img, "/var/lib/db/y/desc", b"two", 0o600).unwrap();
+        let out = d.path().join("db");
+        extract_dir(&img, "/var/lib/db", &out).unwrap();
+        assert_eq!(fs::read(out.join("x/desc")).unwrap(), b"one");
+        assert_eq!(fs::read(out.join("y/desc")).unwrap(), b"two");
+        let all = d.path().join("all");
+        fs::create_dir(&all).unwrap();
+        extract_ext4(&img, &all, false).unwrap();
+        assert_eq!(fs::read(all.join("etc/a b/conf")).unwrap(), b"again\n");
+        assert!(extract_dir(&img, "/nope", &d.path().join("nope")).is_err());
     }
 
     #[test]

@@ -128,30 +128,32 @@ impl Cpio {
     }
 }
 
-/// Resolve `wanted` module names to `.ko` paths (relative to `modules_dir`) with their
-/// dependencies first, from the kernel's `modules.dep`. Names compare with `-` and `_`
-/// equal, as modprobe does. A module that is built into the kernel (listed in
-/// `modules.builtin`) needs nothing; one that is neither is an error.
+/// Resolve `wanted` module names to module paths (relative to `modules_dir`: `.ko`, or
+/// `.ko.zst` as Arch ships them) with their dependencies first. Dependencies come from the
+/// kernel's `modules.dep` when it has one (Debian's tree); without it (an Arch `linux`
+/// package: its `depmod` runs in a pacman hook) they are read from each module's own
+/// `depends=` modinfo. Names compare with `-` and `_` equal, as modprobe does. A module
+/// that is built into the kernel (listed in `modules.builtin`) needs nothing; one that is
+/// neither is an error.
 pub fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String>> {
     let dep_path = modules_dir.join("modules.dep");
-    let dep_text = fs::read_to_string(&dep_path).ctx("read", &dep_path)?;
     let builtin_path = modules_dir.join("modules.builtin");
     let builtin_text = fs::read_to_string(&builtin_path).unwrap_or_default();
-    let norm = |s: &str| s.replace('-', "_");
-    let mod_name = |path: &str| {
-        let file = path.rsplit('/').next().unwrap_or(path);
-        norm(file.split(".ko").next().unwrap_or(file))
-    };
-    let mut deps: std::collections::HashMap<String, (String, Vec<String>)> =
-        std::collections::HashMap::new();
-    for line in dep_text.lines() {
-        let Some((module, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let list = rest.split_whitespace().map(str::to_owned).collect();
-        deps.insert(mod_name(module), (module.to_owned(), list));
-    }
     let builtin: BTreeSet<String> = builtin_text.lines().map(mod_name).collect();
+    let deps = if dep_path.is_file() {
+        let dep_text = fs::read_to_string(&dep_path).ctx("read", &dep_path)?;
+        let mut deps = Deps::new();
+        for line in dep_text.lines() {
+            let Some((module, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let list = rest.split_whitespace().map(str::to_owned).collect();
+            deps.insert(mod_name(module), (module.to_owned(), list));
+        }
+        deps
+    } else {
+        deps_from_modinfo(modules_dir, wanted, &builtin)?
+    };
 
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
@@ -164,7 +166,11 @@ pub fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String
             return Err(Error::Environment(format!(
                 "kernel module {want} is neither in {} nor built in (modules.builtin); \
                  the guest kernel cannot drive the microVM's devices without it",
-                dep_path.display()
+                if dep_path.is_file() {
+                    dep_path.display().to_string()
+                } else {
+                    format!("{}/kernel", modules_dir.display())
+                }
             )));
         };
         // modules.dep lists dependencies so that loading them in reverse order works.
@@ -175,6 +181,119 @@ pub fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String
         }
     }
     Ok(order)
+}
+
+/// module name → (path, every dependency, modules.dep order: a dependency's own
+/// dependencies after it).
+type Deps = std::collections::HashMap<String, (String, Vec<String>)>;
+
+fn norm(s: &str) -> String {
+    s.replace('-', "_")
+}
+
+fn mod_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    norm(file.split(".ko").next().unwrap_or(file))
+}
+
+/// The dependency table of `wanted` (and what they need) from the modules' own modinfo:
+/// every module file under `modules_dir/kernel` by name, then `depends=` of the ones
+/// needed, transitively.
+fn deps_from_modinfo(
+    modules_dir: &Path,
+    wanted: &[&str],
+    builtin: &BTreeSet<String>,
+) -> Result<Deps> {
+    let mut files = std::collections::HashMap::new();
+    let mut stack = vec![modules_dir.join("kernel")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.ctx("read directory", &d)?;
+            let p = e.path();
+            let ft = e.file_type().ctx("stat", &p)?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if let Some(name) = p.file_name().and_then(|n| n.to_str())
+                && (name.ends_with(".ko") || name.ends_with(".ko.zst"))
+                && let Ok(rel) = p.strip_prefix(modules_dir)
+            {
+                files.insert(mod_name(name), rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    // Direct dependencies of each needed module.
+    let mut direct: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut todo: Vec<String> = wanted.iter().map(|w| norm(w)).collect();
+    while let Some(name) = todo.pop() {
+        if direct.contains_key(&name) || builtin.contains(&name) {
+            continue;
+        }
+        let Some(rel) = files.get(&name) else {
+            continue;
+        };
+        let data = module_bytes(&modules_dir.join(rel))?;
+        let list = modinfo_depends(&data);
+        todo.extend(list.iter().cloned());
+        direct.insert(name, list);
+    }
+    // Flatten: every transitive dependency, deepest last (as modules.dep has it).
+    let mut deps = Deps::new();
+    for name in direct.keys() {
+        let mut all: Vec<String> = Vec::new();
+        let mut queue: Vec<String> = direct[name].clone();
+        while let Some(d) = queue.first().cloned() {
+            queue.remove(0);
+            if builtin.contains(&d) {
+                continue;
+            }
+            if let Some(rel) = files.get(&d) {
+                all.retain(|x| x != rel);
+                all.push(rel.clone());
+            }
+            queue.extend(direct.get(&d).cloned().unwrap_or_default());
+        }
+        deps.insert(name.clone(), (files[name].clone(), all));
+    }
+    Ok(deps)
+}
+
+/// The `depends=` entry of a module's `.modinfo` (`key=value` strings, NUL-separated).
+fn modinfo_depends(data: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    data.windows(key.len() + 1)
+        .position(|w| w[0] == 0 && &w[1..] == key)
+        .map(|at| {
+            let start = at + 1 + key.len();
+            let end = data[start..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(data.len(), |e| start + e);
+            String::from_utf8_lossy(&data[start..end])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(norm)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A module's ELF bytes: `.ko` as is, `.ko.zst` decompressed (busybox insmod loads plain
+/// ELF only).
+pub fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+    let data = fs::read(path).ctx("read", path)?;
+    if path.extension().is_some_and(|e| e == "zst") {
+        return zstd::decode_all(&data[..]).ctx("decompress (zstd)", path);
+    }
+    if path.extension().is_some_and(|e| e == "xz" || e == "gz") {
+        return Err(Error::Environment(format!(
+            "kernel module {}: only plain .ko and .ko.zst modules are supported",
+            path.display()
+        )));
+    }
+    Ok(data)
 }
 
 /// Everything that goes into one run's initramfs.
@@ -188,9 +307,9 @@ pub struct InitramfsSpec<'a> {
     pub job_script: &'a str,
 }
 
-/// Write the initramfs for one run to `out`. Modules are stored as found on the host
-/// (Debian's are plain `.ko`) and the init loads them with `insmod` in the listed order
-/// (`/reprobox/modules.list`).
+/// Write the initramfs for one run to `out`. Modules are stored as plain ELF `.ko` (Debian's
+/// as found, Arch's `.ko.zst` decompressed) and the init loads them with `insmod` in the
+/// listed order (`/reprobox/modules.list`).
 pub fn write(spec: &InitramfsSpec<'_>, out: &Path) -> Result<()> {
     let mut cpio = Cpio::new();
     for d in [
@@ -213,8 +332,8 @@ pub fn write(spec: &InitramfsSpec<'_>, out: &Path) -> Result<()> {
     let mut list = String::new();
     if let Some(dir) = spec.modules_dir {
         for rel in resolve_modules(dir, GUEST_MODULES)? {
-            let src = dir.join(&rel);
-            let data = fs::read(&src).ctx("read", &src)?;
+            let data = module_bytes(&dir.join(&rel))?;
+            let rel = rel.strip_suffix(".zst").unwrap_or(&rel);
             let name = format!("reprobox/modules/{rel}");
             cpio.file(&name, 0o644, &data);
             list.push('/');
@@ -292,5 +411,38 @@ mod tests {
         );
         let err = resolve_modules(d.path(), &["nope"]).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    /// A fake module: ELF-ish bytes with a `.modinfo`-style `depends=` string.
+    fn fake_ko(depends: &str) -> Vec<u8> {
+        let mut b = b"\x7fELF....\0license=GPL\0".to_vec();
+        b.extend_from_slice(format!("depends={depends}\0vermagic=x\0").as_bytes());
+        b
+    }
+
+    #[test]
+    fn modules_resolve_from_modinfo_without_modules_dep() {
+        // An Arch linux package: no modules.dep, modules compressed as .ko.zst.
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("kernel");
+        std::fs::create_dir_all(k.join("fs")).unwrap();
+        let put = |rel: &str, deps: &str| {
+            let z = zstd::encode_all(&fake_ko(deps)[..], 3).unwrap();
+            std::fs::write(k.join(rel), z).unwrap();
+        };
+        put("fs/a.ko.zst", "b,x-y");
+        put("fs/b.ko.zst", "c");
+        put("fs/c.ko.zst", "");
+        put("fs/x-y.ko.zst", "c");
+        std::fs::write(d.path().join("modules.builtin"), "kernel/z.ko\n").unwrap();
+        let got = resolve_modules(d.path(), &["a", "z"]).unwrap();
+        let pos = |m: &str| got.iter().position(|g| g.ends_with(m)).unwrap();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(pos("c.ko.zst") < pos("b.ko.zst"), "{got:?}");
+        assert!(pos("c.ko.zst") < pos("x-y.ko.zst"), "{got:?}");
+        assert!(pos("b.ko.zst") < pos("a.ko.zst"), "{got:?}");
+        assert!(pos("x-y.ko.zst") < pos("a.ko.zst"), "{got:?}");
+        assert_eq!(module_bytes(&k.join("fs/c.ko.zst")).unwrap(), fake_ko(""));
+        assert!(resolve_modules(d.path(), &["nope"]).is_err());
     }
 }

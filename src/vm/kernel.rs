@@ -1,10 +1,11 @@
 //! Choosing the guest kernel (and its modules).
 //!
-//! The default guest kernel is the Arch `linux` package of the snapshot day (a kernel of
-//! the same day as the build environment). Fetching it is the pipeline's job; until a
-//! caller hands one over, asking for the default is a clear error. `--kernel PATH
-//! [--initrd PATH]` chooses one explicitly; tests use the host's Debian
-//! `linux-image-amd64` under /boot.
+//! The default guest kernel of a reproduction is the Arch `linux` package of the
+//! environment's day (a kernel of the same day as the build environment): the pipeline
+//! fetches it through the archive client (pinned in the store, recorded in the inputs
+//! lock) and [`from_package`] unpacks it. `reprobox run` has no day, so its default is
+//! the host's kernel under /boot (see `cmd/run.rs`). `--kernel PATH [--initrd PATH]`
+//! chooses one explicitly; tests use the host's Debian `linux-image-amd64` under /boot.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ pub fn select_with_modules_root(source: &KernelSource, modules_root: &Path) -> R
         KernelSource::SnapshotPackage => {
             return Err(Error::Environment(
                 "no guest kernel: the default (the snapshot day's `linux` package from the \
-                 archive) is not available to this caller yet; pass --kernel PATH \
+                 archive) needs a reproduction's day; pass --kernel PATH \
                  (for example /boot/vmlinuz-* of Debian's linux-image-amd64)"
                     .into(),
             ));
@@ -90,11 +91,14 @@ pub fn select_with_modules_root(source: &KernelSource, modules_root: &Path) -> R
             .map_err(|e| Error::Environment(format!("guest initrd {}: {e}", i.display())))?;
     }
     let dir = modules_root.join(&release);
-    let modules_dir = dir.join("modules.dep").is_file().then_some(dir);
+    // A Debian tree has modules.dep; an Arch `linux` package has only the modules (its
+    // depmod runs in a pacman hook), and their dependencies are read from their modinfo.
+    let modules_dir =
+        (dir.join("modules.dep").is_file() || dir.join("kernel").is_dir()).then_some(dir);
     if modules_dir.is_none() && initrd.is_none() {
         return Err(Error::Environment(format!(
-            "guest kernel {} is {release} but {}/{release}/modules.dep does not exist: \
-             install that kernel's modules or pass --initrd with them",
+            "guest kernel {} is {release} but {}/{release} has neither modules.dep nor \
+             kernel/: install that kernel's modules or pass --initrd with them",
             kernel.display(),
             modules_root.display()
         )));
@@ -104,6 +108,143 @@ pub fn select_with_modules_root(source: &KernelSource, modules_root: &Path) -> R
         initrd: initrd.clone(),
         release,
         modules_dir,
+    })
+}
+
+/// The host's kernel for a guest: `/boot/vmlinuz-<running release>` when it exists and
+/// its modules are installed, else the newest `/boot/vmlinuz-*` whose modules are (the
+/// default of `reprobox run --backend microvm`, which has no snapshot day).
+pub fn host_kernel() -> Result<PathBuf> {
+    let boot = Path::new("/boot");
+    let has_modules = |p: &Path| {
+        fs::read(p)
+            .ok()
+            .and_then(|b| bzimage_release(&b))
+            .is_some_and(|r| {
+                Path::new("/lib/modules")
+                    .join(r)
+                    .join("modules.dep")
+                    .is_file()
+            })
+    };
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given.
+    if unsafe { libc::uname(&mut uts) } == 0 {
+        // SAFETY: release is NUL-terminated by uname.
+        let rel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
+        let p = boot.join(format!("vmlinuz-{}", rel.to_string_lossy()));
+        if has_modules(&p) {
+            return Ok(p);
+        }
+    }
+    newest_boot_kernel()
+}
+
+/// The newest `/boot/vmlinuz-*` (by name) whose modules are under /lib/modules (Debian's
+/// `linux-image-amd64`): the kernel the test world packages as its `linux`.
+pub fn newest_boot_kernel() -> Result<PathBuf> {
+    let boot = Path::new("/boot");
+    let has_modules = |p: &Path| {
+        fs::read(p)
+            .ok()
+            .and_then(|b| bzimage_release(&b))
+            .is_some_and(|r| {
+                Path::new("/lib/modules")
+                    .join(r)
+                    .join("modules.dep")
+                    .is_file()
+            })
+    };
+    let mut found: Vec<PathBuf> = fs::read_dir(boot)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("vmlinuz-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .into_iter()
+        .rev()
+        .find(|p| has_modules(p))
+        .ok_or_else(|| {
+            Error::Environment(
+                "no guest kernel: /boot has no vmlinuz-* with its modules under /lib/modules; \
+             pass --kernel PATH or install one (apt-get install linux-image-amd64)"
+                    .into(),
+            )
+        })
+}
+
+/// A kernel unpacked from an Arch `linux` package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagedKernel {
+    /// `usr/lib/modules/<release>/vmlinuz`.
+    pub kernel: PathBuf,
+    /// `usr/lib/modules`: pass as the modules root.
+    pub modules_root: PathBuf,
+    pub release: String,
+}
+
+/// Unpack a `linux` package (`.pkg.tar.zst`) into `dest` (empty or missing) and find its
+/// kernel as Arch lays it out: `usr/lib/modules/<release>/vmlinuz` next to the modules
+/// (`kernel/**/*.ko.zst`).
+pub fn from_package(package: &Path, dest: &Path) -> Result<PackagedKernel> {
+    crate::inputs::unpack::unpack(package, dest)?;
+    let modules_root = dest.join("usr/lib/modules");
+    let mut found = Vec::new();
+    if let Ok(rd) = fs::read_dir(&modules_root) {
+        for e in rd.flatten() {
+            let k = e.path().join("vmlinuz");
+            if k.is_file() {
+                found.push(k);
+            }
+        }
+    }
+    found.sort();
+    let kernel = match found.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(Error::Environment(format!(
+                "{}: no usr/lib/modules/<release>/vmlinuz in this linux package",
+                package.display()
+            )));
+        }
+        _ => {
+            return Err(Error::Environment(format!(
+                "{}: more than one usr/lib/modules/*/vmlinuz in this linux package",
+                package.display()
+            )));
+        }
+    };
+    let bytes = fs::read(&kernel).map_err(|e| Error::io("read", &kernel, e))?;
+    let release = bzimage_release(&bytes).ok_or_else(|| {
+        Error::Environment(format!(
+            "{}: {} is not a Linux bzImage",
+            package.display(),
+            kernel.display()
+        ))
+    })?;
+    let dir_name = kernel
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if dir_name != release {
+        return Err(Error::Environment(format!(
+            "{}: the kernel under usr/lib/modules/{dir_name} says it is {release}",
+            package.display()
+        )));
+    }
+    Ok(PackagedKernel {
+        kernel,
+        modules_root,
+        release,
     })
 }
 

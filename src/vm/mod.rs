@@ -13,7 +13,9 @@
 //! Differences from the container backend, by design: the whole machine is the sandbox
 //! (no namespaces, caps or Landlock inside; the enforcement list says so); changes to the
 //! root filesystem stay on the VM's disk and are discarded (only writable binds come
-//! back); the timeout covers boot and job and is an error (exit 3), not an outcome.
+//! back), unless the caller hands over a persistent [`RootDisk`] (a reproduction does: its
+//! environment lives on one disk for all its jobs); the timeout covers boot and job and is
+//! an error (exit 3), not an outcome.
 
 pub mod disk;
 pub mod guest_protocol;
@@ -61,8 +63,19 @@ pub struct VmOptions {
     pub memory_mib: u64,
     pub cpus: u32,
     pub accel: Accel,
-    /// The host-side mirror the guest may reach (and nothing else).
+    /// The host-side mirror the guest may reach (and nothing else): the job's `listen`
+    /// ports (or the mirror's own port) are forwarded to it.
     pub mirror: Option<SocketAddr>,
+    /// Explicit forwards, guest 127.0.0.1:PORT → host address, one per port (a
+    /// reproduction's mirror and image registry); when set, `mirror` is not used.
+    pub forwards: Vec<(u16, SocketAddr)>,
+    /// A persistent root disk used in place of a fresh copy of the job's root directory:
+    /// what the job changes in its root stays for the next job (a reproduction's
+    /// environment).
+    pub root_disk: Option<RootDisk>,
+    /// Where the guest kernel's modules are (`<dir>/<release>/`), instead of /lib/modules
+    /// (a kernel unpacked from a `linux` package).
+    pub modules_root: Option<PathBuf>,
     /// Free space on the root and writable bind disks (sparse: costs nothing unused).
     pub disk_headroom_mib: u64,
 }
@@ -76,8 +89,95 @@ impl Default for VmOptions {
             cpus: 2,
             accel: Accel::Auto,
             mirror: None,
+            forwards: Vec::new(),
+            root_disk: None,
+            modules_root: None,
             disk_headroom_mib: 2048,
         }
+    }
+}
+
+/// An ext4 image of a root directory that several jobs use in turn, writable: the
+/// environment of a reproduction, which the rollback changes, the build runs in and podman
+/// stores its image in. Made once (`mke2fs -d`, no root privileges); the host reads back
+/// only what it needs ([`RootDisk::extract_dir`]) and adds files with
+/// [`RootDisk::write_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDisk {
+    pub image: PathBuf,
+    /// The source tree had a `lost+found` of its own (else the guest removes mke2fs's).
+    pub keep_lost_found: bool,
+}
+
+impl RootDisk {
+    /// Make the disk at `image` from `root` with `headroom_mib` of free space (sparse).
+    pub fn create(root: &Path, image: &Path, headroom_mib: u64) -> Result<RootDisk> {
+        let md = fs::metadata(root).ctx("stat", root)?;
+        if !md.is_dir() {
+            return Err(Error::bad_input(
+                root.display().to_string(),
+                "a root filesystem must be a directory",
+            ));
+        }
+        disk::make_ext4(root, image, headroom_mib)?;
+        Ok(RootDisk {
+            image: image.to_path_buf(),
+            keep_lost_found: root.join("lost+found").is_dir(),
+        })
+    }
+
+    /// Replace `dest` (a host directory) with the disk's `guest_dir` as the jobs left it.
+    pub fn extract_dir(&self, guest_dir: &str, dest: &Path) -> Result<()> {
+        if fs::symlink_metadata(dest).is_ok() {
+            fs::remove_dir_all(dest).ctx("remove", dest)?;
+        }
+        if let Some(p) = dest.parent() {
+            fs::create_dir_all(p).ctx("create", p)?;
+        }
+        disk::extract_dir(&self.image, guest_dir, dest)
+    }
+
+    /// Write a file into the disk (parents created, an existing file replaced).
+    pub fn write_file(&self, guest_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        disk::write_file(&self.image, guest_path, bytes, mode)
+    }
+}
+
+/// What a VM run will boot, for the run record: the kernel and the accelerator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MachineInfo {
+    pub accel: String,
+    pub accel_detail: String,
+    pub kernel_release: String,
+    pub kernel: PathBuf,
+    pub kernel_sha256: String,
+    pub memory_mib: u64,
+    pub cpus: u32,
+}
+
+/// Resolve the kernel and the accelerator `opts` lead to (the same answers [`run`] gets:
+/// the KVM probe is made once per process).
+pub fn machine_info(opts: &VmOptions) -> Result<MachineInfo> {
+    let source = KernelSource::from_options(opts.kernel.as_deref(), opts.initrd.as_deref())?;
+    let guest_kernel = select_kernel(&source, opts)?;
+    let qemu_bin = qemu::find_qemu()?;
+    let busybox = initramfs::find_busybox()?;
+    let (accel, accel_detail) = resolve_accel(opts.accel, &qemu_bin, &guest_kernel, &busybox)?;
+    Ok(MachineInfo {
+        accel: accel.name().into(),
+        accel_detail,
+        kernel_release: guest_kernel.release.clone(),
+        kernel_sha256: crate::verify::sha256_file(&guest_kernel.kernel)?,
+        kernel: guest_kernel.kernel,
+        memory_mib: opts.memory_mib,
+        cpus: qemu::effective_cpus(accel, opts.cpus),
+    })
+}
+
+fn select_kernel(source: &KernelSource, opts: &VmOptions) -> Result<GuestKernel> {
+    match &opts.modules_root {
+        Some(m) => kernel::select_with_modules_root(source, m),
+        None => kernel::select(source),
     }
 }
 
@@ -109,7 +209,7 @@ pub fn run_with_output(
         ));
     }
     let source = KernelSource::from_options(opts.kernel.as_deref(), opts.initrd.as_deref())?;
-    let guest_kernel = kernel::select(&source)?;
+    let guest_kernel = select_kernel(&source, opts)?;
     let qemu_bin = qemu::find_qemu()?;
     let busybox = initramfs::find_busybox()?;
 
@@ -119,16 +219,29 @@ pub fn run_with_output(
         .map_err(|e| Error::io("create temporary directory", std::env::temp_dir(), e))?;
     let dir = scratch.path();
 
-    // Ports the job reaches the mirror on, at 127.0.0.1 inside the guest.
-    let forward_ports: Vec<u16> = match opts.mirror {
-        None => Vec::new(),
-        Some(m) if job.listen.is_empty() => vec![m.port()],
-        Some(_) => job.listen.clone(),
+    // Ports the job reaches the host on, at 127.0.0.1 inside the guest, and where each
+    // goes on the host.
+    let forward: Vec<(u16, SocketAddr)> = if !opts.forwards.is_empty() {
+        opts.forwards.clone()
+    } else {
+        match opts.mirror {
+            None => Vec::new(),
+            Some(m) if job.listen.is_empty() => vec![(m.port(), m)],
+            Some(m) => job.listen.iter().map(|p| (*p, m)).collect(),
+        }
     };
+    let forward_ports: Vec<u16> = forward.iter().map(|(p, _)| *p).collect();
 
     // Disks: root, binds, status.
-    let root_dir = disk::rootfs_dir(&job.rootfs, dir)?;
-    let keep_root_lf = root_dir.join("lost+found").is_dir();
+    let (root_img, keep_root_lf) = match &opts.root_disk {
+        Some(d) => (d.image.clone(), d.keep_lost_found),
+        None => {
+            let r = disk::rootfs_dir(&job.rootfs, dir)?;
+            let img = dir.join("root.img");
+            disk::make_ext4(&r, &img, opts.disk_headroom_mib)?;
+            (img, r.join("lost+found").is_dir())
+        }
+    };
     let mut mounts = Vec::new();
     let mut drives = Vec::new();
     let mut copy_back = Vec::new();
@@ -180,8 +293,6 @@ pub fn run_with_output(
         });
     }
     let script = guest_protocol::job_script(job, &mounts, &forward_ports, keep_root_lf)?;
-    let root_img = dir.join("root.img");
-    disk::make_ext4(&root_dir, &root_img, opts.disk_headroom_mib)?;
     drives.insert(
         0,
         Drive {
@@ -226,10 +337,7 @@ pub fn run_with_output(
         append: qemu::kernel_append(accel, epoch),
         rtc_base: epoch.map(qemu::rtc_base).transpose()?,
         drives,
-        forward: forward_ports
-            .iter()
-            .filter_map(|p| opts.mirror.map(|m| (*p, m)))
-            .collect(),
+        forward: forward.clone(),
         host_busybox: busybox.clone(),
         output_ports: true,
     };
@@ -254,22 +362,32 @@ pub fn run_with_output(
             feature: "microvm".into(),
             enforced: true,
             detail: format!(
-                "qemu -M microvm, accel {} ({accel_detail}), {} MiB, {} CPUs, kernel {}",
+                "qemu -M microvm, accel {} ({accel_detail}{}), {} MiB, {} CPUs, kernel {}",
                 accel.name(),
+                if accel == ResolvedAccel::Tcg {
+                    "; instruction-counted guest clock, -icount shift=0"
+                } else {
+                    ""
+                },
                 memory_mib,
-                opts.cpus,
+                qemu::effective_cpus(accel, opts.cpus),
                 guest_kernel.release
             ),
         },
         Enforcement {
             feature: "network".into(),
             enforced: true,
-            detail: match opts.mirror {
-                None => "no network device: loopback only".into(),
-                Some(m) => format!(
-                    "user networking with restrict=on; only guest 127.0.0.1:{:?} → mirror {m}",
-                    forward_ports
-                ),
+            detail: if forward.is_empty() {
+                "no network device: loopback only".into()
+            } else {
+                let list: Vec<String> = forward
+                    .iter()
+                    .map(|(p, h)| format!("127.0.0.1:{p} → host {h}"))
+                    .collect();
+                format!(
+                    "user networking with restrict=on; only {} reachable",
+                    list.join(", ")
+                )
             },
         },
         Enforcement {
@@ -283,7 +401,12 @@ pub fn run_with_output(
         Enforcement {
             feature: "read-only-root".into(),
             enforced: job.read_only_root,
-            detail: "root disk is a copy; changes to it are discarded".into(),
+            detail: if opts.root_disk.is_some() {
+                "root disk persists across the jobs of this run: changes stay for the next job"
+                    .into()
+            } else {
+                "root disk is a copy; changes to it are discarded".into()
+            },
         },
     ];
     if let Some(ms) = boot_ms {

@@ -113,10 +113,18 @@ pub fn args(m: &Machine) -> Vec<OsString> {
     ] {
         push(s);
     }
+    if m.accel == ResolvedAccel::Tcg {
+        // The guest's clock follows the instructions it executes (1 ns each), not the
+        // host's load: a build that measures elapsed time (libfaketime's `@` start time,
+        // pacman's install date) sees the same on a slow or busy host. Idle time (waiting
+        // for the mirror) still passes as on the host (sleep=on).
+        push("-icount");
+        push("shift=0,sleep=on");
+    }
     push("-m");
     push(&format!("{}M", m.memory_mib));
     push("-smp");
-    push(&m.cpus.to_string());
+    push(&effective_cpus(m.accel, m.cpus).to_string());
     push("-rtc");
     push(&match &m.rtc_base {
         Some(b) => format!("base={b},clock=vm"),
@@ -177,10 +185,9 @@ pub fn args(m: &Machine) -> Vec<OsString> {
 /// (the kernel's PIT calibration fails on a loaded host and the boot then hangs).
 pub fn kernel_append(accel: ResolvedAccel, epoch: Option<i64>) -> String {
     let mut s = String::from("console=ttyS0 quiet loglevel=1 panic=-1 reboot=t rdinit=/init");
-    if accel == ResolvedAccel::Tcg
-        && let Some(khz) = host_tsc_khz()
-    {
-        s.push_str(&format!(" tsc_early_khz={khz}"));
+    if accel == ResolvedAccel::Tcg {
+        // Under -icount the TSC counts virtual nanoseconds: 1 GHz.
+        s.push_str(&format!(" tsc_early_khz={ICOUNT_TSC_KHZ}"));
     }
     if let Some(e) = epoch {
         s.push_str(&format!(" reprobox.epoch={e}"));
@@ -188,13 +195,18 @@ pub fn kernel_append(accel: ResolvedAccel, epoch: Option<i64>) -> String {
     s
 }
 
-/// The host CPU's clock in kHz from /proc/cpuinfo (TCG's guest TSC runs at the host's).
-fn host_tsc_khz() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("cpu MHz"))?;
-    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
-    Some((mhz * 1000.0) as u64)
+/// The vCPUs qemu is given: under TCG one, because the instruction-counted clock
+/// (`-icount`) runs the vCPUs in turn on one host thread anyway, and a second vCPU's
+/// bring-up hangs the boot with it.
+pub fn effective_cpus(accel: ResolvedAccel, asked: u32) -> u32 {
+    match accel {
+        ResolvedAccel::Kvm => asked,
+        ResolvedAccel::Tcg => 1,
+    }
 }
+
+/// The guest TSC's rate under TCG with `-icount shift=0`: one tick per virtual ns.
+const ICOUNT_TSC_KHZ: u64 = 1_000_000;
 
 /// `-rtc base=` text for a Unix time.
 pub fn rtc_base(epoch: i64) -> Result<String> {
@@ -250,6 +262,9 @@ mod tests {
             "{joined}"
         );
         assert!(a.contains(&"-no-reboot".to_owned()));
+        assert!(joined.contains("-icount shift=0,sleep=on"), "{joined}");
+        assert!(joined.contains("-smp 1 "), "TCG runs one vCPU: {joined}");
+        assert!(m.append.contains("tsc_early_khz=1000000"), "{}", m.append);
         assert!(
             joined.contains("-rtc base=2026-03-31T00:00:00,clock=vm"),
             "{joined}"

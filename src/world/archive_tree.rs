@@ -74,8 +74,14 @@ pub fn build_repos(
         }
         for (repo, pkgs) in by_repo {
             let dir = archive.join("repos").join(day).join(repo).join("os/x86_64");
+            // The marker lists the packages the databases were made of: a world whose
+            // package set changed (a new kernel, a new package) remakes them.
             let marker = dir.join(".complete");
-            if marker.exists() {
+            let listing: String = pkgs
+                .iter()
+                .map(|p| format!("{}\n", p.file_name().unwrap().to_string_lossy()))
+                .collect();
+            if std::fs::read_to_string(&marker).is_ok_and(|m| m == listing) {
                 continue;
             }
             eprintln!("world: building repos/{day}/{repo}");
@@ -97,7 +103,7 @@ pub fn build_repos(
             EnvRun::new(debian, false)
                 .bind(&dir, "/mnt")
                 .sh(&format!("repo-add repos/{day}/{repo}"), &script)?;
-            std::fs::write(&marker, "").ctx("write", &marker)?;
+            std::fs::write(&marker, &listing).ctx("write", &marker)?;
         }
     }
     let last = archive.join("repos/last");

@@ -85,6 +85,54 @@ pub const APPLETS: &[&str] = &[
 
 const OS_RELEASE: &str = "NAME=\"Arch Linux\"\nPRETTY_NAME=\"Arch Linux\"\nID=arch\nBUILD_ID=rolling\nANSI_COLOR=\"38;2;23;147;209\"\nHOME_URL=\"https://archlinux.org/\"\nDOCUMENTATION_URL=\"https://wiki.archlinux.org/\"\nLOGO=archlinux-logo\n";
 
+/// The guest kernel of the microVM backend, as Arch's `linux` package lays it out, made
+/// from the host's Debian kernel (`linux-image-amd64`): `usr/lib/modules/<release>/vmlinuz`,
+/// `pkgbase`, `modules.builtin` and only the modules the guest init loads (with their
+/// dependencies), compressed `.ko.zst` as Arch ships them and without `modules.dep` (Arch's
+/// depmod runs in a pacman hook).
+pub fn linux_package() -> Result<PkgSpec> {
+    let kernel = crate::vm::kernel::newest_boot_kernel().map_err(|e| {
+        crate::error::Error::Environment(format!(
+            "world: the `linux` package is made from the host's Debian kernel: {e}"
+        ))
+    })?;
+    let bytes = std::fs::read(&kernel).ctx("read", &kernel)?;
+    let release = crate::vm::kernel::bzimage_release(&bytes).ok_or_else(|| {
+        crate::error::Error::Environment(format!("world: {} is not a bzImage", kernel.display()))
+    })?;
+    let mods = Path::new("/lib/modules").join(&release);
+    let base = format!("usr/lib/modules/{release}");
+    let mut entries = vec![
+        file(&format!("{base}/vmlinuz"), 0o644, bytes),
+        file(&format!("{base}/pkgbase"), 0o644, "linux\n"),
+    ];
+    let builtin = mods.join("modules.builtin");
+    entries.push(file(
+        &format!("{base}/modules.builtin"),
+        0o644,
+        std::fs::read(&builtin).ctx("read", &builtin)?,
+    ));
+    let list = crate::vm::initramfs::resolve_modules(&mods, crate::vm::initramfs::GUEST_MODULES)?;
+    for rel in list {
+        let data = crate::vm::initramfs::module_bytes(&mods.join(&rel))?;
+        let z = zstd::encode_all(&data[..], 19).ctx("zstd", mods.join(&rel))?;
+        let plain = rel.strip_suffix(".zst").unwrap_or(&rel);
+        entries.push(file(&format!("{base}/{plain}.zst"), 0o644, z));
+    }
+    // pkgver cannot hold '-': 6.1.0-48-amd64 → 6.1.0.48.amd64.
+    Ok(PkgSpec {
+        name: "linux".into(),
+        version: format!("{}-1", release.replace('-', ".")),
+        arch: "x86_64".into(),
+        desc: format!(
+            "The Linux kernel and modules (test world: Debian's {release}, guest modules only)"
+        ),
+        depends: vec![],
+        builddate: T_CONTENT,
+        entries,
+    })
+}
+
 /// Every package of the world, every version.
 pub fn packages(busybox: &Path) -> Result<Vec<Placed>> {
     let bb = std::fs::read(busybox).ctx("read", busybox)?;
@@ -231,6 +279,13 @@ pub fn packages(busybox: &Path) -> Result<Vec<Placed>> {
         },
         Placed {
             spec: base,
+            repo: "core",
+            days: both.clone(),
+            isos: vec![],
+            env: false,
+        },
+        Placed {
+            spec: linux_package()?,
             repo: "core",
             days: both,
             isos: vec![],

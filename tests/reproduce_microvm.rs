@@ -1,0 +1,233 @@
+//! `reprobox reproduce --backend microvm` end to end against the test world, through the
+//! real binary: the sample release reproduces in qemu microVMs (TCG on machines where KVM
+//! does not work) with the default guest kernel, the world's `linux` package of the
+//! snapshot day, and its rootfs has the same sha256 as the container backend's. The same
+//! bytes from both backends is the point.
+//!
+//! Needs root (the world and the container backend), qemu-system-x86, busybox-static,
+//! e2fsprogs and linux-image-amd64 (scripts/apt/vm.txt, world.txt): without them it fails
+//! and says why.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use reprobox::world::{self, WorldManifest, WorldServers};
+
+/// The world, shared with tests/reproduce_e2e.rs (same cache directory and lock).
+fn world() -> &'static (PathBuf, WorldManifest) {
+    static W: OnceLock<(PathBuf, WorldManifest)> = OnceLock::new();
+    W.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("REPROBOX_TEST_WORLD") {
+            let dir = PathBuf::from(dir);
+            let m = world::load(&dir).unwrap_or_else(|e| panic!("REPROBOX_TEST_WORLD: {e}"));
+            return (dir, m);
+        }
+        let cache = PathBuf::from(
+            std::env::var("REPROBOX_TEST_CACHE").unwrap_or("/var/cache/reprobox-tests".into()),
+        );
+        std::fs::create_dir_all(&cache).unwrap();
+        let lock = std::fs::File::create(cache.join(".world-e2e.lock")).unwrap();
+        fs2::FileExt::lock_exclusive(&lock).unwrap();
+        let dir = cache.join("world-e2e");
+        let m = world::build(&dir).unwrap_or_else(|e| {
+            panic!("the test world could not be built (needs root, bwrap, debootstrap, docker-registry, linux-image-amd64): {e}")
+        });
+        (dir, m)
+    })
+}
+
+fn serve() -> WorldServers {
+    world::serve(
+        &world().0,
+        world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+    )
+    .expect("serve the world")
+}
+
+fn reproduce(
+    store: &Path,
+    out: &Path,
+    s: &WorldServers,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args(["reproduce", "test-world", &world().1.version, "--store"])
+        .arg(store);
+    for l in [
+        format!("archive={}", s.archive_url),
+        format!("rootfs={}", s.rootfs_url),
+        format!("registry={}", s.registry_url),
+        format!("git={}", s.git_url),
+    ] {
+        c.args(["--location", &l]);
+    }
+    let o = c
+        .arg("--json")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run reprobox");
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o, v)
+}
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Processes whose command line mentions `needle` (a qemu left behind would name its disk
+/// under the output directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+fn work_dirs(out: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(out)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".reprobox-work-")
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
+    let (_, m) = world();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let servers = serve();
+
+    // 1. The container backend: the reference bytes.
+    let t = std::time::Instant::now();
+    let out_c = tmp.path().join("container");
+    let (o, rc) = reproduce(&store, &out_c, &servers, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(rc["backend"], "container");
+    assert!(rc.get("microvm").is_none(), "{rc:#}");
+    let container_sha = check(&rc, "rootfs-sha256")["actual"].clone();
+    assert_eq!(container_sha, m.rootfs.sha256.as_str());
+    eprintln!("container backend: {:.0} s", t.elapsed().as_secs_f64());
+
+    // 2. The microVM backend, default kernel (the world's `linux` of the snapshot day):
+    //    reproduced, and the same rootfs bytes as the container's.
+    let t = std::time::Instant::now();
+    let out_v = tmp.path().join("microvm");
+    let (o, rv) = reproduce(&store, &out_v, &servers, &["--backend", "microvm"]);
+    eprintln!("microVM backend: {:.0} s", t.elapsed().as_secs_f64());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(rv["verdict"], "reproduced", "{rv:#}");
+    assert_eq!(rv["backend"], "microvm");
+    assert_eq!(
+        check(&rv, "rootfs-sha256")["actual"],
+        container_sha,
+        "the microVM's rootfs differs from the container's"
+    );
+    assert_eq!(
+        check(&rv, "image-config-digest")["actual"],
+        check(&rc, "image-config-digest")["actual"]
+    );
+    assert_eq!(check(&rv, "image-diff-ids")["status"], "pass");
+
+    // The run record: accelerator, kernel and where it came from.
+    let linux = &m.packages[&m.snapshot]["linux"];
+    let vm = &rv["microvm"];
+    assert!(
+        matches!(vm["accel"].as_str(), Some("kvm" | "tcg")),
+        "{vm:#}"
+    );
+    assert!(!vm["accel_detail"].as_str().unwrap().is_empty());
+    assert_eq!(vm["kernel_origin"]["kind"], "package", "{vm:#}");
+    assert_eq!(vm["kernel_origin"]["package_sha256"], linux.sha256.as_str());
+    assert_eq!(
+        vm["kernel_origin"]["package_version"],
+        linux.version.as_str()
+    );
+    let release = vm["kernel_release"].as_str().unwrap();
+    assert_eq!(linux.version, format!("{}-1", release.replace('-', ".")));
+    assert_eq!(vm["kernel_sha256"].as_str().unwrap().len(), 64);
+    for step in rv["steps"].as_array().unwrap() {
+        let e = step["enforcement"].as_array().unwrap();
+        let vm_line = e.iter().find(|e| e["feature"] == "microvm").unwrap();
+        assert!(
+            vm_line["detail"].as_str().unwrap().contains(release),
+            "{vm_line}"
+        );
+    }
+    let summary = std::fs::read_to_string(out_v.join("summary.txt")).unwrap();
+    assert!(summary.contains("backend microvm"), "{summary}");
+    assert!(summary.contains(&format!("kernel {release}")), "{summary}");
+    let att: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_v.join("attestation.json")).unwrap()).unwrap();
+    assert_eq!(att["predicate"]["backend"], "microvm", "{att:#}");
+    assert_eq!(att["predicate"]["microvm"]["kernel_release"], release);
+    // The kernel package is pinned in the store and recorded in the inputs lock.
+    let lock = std::fs::read_to_string(out_v.join("inputs.lock")).unwrap();
+    assert!(
+        lock.lines()
+            .any(|l| l.contains(&linux.sha256) && l.contains(&format!("/{}", linux.file))),
+        "{lock}"
+    );
+    // The environment lock was read from the VM's root disk: the snapshot day's devtools.
+    let env_lock = std::fs::read_to_string(out_v.join("env.lock")).unwrap();
+    let devtools = &m.env_package.per_day[&m.snapshot];
+    assert!(
+        env_lock.contains(&format!("name = \"devtools\"\nversion = \"{devtools}\"")),
+        "{env_lock}"
+    );
+    // Nothing left behind: no qemu, no work directory.
+    assert!(work_dirs(&out_v).is_empty(), "{:?}", work_dirs(&out_v));
+    let left = processes_mentioning(&out_v.to_string_lossy());
+    assert!(left.is_empty(), "processes left: {left:?}");
+
+    // 3. Bad input and a missing kernel: exit 2 and 3, nothing left behind.
+    let out_b = tmp.path().join("bad");
+    let (o, _) = reproduce(&store, &out_b, &servers, &["--kernel", "/boot/x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--backend microvm"), "{}", stderr(&o));
+    let (o, _) = reproduce(
+        &store,
+        &out_b,
+        &servers,
+        &["--backend", "microvm", "--kernel", "/nonexistent/vmlinuz"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/vmlinuz"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(work_dirs(&out_b).is_empty(), "{:?}", work_dirs(&out_b));
+}
