@@ -1,8 +1,9 @@
 //! `reprobox reproduce --backend microvm` end to end against the test world, through the
 //! real binary: the sample release reproduces in qemu microVMs (TCG on machines where KVM
 //! does not work) with the default guest kernel, the world's `linux` package of the
-//! snapshot day, and its rootfs has the same sha256 as the container backend's. The same
-//! bytes from both backends is the point.
+//! snapshot day, and its rootfs has the same sha256 as the container backend's (the same
+//! bytes from both backends is the point); again offline with every server stopped, the
+//! kernel package taken from the store.
 //!
 //! Needs root (the world and the container backend), qemu-system-x86, busybox-static,
 //! e2fsprogs and linux-image-amd64 (scripts/apt/vm.txt, world.txt): without them it fails
@@ -48,23 +49,36 @@ fn serve() -> WorldServers {
     .expect("serve the world")
 }
 
+fn servers_locations(s: &WorldServers) -> Vec<String> {
+    vec![
+        format!("archive={}", s.archive_url),
+        format!("rootfs={}", s.rootfs_url),
+        format!("registry={}", s.registry_url),
+        format!("git={}", s.git_url),
+    ]
+}
+
 fn reproduce(
     store: &Path,
     out: &Path,
     s: &WorldServers,
     extra: &[&str],
 ) -> (Output, serde_json::Value) {
+    reproduce_at(store, out, &servers_locations(s), extra)
+}
+
+fn reproduce_at(
+    store: &Path,
+    out: &Path,
+    locations: &[String],
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c.args(["reproduce", "test-world", &world().1.version, "--store"])
         .arg(store);
-    for l in [
-        format!("archive={}", s.archive_url),
-        format!("rootfs={}", s.rootfs_url),
-        format!("registry={}", s.registry_url),
-        format!("git={}", s.git_url),
-    ] {
-        c.args(["--location", &l]);
+    for l in locations {
+        c.args(["--location", l]);
     }
     let o = c
         .arg("--json")
@@ -212,16 +226,54 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
     let left = processes_mentioning(&out_v.to_string_lossy());
     assert!(left.is_empty(), "processes left: {left:?}");
 
-    // 3. Bad input and a missing kernel: exit 2 and 3, nothing left behind.
+    // 3. Every server stopped, --offline: the kernel package comes from the store, and the
+    //    run reproduces the same bytes without a single fetch.
+    let locations = servers_locations(&servers);
+    drop(servers);
+    let t = std::time::Instant::now();
+    let out_o = tmp.path().join("microvm-offline");
+    let (o, ro) = reproduce_at(
+        &store,
+        &out_o,
+        &locations,
+        &["--backend", "microvm", "--offline"],
+    );
+    eprintln!(
+        "microVM backend, offline: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(ro["verdict"], "reproduced", "{ro:#}");
+    assert_eq!(check(&ro, "rootfs-sha256")["actual"], container_sha);
+    assert_eq!(
+        ro["microvm"]["kernel_origin"]["package_sha256"],
+        linux.sha256.as_str()
+    );
+    let lock = std::fs::read_to_string(out_o.join("inputs.lock")).unwrap();
+    assert!(
+        lock.lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.starts_with("hit ")),
+        "an offline run fetched something:\n{lock}"
+    );
+    assert!(lock.contains(&linux.sha256), "{lock}");
+
+    // 4. Bad input and a missing kernel: exit 2 and 3, nothing left behind.
     let out_b = tmp.path().join("bad");
-    let (o, _) = reproduce(&store, &out_b, &servers, &["--kernel", "/boot/x"]);
+    let (o, _) = reproduce_at(&store, &out_b, &locations, &["--kernel", "/boot/x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--backend microvm"), "{}", stderr(&o));
-    let (o, _) = reproduce(
+    let (o, _) = reproduce_at(
         &store,
         &out_b,
-        &servers,
-        &["--backend", "microvm", "--kernel", "/nonexistent/vmlinuz"],
+        &locations,
+        &[
+            "--backend",
+            "microvm",
+            "--offline",
+            "--kernel",
+            "/nonexistent/vmlinuz",
+        ],
     );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
