@@ -199,9 +199,18 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
     );
 
     let bare = dir.join("upstream.git");
-    let main = upstream::create_main(&bare, &verify_ref, &work)?;
-
     let pubdir = dir.join("published").join(VERSION);
+    // A world made from other upstream files: its repository and its published artifacts
+    // (built from them) are made again.
+    let fp = upstream::fingerprint(&verify_ref);
+    let fp_file = dir.join("upstream.fingerprint");
+    if std::fs::read_to_string(&fp_file).ok().as_deref() != Some(fp.as_str()) {
+        env_rootfs::remove_tree(&bare)?;
+        env_rootfs::remove_tree(&pubdir)?;
+    }
+    let main = upstream::create_main(&bare, &verify_ref, &work)?;
+    std::fs::write(&fp_file, &fp).ctx("write", &fp_file)?;
+
     let rootfs_name = format!("repro-{VERSION}.tar.zst");
     let env_list = pubdir.join(".env-packages");
     if !pubdir.join(".complete").exists() {

@@ -77,6 +77,19 @@ fn git_out(dir: &Path, date: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
+/// sha256 of everything branch main is made from: a world whose repository was made from
+/// other files is rebuilt (`world::build`).
+pub fn fingerprint(verify_image: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, text, mode) in FILES {
+        h.update(format!("{name}\0{mode}\0{}\0", text.len()));
+        h.update(text.as_bytes());
+    }
+    h.update(TEMPLATE.replace("TEMPLATE_VERIFY_IMAGE", verify_image).as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// Creates `bare` with branch main (the template pinned to `verify_image`) unless present;
 /// returns the main commit.
 pub fn create_main(bare: &Path, verify_image: &str, work: &Path) -> Result<String> {

@@ -22,13 +22,15 @@ sed -i '/^\[options\]/a NoExtract = usr/share/help/* usr/share/info/* usr/share/
 sed -i "1i Server = ${ARCHIVE_BASE}/repos/${ARCHIVE_SNAPSHOT}/\$repo/os/\$arch" rootfs/etc/pacman.d/mirrorlist
 
 # Debian's pacman 6.0.2 writes %INSTALLDATE% from the wall clock: pin it with libfaketime
-# when the environment has it (pacman >= 7.1 would take SOURCE_DATE_EPOCH itself).
+# when the environment has it (pacman >= 7.1 would take SOURCE_DATE_EPOCH itself). An
+# absolute FAKETIME stops the clock there; `@` would only start it there, and a pacman that
+# runs longer than a second (a loaded machine) would stamp SOURCE_DATE_EPOCH+1.
 faketime_lib=""
 for l in /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
   [ -e "$l" ] && { faketime_lib=$l; break; }
 done
 if [ -n "$faketime_lib" ]; then
-  export FAKETIME="@$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')"
+  export FAKETIME="$(date -u -d "@$SOURCE_DATE_EPOCH" '+%Y-%m-%d %H:%M:%S')"
   export LD_PRELOAD="$faketime_lib${LD_PRELOAD:+:$LD_PRELOAD}"
 fi
 fakechroot -- fakeroot -- pacman -Sy -r "$BUILDDIR" \
