@@ -46,3 +46,30 @@ pub enum Command {
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
     World(cmd::world::Args),
 }
+
+/// `reprobox run …` alone, parsed without building the whole command tree (which costs
+/// more than the rest of a short job's start-up). [`parse`] tries it first and falls back
+/// to [`Cli`], which gives the usual help and errors, whenever it does not parse.
+#[derive(Debug, Parser)]
+#[command(name = "reprobox-run")]
+struct RunCli {
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(flatten)]
+    args: cmd::run::Args,
+}
+
+/// Parse the process's arguments: the `run` fast path, else the full [`Cli`].
+pub fn parse() -> Cli {
+    let mut args = std::env::args_os();
+    if let (Some(bin), Some(sub)) = (args.next(), args.next())
+        && sub == "run"
+        && let Ok(r) = RunCli::try_parse_from(std::iter::once(bin).chain(args))
+    {
+        return Cli {
+            verbose: r.verbose,
+            command: Command::Run(r.args),
+        };
+    }
+    Cli::parse()
+}

@@ -1,9 +1,7 @@
 //! Thin front door: parse, call the library, map the result to an exit code.
 
-use clap::Parser;
-
 fn main() {
-    let cli = reprobox::cli::Cli::parse();
+    let cli = reprobox::cli::parse();
     reprobox::logging::init(cli.verbose);
     let code = match reprobox::cmd::dispatch(cli.command) {
         Ok(code) => code,
