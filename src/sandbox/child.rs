@@ -1,16 +1,20 @@
 //! Code that runs in the job's helper processes (crate-private; never called by users).
 //!
-//! Three processes, each with one job:
-//! - **A** (`stage_a`), forked by reprobox: joins the job's cgroups, unshares the user,
-//!   mount, net, uts, ipc, cgroup and pid namespaces, waits for reprobox to write its ID
-//!   map, becomes root of the namespace, unshares the time namespace with its offsets,
-//!   forks B and relays nothing but its end.
-//! - **B** (`stage_b`), pid 1 of the new pid and time namespaces: builds the mount table
-//!   and pivots into the root, sets the hostname, brings loopback up, hands the listening
-//!   sockets to reprobox, forks C, reaps everything, and reports C's wait status. When B
-//!   exits the kernel kills whatever the job left behind.
-//! - **C** (`stage_c`): the job itself: new session, working directory, limits,
-//!   NO_NEW_PRIVS, bounding set, Landlock, then execve.
+//! Two processes, each with one job:
+//! - **B** (`stage_b`), created by reprobox with clone(2) straight into new user, mount,
+//!   net, uts, ipc, cgroup and pid namespaces, so it is pid 1 of the job: waits for
+//!   reprobox to write its ID map, becomes root of the namespace, unshares the time
+//!   namespace (with its offsets) for its children, builds the mount table and pivots into
+//!   the root, sets the hostname, brings loopback up, hands the listening sockets to
+//!   reprobox, forks C, reaps everything, and reports C's wait status. When B exits the
+//!   kernel kills whatever the job left behind, and reprobox's wait for B returns only
+//!   once all of it is gone.
+//! - **C** (`stage_c`): the job itself, in the new time namespace: new session, working
+//!   directory, limits, NO_NEW_PRIVS, bounding set, Landlock, then execve.
+//!
+//! A raw clone runs no fork handlers, so it is only safe from a single-threaded process
+//! (`reprobox run`). A multi-threaded caller (the pipeline, with its servers) forks **A**
+//! first (`stage_a`, a plain glibc fork), which creates B the same way and waits for it.
 //!
 //! Every failure is sent to reprobox as one `error …` message naming the resource.
 
@@ -62,35 +66,103 @@ fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
-pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
-    die_with_parent(parent);
-    // A terminal's Ctrl-C reaches reprobox's whole process group: A must outlive B so
-    // that reprobox's wait returns only once every process of the job is gone.
-    // SAFETY: plain signal disposition changes in a single-threaded child.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-    }
-    if let Err(e) = p.cgroups.join_self() {
-        fail(sock, &e);
-    }
+/// The namespaces B is created in. The cgroup namespace is unshared by B itself once
+/// reprobox has moved it into the job's cgroups (its root is then the job's cgroup).
+pub(crate) fn namespace_flags(p: &Prepared) -> libc::c_int {
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP
         | libc::CLONE_NEWPID;
-    // SAFETY: plain syscall in a single-threaded child.
-    if unsafe { libc::unshare(flags) } != 0 {
-        fail(
-            sock,
-            &format!(
-                "unshare user/mount/net/uts/ipc/cgroup/pid namespaces: {}",
-                std::io::Error::last_os_error()
-            ),
-        );
+    if p.cgroups.dirs.is_empty() {
+        flags | libc::CLONE_NEWCGROUP
+    } else {
+        flags
     }
+}
+
+/// Create B: a child in new namespaces (pid 1 of the new pid namespace), fork-like (it
+/// returns 0 in the child, on a copy of the caller's stack).
+///
+/// # Safety
+/// The raw clone runs no `pthread_atfork` handlers: the caller must be single-threaded
+/// (no lock another thread holds is copied into the child), and the child must only run
+/// stage code and leave with `_exit`.
+pub(crate) unsafe fn clone_b(flags: libc::c_int) -> std::io::Result<i32> {
+    // SAFETY: clone(2) without a new stack or CLONE_VM behaves like fork(2).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(pid as i32)
+    }
+}
+
+/// A, only when reprobox has other threads: a plain fork of reprobox (glibc makes malloc
+/// safe to use in it) that creates B, says B's pid, and waits for it.
+pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32, flags: libc::c_int) -> ! {
+    die_with_parent(parent);
+    ignore_interrupts();
+    // SAFETY: A is single-threaded; B runs stage code only.
+    match unsafe { clone_b(flags) } {
+        Err(e) => fail(sock, &format!("create the job's namespaces: {e}")),
+        Ok(0) => stage_b(p, sock),
+        Ok(b) => {
+            let _ = ctl::send_str(sock, &format!("pid {b}"));
+            // SAFETY: closing our copy so reprobox sees EOF once B and C are done.
+            unsafe { libc::close(sock) };
+            let mut st = 0;
+            // SAFETY: waiting for our only child.
+            unsafe {
+                while libc::waitpid(b, &mut st, 0) < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                }
+                libc::_exit(0)
+            }
+        }
+    }
+}
+
+/// A terminal's Ctrl-C reaches reprobox's whole process group: the job's helpers leave
+/// it to reprobox, which kills B (and so the whole job) and waits for it.
+fn ignore_interrupts() {
+    // SAFETY: plain signal disposition changes in a single-threaded child.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+}
+
+struct SockRef(RawFd);
+impl AsRawFd for SockRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+fn sock_ref(fd: RawFd) -> SockRef {
+    SockRef(fd)
+}
+
+fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
+    // B's parent is outside its pid namespace and reads as pid 0, so an early death of
+    // the parent is seen on the control socket instead: `go` never comes.
+    die_with_parent(0);
+    ignore_interrupts();
     // Opened now, in the new mount namespace and still with the host's fsuid, so paths
     // the mapped root could not traverse (a 0700 temp dir) stay usable through the fds.
     let root_fd = open_path(&p.rootfs).unwrap_or_else(|e| {
@@ -109,12 +181,11 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
             })
         })
         .collect();
-    if ctl::send_str(sock, "unshared").is_err() {
-        // SAFETY: parent is gone.
-        unsafe { libc::_exit(121) }
-    }
+    // reprobox writes the ID map, moves B into the job's cgroups and hands over the
+    // idmapped root, then says go.
     let idmapped = match ctl::recv(&sock_ref(sock)) {
         Ok(Some((m, mut fds))) if m == "go" => fds.pop(),
+        // SAFETY: reprobox is gone or gave up.
         _ => unsafe { libc::_exit(121) },
     };
     // SAFETY: plain id syscalls; the map was written by the parent.
@@ -140,62 +211,21 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
         // Changing ids made us non-dumpable, which makes /proc/self owned by host root
         // and timens_offsets unwritable; we are ordinary root of our namespace.
         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        if !p.cgroups.dirs.is_empty() && libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            fail(
+                sock,
+                &format!(
+                    "unshare cgroup namespace: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
+        }
     }
+    // The time namespace applies to B's children: C and everything it starts.
     let time_note = timens::enter_for_children()
         .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
     let _ = ctl::send_str(sock, &format!("note time-namespace {time_note}"));
-    // B is in a new pid namespace: its parent is outside it and reads as pid 0.
-    let me = 0;
-    match fork() {
-        Err(e) => fail(sock, &format!("fork: {e}")),
-        Ok(0) => stage_b(p, sock, me, &root_fd, idmapped.as_ref(), &bind_fds),
-        Ok(b) => {
-            let _ = ctl::send_str(sock, &format!("pid {b}"));
-            // SAFETY: closing our copy so reprobox sees EOF once B and C are done.
-            unsafe { libc::close(sock) };
-            let mut st = 0;
-            // SAFETY: waiting for our only child.
-            unsafe {
-                while libc::waitpid(b, &mut st, 0) < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                }
-            }
-            // An unprivileged user cannot delete files the job made under its
-            // subordinate ids; A, root of the job's user namespace, empties the unpacked
-            // root here so reprobox can remove the (then empty) temporary directory.
-            if p.empty_root_after {
-                remove_contents(root_fd.as_raw_fd());
-            }
-            // SAFETY: leaving the helper.
-            unsafe { libc::_exit(0) }
-        }
-    }
-}
-
-struct SockRef(RawFd);
-impl AsRawFd for SockRef {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-fn sock_ref(fd: RawFd) -> SockRef {
-    SockRef(fd)
-}
-
-fn fd_path(fd: &impl AsRawFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
-fn stage_b(
-    p: &Prepared,
-    sock: RawFd,
-    parent: i32,
-    root_fd: &OwnedFd,
-    idmapped: Option<&OwnedFd>,
-    bind_fds: &[OwnedFd],
-) -> ! {
-    die_with_parent(parent);
+    let idmapped = idmapped.as_ref();
     let mut real = Real;
     use super::sys::Sys;
     let staging = if Path::new("/mnt").is_dir() {
@@ -249,7 +279,7 @@ fn stage_b(
         }
         None => step(
             real.mount(
-                Some(&fd_path(root_fd)),
+                Some(&fd_path(&root_fd)),
                 &root,
                 None,
                 libc::MS_BIND | libc::MS_REC,
@@ -259,7 +289,7 @@ fn stage_b(
         ),
     }
     let mut job = p.job.clone();
-    for (b, fd) in job.binds.iter_mut().zip(bind_fds) {
+    for (b, fd) in job.binds.iter_mut().zip(&bind_fds) {
         b.src = fd_path(fd);
     }
     let ops = mounts::plan(&job, p.host_fuse);
@@ -294,10 +324,9 @@ fn stage_b(
         }
     }
     let _ = ctl::send_str(sock, "ready");
-    let me = 1;
     let c = match fork() {
         Err(e) => fail(sock, &format!("fork: {e}")),
-        Ok(0) => stage_c(p, sock, me),
+        Ok(0) => stage_c(p, sock),
         Ok(c) => c,
     };
     // Init: reap everything until the job itself ends.
@@ -307,6 +336,9 @@ fn stage_b(
         let r = unsafe { libc::waitpid(-1, &mut st, 0) };
         if r == c {
             let _ = ctl::send_str(sock, &format!("status {st}"));
+            if p.empty_root_after {
+                empty_root(root_fd.as_raw_fd());
+            }
             // SAFETY: leaving; the kernel kills what is left in the namespace.
             unsafe { libc::_exit(0) }
         }
@@ -316,7 +348,7 @@ fn stage_b(
     }
 }
 
-fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
+fn stage_c(p: &Prepared, sock: RawFd) -> ! {
     // SAFETY: plain syscalls in the job's own process. Dispositions reprobox (and the Rust
     // runtime: SIGPIPE) set must not leak into the job: ignored signals survive execve.
     unsafe {
@@ -376,11 +408,11 @@ fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
             detail: "disabled (--no-landlock)".into(),
         }),
     }
-    for e in &enf {
-        let _ = ctl::send_str(sock, &format!("enf {}", serde_json::to_string(e).unwrap()));
-    }
+    let _ = ctl::send_str(
+        sock,
+        &format!("enf {}", serde_json::to_string(&enf).unwrap()),
+    );
     let prog = resolve(&p.job.argv[0], &p.path_dirs);
-    let _ = ctl::send_str(sock, "exec");
     let argv: Vec<*const libc::c_char> = p
         .argv
         .iter()
@@ -421,6 +453,23 @@ fn resolve(prog: &str, dirs: &[String]) -> CString {
         }
     }
     CString::new(prog).unwrap()
+}
+
+/// An unprivileged user cannot delete files the job made under its subordinate ids; B,
+/// root of the job's user namespace, empties the unpacked root once the job has ended, so
+/// reprobox can remove the (then empty) temporary directory. Whatever the job left
+/// running is killed and reaped first, so nothing writes there any more.
+fn empty_root(root: RawFd) {
+    // SAFETY: B is init of the job's pid namespace: kill(-1) reaches every other process
+    // of the job; then reap them all.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+        let mut st = 0;
+        while libc::waitpid(-1, &mut st, 0) > 0
+            || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+    }
+    remove_contents(root);
 }
 
 /// Remove everything beneath the directory `dir` (an O_PATH or directory fd), without

@@ -53,7 +53,9 @@ pub struct Running {
     /// For each port of `Job::listen`: a socket listening on the job's 127.0.0.1:port,
     /// created inside its network namespace. Serve on it from the host.
     pub listeners: Vec<(u16, TcpListener)>,
-    pid_a: i32,
+    /// Our child: B itself, or A when B was created through it.
+    child: i32,
+    /// The job's init (pid 1 of its namespace), once known.
     pid_b: Option<i32>,
     sock: OwnedFd,
     started: Instant,
@@ -266,28 +268,43 @@ pub fn spawn(job: &Job) -> Result<Running> {
         empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
     };
     let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
+    let flags = child::namespace_flags(&prepared);
+    // B (the job's init) is our own child when we are single-threaded; otherwise a forked
+    // helper A creates it (see `child`).
+    let direct = single_threaded();
     let me = std::process::id() as i32;
-    // SAFETY: the child only runs stage code and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        cleanup.cgroups = prepared.cgroups;
-        cleanup.run();
-        return Err(Error::Sandbox(format!(
-            "fork: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    let pid = if direct {
+        // SAFETY: single-threaded; the child only runs stage code and leaves with _exit.
+        unsafe { child::clone_b(flags) }
+    } else {
+        // SAFETY: the child only runs stage code and leaves with _exit.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            pid => Ok(pid),
+        }
+    };
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(e) => {
+            cleanup.cgroups = prepared.cgroups;
+            cleanup.run();
+            return Err(Error::Sandbox(format!("create the job's namespaces: {e}")));
+        }
+    };
     if pid == 0 {
         drop(sock_p);
-        child::stage_a(&prepared, sock_c.as_raw_fd(), me);
+        if direct {
+            child::stage_b(&prepared, sock_c.as_raw_fd());
+        }
+        child::stage_a(&prepared, sock_c.as_raw_fd(), me, flags);
     }
     drop(sock_c);
     cleanup.cgroups = prepared.cgroups;
     let deadline = job.limits.timeout.map(|t| Instant::now() + t);
     let mut r = Running {
         listeners: Vec::new(),
-        pid_a: pid,
-        pid_b: None,
+        child: pid,
+        pid_b: direct.then_some(pid),
         sock: sock_p,
         started,
         deadline,
@@ -298,17 +315,23 @@ pub fn spawn(job: &Job) -> Result<Running> {
         guard,
         done: false,
     };
-    // Handshake: wait for the unshare, write the map, hand over the idmapped root.
-    match r.next_message(true)? {
-        Some((m, _)) if m == "unshared" => {}
-        _ => return Err(r.abort()),
+    while r.pid_b.is_none() {
+        if r.next_message(true)?.is_none() {
+            return Err(r.abort());
+        }
     }
-    if let Err(e) = idmap::apply(&plan, pid) {
+    let pid_b = r.pid_b.unwrap_or_default();
+    // Handshake: B waits for its cgroups, its map and the idmapped root.
+    if let Err(e) = r.cleanup.cgroups.join(pid_b) {
+        r.error = Some(e);
+        return Err(r.abort());
+    }
+    if let Err(e) = idmap::apply(&plan, pid_b) {
         r.error = Some(format!("id map: {e}"));
         return Err(r.abort());
     }
     let idmapped = if matches!(plan, idmap::Plan::Root { .. }) {
-        match idmapped_root(&prepared.rootfs, pid) {
+        match idmapped_root(&prepared.rootfs, pid_b) {
             Ok(fd) => {
                 r.enforcement.push(Enforcement {
                     feature: "rootfs-idmapped".into(),
@@ -341,6 +364,13 @@ pub fn spawn(job: &Job) -> Result<Running> {
             None => return Err(r.abort()),
         }
     }
+}
+
+/// Whether the calling process has a single thread (`/proc/self/task` links 2 + one per
+/// thread); when unsure, no.
+fn single_threaded() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/task").is_ok_and(|m| m.nlink() == 3)
 }
 
 /// A detached copy of the root filesystem's mount, idmapped with the job's user
@@ -431,8 +461,8 @@ impl Running {
                     }
                 }
                 "enf" => {
-                    if let Ok(e) = serde_json::from_str::<Enforcement>(rest) {
-                        self.enforcement.push(e);
+                    if let Ok(v) = serde_json::from_str::<Vec<Enforcement>>(rest) {
+                        self.enforcement.extend(v);
                     }
                 }
                 "note" => {
@@ -451,19 +481,17 @@ impl Running {
     }
 
     fn kill(&mut self) {
+        // Killing B (the pid namespace's init) takes the whole job with it. Before B is
+        // known, A is killed and B (if just created) follows through its parent-death
+        // signal.
         // SAFETY: signalling our own children.
-        // Killing B (the pid namespace's init) takes the whole job with it, and A only
-        // ends once B — and so every process of the job — is gone. Before B exists, A
-        // is killed and B (if just forked) follows through its parent-death signal.
         unsafe {
-            match self.pid_b {
-                Some(b) => libc::kill(b, libc::SIGKILL),
-                None => libc::kill(self.pid_a, libc::SIGKILL),
-            };
+            libc::kill(self.pid_b.unwrap_or(self.child), libc::SIGKILL);
         }
     }
 
-    /// Reap A (B and C die with it), then remove temp dirs and cgroups.
+    /// Reap our child (B, or A which waits for B): it ends only once every process of
+    /// the job is gone. Then remove temp dirs and cgroups.
     fn finish(&mut self) -> Option<i32> {
         if self.done {
             return None;
@@ -472,7 +500,7 @@ impl Running {
         let mut st = 0;
         // SAFETY: waiting for our own child.
         unsafe {
-            while libc::waitpid(self.pid_a, &mut st, 0) < 0
+            while libc::waitpid(self.child, &mut st, 0) < 0
                 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
             {
             }
