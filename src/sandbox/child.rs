@@ -44,17 +44,6 @@ fn die_with_parent(expected_parent: i32) {
     }
 }
 
-fn fork() -> std::io::Result<i32> {
-    // SAFETY: the callers are single-threaded (forked helpers) or only use the child for
-    // stage code that needs no locks held by other threads (glibc's fork resets malloc).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(pid)
-    }
-}
-
 fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
     let c = sys::cstr(p)?;
     // SAFETY: valid C string.
@@ -324,11 +313,7 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         }
     }
     let _ = ctl::send_str(sock, "ready");
-    let c = match fork() {
-        Err(e) => fail(sock, &format!("fork: {e}")),
-        Ok(0) => stage_c(p, sock),
-        Ok(c) => c,
-    };
+    let c = spawn_c(p, sock).unwrap_or_else(|e| fail(sock, &format!("start the job: {e}")));
     // Init: reap everything until the job itself ends.
     loop {
         let mut st = 0;
@@ -345,6 +330,47 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
             unsafe { libc::_exit(0) }
         }
+    }
+}
+
+/// Start C like posix_spawn does: on a stack of its own, sharing B's memory until it execs
+/// or exits, while B sleeps (CLONE_VFORK). No copy of B's page tables, no copy-on-write
+/// faults, and C runs at once on B's CPU. B is single-threaded and blocked, so nothing
+/// else touches the shared memory meanwhile; a panic in C aborts C (it cannot unwind out
+/// of its entry function).
+fn spawn_c(p: &Prepared, sock: RawFd) -> std::io::Result<i32> {
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` points at the tuple below, alive until C has exec'd or exited.
+        let (p, sock) = unsafe { *(arg as *const (&Prepared, RawFd)) };
+        stage_c(p, sock)
+    }
+    const STACK: usize = 1 << 20;
+    let arg: (&Prepared, RawFd) = (p, sock);
+    // SAFETY: a fresh private mapping used only as C's stack, with a guard page at its
+    // low end; unmapped once clone returns, when C no longer runs on it.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+        libc::mprotect(base, page, libc::PROT_NONE);
+        let pid = libc::clone(
+            entry,
+            base.cast::<u8>().add(STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &arg as *const (&Prepared, RawFd) as *mut libc::c_void,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::munmap(base, STACK);
+        if pid < 0 { Err(err) } else { Ok(pid) }
     }
 }
 
