@@ -171,9 +171,10 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         })
         .collect();
     // reprobox writes the ID map, moves B into the job's cgroups and hands over the
-    // idmapped root, then says go.
-    let idmapped = match ctl::recv(&sock_ref(sock)) {
-        Ok(Some((m, mut fds))) if m == "go" => fds.pop(),
+    // idmapped root, then says go (and whether setgroups is allowed: not with a
+    // single-id map).
+    let (idmapped, setgroups) = match ctl::recv(&sock_ref(sock)) {
+        Ok(Some((m, mut fds))) if m.starts_with("go") => (fds.pop(), m == "go setgroups"),
         // SAFETY: reprobox is gone or gave up.
         _ => unsafe { libc::_exit(121) },
     };
@@ -185,7 +186,7 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
                 &format!("setresgid 0: {}", std::io::Error::last_os_error()),
             );
         }
-        if p.setgroups && libc::setgroups(0, std::ptr::null()) != 0 {
+        if setgroups && libc::setgroups(0, std::ptr::null()) != 0 {
             fail(
                 sock,
                 &format!("setgroups: {}", std::io::Error::last_os_error()),

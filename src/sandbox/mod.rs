@@ -35,7 +35,6 @@ use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
 pub(crate) struct Prepared {
     pub job: Job,
     pub rootfs: PathBuf,
-    pub setgroups: bool,
     pub cgroups: limits::Cgroups,
     pub host_fuse: bool,
     pub keep_caps: ::caps::CapsHashSet,
@@ -225,8 +224,6 @@ pub fn spawn(job: &Job) -> Result<Running> {
         }
     });
 
-    let plan = idmap::decide(job.id_map.as_ref());
-    enforcement.push(idmap::describe(&plan));
     cleanup.cgroups = limits::create(
         &job.limits,
         &format!(
@@ -257,7 +254,6 @@ pub fn spawn(job: &Job) -> Result<Running> {
     let prepared = Prepared {
         job: job.clone(),
         rootfs,
-        setgroups: idmap::setgroups_allowed(&plan),
         cgroups: std::mem::take(&mut cleanup.cgroups),
         host_fuse: std::path::Path::new("/dev/fuse").exists(),
         keep_caps,
@@ -321,6 +317,9 @@ pub fn spawn(job: &Job) -> Result<Running> {
         }
     }
     let pid_b = r.pid_b.unwrap_or_default();
+    // Decided while B starts (it reads /etc/passwd and /etc/subuid), not before.
+    let plan = idmap::decide(job.id_map.as_ref());
+    r.enforcement.insert(0, idmap::describe(&plan));
     // Handshake: B waits for its cgroups, its map and the idmapped root.
     if let Err(e) = r.cleanup.cgroups.join(pid_b) {
         r.error = Some(e);
@@ -353,7 +352,12 @@ pub fn spawn(job: &Job) -> Result<Running> {
         None
     };
     let fds: Vec<i32> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
-    if ctl::send(r.sock.as_raw_fd(), b"go", &fds).is_err() {
+    let go: &[u8] = if idmap::setgroups_allowed(&plan) {
+        b"go setgroups"
+    } else {
+        b"go"
+    };
+    if ctl::send(r.sock.as_raw_fd(), go, &fds).is_err() {
         return Err(r.abort());
     }
     drop(idmapped);
