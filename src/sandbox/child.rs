@@ -214,7 +214,12 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
     // The time namespace applies to B's children: C and everything it starts.
     let time_note = timens::enter_for_children()
         .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
-    let _ = ctl::send_str(sock, &format!("note time-namespace {time_note}"));
+    // What B enforced, sent with `ready`; C's list comes with the status.
+    let mut enf = vec![Enforcement {
+        feature: "time-namespace".into(),
+        enforced: true,
+        detail: time_note,
+    }];
     let idmapped = idmapped.as_ref();
     let mut real = Real;
     use super::sys::Sys;
@@ -287,9 +292,11 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         Ok(n) => n,
         Err(e) => fail(sock, &e),
     };
-    for n in notes {
-        let _ = ctl::send_str(sock, &format!("note mounts {n}"));
-    }
+    enf.extend(notes.into_iter().map(|detail| Enforcement {
+        feature: "mounts".into(),
+        enforced: false,
+        detail,
+    }));
     let h = &p.job.hostname;
     // SAFETY: valid buffer and length.
     if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } != 0 {
@@ -313,15 +320,23 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
             Err(e) => fail(sock, &format!("listen on 127.0.0.1:{port} in the job: {e}")),
         }
     }
-    let _ = ctl::send_str(sock, "ready");
-    let c = spawn_c(p, sock).unwrap_or_else(|e| fail(sock, &format!("start the job: {e}")));
+    let _ = ctl::send_str(
+        sock,
+        &format!("ready {}", serde_json::to_string(&enf).unwrap()),
+    );
+    let mut c_enf = Vec::new();
+    let c =
+        spawn_c(p, sock, &mut c_enf).unwrap_or_else(|e| fail(sock, &format!("start the job: {e}")));
     // Init: reap everything until the job itself ends.
     loop {
         let mut st = 0;
         // SAFETY: plain waitpid.
         let r = unsafe { libc::waitpid(-1, &mut st, 0) };
         if r == c {
-            let _ = ctl::send_str(sock, &format!("status {st}"));
+            let _ = ctl::send_str(
+                sock,
+                &format!("status {st} {}", serde_json::to_string(&c_enf).unwrap()),
+            );
             if p.empty_root_after {
                 empty_root(root_fd.as_raw_fd());
             }
@@ -338,15 +353,17 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
 /// or exits, while B sleeps (CLONE_VFORK). No copy of B's page tables, no copy-on-write
 /// faults, and C runs at once on B's CPU. B is single-threaded and blocked, so nothing
 /// else touches the shared memory meanwhile; a panic in C aborts C (it cannot unwind out
-/// of its entry function).
-fn spawn_c(p: &Prepared, sock: RawFd) -> std::io::Result<i32> {
+/// of its entry function). C leaves what it enforced in `enf` (B's memory) for B to send.
+fn spawn_c(p: &Prepared, sock: RawFd, enf: &mut Vec<Enforcement>) -> std::io::Result<i32> {
+    type Arg<'a> = (&'a Prepared, RawFd, *mut Vec<Enforcement>);
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` points at the tuple below, alive until C has exec'd or exited.
-        let (p, sock) = unsafe { *(arg as *const (&Prepared, RawFd)) };
-        stage_c(p, sock)
+        // SAFETY: `arg` points at the tuple below, alive until C has exec'd or exited,
+        // and B does not touch `enf` meanwhile.
+        let (p, sock, enf) = unsafe { *(arg as *const Arg) };
+        stage_c(p, sock, unsafe { &mut *enf })
     }
     const STACK: usize = 1 << 20;
-    let arg: (&Prepared, RawFd) = (p, sock);
+    let arg: Arg = (p, sock, enf);
     // SAFETY: a fresh private mapping used only as C's stack, with a guard page at its
     // low end; unmapped once clone returns, when C no longer runs on it.
     unsafe {
@@ -367,7 +384,7 @@ fn spawn_c(p: &Prepared, sock: RawFd) -> std::io::Result<i32> {
             entry,
             base.cast::<u8>().add(STACK).cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &arg as *const (&Prepared, RawFd) as *mut libc::c_void,
+            &arg as *const Arg as *mut libc::c_void,
         );
         let err = std::io::Error::last_os_error();
         libc::munmap(base, STACK);
@@ -375,7 +392,7 @@ fn spawn_c(p: &Prepared, sock: RawFd) -> std::io::Result<i32> {
     }
 }
 
-fn stage_c(p: &Prepared, sock: RawFd) -> ! {
+fn stage_c(p: &Prepared, sock: RawFd, out: &mut Vec<Enforcement>) -> ! {
     // SAFETY: plain syscalls in the job's own process. Dispositions reprobox (and the Rust
     // runtime: SIGPIPE) set must not leak into the job: ignored signals survive execve.
     unsafe {
@@ -435,10 +452,7 @@ fn stage_c(p: &Prepared, sock: RawFd) -> ! {
             detail: "disabled (--no-landlock)".into(),
         }),
     }
-    let _ = ctl::send_str(
-        sock,
-        &format!("enf {}", serde_json::to_string(&enf).unwrap()),
-    );
+    *out = enf;
     let prog = resolve(&p.job.argv[0], &p.path_dirs);
     let argv: Vec<*const libc::c_char> = p
         .argv

@@ -363,7 +363,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
     drop(idmapped);
     loop {
         match r.next_message(true)? {
-            Some((m, _)) if m == "ready" => return Ok(r),
+            Some((m, _)) if m.starts_with("ready") => return Ok(r),
             Some(_) => {}
             None => return Err(r.abort()),
         }
@@ -422,6 +422,10 @@ fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
     }
 }
 
+fn enforcement_list(json: &str) -> Vec<Enforcement> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
 impl Running {
     /// Read one control message, honouring signals and the deadline. `setup` turns a
     /// signal into an immediate abort.
@@ -464,20 +468,14 @@ impl Running {
                         self.listeners.push((port, TcpListener::from(fd)));
                     }
                 }
-                "enf" => {
-                    if let Ok(v) = serde_json::from_str::<Vec<Enforcement>>(rest) {
-                        self.enforcement.extend(v);
-                    }
+                // `ready` carries what B enforced, `status` C's wait status and what C
+                // enforced.
+                "ready" => self.enforcement.extend(enforcement_list(rest)),
+                "status" => {
+                    let (st, list) = rest.split_once(' ').unwrap_or((rest, ""));
+                    self.status = st.parse().ok();
+                    self.enforcement.extend(enforcement_list(list));
                 }
-                "note" => {
-                    let (feature, detail) = rest.split_once(' ').unwrap_or((rest, ""));
-                    self.enforcement.push(Enforcement {
-                        feature: feature.into(),
-                        enforced: feature == "time-namespace",
-                        detail: detail.into(),
-                    });
-                }
-                "status" => self.status = rest.parse().ok(),
                 _ => {}
             }
             return Ok(Some((m, fds)));
