@@ -1,14 +1,14 @@
 //! Code that runs in the job's helper processes (crate-private; never called by users).
 //!
 //! Two processes, each with one job:
-//! - **B** (`stage_b`), created by reprobox with clone(2) straight into new user, mount,
-//!   net, uts, ipc, cgroup and pid namespaces, so it is pid 1 of the job: waits for
-//!   reprobox to write its ID map, becomes root of the namespace, unshares the time
-//!   namespace (with its offsets) for its children, builds the mount table and pivots into
-//!   the root, sets the hostname, brings loopback up, hands the listening sockets to
-//!   reprobox, forks C, reaps everything, and reports C's wait status. When B exits the
-//!   kernel kills whatever the job left behind, and reprobox's wait for B returns only
-//!   once all of it is gone.
+//! - **B** (`stage_b`), created by reprobox with clone(2) straight into new user and pid
+//!   namespaces, so it is pid 1 of the job: unshares the mount, net, uts, ipc and cgroup
+//!   namespaces (while reprobox writes its ID map), becomes root of the namespace,
+//!   unshares the time namespace (with its offsets) for its children, builds the mount
+//!   table and pivots into the root, sets the hostname, brings loopback up, hands the
+//!   listening sockets to reprobox, starts C, reaps everything, and reports C's wait
+//!   status. When B exits the kernel kills whatever the job left behind, and reprobox's
+//!   wait for B returns only once all of it is gone.
 //! - **C** (`stage_c`): the job itself, in the new time namespace: new session, working
 //!   directory, limits, NO_NEW_PRIVS, bounding set, Landlock, then execve.
 //!
@@ -55,15 +55,16 @@ fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
-/// The namespaces B is created in. The cgroup namespace is unshared by B itself once
-/// reprobox has moved it into the job's cgroups (its root is then the job's cgroup).
-pub(crate) fn namespace_flags(p: &Prepared) -> libc::c_int {
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWPID;
+/// The namespaces B is created in: its user namespace (so reprobox can write the ID map
+/// at once) and its pid namespace (so B is pid 1). B unshares the others itself
+/// ([`unshare_flags`]) while reprobox writes the map: creating them, the network namespace
+/// above all, is the slowest part of the start.
+const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER | libc::CLONE_NEWPID;
+
+/// The namespaces B unshares first thing. The cgroup namespace waits, when the job has
+/// cgroups, until reprobox has moved B into them (its root is then the job's cgroup).
+fn unshare_flags(p: &Prepared) -> libc::c_int {
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if p.cgroups.dirs.is_empty() {
         flags | libc::CLONE_NEWCGROUP
     } else {
@@ -71,19 +72,19 @@ pub(crate) fn namespace_flags(p: &Prepared) -> libc::c_int {
     }
 }
 
-/// Create B: a child in new namespaces (pid 1 of the new pid namespace), fork-like (it
-/// returns 0 in the child, on a copy of the caller's stack).
+/// Create B: a child in new user and pid namespaces (pid 1 of the new pid namespace),
+/// fork-like (it returns 0 in the child, on a copy of the caller's stack).
 ///
 /// # Safety
 /// The raw clone runs no `pthread_atfork` handlers: the caller must be single-threaded
 /// (no lock another thread holds is copied into the child), and the child must only run
 /// stage code and leave with `_exit`.
-pub(crate) unsafe fn clone_b(flags: libc::c_int) -> std::io::Result<i32> {
+pub(crate) unsafe fn clone_b() -> std::io::Result<i32> {
     // SAFETY: clone(2) without a new stack or CLONE_VM behaves like fork(2).
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
+            (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -99,11 +100,11 @@ pub(crate) unsafe fn clone_b(flags: libc::c_int) -> std::io::Result<i32> {
 
 /// A, only when reprobox has other threads: a plain fork of reprobox (glibc makes malloc
 /// safe to use in it) that creates B, says B's pid, and waits for it.
-pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32, flags: libc::c_int) -> ! {
+pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
     die_with_parent(parent);
     ignore_interrupts();
     // SAFETY: A is single-threaded; B runs stage code only.
-    match unsafe { clone_b(flags) } {
+    match unsafe { clone_b() } {
         Err(e) => fail(sock, &format!("create the job's namespaces: {e}")),
         Ok(0) => stage_b(p, sock),
         Ok(b) => {
@@ -152,6 +153,16 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
     // the parent is seen on the control socket instead: `go` never comes.
     die_with_parent(0);
     ignore_interrupts();
+    // SAFETY: plain syscall in a single-threaded process.
+    if unsafe { libc::unshare(unshare_flags(p)) } != 0 {
+        fail(
+            sock,
+            &format!(
+                "unshare mount/net/uts/ipc/cgroup namespaces: {}",
+                std::io::Error::last_os_error()
+            ),
+        );
+    }
     // Opened now, in the new mount namespace and still with the host's fsuid, so paths
     // the mapped root could not traverse (a 0700 temp dir) stay usable through the fds.
     let root_fd = open_path(&p.rootfs).unwrap_or_else(|e| {

@@ -264,14 +264,13 @@ pub fn spawn(job: &Job) -> Result<Running> {
         empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
     };
     let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
-    let flags = child::namespace_flags(&prepared);
     // B (the job's init) is our own child when we are single-threaded; otherwise a forked
     // helper A creates it (see `child`).
     let direct = single_threaded();
     let me = std::process::id() as i32;
     let pid = if direct {
         // SAFETY: single-threaded; the child only runs stage code and leaves with _exit.
-        unsafe { child::clone_b(flags) }
+        unsafe { child::clone_b() }
     } else {
         // SAFETY: the child only runs stage code and leaves with _exit.
         match unsafe { libc::fork() } {
@@ -292,7 +291,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
         if direct {
             child::stage_b(&prepared, sock_c.as_raw_fd());
         }
-        child::stage_a(&prepared, sock_c.as_raw_fd(), me, flags);
+        child::stage_a(&prepared, sock_c.as_raw_fd(), me);
     }
     drop(sock_c);
     cleanup.cgroups = prepared.cgroups;
