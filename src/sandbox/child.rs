@@ -344,14 +344,22 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         // SAFETY: plain waitpid.
         let r = unsafe { libc::waitpid(-1, &mut st, 0) };
         if r == c {
+            // Whatever the job left running goes before the status is reported: once
+            // reprobox has it, nothing of the job runs any more (B's own exit, which
+            // tears down the namespaces, may end after reprobox has returned).
+            kill_the_rest();
             let _ = ctl::send_str(
                 sock,
                 &format!("status {st} {}", serde_json::to_string(&c_enf).unwrap()),
             );
+            // An unprivileged user cannot delete files the job made under its subordinate
+            // ids; B, root of the job's user namespace, empties the unpacked root so that
+            // reprobox (which waits for B's exit when it has a temporary root to remove)
+            // can remove the then empty directory.
             if p.empty_root_after {
-                empty_root(root_fd.as_raw_fd());
+                remove_contents(root_fd.as_raw_fd());
             }
-            // SAFETY: leaving; the kernel kills what is left in the namespace.
+            // SAFETY: leaving; nothing of the job is left.
             unsafe { libc::_exit(0) }
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
@@ -507,13 +515,10 @@ fn resolve(prog: &str, dirs: &[String]) -> CString {
     CString::new(prog).unwrap()
 }
 
-/// An unprivileged user cannot delete files the job made under its subordinate ids; B,
-/// root of the job's user namespace, empties the unpacked root once the job has ended, so
-/// reprobox can remove the (then empty) temporary directory. Whatever the job left
-/// running is killed and reaped first, so nothing writes there any more.
-fn empty_root(root: RawFd) {
-    // SAFETY: B is init of the job's pid namespace: kill(-1) reaches every other process
-    // of the job; then reap them all.
+/// Kill and reap every other process of the job (B is init of its pid namespace:
+/// kill(-1) reaches all of them).
+fn kill_the_rest() {
+    // SAFETY: plain kill and waitpid in B.
     unsafe {
         libc::kill(-1, libc::SIGKILL);
         let mut st = 0;
@@ -521,7 +526,6 @@ fn empty_root(root: RawFd) {
             || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
         {}
     }
-    remove_contents(root);
 }
 
 /// Remove everything beneath the directory `dir` (an O_PATH or directory fd), without

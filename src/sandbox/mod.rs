@@ -73,6 +73,10 @@ struct Cleanup {
 }
 
 impl Cleanup {
+    fn is_empty(&self) -> bool {
+        self.temp_root.is_none() && self.cgroups.dirs.is_empty()
+    }
+
     fn run(&mut self) {
         self.cgroups.remove();
         if let Some(t) = self.temp_root.take() {
@@ -128,6 +132,7 @@ fn cstring(s: &str, what: &str) -> Result<CString> {
 
 /// Start `job`; returns once it is about to exec its command.
 pub fn spawn(job: &Job) -> Result<Running> {
+    reap_finished(&mut UNREAPED.lock().unwrap_or_else(|e| e.into_inner()));
     validate(job)?;
     let guard = crate::interrupt::Guard::new();
     let started = Instant::now();
@@ -421,6 +426,18 @@ fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
     }
 }
 
+/// Helpers (B, or A) whose job is over but whose own exit was not waited for.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reap those of `pids` that have exited; keep the others.
+fn reap_finished(pids: &mut Vec<i32>) {
+    pids.retain(|&pid| {
+        let mut st = 0;
+        // SAFETY: non-blocking wait for our own child.
+        unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 }
+    });
+}
+
 fn enforcement_list(json: &str) -> Vec<Enforcement> {
     serde_json::from_str(json).unwrap_or_default()
 }
@@ -510,6 +527,17 @@ impl Running {
         Some(st)
     }
 
+    /// The job ended by itself and B reported its status, which it does only once every
+    /// other process of the job is gone: with nothing to remove, B's own exit (tearing
+    /// down the namespaces) is not waited for. It is reaped now if it is over, else on a
+    /// later spawn (or by init once we exit).
+    fn finish_without_waiting(&mut self) {
+        self.done = true;
+        let mut later = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
+        later.push(self.child);
+        reap_finished(&mut later);
+    }
+
     /// Kill what started, clean up, and turn the recorded failure into an error.
     fn abort(&mut self) -> Error {
         self.kill();
@@ -526,16 +554,24 @@ impl Running {
         let mut timed_out = false;
         loop {
             match self.next_message(false)? {
-                None => break,
+                None => {
+                    self.finish();
+                    break;
+                }
                 Some((m, _)) if m == "timeout" => {
                     timed_out = true;
                     self.kill();
                     self.deadline = None;
                 }
+                Some((m, _))
+                    if m.starts_with("status") && !timed_out && self.cleanup.is_empty() =>
+                {
+                    self.finish_without_waiting();
+                    break;
+                }
                 Some(_) => {}
             }
         }
-        self.finish();
         if let Some(e) = self.error.take() {
             return Err(Error::Sandbox(e));
         }
