@@ -234,13 +234,13 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
     let idmapped = idmapped.as_ref();
     let mut real = Real;
     use super::sys::Sys;
-    let staging = if Path::new("/mnt").is_dir() {
+    // The root is attached straight onto /mnt (or /tmp) of B's private copy of the host's
+    // mount table, hiding what was there, and pivoted into from there.
+    let root = Path::new(if Path::new("/mnt").is_dir() {
         "/mnt"
     } else {
         "/tmp"
-    };
-    let staging = Path::new(staging);
-    let root = staging.join("root");
+    });
     let step = |r: std::io::Result<()>, what: &str| {
         if let Err(e) = r {
             fail(sock, &format!("{what}: {e}"));
@@ -256,20 +256,9 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         ),
         "make / private",
     );
-    step(
-        real.mount(
-            Some(Path::new("tmpfs")),
-            staging,
-            Some("tmpfs"),
-            0,
-            Some("mode=700"),
-        ),
-        &format!("mount staging tmpfs on {}", staging.display()),
-    );
-    step(real.mkdir(&root, 0o755), "create staging root");
     match idmapped {
         Some(fd) => {
-            let c = sys::cstr(&root).unwrap();
+            let c = sys::cstr(root).unwrap();
             // SAFETY: move_mount of the detached, idmapped tree reprobox made.
             let r = unsafe {
                 libc::syscall(
@@ -286,7 +275,7 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         None => step(
             real.mount(
                 Some(&fd_path(&root_fd)),
-                &root,
+                root,
                 None,
                 libc::MS_BIND | libc::MS_REC,
                 None,
@@ -299,7 +288,7 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
         b.src = fd_path(fd);
     }
     let ops = mounts::plan(&job, p.host_fuse);
-    let notes = match mounts::apply(&mut real, &root, &ops) {
+    let notes = match mounts::apply(&mut real, root, &ops) {
         Ok(n) => n,
         Err(e) => fail(sock, &e),
     };
