@@ -5,10 +5,11 @@
 //! `spawn` starts a job and returns once its root is built and its listening sockets (if
 //! any) are in the host's hands, before the job's command is exec'd; `Running::wait`
 //! streams nothing itself (the job writes straight to reprobox's stdout/stderr) and
-//! returns the outcome with the list of what was enforced. Timeout, SIGINT and SIGTERM
-//! kill the job's pid namespace init, which takes every process of the job with it; the
-//! job's mounts live only in its own mount namespace; temporary directories and cgroups
-//! are removed before returning.
+//! returns the outcome with the list of what was enforced, once every process of the job
+//! is gone (the job's init kills and reaps what the command left before it reports).
+//! Timeout, SIGINT and SIGTERM kill the job's pid namespace init, which takes every
+//! process of the job with it; the job's mounts live only in its own mount namespace;
+//! temporary directories and cgroups are removed before returning.
 
 mod caps;
 mod child;
