@@ -28,17 +28,18 @@ BW_CMD=(bwrap --unshare-user --uid 0 --gid 0 --unshare-pid --unshare-net --unsha
         --unshare-ipc --unshare-cgroup --die-with-parent --new-session
         --ro-bind "$ROOT" / --proc /proc --dev /dev --tmpfs /tmp --tmpfs /run -- /bin/true)
 "${RB_CMD[@]}"; "${BW_CMD[@]}"   # warm up, and fail loudly if either cannot run
-# Interleave the two in rounds so that machine noise hits both alike.
+# Alternate the two run by run so that machine noise (other builds on a 2-core machine)
+# hits both alike; each one's background teardown then overlaps the other's next run.
 rb=(); bw=()
-for _ in $(seq 5); do
-  rb+=($(N=$((N / 5)) timeit "${RB_CMD[@]}"))
-  bw+=($(N=$((N / 5)) timeit "${BW_CMD[@]}"))
+for _ in $(seq "$N"); do
+  rb+=($(N=1 timeit "${RB_CMD[@]}"))
+  bw+=($(N=1 timeit "${BW_CMD[@]}"))
 done
 rbm=$(printf '%s\n' "${rb[@]}" | median)
 bwm=$(printf '%s\n' "${bw[@]}" | median)
 rss=$(/usr/bin/time -v "${RB_CMD[@]}" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}')
 bwrss=$(/usr/bin/time -v "${BW_CMD[@]}" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}')
-echo "runs: $N each (interleaved)"
+echo "runs: $N each (alternating)"
 echo "reprobox run median: ${rbm} us"
 echo "bwrap median:        ${bwm} us"
 awk -v a="$rbm" -v b="$bwm" 'BEGIN {printf "ratio reprobox/bwrap: %.2f (target <= 1.00)\n", a/b}'

@@ -1,6 +1,8 @@
 //! Command-line definitions (clap derive): one variant per subcommand, each subcommand's
 //! arguments defined next to its implementation in `src/cmd/`.
 
+use std::ffi::OsString;
+
 use clap::{Parser, Subcommand};
 
 use crate::cmd;
@@ -45,4 +47,205 @@ pub enum Command {
     Drift(cmd::drift::Args),
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
     World(cmd::world::Args),
+}
+
+/// Parse the process's arguments: `reprobox run …` in its plain forms by hand
+/// ([`cmd::run::parse_plain`]), everything else (and anything it does not take) with clap.
+pub fn parse() -> Cli {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|s| s == "run")
+        && let Some((verbose, a)) = cmd::run::parse_plain(&args[2..])
+    {
+        return Cli {
+            verbose,
+            command: Command::Run(a),
+        };
+    }
+    Cli::parse_from(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(args: &[&str]) -> (Option<String>, Result<String, String>) {
+        let os: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let fast = cmd::run::parse_plain(&os[2..]).map(|(verbose, a)| {
+            format!(
+                "{:?}",
+                Cli {
+                    verbose,
+                    command: Command::Run(a)
+                }
+            )
+        });
+        let clap = Cli::try_parse_from(&os)
+            .map(|c| format!("{c:?}"))
+            .map_err(|e| e.to_string());
+        (fast, clap)
+    }
+
+    #[test]
+    fn run_by_hand_is_what_clap_makes_of_it() {
+        let taken: &[&[&str]] = &[
+            &["reprobox", "run", "--rootfs", "/r", "--", "true"],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--read-only",
+                "--",
+                "/bin/true",
+                "-x",
+                "--",
+                "y",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "-v",
+                "--rootfs=/r",
+                "--verbose",
+                "--json",
+                "--",
+                "sh",
+                "-c",
+                "echo hi",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--bind",
+                "/a:/b",
+                "--bind=/c:/d:ro",
+                "--rootfs",
+                "/r.tar.zst",
+                "--workdir",
+                "/w",
+                "--env",
+                "A=1",
+                "--env=B=2=3",
+                "--network",
+                "none",
+                "--hostname=h",
+                "--source-date-epoch",
+                "1774915200",
+                "--timeout",
+                "2.5",
+                "--memory",
+                "1000000",
+                "--caps",
+                "none",
+                "--no-landlock",
+                "--backend",
+                "microvm",
+                "--kernel",
+                "/k",
+                "--initrd=/i",
+                "--vm-memory",
+                "512",
+                "--vm-cpus",
+                "+3",
+                "--",
+                "make",
+                "-j4",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--caps",
+                "sys_admin,chown",
+                "--backend=container",
+                "--",
+                "x",
+            ],
+        ];
+        for args in taken {
+            let (fast, clap) = both(args);
+            let fast = fast.unwrap_or_else(|| panic!("not taken by hand: {args:?}"));
+            assert_eq!(Ok(fast), clap, "{args:?}");
+        }
+        let left_to_clap: &[&[&str]] = &[
+            &["reprobox", "run", "--help"],
+            &["reprobox", "run", "-h"],
+            &["reprobox", "run", "--version"],
+            &["reprobox", "run", "--rootfs", "/r"],
+            &["reprobox", "run", "--rootfs", "/r", "--"],
+            &["reprobox", "run", "--", "true"],
+            &[
+                "reprobox", "run", "--rootfs", "/r", "--rootfs", "/s", "--", "true",
+            ],
+            &[
+                "reprobox", "run", "--rootfs", "/r", "--json", "--json", "--", "true",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--json=yes",
+                "--",
+                "true",
+            ],
+            &["reprobox", "run", "--rootfs", "/r", "--bogus", "--", "true"],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--hostname=",
+                "--",
+                "true",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--workdir",
+                "-w",
+                "--",
+                "true",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--timeout",
+                "soon",
+                "--",
+                "true",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--vm-cpus",
+                "-1",
+                "--",
+                "true",
+            ],
+            &[
+                "reprobox",
+                "run",
+                "--rootfs",
+                "/r",
+                "--backend",
+                "Container",
+                "--",
+                "true",
+            ],
+            &["reprobox", "run", "--rootfs", "/r", "-vv", "--", "true"],
+            &["reprobox", "run", "stray", "--rootfs", "/r", "--", "true"],
+            &["reprobox", "run", "--rootfs"],
+        ];
+        for args in left_to_clap {
+            assert_eq!(both(args).0, None, "{args:?}");
+        }
+    }
 }

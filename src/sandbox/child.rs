@@ -1,16 +1,20 @@
 //! Code that runs in the job's helper processes (crate-private; never called by users).
 //!
-//! Three processes, each with one job:
-//! - **A** (`stage_a`), forked by reprobox: joins the job's cgroups, unshares the user,
-//!   mount, net, uts, ipc, cgroup and pid namespaces, waits for reprobox to write its ID
-//!   map, becomes root of the namespace, unshares the time namespace with its offsets,
-//!   forks B and relays nothing but its end.
-//! - **B** (`stage_b`), pid 1 of the new pid and time namespaces: builds the mount table
-//!   and pivots into the root, sets the hostname, brings loopback up, hands the listening
-//!   sockets to reprobox, forks C, reaps everything, and reports C's wait status. When B
-//!   exits the kernel kills whatever the job left behind.
-//! - **C** (`stage_c`): the job itself: new session, working directory, limits,
-//!   NO_NEW_PRIVS, bounding set, Landlock, then execve.
+//! Two processes, each with one job:
+//! - **B** (`stage_b`), created by reprobox with clone(2) straight into new user and pid
+//!   namespaces, so it is pid 1 of the job: unshares the mount, net, uts, ipc and cgroup
+//!   namespaces (while reprobox writes its ID map), becomes root of the namespace,
+//!   unshares the time namespace (with its offsets) for its children, builds the mount
+//!   table and pivots into the root, sets the hostname, brings loopback up, hands the
+//!   listening sockets to reprobox, starts C, reaps everything, and reports C's wait
+//!   status. When B exits the kernel kills whatever the job left behind, and reprobox's
+//!   wait for B returns only once all of it is gone.
+//! - **C** (`stage_c`): the job itself, in the new time namespace: new session, working
+//!   directory, limits, NO_NEW_PRIVS, bounding set, Landlock, then execve.
+//!
+//! A raw clone runs no fork handlers, so it is only safe from a single-threaded process
+//! (`reprobox run`). A multi-threaded caller (the pipeline, with its servers) forks **A**
+//! first (`stage_a`, a plain glibc fork), which creates B the same way and waits for it.
 //!
 //! Every failure is sent to reprobox as one `error …` message naming the resource.
 
@@ -40,17 +44,6 @@ fn die_with_parent(expected_parent: i32) {
     }
 }
 
-fn fork() -> std::io::Result<i32> {
-    // SAFETY: the callers are single-threaded (forked helpers) or only use the child for
-    // stage code that needs no locks held by other threads (glibc's fork resets malloc).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(pid)
-    }
-}
-
 fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
     let c = sys::cstr(p)?;
     // SAFETY: valid C string.
@@ -62,31 +55,110 @@ fn open_path(p: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
+/// The namespaces B is created in: its user namespace (so reprobox can write the ID map
+/// at once) and its pid namespace (so B is pid 1). B unshares the others itself
+/// ([`unshare_flags`]) while reprobox writes the map: creating them, the network namespace
+/// above all, is the slowest part of the start.
+const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER | libc::CLONE_NEWPID;
+
+/// The namespaces B unshares first thing. The cgroup namespace waits, when the job has
+/// cgroups, until reprobox has moved B into them (its root is then the job's cgroup).
+fn unshare_flags(p: &Prepared) -> libc::c_int {
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if p.cgroups.dirs.is_empty() {
+        flags | libc::CLONE_NEWCGROUP
+    } else {
+        flags
+    }
+}
+
+/// Create B: a child in new user and pid namespaces (pid 1 of the new pid namespace),
+/// fork-like (it returns 0 in the child, on a copy of the caller's stack).
+///
+/// # Safety
+/// The raw clone runs no `pthread_atfork` handlers: the caller must be single-threaded
+/// (no lock another thread holds is copied into the child), and the child must only run
+/// stage code and leave with `_exit`.
+pub(crate) unsafe fn clone_b() -> std::io::Result<i32> {
+    // SAFETY: clone(2) without a new stack or CLONE_VM behaves like fork(2).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(pid as i32)
+    }
+}
+
+/// A, only when reprobox has other threads: a plain fork of reprobox (glibc makes malloc
+/// safe to use in it) that creates B, says B's pid, and waits for it.
 pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
     die_with_parent(parent);
-    // A terminal's Ctrl-C reaches reprobox's whole process group: A must outlive B so
-    // that reprobox's wait returns only once every process of the job is gone.
+    ignore_interrupts();
+    // SAFETY: A is single-threaded; B runs stage code only.
+    match unsafe { clone_b() } {
+        Err(e) => fail(sock, &format!("create the job's namespaces: {e}")),
+        Ok(0) => stage_b(p, sock),
+        Ok(b) => {
+            let _ = ctl::send_str(sock, &format!("pid {b}"));
+            // SAFETY: closing our copy so reprobox sees EOF once B and C are done.
+            unsafe { libc::close(sock) };
+            let mut st = 0;
+            // SAFETY: waiting for our only child.
+            unsafe {
+                while libc::waitpid(b, &mut st, 0) < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                }
+                libc::_exit(0)
+            }
+        }
+    }
+}
+
+/// A terminal's Ctrl-C reaches reprobox's whole process group: the job's helpers leave
+/// it to reprobox, which kills B (and so the whole job) and waits for it.
+fn ignore_interrupts() {
     // SAFETY: plain signal disposition changes in a single-threaded child.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
-    if let Err(e) = p.cgroups.join_self() {
-        fail(sock, &e);
+}
+
+struct SockRef(RawFd);
+impl AsRawFd for SockRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP
-        | libc::CLONE_NEWPID;
-    // SAFETY: plain syscall in a single-threaded child.
-    if unsafe { libc::unshare(flags) } != 0 {
+}
+fn sock_ref(fd: RawFd) -> SockRef {
+    SockRef(fd)
+}
+
+fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
+    // B's parent is outside its pid namespace and reads as pid 0, so an early death of
+    // the parent is seen on the control socket instead: `go` never comes.
+    die_with_parent(0);
+    ignore_interrupts();
+    // SAFETY: plain syscall in a single-threaded process.
+    if unsafe { libc::unshare(unshare_flags(p)) } != 0 {
         fail(
             sock,
             &format!(
-                "unshare user/mount/net/uts/ipc/cgroup/pid namespaces: {}",
+                "unshare mount/net/uts/ipc/cgroup namespaces: {}",
                 std::io::Error::last_os_error()
             ),
         );
@@ -109,12 +181,12 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
             })
         })
         .collect();
-    if ctl::send_str(sock, "unshared").is_err() {
-        // SAFETY: parent is gone.
-        unsafe { libc::_exit(121) }
-    }
-    let idmapped = match ctl::recv(&sock_ref(sock)) {
-        Ok(Some((m, mut fds))) if m == "go" => fds.pop(),
+    // reprobox writes the ID map, moves B into the job's cgroups and hands over the
+    // idmapped root, then says go (and whether setgroups is allowed: not with a
+    // single-id map).
+    let (idmapped, setgroups) = match ctl::recv(&sock_ref(sock)) {
+        Ok(Some((m, mut fds))) if m.starts_with("go") => (fds.pop(), m == "go setgroups"),
+        // SAFETY: reprobox is gone or gave up.
         _ => unsafe { libc::_exit(121) },
     };
     // SAFETY: plain id syscalls; the map was written by the parent.
@@ -125,7 +197,7 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
                 &format!("setresgid 0: {}", std::io::Error::last_os_error()),
             );
         }
-        if p.setgroups && libc::setgroups(0, std::ptr::null()) != 0 {
+        if setgroups && libc::setgroups(0, std::ptr::null()) != 0 {
             fail(
                 sock,
                 &format!("setgroups: {}", std::io::Error::last_os_error()),
@@ -140,71 +212,35 @@ pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
         // Changing ids made us non-dumpable, which makes /proc/self owned by host root
         // and timens_offsets unwritable; we are ordinary root of our namespace.
         libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
-    }
-    let time_note = timens::enter_for_children()
-        .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
-    let _ = ctl::send_str(sock, &format!("note time-namespace {time_note}"));
-    // B is in a new pid namespace: its parent is outside it and reads as pid 0.
-    let me = 0;
-    match fork() {
-        Err(e) => fail(sock, &format!("fork: {e}")),
-        Ok(0) => stage_b(p, sock, me, &root_fd, idmapped.as_ref(), &bind_fds),
-        Ok(b) => {
-            let _ = ctl::send_str(sock, &format!("pid {b}"));
-            // SAFETY: closing our copy so reprobox sees EOF once B and C are done.
-            unsafe { libc::close(sock) };
-            let mut st = 0;
-            // SAFETY: waiting for our only child.
-            unsafe {
-                while libc::waitpid(b, &mut st, 0) < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                }
-            }
-            // An unprivileged user cannot delete files the job made under its
-            // subordinate ids; A, root of the job's user namespace, empties the unpacked
-            // root here so reprobox can remove the (then empty) temporary directory.
-            if p.empty_root_after {
-                remove_contents(root_fd.as_raw_fd());
-            }
-            // SAFETY: leaving the helper.
-            unsafe { libc::_exit(0) }
+        if !p.cgroups.dirs.is_empty() && libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            fail(
+                sock,
+                &format!(
+                    "unshare cgroup namespace: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
         }
     }
-}
-
-struct SockRef(RawFd);
-impl AsRawFd for SockRef {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-fn sock_ref(fd: RawFd) -> SockRef {
-    SockRef(fd)
-}
-
-fn fd_path(fd: &impl AsRawFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
-fn stage_b(
-    p: &Prepared,
-    sock: RawFd,
-    parent: i32,
-    root_fd: &OwnedFd,
-    idmapped: Option<&OwnedFd>,
-    bind_fds: &[OwnedFd],
-) -> ! {
-    die_with_parent(parent);
+    // The time namespace applies to B's children: C and everything it starts.
+    let time_note = timens::enter_for_children()
+        .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
+    // What B enforced, sent with `ready`; C's list comes with the status.
+    let mut enf = vec![Enforcement {
+        feature: "time-namespace".into(),
+        enforced: true,
+        detail: time_note,
+    }];
+    let idmapped = idmapped.as_ref();
     let mut real = Real;
     use super::sys::Sys;
-    let staging = if Path::new("/mnt").is_dir() {
+    // The root is attached straight onto /mnt (or /tmp) of B's private copy of the host's
+    // mount table, hiding what was there, and pivoted into from there.
+    let root = Path::new(if Path::new("/mnt").is_dir() {
         "/mnt"
     } else {
         "/tmp"
-    };
-    let staging = Path::new(staging);
-    let root = staging.join("root");
+    });
     let step = |r: std::io::Result<()>, what: &str| {
         if let Err(e) = r {
             fail(sock, &format!("{what}: {e}"));
@@ -220,20 +256,9 @@ fn stage_b(
         ),
         "make / private",
     );
-    step(
-        real.mount(
-            Some(Path::new("tmpfs")),
-            staging,
-            Some("tmpfs"),
-            0,
-            Some("mode=700"),
-        ),
-        &format!("mount staging tmpfs on {}", staging.display()),
-    );
-    step(real.mkdir(&root, 0o755), "create staging root");
     match idmapped {
         Some(fd) => {
-            let c = sys::cstr(&root).unwrap();
+            let c = sys::cstr(root).unwrap();
             // SAFETY: move_mount of the detached, idmapped tree reprobox made.
             let r = unsafe {
                 libc::syscall(
@@ -249,8 +274,8 @@ fn stage_b(
         }
         None => step(
             real.mount(
-                Some(&fd_path(root_fd)),
-                &root,
+                Some(&fd_path(&root_fd)),
+                root,
                 None,
                 libc::MS_BIND | libc::MS_REC,
                 None,
@@ -259,17 +284,19 @@ fn stage_b(
         ),
     }
     let mut job = p.job.clone();
-    for (b, fd) in job.binds.iter_mut().zip(bind_fds) {
+    for (b, fd) in job.binds.iter_mut().zip(&bind_fds) {
         b.src = fd_path(fd);
     }
     let ops = mounts::plan(&job, p.host_fuse);
-    let notes = match mounts::apply(&mut real, &root, &ops) {
+    let notes = match mounts::apply(&mut real, root, &ops) {
         Ok(n) => n,
         Err(e) => fail(sock, &e),
     };
-    for n in notes {
-        let _ = ctl::send_str(sock, &format!("note mounts {n}"));
-    }
+    enf.extend(notes.into_iter().map(|detail| Enforcement {
+        feature: "mounts".into(),
+        enforced: false,
+        detail,
+    }));
     let h = &p.job.hostname;
     // SAFETY: valid buffer and length.
     if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } != 0 {
@@ -293,21 +320,35 @@ fn stage_b(
             Err(e) => fail(sock, &format!("listen on 127.0.0.1:{port} in the job: {e}")),
         }
     }
-    let _ = ctl::send_str(sock, "ready");
-    let me = 1;
-    let c = match fork() {
-        Err(e) => fail(sock, &format!("fork: {e}")),
-        Ok(0) => stage_c(p, sock, me),
-        Ok(c) => c,
-    };
+    let _ = ctl::send_str(
+        sock,
+        &format!("ready {}", serde_json::to_string(&enf).unwrap()),
+    );
+    let mut c_enf = Vec::new();
+    let c =
+        spawn_c(p, sock, &mut c_enf).unwrap_or_else(|e| fail(sock, &format!("start the job: {e}")));
     // Init: reap everything until the job itself ends.
     loop {
         let mut st = 0;
         // SAFETY: plain waitpid.
         let r = unsafe { libc::waitpid(-1, &mut st, 0) };
         if r == c {
-            let _ = ctl::send_str(sock, &format!("status {st}"));
-            // SAFETY: leaving; the kernel kills what is left in the namespace.
+            // Whatever the job left running goes before the status is reported: once
+            // reprobox has it, nothing of the job runs any more (B's own exit, which
+            // tears down the namespaces, may end after reprobox has returned).
+            kill_the_rest();
+            let _ = ctl::send_str(
+                sock,
+                &format!("status {st} {}", serde_json::to_string(&c_enf).unwrap()),
+            );
+            // An unprivileged user cannot delete files the job made under its subordinate
+            // ids; B, root of the job's user namespace, empties the unpacked root so that
+            // reprobox (which waits for B's exit when it has a temporary root to remove)
+            // can remove the then empty directory.
+            if p.empty_root_after {
+                remove_contents(root_fd.as_raw_fd());
+            }
+            // SAFETY: leaving; nothing of the job is left.
             unsafe { libc::_exit(0) }
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
@@ -316,7 +357,50 @@ fn stage_b(
     }
 }
 
-fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
+/// Start C like posix_spawn does: on a stack of its own, sharing B's memory until it execs
+/// or exits, while B sleeps (CLONE_VFORK). No copy of B's page tables, no copy-on-write
+/// faults, and C runs at once on B's CPU. B is single-threaded and blocked, so nothing
+/// else touches the shared memory meanwhile; a panic in C aborts C (it cannot unwind out
+/// of its entry function). C leaves what it enforced in `enf` (B's memory) for B to send.
+fn spawn_c(p: &Prepared, sock: RawFd, enf: &mut Vec<Enforcement>) -> std::io::Result<i32> {
+    type Arg<'a> = (&'a Prepared, RawFd, *mut Vec<Enforcement>);
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` points at the tuple below, alive until C has exec'd or exited,
+        // and B does not touch `enf` meanwhile.
+        let (p, sock, enf) = unsafe { *(arg as *const Arg) };
+        stage_c(p, sock, unsafe { &mut *enf })
+    }
+    const STACK: usize = 1 << 20;
+    let arg: Arg = (p, sock, enf);
+    // SAFETY: a fresh private mapping used only as C's stack, with a guard page at its
+    // low end; unmapped once clone returns, when C no longer runs on it.
+    unsafe {
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+        libc::mprotect(base, page, libc::PROT_NONE);
+        let pid = libc::clone(
+            entry,
+            base.cast::<u8>().add(STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &arg as *const Arg as *mut libc::c_void,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::munmap(base, STACK);
+        if pid < 0 { Err(err) } else { Ok(pid) }
+    }
+}
+
+fn stage_c(p: &Prepared, sock: RawFd, out: &mut Vec<Enforcement>) -> ! {
     // SAFETY: plain syscalls in the job's own process. Dispositions reprobox (and the Rust
     // runtime: SIGPIPE) set must not leak into the job: ignored signals survive execve.
     unsafe {
@@ -376,11 +460,8 @@ fn stage_c(p: &Prepared, sock: RawFd, _parent: i32) -> ! {
             detail: "disabled (--no-landlock)".into(),
         }),
     }
-    for e in &enf {
-        let _ = ctl::send_str(sock, &format!("enf {}", serde_json::to_string(e).unwrap()));
-    }
+    *out = enf;
     let prog = resolve(&p.job.argv[0], &p.path_dirs);
-    let _ = ctl::send_str(sock, "exec");
     let argv: Vec<*const libc::c_char> = p
         .argv
         .iter()
@@ -421,6 +502,19 @@ fn resolve(prog: &str, dirs: &[String]) -> CString {
         }
     }
     CString::new(prog).unwrap()
+}
+
+/// Kill and reap every other process of the job (B is init of its pid namespace:
+/// kill(-1) reaches all of them).
+fn kill_the_rest() {
+    // SAFETY: plain kill and waitpid in B.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+        let mut st = 0;
+        while libc::waitpid(-1, &mut st, 0) > 0
+            || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+    }
 }
 
 /// Remove everything beneath the directory `dir` (an O_PATH or directory fd), without

@@ -71,10 +71,11 @@ pub(crate) fn send_str(sock: RawFd, msg: &str) -> io::Result<()> {
 
 /// One message, or `None` at EOF.
 pub(crate) fn recv(sock: &impl AsRawFd) -> io::Result<Option<(String, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Not zeroed: the kernel writes the message, and only its length is read back.
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
+        iov_len: buf.capacity(),
     };
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS * 4) as u32) } as usize;
     let mut cbuf = vec![0u8; space];
@@ -112,6 +113,7 @@ pub(crate) fn recv(sock: &impl AsRawFd) -> io::Result<Option<(String, Vec<OwnedF
     if n == 0 && fds.is_empty() {
         return Ok(None);
     }
-    buf.truncate(n);
+    // SAFETY: recvmsg wrote the first n bytes (n <= capacity).
+    unsafe { buf.set_len(n) };
     Ok(Some((String::from_utf8_lossy(&buf).into_owned(), fds)))
 }

@@ -63,9 +63,10 @@ pub(crate) fn create(limits: &Limits, name: &str) -> Cgroups {
 }
 
 impl Cgroups {
-    /// Move the calling process into every job cgroup (runs in the first child).
-    pub(crate) fn join_self(&self) -> Result<(), String> {
-        let pid = std::process::id().to_string();
+    /// Move process `pid` (the job's init, before it starts the job) into every job
+    /// cgroup.
+    pub(crate) fn join(&self, pid: i32) -> Result<(), String> {
+        let pid = pid.to_string();
         for d in &self.dirs {
             std::fs::write(d.join("cgroup.procs"), &pid)
                 .map_err(|e| format!("join cgroup {}: {e}", d.display()))?;

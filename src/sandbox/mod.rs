@@ -5,10 +5,11 @@
 //! `spawn` starts a job and returns once its root is built and its listening sockets (if
 //! any) are in the host's hands, before the job's command is exec'd; `Running::wait`
 //! streams nothing itself (the job writes straight to reprobox's stdout/stderr) and
-//! returns the outcome with the list of what was enforced. Timeout, SIGINT and SIGTERM
-//! kill the job's pid namespace init, which takes every process of the job with it; the
-//! job's mounts live only in its own mount namespace; temporary directories and cgroups
-//! are removed before returning.
+//! returns the outcome with the list of what was enforced, once every process of the job
+//! is gone (the job's init kills and reaps what the command left before it reports).
+//! Timeout, SIGINT and SIGTERM kill the job's pid namespace init, which takes every
+//! process of the job with it; the job's mounts live only in its own mount namespace;
+//! temporary directories and cgroups are removed before returning.
 
 mod caps;
 mod child;
@@ -35,7 +36,6 @@ use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
 pub(crate) struct Prepared {
     pub job: Job,
     pub rootfs: PathBuf,
-    pub setgroups: bool,
     pub cgroups: limits::Cgroups,
     pub host_fuse: bool,
     pub keep_caps: ::caps::CapsHashSet,
@@ -53,7 +53,9 @@ pub struct Running {
     /// For each port of `Job::listen`: a socket listening on the job's 127.0.0.1:port,
     /// created inside its network namespace. Serve on it from the host.
     pub listeners: Vec<(u16, TcpListener)>,
-    pid_a: i32,
+    /// Our child: B itself, or A when B was created through it.
+    child: i32,
+    /// The job's init (pid 1 of its namespace), once known.
     pid_b: Option<i32>,
     sock: OwnedFd,
     started: Instant,
@@ -72,6 +74,10 @@ struct Cleanup {
 }
 
 impl Cleanup {
+    fn is_empty(&self) -> bool {
+        self.temp_root.is_none() && self.cgroups.dirs.is_empty()
+    }
+
     fn run(&mut self) {
         self.cgroups.remove();
         if let Some(t) = self.temp_root.take() {
@@ -127,6 +133,7 @@ fn cstring(s: &str, what: &str) -> Result<CString> {
 
 /// Start `job`; returns once it is about to exec its command.
 pub fn spawn(job: &Job) -> Result<Running> {
+    reap_finished(&mut UNREAPED.lock().unwrap_or_else(|e| e.into_inner()));
     validate(job)?;
     let guard = crate::interrupt::Guard::new();
     let started = Instant::now();
@@ -223,8 +230,6 @@ pub fn spawn(job: &Job) -> Result<Running> {
         }
     });
 
-    let plan = idmap::decide(job.id_map.as_ref());
-    enforcement.push(idmap::describe(&plan));
     cleanup.cgroups = limits::create(
         &job.limits,
         &format!(
@@ -255,7 +260,6 @@ pub fn spawn(job: &Job) -> Result<Running> {
     let prepared = Prepared {
         job: job.clone(),
         rootfs,
-        setgroups: idmap::setgroups_allowed(&plan),
         cgroups: std::mem::take(&mut cleanup.cgroups),
         host_fuse: std::path::Path::new("/dev/fuse").exists(),
         keep_caps,
@@ -266,19 +270,33 @@ pub fn spawn(job: &Job) -> Result<Running> {
         empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
     };
     let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
+    // B (the job's init) is our own child when we are single-threaded; otherwise a forked
+    // helper A creates it (see `child`).
+    let direct = single_threaded();
     let me = std::process::id() as i32;
-    // SAFETY: the child only runs stage code and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        cleanup.cgroups = prepared.cgroups;
-        cleanup.run();
-        return Err(Error::Sandbox(format!(
-            "fork: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    let pid = if direct {
+        // SAFETY: single-threaded; the child only runs stage code and leaves with _exit.
+        unsafe { child::clone_b() }
+    } else {
+        // SAFETY: the child only runs stage code and leaves with _exit.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            pid => Ok(pid),
+        }
+    };
+    let pid = match pid {
+        Ok(pid) => pid,
+        Err(e) => {
+            cleanup.cgroups = prepared.cgroups;
+            cleanup.run();
+            return Err(Error::Sandbox(format!("create the job's namespaces: {e}")));
+        }
+    };
     if pid == 0 {
         drop(sock_p);
+        if direct {
+            child::stage_b(&prepared, sock_c.as_raw_fd());
+        }
         child::stage_a(&prepared, sock_c.as_raw_fd(), me);
     }
     drop(sock_c);
@@ -286,8 +304,8 @@ pub fn spawn(job: &Job) -> Result<Running> {
     let deadline = job.limits.timeout.map(|t| Instant::now() + t);
     let mut r = Running {
         listeners: Vec::new(),
-        pid_a: pid,
-        pid_b: None,
+        child: pid,
+        pid_b: direct.then_some(pid),
         sock: sock_p,
         started,
         deadline,
@@ -298,12 +316,21 @@ pub fn spawn(job: &Job) -> Result<Running> {
         guard,
         done: false,
     };
-    // Handshake: wait for the unshare, write the map, hand over the idmapped root.
-    match r.next_message(true)? {
-        Some((m, _)) if m == "unshared" => {}
-        _ => return Err(r.abort()),
+    while r.pid_b.is_none() {
+        if r.next_message(true)?.is_none() {
+            return Err(r.abort());
+        }
     }
-    if let Err(e) = idmap::apply(&plan, pid) {
+    let pid_b = r.pid_b.unwrap_or_default();
+    // Decided while B starts (it reads /etc/passwd and /etc/subuid), not before.
+    let plan = idmap::decide(job.id_map.as_ref());
+    r.enforcement.insert(0, idmap::describe(&plan));
+    // Handshake: B waits for its cgroups, its map and the idmapped root.
+    if let Err(e) = r.cleanup.cgroups.join(pid_b) {
+        r.error = Some(e);
+        return Err(r.abort());
+    }
+    if let Err(e) = idmap::apply(&plan, pid_b) {
         r.error = Some(format!("id map: {e}"));
         return Err(r.abort());
     }
@@ -315,7 +342,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
         });
         None
     } else if matches!(plan, idmap::Plan::Root { .. }) {
-        match idmapped_root(&prepared.rootfs, pid) {
+        match idmapped_root(&prepared.rootfs, pid_b) {
             Ok(fd) => {
                 r.enforcement.push(Enforcement {
                     feature: "rootfs-idmapped".into(),
@@ -337,17 +364,29 @@ pub fn spawn(job: &Job) -> Result<Running> {
         None
     };
     let fds: Vec<i32> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
-    if ctl::send(r.sock.as_raw_fd(), b"go", &fds).is_err() {
+    let go: &[u8] = if idmap::setgroups_allowed(&plan) {
+        b"go setgroups"
+    } else {
+        b"go"
+    };
+    if ctl::send(r.sock.as_raw_fd(), go, &fds).is_err() {
         return Err(r.abort());
     }
     drop(idmapped);
     loop {
         match r.next_message(true)? {
-            Some((m, _)) if m == "ready" => return Ok(r),
+            Some((m, _)) if m.starts_with("ready") => return Ok(r),
             Some(_) => {}
             None => return Err(r.abort()),
         }
     }
+}
+
+/// Whether the calling process has a single thread (`/proc/self/task` links 2 + one per
+/// thread); when unsure, no.
+fn single_threaded() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/task").is_ok_and(|m| m.nlink() == 3)
 }
 
 /// A detached copy of the root filesystem's mount, idmapped with the job's user
@@ -395,6 +434,22 @@ pub(crate) fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result
     }
 }
 
+/// Helpers (B, or A) whose job is over but whose own exit was not waited for.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reap those of `pids` that have exited; keep the others.
+fn reap_finished(pids: &mut Vec<i32>) {
+    pids.retain(|&pid| {
+        let mut st = 0;
+        // SAFETY: non-blocking wait for our own child.
+        unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) == 0 }
+    });
+}
+
+fn enforcement_list(json: &str) -> Vec<Enforcement> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
 impl Running {
     /// Read one control message, honouring signals and the deadline. `setup` turns a
     /// signal into an immediate abort.
@@ -437,20 +492,14 @@ impl Running {
                         self.listeners.push((port, TcpListener::from(fd)));
                     }
                 }
-                "enf" => {
-                    if let Ok(e) = serde_json::from_str::<Enforcement>(rest) {
-                        self.enforcement.push(e);
-                    }
+                // `ready` carries what B enforced, `status` C's wait status and what C
+                // enforced.
+                "ready" => self.enforcement.extend(enforcement_list(rest)),
+                "status" => {
+                    let (st, list) = rest.split_once(' ').unwrap_or((rest, ""));
+                    self.status = st.parse().ok();
+                    self.enforcement.extend(enforcement_list(list));
                 }
-                "note" => {
-                    let (feature, detail) = rest.split_once(' ').unwrap_or((rest, ""));
-                    self.enforcement.push(Enforcement {
-                        feature: feature.into(),
-                        enforced: feature == "time-namespace",
-                        detail: detail.into(),
-                    });
-                }
-                "status" => self.status = rest.parse().ok(),
                 _ => {}
             }
             return Ok(Some((m, fds)));
@@ -458,19 +507,17 @@ impl Running {
     }
 
     fn kill(&mut self) {
+        // Killing B (the pid namespace's init) takes the whole job with it. Before B is
+        // known, A is killed and B (if just created) follows through its parent-death
+        // signal.
         // SAFETY: signalling our own children.
-        // Killing B (the pid namespace's init) takes the whole job with it, and A only
-        // ends once B — and so every process of the job — is gone. Before B exists, A
-        // is killed and B (if just forked) follows through its parent-death signal.
         unsafe {
-            match self.pid_b {
-                Some(b) => libc::kill(b, libc::SIGKILL),
-                None => libc::kill(self.pid_a, libc::SIGKILL),
-            };
+            libc::kill(self.pid_b.unwrap_or(self.child), libc::SIGKILL);
         }
     }
 
-    /// Reap A (B and C die with it), then remove temp dirs and cgroups.
+    /// Reap our child (B, or A which waits for B): it ends only once every process of
+    /// the job is gone. Then remove temp dirs and cgroups.
     fn finish(&mut self) -> Option<i32> {
         if self.done {
             return None;
@@ -479,13 +526,24 @@ impl Running {
         let mut st = 0;
         // SAFETY: waiting for our own child.
         unsafe {
-            while libc::waitpid(self.pid_a, &mut st, 0) < 0
+            while libc::waitpid(self.child, &mut st, 0) < 0
                 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
             {
             }
         }
         self.cleanup.run();
         Some(st)
+    }
+
+    /// The job ended by itself and B reported its status, which it does only once every
+    /// other process of the job is gone: with nothing to remove, B's own exit (tearing
+    /// down the namespaces) is not waited for. It is reaped now if it is over, else on a
+    /// later spawn (or by init once we exit).
+    fn finish_without_waiting(&mut self) {
+        self.done = true;
+        let mut later = UNREAPED.lock().unwrap_or_else(|e| e.into_inner());
+        later.push(self.child);
+        reap_finished(&mut later);
     }
 
     /// Kill what started, clean up, and turn the recorded failure into an error.
@@ -504,16 +562,24 @@ impl Running {
         let mut timed_out = false;
         loop {
             match self.next_message(false)? {
-                None => break,
+                None => {
+                    self.finish();
+                    break;
+                }
                 Some((m, _)) if m == "timeout" => {
                     timed_out = true;
                     self.kill();
                     self.deadline = None;
                 }
+                Some((m, _))
+                    if m.starts_with("status") && !timed_out && self.cleanup.is_empty() =>
+                {
+                    self.finish_without_waiting();
+                    break;
+                }
                 Some(_) => {}
             }
         }
-        self.finish();
         if let Some(e) = self.error.take() {
             return Err(Error::Sandbox(e));
         }

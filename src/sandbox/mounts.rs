@@ -1,10 +1,12 @@
 //! The job's mount table, as a plan of plain operations applied through [`Sys`].
 //!
-//! Order matters and is fixed here: make every mount private (nothing propagates back to
-//! the host), bind the root on itself (pivot_root needs a mount point), fresh /proc (not
-//! masked: nested podman mounts its own), a minimal /dev, tmpfs on /tmp and /run, the
-//! declared binds, an optional read-only root, then pivot_root and detach the old root.
+//! Order matters and is fixed here. The caller has already made every mount private
+//! (nothing propagates back to the host) and attached the root as a mount point of its own
+//! (pivot_root needs one); then: fresh /proc (not masked: nested podman mounts its own), a
+//! minimal /dev, tmpfs on /tmp and /run, the declared binds, an optional read-only root,
+//! then pivot_root and detach the old root.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use super::sys::{Kind, Sys};
@@ -19,10 +21,6 @@ pub(crate) const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urand
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MountOp {
-    /// `mount --make-rprivate /`.
-    MakeRprivate,
-    /// Bind the root directory on itself so that it is a mount point.
-    BindSelf,
     /// A fresh filesystem at `dst` (relative to the root).
     Fs {
         fstype: &'static str,
@@ -58,8 +56,6 @@ pub(crate) fn plan(job: &Job, host_fuse: bool) -> Vec<MountOp> {
         optional: false,
     };
     let mut ops = vec![
-        MakeRprivate,
-        BindSelf,
         fs("proc", "proc", NOSUID | NODEV | NOEXEC, None),
         fs("tmpfs", "dev", NOSUID, Some("mode=755,size=64k")),
     ];
@@ -132,21 +128,10 @@ pub(crate) fn apply(
     ops: &[MountOp],
 ) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
+    let mut seen = Seen::default();
     let err = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     for op in ops {
         match op {
-            MountOp::MakeRprivate => sys
-                .mount(
-                    None,
-                    Path::new("/"),
-                    None,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    None,
-                )
-                .map_err(|e| err("make private", Path::new("/"), e))?,
-            MountOp::BindSelf => sys
-                .mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)
-                .map_err(|e| err("bind root", root, e))?,
             MountOp::Fs {
                 fstype,
                 dst,
@@ -154,7 +139,7 @@ pub(crate) fn apply(
                 data,
                 optional,
             } => {
-                let target = ensure(sys, root, dst, true)?;
+                let target = ensure(sys, &mut seen, root, dst, true)?;
                 match sys.mount(
                     Some(Path::new(fstype)),
                     &target,
@@ -162,7 +147,7 @@ pub(crate) fn apply(
                     *flags,
                     data.as_deref(),
                 ) {
-                    Ok(()) => {}
+                    Ok(()) => seen.mounted(&target, *fstype == "tmpfs"),
                     Err(e) if *optional => {
                         notes.push(format!("{fstype} on /{}: {e}", dst.display()))
                     }
@@ -175,9 +160,10 @@ pub(crate) fn apply(
                 read_only,
                 dir,
             } => {
-                let target = ensure(sys, root, dst, *dir)?;
+                let target = ensure(sys, &mut seen, root, dst, *dir)?;
                 sys.mount(Some(src), &target, None, libc::MS_BIND | libc::MS_REC, None)
                     .map_err(|e| err(&format!("bind {} on", src.display()), &target, e))?;
+                seen.mounted(&target, false);
                 if *read_only {
                     remount_ro(sys, &target)?;
                 }
@@ -185,6 +171,7 @@ pub(crate) fn apply(
             MountOp::Symlink { target, link } => {
                 let l = root.join(link);
                 sys.symlink(target, &l).map_err(|e| err("symlink", &l, e))?;
+                seen.kinds.insert(l, Kind::Symlink);
             }
             MountOp::RemountRootReadOnly => remount_ro(sys, root)?,
             MountOp::PivotRoot => sys
@@ -210,19 +197,57 @@ fn remount_ro(sys: &mut impl Sys, target: &Path) -> Result<(), String> {
     .map_err(|e| format!("remount read-only {}: {e}", target.display()))
 }
 
+/// What applying the plan has learnt about paths under the root, so that each is looked
+/// at once: their kinds, and the empty filesystems (tmpfs) it mounted, whose only entries
+/// are those it made. Nothing else writes under the root meanwhile: the job has not
+/// started.
+#[derive(Default)]
+struct Seen {
+    kinds: HashMap<PathBuf, Kind>,
+    empty: HashSet<PathBuf>,
+}
+
+impl Seen {
+    fn kind(&self, sys: &mut impl Sys, p: &Path) -> std::io::Result<Option<Kind>> {
+        if let Some(k) = self.kinds.get(p) {
+            return Ok(Some(*k));
+        }
+        if p.parent().is_some_and(|d| self.empty.contains(d)) {
+            return Ok(None);
+        }
+        sys.lstat_kind(p)
+    }
+
+    /// Something was mounted on `p`: what was known beneath it is gone.
+    fn mounted(&mut self, p: &Path, empty_fs: bool) {
+        self.kinds.retain(|k, _| k == p || !k.starts_with(p));
+        self.empty.retain(|k| !k.starts_with(p));
+        if empty_fs {
+            self.kinds.insert(p.to_path_buf(), Kind::Dir);
+            self.empty.insert(p.to_path_buf());
+        }
+    }
+}
+
 /// Create the mount point `rel` under `root` (a directory or an empty file), refusing to
 /// go through a symlink: the root filesystem is untrusted and a planted link would put a
 /// host path under the job's control.
-fn ensure(sys: &mut impl Sys, root: &Path, rel: &Path, dir: bool) -> Result<PathBuf, String> {
+fn ensure(
+    sys: &mut impl Sys,
+    seen: &mut Seen,
+    root: &Path,
+    rel: &Path,
+    dir: bool,
+) -> Result<PathBuf, String> {
     let mut cur = root.to_path_buf();
     let comps: Vec<_> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
         cur.push(c);
         let last = i + 1 == comps.len();
-        match sys
-            .lstat_kind(&cur)
-            .map_err(|e| format!("stat {}: {e}", cur.display()))?
-        {
+        let kind = seen
+            .kind(sys, &cur)
+            .map_err(|e| format!("stat {}: {e}", cur.display()))?;
+        match kind {
             Some(Kind::Symlink) => {
                 return Err(format!(
                     "mount point /{} goes through a symlink in the root filesystem ({})",
@@ -246,6 +271,12 @@ fn ensure(sys: &mut impl Sys, root: &Path, rel: &Path, dir: bool) -> Result<Path
                 .mkdir(&cur, 0o755)
                 .map_err(|e| format!("create {}: {e}", cur.display()))?,
         }
+        let k = match kind {
+            Some(k) => k,
+            None if last && !dir => Kind::File,
+            None => Kind::Dir,
+        };
+        seen.kinds.insert(cur.clone(), k);
     }
     Ok(cur)
 }
@@ -268,16 +299,14 @@ mod tests {
     }
 
     #[test]
-    fn order_is_private_first_pivot_last_ro_before_pivot() {
+    fn order_is_proc_first_pivot_last_ro_before_pivot() {
         let ops = plan(&job(), false);
-        assert_eq!(ops[0], MountOp::MakeRprivate);
-        assert_eq!(ops[1], MountOp::BindSelf);
         assert_eq!(*ops.last().unwrap(), MountOp::PivotRoot);
         assert_eq!(ops[ops.len() - 2], MountOp::RemountRootReadOnly);
         let proc_at = ops
             .iter()
             .position(|o| matches!(o, MountOp::Fs { fstype: "proc", .. }));
-        assert_eq!(proc_at, Some(2));
+        assert_eq!(proc_at, Some(0));
         assert!(
             !ops.iter()
                 .any(|o| matches!(o, MountOp::Bind { src, .. } if src.ends_with("fuse")))
@@ -306,6 +335,24 @@ mod tests {
         );
         assert!(r.calls.contains(&"touch /r/out/x".to_string()));
         assert_eq!(r.calls.last().unwrap(), "pivot_root /r");
+    }
+
+    #[test]
+    fn each_path_is_looked_at_once_and_fresh_tmpfs_contents_not_at_all() {
+        let mut r = Recorder::default();
+        r.existing.insert("/r".into(), Kind::Dir);
+        apply(&mut r, Path::new("/r"), &plan(&job(), true)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for p in &r.looked {
+            assert!(seen.insert(p), "{} looked at twice", p.display());
+            assert!(
+                p == Path::new("/r/dev") || !p.starts_with("/r/dev"),
+                "{} is in the fresh /dev",
+                p.display()
+            );
+        }
+        assert!(r.calls.contains(&"touch /r/dev/null".to_string()));
+        assert!(r.calls.contains(&"mkdir /r/dev/pts".to_string()));
     }
 
     #[test]

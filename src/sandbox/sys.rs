@@ -167,6 +167,8 @@ impl Sys for Real {
 pub(crate) struct Recorder {
     pub calls: Vec<String>,
     pub existing: std::collections::HashMap<std::path::PathBuf, Kind>,
+    /// Every path `lstat_kind` was asked about, in order.
+    pub looked: Vec<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -212,6 +214,7 @@ impl Sys for Recorder {
         Ok(())
     }
     fn lstat_kind(&mut self, path: &Path) -> io::Result<Option<Kind>> {
+        self.looked.push(path.to_path_buf());
         Ok(self.existing.get(path).copied())
     }
 }
