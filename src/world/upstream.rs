@@ -86,7 +86,11 @@ pub fn fingerprint(verify_image: &str) -> String {
         h.update(format!("{name}\0{mode}\0{}\0", text.len()));
         h.update(text.as_bytes());
     }
-    h.update(TEMPLATE.replace("TEMPLATE_VERIFY_IMAGE", verify_image).as_bytes());
+    h.update(
+        TEMPLATE
+            .replace("TEMPLATE_VERIFY_IMAGE", verify_image)
+            .as_bytes(),
+    );
     hex::encode(h.finalize())
 }
 
