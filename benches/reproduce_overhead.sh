@@ -52,6 +52,9 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 : > "$tmp/rb.times"; : > "$tmp/direct.times"
 for i in $(seq "$runs"); do
+  # Both sides start with nothing left to write back (the baseline's copy of the prepared
+  # environment is hundreds of MB of dirty pages otherwise, flushed during the next run).
+  sync
   t0=$(now)
   "$rb" reproduce test-world "$version" --store "$tmp/store" --out "$tmp/out$i" --offline > "$tmp/rb$i.log" 2>&1 || { echo "reprobox run $i failed:"; tail -20 "$tmp/rb$i.log"; exit 1; }
   t1=$(now); echo "$t1 - $t0" | bc >> "$tmp/rb.times"
@@ -61,6 +64,7 @@ for i in $(seq "$runs"); do
   rev=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["git"]["source_revision"])' "$world/world.json")
   git -C "$ws" checkout -q --detach "$rev"
   prepare_baseline
+  sync
   t0=$(now)
   bwrap --bind "$root" / --bind "$ws" /build --proc /proc --dev /dev --ro-bind /sys /sys \
         --tmpfs /tmp --tmpfs /run --tmpfs /dev/shm --unshare-pid --unshare-ipc --unshare-uts --chdir /build \

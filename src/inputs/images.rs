@@ -142,6 +142,7 @@ pub fn pin(
 /// A read-only registry over pinned images, serving from the store.
 pub struct ImageServer {
     stop: Arc<AtomicBool>,
+    waker: Arc<crate::inputs::wake::Waker>,
     lock: Arc<Mutex<InputsLock>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -175,8 +176,12 @@ impl ImageServer {
             .map_err(|e| Error::Sandbox(format!("registry listener: {e}")))?;
         let addr = shown.unwrap_or(addr);
         listener
-            .set_nonblocking(true)
+            .set_nonblocking(false)
             .map_err(|e| Error::Sandbox(format!("registry listener {addr}: {e}")))?;
+        let waker = Arc::new(
+            crate::inputs::wake::Waker::new()
+                .map_err(|e| Error::Sandbox(format!("registry listener {addr}: eventfd: {e}")))?,
+        );
         let mut items = BTreeMap::new();
         for i in images {
             items.insert(i.reference.digest.clone(), Some(i.media_type.clone()));
@@ -187,9 +192,10 @@ impl ImageServer {
         let served = Arc::new(Served { store, items });
         let stop = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(InputsLock::default()));
-        let (s2, l2) = (stop.clone(), lock.clone());
+        let (s2, l2, w2) = (stop.clone(), lock.clone(), waker.clone());
         let thread = std::thread::spawn(move || {
-            while !s2.load(Ordering::Relaxed) {
+            use std::os::fd::AsRawFd;
+            while !s2.load(Ordering::Relaxed) && w2.wait(listener.as_raw_fd()) {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let (sv, lk) = (served.clone(), l2.clone());
@@ -197,15 +203,13 @@ impl ImageServer {
                             let _ = handle(conn, &sv, &lk, addr);
                         });
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
         Ok(ImageServer {
             stop,
+            waker,
             lock,
             thread: Some(thread),
         })
@@ -214,6 +218,7 @@ impl ImageServer {
     /// Stop serving; the requests it answered.
     pub fn stop(mut self) -> InputsLock {
         self.stop.store(true, Ordering::Relaxed);
+        self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -47,6 +47,7 @@ struct State {
     fetcher: Fetcher,
     upstream: String,
     stop: AtomicBool,
+    waker: crate::inputs::wake::Waker,
     active: AtomicUsize,
     lock: Mutex<InputsLock>,
     /// URL → blob for immutable paths already resolved (the hot path skips the index).
@@ -73,6 +74,8 @@ impl Mirror {
             fetcher,
             upstream,
             stop: AtomicBool::new(false),
+            waker: crate::inputs::wake::Waker::new()
+                .map_err(|e| Error::io("create an eventfd for", "the mirror", e))?,
             active: AtomicUsize::new(0),
             lock: Mutex::new(InputsLock::default()),
             cache: Mutex::new(HashMap::new()),
@@ -105,6 +108,7 @@ impl MirrorHandle {
     /// record of every request.
     pub fn stop(self) -> InputsLock {
         self.state.stop.store(true, Ordering::SeqCst);
+        self.state.waker.wake();
         let _ = self.accept.join();
         for _ in 0..100 {
             if self.state.active.load(Ordering::SeqCst) == 0 {
@@ -119,15 +123,8 @@ impl MirrorHandle {
 fn accept_loop(listener: TcpListener, st: Arc<State>) {
     let fd = listener.as_raw_fd();
     while !st.stop.load(Ordering::SeqCst) {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
-        if r <= 0 {
-            continue;
+        if !st.waker.wait(fd) {
+            break;
         }
         match listener.accept() {
             Ok((stream, _)) => {

@@ -8,3 +8,4 @@ pub mod lock;
 pub mod mirror;
 pub mod store;
 pub mod unpack;
+pub mod wake;

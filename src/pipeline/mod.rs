@@ -630,6 +630,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         images: Vec::new(),
         timeout: o.timeout,
         root_premapped: false,
+        scratch: Vec::new(),
     };
     let mut records: Vec<StepRecord> = Vec::new();
     let mut env_lock: Option<EnvLock> = None;
@@ -752,6 +753,32 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         (None, None) => unreachable!("every branch above gives a root"),
     };
     ctx.root_premapped = overlay.is_some();
+    if overlay.is_some() {
+        // The nested podman's storage and temporary files (the build's heaviest writes)
+        // go to plain directories of the run rather than through the overlay: both start
+        // empty in a prepared environment, and nothing of them outlives the run.
+        for (dir, dst, mode) in [
+            ("containers", "/var/lib/containers", 0o700),
+            ("var-tmp", "/var/tmp", 0o1777),
+        ] {
+            // Only over an empty directory: never hide what the environment holds.
+            let inside = root.join(dst.trim_start_matches('/'));
+            if std::fs::read_dir(&inside).is_ok_and(|mut d| d.next().is_some()) {
+                continue;
+            }
+            let src = work.path().join(dir);
+            std::fs::create_dir_all(&src).ctx("create", &src)?;
+            env::give_to_job(&src)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode))
+                .ctx("chmod", &src)?;
+            ctx.scratch.push(crate::job::Bind {
+                src,
+                dst: PathBuf::from(dst),
+                read_only: false,
+            });
+        }
+    }
     ctx.root = root.clone();
 
     if failed_step.is_none() {

@@ -65,6 +65,8 @@ pub struct StepContext<'a> {
     pub timeout: Option<std::time::Duration>,
     /// The root is an overlay whose files already belong to the job's host ids.
     pub root_premapped: bool,
+    /// Extra writable binds every job gets (scratch directories of the run).
+    pub scratch: Vec<Bind>,
 }
 
 /// Build the job for one command of a step.
@@ -80,6 +82,7 @@ pub fn job_for(
         dst: PathBuf::from(WORKSPACE),
         read_only: false,
     });
+    job.binds.extend(ctx.scratch.iter().cloned());
     job.workdir = PathBuf::from(&step.workdir);
     job.listen = std::iter::once(MIRROR_PORT)
         .chain(extra_ports.iter().copied())
