@@ -51,33 +51,41 @@ now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 : > "$tmp/rb.times"; : > "$tmp/direct.times"
-for i in $(seq "$runs"); do
-  # Both sides start with nothing left to write back (the baseline's copy of the prepared
-  # environment is hundreds of MB of dirty pages otherwise, flushed during the next run).
+run_reprobox() { # $1: run number
   sync
+  local t0 t1
   t0=$(now)
-  "$rb" reproduce test-world "$version" --store "$tmp/store" --out "$tmp/out$i" --offline > "$tmp/rb$i.log" 2>&1 || { echo "reprobox run $i failed:"; tail -20 "$tmp/rb$i.log"; exit 1; }
+  "$rb" reproduce test-world "$version" --store "$tmp/store" --out "$tmp/out$1" --offline > "$tmp/rb$1.log" 2>&1 || { echo "reprobox run $1 failed:"; tail -20 "$tmp/rb$1.log"; exit 1; }
   t1=$(now); echo "$t1 - $t0" | bc >> "$tmp/rb.times"
-
-  ws=$tmp/ws$i
+}
+run_direct() { # $1: run number
+  local ws=$tmp/ws$1 t0 t1 rev want got
   git clone -q "$world/upstream.git" "$ws"
   rev=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["git"]["source_revision"])' "$world/world.json")
   git -C "$ws" checkout -q --detach "$rev"
   prepare_baseline
+  # Both sides start with nothing left to write back (the baseline's copy of the prepared
+  # environment is hundreds of MB of dirty pages otherwise, flushed during the next run).
   sync
   t0=$(now)
   bwrap --bind "$root" / --bind "$ws" /build --proc /proc --dev /dev --ro-bind /sys /sys \
         --tmpfs /tmp --tmpfs /run --tmpfs /dev/shm --unshare-pid --unshare-ipc --unshare-uts --chdir /build \
         --setenv SOURCE_DATE_EPOCH "$sde" --setenv TZ UTC --setenv LANG C.UTF-8 --setenv PATH /usr/sbin:/usr/bin:/sbin:/bin \
         -- sh -c "LD_PRELOAD=$faketime_lib FAKETIME='$when' make ARCHIVE_SNAPSHOT=$snapshot SOURCE_DATE_EPOCH=$sde BUILD_VERSION=$version /build/output/Dockerfile.repro && \
-                  podman --storage-driver vfs --cgroup-manager cgroupfs --events-backend file build --no-cache --timestamp $sde --isolation chroot -f output/Dockerfile.repro -t bench:$i output/" \
-        > "$tmp/direct$i.log" 2>&1 || { echo "direct run $i failed:"; tail -20 "$tmp/direct$i.log"; exit 1; }
+                  podman --storage-driver vfs --cgroup-manager cgroupfs --events-backend file build --no-cache --timestamp $sde --isolation chroot -f output/Dockerfile.repro -t bench:$1 output/" \
+        > "$tmp/direct$1.log" 2>&1 || { echo "direct run $1 failed:"; tail -20 "$tmp/direct$1.log"; exit 1; }
   t1=$(now); echo "$t1 - $t0" | bc >> "$tmp/direct.times"
   # Same commands, same bytes: the baseline must have built the published rootfs too.
   want=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["rootfs"]["sha256"])' "$world/world.json")
   got=$(sha256sum "$ws/output/repro.tar.zst" | cut -d' ' -f1)
   [ "$got" = "$want" ] || { echo "the baseline built another rootfs ($got, expected $want)" >&2; exit 1; }
+}
+# Alternate which side goes first, so a machine that drifts faster or slower over the run
+# (these are shared VMs) does not favour one side.
+for i in $(seq "$runs"); do
+  if [ $((i % 2)) -eq 1 ]; then run_reprobox "$i"; run_direct "$i"; else run_direct "$i"; run_reprobox "$i"; fi
 done
+echo "per run (reprobox, direct): $(paste -d, "$tmp/rb.times" "$tmp/direct.times" | tr '\n' ' ')"
 r=$(median < "$tmp/rb.times"); d=$(median < "$tmp/direct.times")
 echo "reprobox reproduce --offline (warm store), median of $runs: ${r}s"
 echo "make + podman build directly in a prepared environment, median of $runs: ${d}s"
