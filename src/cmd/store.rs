@@ -103,7 +103,7 @@ pub fn execute(a: Args) -> Result<i32> {
             let r = s.gc(keep_set.as_ref())?;
             let staging = EnvCache::new(s.root()).remove_staging()?;
             println!(
-                "removed {} temporary files, {staging} abandoned environment stagings and {} blobs, freed {} bytes, dropped {} index records",
+                "removed {} temporary files and {} blobs, freed {} bytes, dropped {} index records; removed {staging} abandoned environment stagings",
                 r.removed_temp, r.removed_blobs, r.freed_bytes, r.index_records_dropped
             );
             Ok(0)
