@@ -9,54 +9,13 @@
 //! e2fsprogs and linux-image-amd64 (scripts/apt/vm.txt, world.txt): without them it fails
 //! and says why.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+mod reproduce_common;
 
-use reprobox::world::{self, WorldManifest, WorldServers};
+use std::path::Path;
+use std::process::Output;
 
-/// The world, shared with tests/reproduce_e2e.rs (same cache directory and lock).
-fn world() -> &'static (PathBuf, WorldManifest) {
-    static W: OnceLock<(PathBuf, WorldManifest)> = OnceLock::new();
-    W.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("REPROBOX_TEST_WORLD") {
-            let dir = PathBuf::from(dir);
-            let m = world::load(&dir).unwrap_or_else(|e| panic!("REPROBOX_TEST_WORLD: {e}"));
-            return (dir, m);
-        }
-        let cache = PathBuf::from(
-            std::env::var("REPROBOX_TEST_CACHE").unwrap_or("/var/cache/reprobox-tests".into()),
-        );
-        std::fs::create_dir_all(&cache).unwrap();
-        let lock = std::fs::File::create(cache.join(".world-e2e.lock")).unwrap();
-        fs2::FileExt::lock_exclusive(&lock).unwrap();
-        let dir = cache.join("world-e2e");
-        let m = world::build(&dir).unwrap_or_else(|e| {
-            panic!("the test world could not be built (needs root, bwrap, debootstrap, docker-registry, linux-image-amd64): {e}")
-        });
-        (dir, m)
-    })
-}
-
-fn serve() -> WorldServers {
-    world::serve(
-        &world().0,
-        world::Ports {
-            archive: 0,
-            registry: 0,
-        },
-    )
-    .expect("serve the world")
-}
-
-fn servers_locations(s: &WorldServers) -> Vec<String> {
-    vec![
-        format!("archive={}", s.archive_url),
-        format!("rootfs={}", s.rootfs_url),
-        format!("registry={}", s.registry_url),
-        format!("git={}", s.git_url),
-    ]
-}
+use reprobox::world::WorldServers;
+use reproduce_common::*;
 
 fn reproduce(
     store: &Path,
@@ -64,44 +23,7 @@ fn reproduce(
     s: &WorldServers,
     extra: &[&str],
 ) -> (Output, serde_json::Value) {
-    reproduce_at(store, out, &servers_locations(s), extra)
-}
-
-fn reproduce_at(
-    store: &Path,
-    out: &Path,
-    locations: &[String],
-    extra: &[&str],
-) -> (Output, serde_json::Value) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.args(["reproduce", "test-world", &world().1.version, "--store"])
-        .arg(store);
-    for l in locations {
-        c.args(["--location", l]);
-    }
-    let o = c
-        .arg("--json")
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("run reprobox");
-    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
-    (o, v)
-}
-
-fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name}"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    reproduce_common::reproduce(store, out, &locations(s), extra)
 }
 
 /// Processes whose command line mentions `needle` (a qemu left behind would name its disk
@@ -120,21 +42,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     found
-}
-
-fn work_dirs(out: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(out)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(".reprobox-work-")
-                })
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -228,11 +135,11 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
 
     // 3. Every server stopped, --offline: the kernel package comes from the store, and the
     //    run reproduces the same bytes without a single fetch.
-    let locations = servers_locations(&servers);
+    let locations = locations(&servers);
     drop(servers);
     let t = std::time::Instant::now();
     let out_o = tmp.path().join("microvm-offline");
-    let (o, ro) = reproduce_at(
+    let (o, ro) = reproduce_common::reproduce(
         &store,
         &out_o,
         &locations,
@@ -260,10 +167,10 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
 
     // 4. Bad input and a missing kernel: exit 2 and 3, nothing left behind.
     let out_b = tmp.path().join("bad");
-    let (o, _) = reproduce_at(&store, &out_b, &locations, &["--kernel", "/boot/x"]);
+    let (o, _) = reproduce_common::reproduce(&store, &out_b, &locations, &["--kernel", "/boot/x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--backend microvm"), "{}", stderr(&o));
-    let (o, _) = reproduce_at(
+    let (o, _) = reproduce_common::reproduce(
         &store,
         &out_b,
         &locations,
