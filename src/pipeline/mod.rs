@@ -381,7 +381,8 @@ impl StepRunner<'_> {
     }
 }
 
-/// Both images of a failed image check as `docker save` archives in `out/images/`: the
+/// Both images of a failed image check as `docker save` archives in `out/images/`
+/// (`globals` and `tag`: the image step's podman global flags and `-t`): the
 /// rebuilt one saved by the environment's podman, the published one written from its blobs,
 /// pinned in the store by the manifest digest the registry gave. Returns the file names.
 #[allow(clippy::too_many_arguments)]
@@ -389,7 +390,7 @@ fn save_images(
     plan: &Plan,
     ctx: &steps::StepContext,
     step: &PlannedStep,
-    globals: &[String],
+    (globals, tag): (&[String], &String),
     published: &PublishedImage,
     fetcher: &Fetcher,
     inputs: &mut InputsLock,
@@ -398,13 +399,6 @@ fn save_images(
     use crate::verify::imagearchive::{PUBLISHED_NAME, REBUILT_NAME, write_docker_archive};
     let dir = out.join("images");
     std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-    let (_, tag) = step
-        .commands
-        .iter()
-        .find_map(|c| podman_call(c))
-        .ok_or_else(|| {
-            Error::Environment(format!("step {}: no podman build command", step.name))
-        })?;
     let mut podman = vec!["podman".to_string()];
     podman.extend(globals.iter().cloned());
     let podman = crate::plan::shell_line(&podman);
@@ -412,7 +406,7 @@ fn save_images(
     let cmd = format!(
         "{podman} tag {tag} {REBUILT_NAME} && {podman} save --format docker-archive -o {}/{saved} {REBUILT_NAME}",
         crate::plan::WORKSPACE,
-        tag = crate::plan::shell_line(std::slice::from_ref(&tag)),
+        tag = crate::plan::shell_line(std::slice::from_ref(tag)),
     );
     let job = steps::job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
     let (outcome, _) = steps::run_job(ctx, &job)?;
@@ -949,12 +943,21 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             "depends on layer compression: podman's local manifest has uncompressed layers, the registry's compressed ones".into(),
         ));
     }
-    if let (Some(p), Some(l), Some(step), Some((globals, _))) =
+    if let (Some(p), Some(l), Some(step), Some((globals, tag))) =
         (&published, &local, image_step, &image_built)
         && p.config_digest != l.config_digest
     {
         say(o, "image differs: saving both images to compare");
-        match save_images(plan, &ctx, step, globals, p, &fetcher, &mut inputs, &o.out) {
+        match save_images(
+            plan,
+            &ctx,
+            step,
+            (globals, tag),
+            p,
+            &fetcher,
+            &mut inputs,
+            &o.out,
+        ) {
             Ok(files) => {
                 external_diffs.extend(files);
                 let dir = o.out.join("images");

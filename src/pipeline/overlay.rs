@@ -131,7 +131,7 @@ impl Drop for Overlay {
 }
 
 fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
+    crate::sandbox::sys::cstr(p)
         .map_err(|_| Error::bad_input(p.display().to_string(), "a path without NUL bytes"))
 }
 

@@ -83,14 +83,21 @@ pub fn write_docker_archive(
 /// The stand-in for `podman save NAME` that diffoci runs: prints the archive of `NAME`.
 pub fn write_save_script(dir: &Path, published: &Path, rebuilt: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let q = |p: &Path| -> Result<String> {
+        let s = p.to_str().ok_or_else(|| {
+            Error::bad_input(p.display().to_string(), "a path that is valid UTF-8")
+        })?;
+        shlex::try_quote(s)
+            .map(|c| c.into_owned())
+            .map_err(|_| Error::bad_input(p.display().to_string(), "a path without NUL bytes"))
+    };
     let script = format!(
         "#!/bin/sh\n# written by reprobox: `podman save NAME` for diffoci, from the saved archives\n\
          [ \"$1\" = save ] || {{ echo \"reprobox: only 'save' is offered\" >&2; exit 2; }}\n\
          case \"$2\" in\n  {PUBLISHED_NAME}|docker.io/{PUBLISHED_NAME}) exec cat {} ;;\n  {REBUILT_NAME}|docker.io/{REBUILT_NAME}) exec cat {} ;;\nesac\n\
          echo \"reprobox: no saved archive for $2\" >&2\nexit 1\n",
-        q(published),
-        q(rebuilt)
+        q(published)?,
+        q(rebuilt)?
     );
     let path = dir.join("podman-save-for-diffoci");
     std::fs::write(&path, script).ctx("write", &path)?;
