@@ -485,6 +485,30 @@ fn run_diffoscope(
     }
 }
 
+/// Where a reproduction's wall time goes outside its jobs, at debug level
+/// (`REPROBOX_LOG=reprobox::pipeline=debug`): what the overhead benchmark's ratio is made of.
+struct PhaseClock {
+    last: std::time::Instant,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, phase: &str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            phase,
+            ms = (now - self.last).as_secs_f64() * 1e3,
+            "phase done"
+        );
+        self.last = now;
+    }
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp-reprobox");
     std::fs::write(&tmp, bytes).ctx("write", &tmp)?;
@@ -503,6 +527,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             None => Ok(()),
         }
     };
+    let mut clock = PhaseClock::start();
     let fetcher = Fetcher::new(store.clone(), o.offline).with_progress(o.progress);
     let mut inputs = InputsLock::default();
     let mut notes: Vec<String> = Vec::new();
@@ -550,6 +575,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         ));
     }
 
+    clock.lap("release");
     // 2. The environment: the pinned base, rolled to its day by the environment steps —
     //    taken from the store's prepared environments when the same base went through the
     //    same steps before (root only: seen through an overlay), else unpacked afresh.
@@ -579,6 +605,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     //    steps' jobs bind it too).
     let workspace = work.path().join("workspace");
     git.checkout(&release.source_revision, &workspace)?;
+    clock.lap("checkout");
     let backend = match &o.backend {
         // Binds are not idmapped in the container: the workspace goes to the mapped root.
         BackendChoice::Container => {
@@ -732,6 +759,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         interrupted()?;
         own_root = Some(r);
     }
+    clock.lap("environment");
     // Declared after `work` so that it is unmounted before the work directory is removed.
     let overlay = match &prepared {
         Some(p) => Some(overlay::Overlay::mount(
@@ -775,6 +803,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     }
     ctx.root = root.clone();
 
+    clock.lap("overlay");
     if failed_step.is_none() {
         let last_env = rest.iter().rposition(is_env);
         for (i, step) in rest.iter().enumerate() {
@@ -800,6 +829,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             }
         }
     }
+    clock.lap("build steps");
     for r in &records {
         if let Some(e) = r
             .enforcement
@@ -905,6 +935,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             ));
         }
     }
+    clock.lap("rootfs checks, image inspect");
     let published = if image_step.is_some() {
         match published_image(plan, &fetcher, &mut inputs) {
             Ok(p) => Some(p),
@@ -974,6 +1005,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         }
     }
 
+    clock.lap("image checks");
     // 5. The environment lock completed from the day's repository databases (a package the
     //    rollback did not need to download was not served, but the day's database pins it),
     //    and the drift against the snapshot day.
@@ -996,6 +1028,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         }
     }
 
+    clock.lap("drift");
     let verdict = if failed_step.is_some() {
         Verdict::Incomplete
     } else {
@@ -1074,10 +1107,12 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             .expect("plain JSON")
             .as_bytes(),
     )?;
+    clock.lap("outputs");
     // Unmount before the work directory goes (or is kept: then env/upper holds what the
     // build changed on top of the prepared environment).
     let prepared_root = overlay.as_ref().map(|ov| ov.lower_source().to_path_buf());
     drop(overlay);
+    clock.lap("unmount");
     if o.keep_work {
         let kept = work.keep();
         let env = match &prepared_root {
@@ -1095,6 +1130,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     } else {
         drop(work);
     }
+    clock.lap("unmount, clean up");
     let exit_code = report.verdict.exit_code();
     Ok(Outcome { report, exit_code })
 }

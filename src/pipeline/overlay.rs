@@ -76,8 +76,11 @@ impl Overlay {
             base: base.to_path_buf(),
         };
         make_private(&lower)?;
+        // `volatile`: the upper layer is thrown away with the run, so overlayfs need not
+        // sync it — without it, the unmount syncs the whole upper filesystem (every dirty
+        // page of the host's disk, not only the build's).
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={},volatile",
             lower.display(),
             upper.display(),
             work.display()
@@ -253,5 +256,65 @@ impl Drop for UsernsHolder {
         let mut status = 0;
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mountinfo line of the mount at `p`, if one is there.
+    fn mounted_at(p: &Path) -> Option<String> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+        let want = p.to_str().expect("a UTF-8 temporary path");
+        text.lines()
+            .find(|l| l.split(' ').nth(4) == Some(want))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn overlay_is_idmapped_volatile_leaves_the_base_alone_and_is_gone_on_drop() {
+        // SAFETY: trivial getter.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test mounts an idmapped overlay, which needs root: run it as root"
+        );
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base");
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::fs::write(base.join("etc/file"), "prepared").unwrap();
+        let range = IdRange {
+            host_uid: 200_000,
+            host_gid: 210_000,
+            count: 65_536,
+        };
+        let ov = Overlay::mount(&base, &t.path().join("env"), range).unwrap();
+        let root = ov.root().to_path_buf();
+        let lower = t.path().join("env/lower");
+
+        let line = mounted_at(&root).expect("the overlay is mounted");
+        // Never synced: its upper layer goes with the run.
+        assert!(line.contains("volatile"), "{line}");
+        assert!(mounted_at(&lower).is_some(), "the idmapped lower layer");
+        // The base's root-owned files show as the job's host ids.
+        let md = std::fs::metadata(root.join("etc/file")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (200_000, 210_000));
+        // Writes land in the upper layer; the prepared base is not touched.
+        std::fs::write(root.join("etc/file"), "changed").unwrap();
+        std::fs::write(root.join("new"), "new").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(base.join("etc/file")).unwrap(),
+            "prepared"
+        );
+        assert!(!base.join("new").exists());
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("env/upper/etc/file")).unwrap(),
+            "changed"
+        );
+
+        drop(ov);
+        assert!(mounted_at(&root).is_none(), "the overlay is unmounted");
+        assert!(mounted_at(&lower).is_none(), "the lower layer is unmounted");
     }
 }
