@@ -8,7 +8,7 @@
 #   benches/reproduce_overhead.sh [RUNS]     (root; REPROBOX_BENCH_WORLD=DIR to reuse a world)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3}
+runs=${1:-8}
 cargo build --release -q --bin reprobox
 rb=$PWD/target/release/reprobox
 command -v bwrap >/dev/null || { echo "needs bwrap (apt-get install bubblewrap)" >&2; exit 3; }

@@ -906,6 +906,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         }
     }
 
+    clock.lap("rootfs checks");
     // Image checks: only for a profile with an image step, and the rebuilt image only when
     // that step ran and succeeded.
     let image_step = plan.steps.iter().find(|s| s.role == Role::Image);
@@ -935,7 +936,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             ));
         }
     }
-    clock.lap("rootfs checks, image inspect");
+    clock.lap("image inspect");
     let published = if image_step.is_some() {
         match published_image(plan, &fetcher, &mut inputs) {
             Ok(p) => Some(p),
