@@ -195,6 +195,22 @@ fn the_sample_release_reproduces_online_then_offline_and_drift_is_explained() {
             .any(|f| f["path"] == "usr/share/man/man1/busybox.1"),
         "{files:?}"
     );
+    // diffoscope (installed by scripts/test) ran on the two tarballs; its output is kept.
+    assert!(
+        ["diffoscope.txt", "diffoscope.json"]
+            .iter()
+            .all(|f| r["external_diffs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == f)),
+        "diffoscope's output is not listed (is diffoscope installed? scripts/apt/world.txt): {r:#}"
+    );
+    let ds = std::fs::read_to_string(out3.join("diffoscope.txt")).unwrap();
+    assert!(ds.contains("usr/share/man/man1/busybox.1"), "{ds}");
+    let ds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out3.join("diffoscope.json")).unwrap()).unwrap();
+    assert!(ds["source1"].as_str().is_some(), "{ds:#}");
     let summary = std::fs::read_to_string(out3.join("summary.txt")).unwrap();
     assert!(
         summary.contains(&format!("devtools: {devtools_day0} -> {devtools_day1}")),
