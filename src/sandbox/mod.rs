@@ -21,6 +21,10 @@ mod limits;
 pub(crate) mod mounts;
 mod net;
 pub(crate) mod sys;
+
+/// The environment's libfaketime for a `clock.faketime` job, as the microVM backend applies
+/// it too: one rule for both backends.
+pub(crate) use env::faketime;
 mod timens;
 
 use std::ffi::CString;

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::job::{Enforcement, Job, JobOutcome};
+use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
 use guest_protocol::GuestMount;
 use kernel::{GuestKernel, KernelSource};
 use qemu::{Drive, Machine, ResolvedAccel};
@@ -181,6 +181,31 @@ fn select_kernel(source: &KernelSource, opts: &VmOptions) -> Result<GuestKernel>
     }
 }
 
+/// The job as the guest runs it: a `clock.faketime` job gets the root's own libfaketime with
+/// the clock stopped at SOURCE_DATE_EPOCH, exactly as in the container (the guest's wall
+/// clock alone starts there but runs on, and whatever a build stamps after its first second
+/// would differ). `root_dir` is the root filesystem as a host directory, where the library
+/// is looked for.
+fn with_faketime<'j>(
+    job: &'j Job,
+    root_dir: Option<&Path>,
+) -> (std::borrow::Cow<'j, Job>, Option<Enforcement>) {
+    if !job.clock.faketime {
+        return (std::borrow::Cow::Borrowed(job), None);
+    }
+    let mut guest = job.clone();
+    let e = match root_dir {
+        Some(r) => crate::sandbox::faketime(job, r, &mut guest.env),
+        None => Enforcement {
+            feature: "faketime".into(),
+            enforced: false,
+            detail: "the root disk's source directory is not known: libfaketime not looked for"
+                .into(),
+        },
+    };
+    (std::borrow::Cow::Owned(guest), Some(e))
+}
+
 /// Run `job` in a microVM, streaming its stdout/stderr to reprobox's own.
 pub fn run(job: &Job, opts: &VmOptions) -> Result<JobOutcome> {
     run_with_output(
@@ -233,15 +258,25 @@ pub fn run_with_output(
     let forward_ports: Vec<u16> = forward.iter().map(|(p, _)| *p).collect();
 
     // Disks: root, binds, status.
-    let (root_img, keep_root_lf) = match &opts.root_disk {
-        Some(d) => (d.image.clone(), d.keep_lost_found),
+    // The root filesystem as a host directory too: where the job's libfaketime is looked for.
+    let (root_img, keep_root_lf, root_dir) = match &opts.root_disk {
+        Some(d) => (
+            d.image.clone(),
+            d.keep_lost_found,
+            match &job.rootfs {
+                RootfsSource::Dir(p) => Some(p.clone()),
+                _ => None,
+            },
+        ),
         None => {
             let r = disk::rootfs_dir(&job.rootfs, dir)?;
             let img = dir.join("root.img");
             disk::make_ext4(&r, &img, opts.disk_headroom_mib)?;
-            (img, r.join("lost+found").is_dir())
+            (img, r.join("lost+found").is_dir(), Some(r))
         }
     };
+    let (guest_job, faketime) = with_faketime(job, root_dir.as_deref());
+    let job = &*guest_job;
     let mut mounts = Vec::new();
     let mut drives = Vec::new();
     let mut copy_back = Vec::new();
@@ -409,6 +444,7 @@ pub fn run_with_output(
             },
         },
     ];
+    enforcement.extend(faketime);
     if let Some(ms) = boot_ms {
         enforcement.push(Enforcement {
             feature: "microvm-boot".into(),
@@ -913,5 +949,44 @@ pub fn probe_kvm(qemu_bin: &Path, k: &GuestKernel, busybox: &Path) -> Result<(bo
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn faketime_jobs_get_the_roots_libfaketime_with_a_stopped_clock() {
+        let root = tempfile::tempdir().unwrap();
+        let lib = "usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+        std::fs::create_dir_all(root.path().join(lib).parent().unwrap()).unwrap();
+        std::fs::write(root.path().join(lib), b"").unwrap();
+        let mut job = Job::new(
+            RootfsSource::Dir(root.path().to_path_buf()),
+            vec!["make".into()],
+        );
+        job.clock.source_date_epoch = Some(1774915200);
+        job.env.push(("LD_PRELOAD".into(), "/elsewhere.so".into()));
+
+        // Not asked for: the job goes to the guest as it is.
+        let (g, e) = with_faketime(&job, Some(root.path()));
+        assert!(matches!(g, Cow::Borrowed(_)) && e.is_none());
+
+        job.clock.faketime = true;
+        let (g, e) = with_faketime(&job, Some(root.path()));
+        let e = e.unwrap();
+        assert!(e.enforced && e.feature == "faketime", "{e:?}");
+        let script = guest_protocol::job_script(&g, &[], &[], false).unwrap();
+        assert!(script.contains(&format!("LD_PRELOAD=/{lib}")), "{script}");
+        // Stopped (absolute), not started (`@`), at SOURCE_DATE_EPOCH.
+        assert!(script.contains("FAKETIME=2026-03-31 00:00:00"), "{script}");
+        assert!(!script.contains("elsewhere"), "{script}");
+
+        // No library in the root, or no root directory known: recorded as not enforced.
+        let bare = tempfile::tempdir().unwrap();
+        assert!(!with_faketime(&job, Some(bare.path())).1.unwrap().enforced);
+        assert!(!with_faketime(&job, None).1.unwrap().enforced);
     }
 }
