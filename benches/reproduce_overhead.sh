@@ -53,9 +53,6 @@ reset_baseline() {
   return 0
 }
 root=$tmp/prepared
-# The make step's clock, as the profile's `faketime = true` gives it.
-faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
-when=$(date -u -d "@$sde" '+%Y-%m-%d %H:%M:%S')
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -83,7 +80,7 @@ run_direct() { # $1: run number
   bwrap --bind "$root" / --bind "$ws" /build --proc /proc --dev /dev --ro-bind /sys /sys \
         --tmpfs /tmp --tmpfs /run --tmpfs /dev/shm --unshare-pid --unshare-ipc --unshare-uts --chdir /build \
         --setenv SOURCE_DATE_EPOCH "$sde" --setenv TZ UTC --setenv LANG C.UTF-8 --setenv PATH /usr/sbin:/usr/bin:/sbin:/bin \
-        -- sh -c "LD_PRELOAD=$faketime_lib FAKETIME='$when' make ARCHIVE_SNAPSHOT=$snapshot SOURCE_DATE_EPOCH=$sde BUILD_VERSION=$version /build/output/Dockerfile.repro && \
+        -- sh -c "make ARCHIVE_SNAPSHOT=$snapshot SOURCE_DATE_EPOCH=$sde BUILD_VERSION=$version /build/output/Dockerfile.repro && \
                   podman --storage-driver vfs --cgroup-manager cgroupfs --events-backend file build --no-cache --timestamp $sde --isolation chroot -f output/Dockerfile.repro -t bench:$1 output/" \
         > "$tmp/direct$1.log" 2>&1 || { echo "direct run $1 failed:"; tail -20 "$tmp/direct$1.log"; exit 1; }
   t1=$(now); echo "$t1 - $t0" | bc >> "$tmp/direct.times"

@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 KERNEL=${KERNEL:-$(ls /boot/vmlinuz-* | sort | tail -n1)}
-khz=$(awk -F: '/^cpu MHz/ {printf "%d", $2*1000; exit}' /proc/cpuinfo)
 
 cargo build --release --example vm_boot -q
 bin=target/release/examples/vm_boot
@@ -27,7 +26,9 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "NA"; else print a[in
 
 peer_once() { # $1 = accel; prints ms to the marker, or nothing
   local accel=$1 extra=() append="console=ttyS0 quiet panic=-1 reboot=t"
-  if [ "$accel" = tcg ]; then append="$append tsc_early_khz=$khz"; else extra=(-cpu host); fi
+  # Under TCG the peer runs as reprobox runs its guests: instruction-counted (-icount
+  # shift=0: the guest TSC counts virtual nanoseconds, hence 1 GHz), one vCPU.
+  if [ "$accel" = tcg ]; then append="$append tsc_early_khz=1000000"; extra=(-icount shift=0,sleep=on); else extra=(-cpu host); fi
   local start; start=$(date +%s%N)
   timeout 30 qemu-system-x86_64 -M microvm -accel "$accel" "${extra[@]}" -m 512 -smp 1 \
     -nodefaults -no-user-config -no-reboot -display none -serial stdio \

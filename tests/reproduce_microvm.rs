@@ -99,6 +99,7 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
     let release = vm["kernel_release"].as_str().unwrap();
     assert_eq!(linux.version, format!("{}-1", release.replace('-', ".")));
     assert_eq!(vm["kernel_sha256"].as_str().unwrap().len(), 64);
+    let mut clock_pinned = Vec::new();
     for step in rv["steps"].as_array().unwrap() {
         let e = step["enforcement"].as_array().unwrap();
         let vm_line = e.iter().find(|e| e["feature"] == "microvm").unwrap();
@@ -106,7 +107,22 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
             vm_line["detail"].as_str().unwrap().contains(release),
             "{vm_line}"
         );
+        // The profile's `faketime = true` steps (rollback, install) get the environment's
+        // libfaketime in the guest too, the clock stopped at SOURCE_DATE_EPOCH.
+        if ["rollback", "install"].contains(&step["name"].as_str().unwrap()) {
+            let ft = e.iter().find(|e| e["feature"] == "faketime");
+            assert!(
+                ft.is_some_and(|f| f["enforced"] == true
+                    && f["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("2026-03-31 00:00:00")),
+                "{step:#}"
+            );
+            clock_pinned.push(step["name"].as_str().unwrap());
+        }
     }
+    assert_eq!(clock_pinned, ["rollback", "install"], "{rv:#}");
     let summary = std::fs::read_to_string(out_v.join("summary.txt")).unwrap();
     assert!(summary.contains("backend microvm"), "{summary}");
     assert!(summary.contains(&format!("kernel {release}")), "{summary}");
