@@ -14,7 +14,8 @@ rb=$PWD/target/release/reprobox
 command -v bwrap >/dev/null || { echo "needs bwrap (apt-get install bubblewrap)" >&2; exit 3; }
 tmp=$(mktemp -d /var/tmp/reprobox-bench.XXXXXX)
 serve_pid=
-cleanup() { [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+# (`|| true`: under `set -e` a failed kill — the server already gone — would skip the rm.)
+cleanup() { if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 world=${REPROBOX_BENCH_WORLD:-/var/cache/reprobox-tests/world-e2e}
@@ -23,6 +24,7 @@ world=${REPROBOX_BENCH_WORLD:-/var/cache/reprobox-tests/world-e2e}
 "$rb" world serve "$world" --archive-port 7878 --registry-port 7879 > "$tmp/serve.txt" &
 serve_pid=$!
 for _ in $(seq 50); do grep -q REPROBOX_LOCATION_GIT "$tmp/serve.txt" 2>/dev/null && break; sleep 0.2; done
+grep -q REPROBOX_LOCATION_GIT "$tmp/serve.txt" || { echo "the test world's servers did not start (ports 7878/7879 taken?):" >&2; cat "$tmp/serve.txt" >&2; exit 3; }
 eval "$(grep '^export' "$tmp/serve.txt")"
 version=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["version"])' "$world/world.json")
 sde=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["source_date_epoch"])' "$world/world.json")
