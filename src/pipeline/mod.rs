@@ -657,6 +657,21 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let mut env_lock: Option<EnvLock> = None;
     let mut failed_step: Option<String> = None;
     let mut image_built: Option<(Vec<String>, String)> = None;
+    // Run a list of steps, recording into this run's inputs, notes, records and image.
+    macro_rules! run_steps {
+        ($list:expr) => {
+            StepRunner {
+                plan,
+                o,
+                fetcher: &fetcher,
+                inputs: &mut inputs,
+                notes: &mut notes,
+                records: &mut records,
+                image_built: &mut image_built,
+            }
+            .run(&mut ctx, $list, &interrupted)
+        };
+    }
     let cache_why_not = if !o.env_cache {
         Some("--fresh-env")
     } else if matches!(o.backend, BackendChoice::Microvm(_)) {
@@ -718,16 +733,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         interrupted()?;
         let staged_root = staging.root();
         ctx.root = staged_root.clone();
-        let ok = StepRunner {
-            plan,
-            o,
-            fetcher: &fetcher,
-            inputs: &mut inputs,
-            notes: &mut notes,
-            records: &mut records,
-            image_built: &mut image_built,
-        }
-        .run(&mut ctx, &planned[..n_env], &interrupted)?;
+        let ok = run_steps!(&planned[..n_env])?;
         let mut lock = record_env_lock(&staged_root, &env_day, &inputs)?;
         complete_env_lock(&mut lock, &archive, &env_day);
         if ok.all_ok {
@@ -807,16 +813,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     if failed_step.is_none() {
         let last_env = rest.iter().rposition(is_env);
         for (i, step) in rest.iter().enumerate() {
-            let r = StepRunner {
-                plan,
-                o,
-                fetcher: &fetcher,
-                inputs: &mut inputs,
-                notes: &mut notes,
-                records: &mut records,
-                image_built: &mut image_built,
-            }
-            .run(&mut ctx, std::slice::from_ref(step), &interrupted)?;
+            let r = run_steps!(std::slice::from_ref(step))?;
             if let Some(f) = r.failed {
                 failed_step = Some(f);
                 break;
