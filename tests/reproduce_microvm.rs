@@ -11,7 +11,7 @@
 
 mod reproduce_common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use reprobox::world::WorldServers;
@@ -62,11 +62,17 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
     assert_eq!(container_sha, m.rootfs.sha256.as_str());
     eprintln!("container backend: {:.0} s", t.elapsed().as_secs_f64());
 
-    // 2. The microVM backend, default kernel (the world's `linux` of the snapshot day):
-    //    reproduced, and the same rootfs bytes as the container's.
+    // 2. The microVM backend, default kernel (the world's `linux` of the snapshot day), its
+    //    environment rolled back in the VM itself (--fresh-env: not the one the container
+    //    run prepared): reproduced, and the same rootfs bytes as the container's.
     let t = std::time::Instant::now();
     let out_v = tmp.path().join("microvm");
-    let (o, rv) = reproduce(&store, &out_v, &servers, &["--backend", "microvm"]);
+    let (o, rv) = reproduce(
+        &store,
+        &out_v,
+        &servers,
+        &["--backend", "microvm", "--fresh-env"],
+    );
     eprintln!("microVM backend: {:.0} s", t.elapsed().as_secs_f64());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(rv["verdict"], "reproduced", "{rv:#}");
@@ -180,6 +186,33 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
         "an offline run fetched something:\n{lock}"
     );
     assert!(lock.contains(&linux.sha256), "{lock}");
+    // This run took the environment the container run prepared, as it is: its steps did
+    // not run again, its lock is the one recorded then, and nothing was written into it
+    // (the pinned-registry file went onto the VM's disk only).
+    let cached: Vec<&str> = ro["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.get("cached").is_some())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cached, ["rollback", "install"], "{ro:#}");
+    let envs: Vec<PathBuf> = std::fs::read_dir(store.join("envs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(envs.len(), 1, "{envs:?}");
+    let pinned_conf = "root/etc/containers/registries.conf.d/90-reprobox-pinned.conf";
+    assert!(
+        !envs[0].join(pinned_conf).exists(),
+        "the run wrote into the prepared environment"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_o.join("env.lock")).unwrap(),
+        std::fs::read_to_string(out_c.join("env.lock")).unwrap()
+    );
 
     // 4. Bad input and a missing kernel: exit 2 and 3, nothing left behind.
     let out_b = tmp.path().join("bad");

@@ -228,11 +228,10 @@ impl MicroVm {
         Ok(())
     }
 
-    /// A file the host adds to the environment after the disk was made.
-    pub fn write_file(&self, guest_path: &str, bytes: &[u8]) -> Result<()> {
-        if let Some(d) = self.disk.borrow().as_ref() {
-            d.write_file(guest_path, bytes, 0o644)?;
-        }
-        Ok(())
+    /// A file the host adds to the environment: onto the root disk (made from `root` now if
+    /// no job has made it yet, so that a file the host directory does not get — a shared
+    /// prepared root is never written — still reaches the guest).
+    pub fn write_file(&self, root: &Path, guest_path: &str, bytes: &[u8]) -> Result<()> {
+        self.disk(root)?.write_file(guest_path, bytes, 0o644)
     }
 }

@@ -651,6 +651,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         images: Vec::new(),
         timeout: o.timeout,
         root_premapped: false,
+        root_shared: false,
         scratch: Vec::new(),
     };
     let mut records: Vec<StepRecord> = Vec::new();
@@ -672,12 +673,14 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             .run(&mut ctx, $list, &interrupted)
         };
     }
+    // The microVM backend takes a prepared environment as it is (its root disk is made from
+    // the prepared root, read only, which needs no root), but cannot prepare one: what its
+    // environment steps change lives on the VM's root disk, not in a directory to publish.
+    let on_vm = matches!(o.backend, BackendChoice::Microvm(_));
     let cache_why_not = if !o.env_cache {
         Some("--fresh-env")
-    } else if matches!(o.backend, BackendChoice::Microvm(_)) {
-        // A prepared environment is seen through an idmapped overlay (host ids shifted);
-        // the VM's root disk is made from the root directory's own owners.
-        Some("--backend microvm (its environment lives on the VM's root disk)")
+    } else if on_vm {
+        None
     } else if env::id_map().is_none() {
         Some(
             "not running as root (the prepared environment is shared through an idmapped overlay, which needs root)",
@@ -726,7 +729,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         ));
         prepared = Some(p);
         rest = &planned[n_env..];
-    } else if cache_why_not.is_none() {
+    } else if cache_why_not.is_none() && !on_vm {
         let staging = cache.stage()?;
         say(o, &format!("base root filesystem {}", plan.base.url));
         env::unpack_base(plan, &fetcher, &mut inputs, &base, &staging.root())?;
@@ -754,7 +757,10 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         env_lock = Some(lock);
         rest = &planned[n_env..];
     } else {
-        if let Some(why) = cache_why_not {
+        let why = cache_why_not.or(on_vm.then_some(
+            "--backend microvm and no environment prepared earlier for this base, day and steps (the microVM prepares its environment on its root disk, which is not kept; a container run as root prepares one and keeps it in the store)",
+        ));
+        if let Some(why) = why {
             notes.push(format!(
                 "the environment was prepared from the base for this run only: {why}"
             ));
@@ -767,7 +773,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     }
     clock.lap("environment");
     // Declared after `work` so that it is unmounted before the work directory is removed.
+    // The microVM reads a prepared root as it is (only to make its root disk): no overlay.
     let overlay = match &prepared {
+        Some(_) if on_vm => None,
         Some(p) => Some(overlay::Overlay::mount(
             &p.root(),
             &work.path().join("env"),
@@ -775,12 +783,14 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         )?),
         None => None,
     };
-    let root = match (&overlay, own_root) {
-        (Some(ov), _) => ov.root().to_path_buf(),
-        (None, Some(r)) => r,
-        (None, None) => unreachable!("every branch above gives a root"),
+    let root = match (&overlay, own_root, &prepared) {
+        (Some(ov), _, _) => ov.root().to_path_buf(),
+        (None, Some(r), _) => r,
+        (None, None, Some(p)) => p.root(),
+        (None, None, None) => unreachable!("every branch above gives a root"),
     };
     ctx.root_premapped = overlay.is_some();
+    ctx.root_shared = overlay.is_none() && prepared.is_some();
     if overlay.is_some() {
         // The nested podman's storage and temporary files (the build's heaviest writes)
         // go to plain directories of the run rather than through the overlay: both start
@@ -1118,6 +1128,10 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
                 "the build's changes in {}, over the prepared environment {}",
                 kept.join("env/upper").display(),
                 base.display()
+            ),
+            None if ctx.root_shared => format!(
+                "the environment was the prepared {}, unchanged; the run's changes were on the VM's root disk",
+                root.display()
             ),
             None => format!("env root: {}", root.display()),
         };

@@ -65,6 +65,10 @@ pub struct StepContext<'a> {
     pub timeout: Option<std::time::Duration>,
     /// The root is an overlay whose files already belong to the job's host ids.
     pub root_premapped: bool,
+    /// The root is a prepared environment of the store, shared by every run: nothing is
+    /// ever written into it on the host (the microVM backend only makes its root disk from
+    /// it; what the run changes lives on that disk).
+    pub root_shared: bool,
     /// Extra writable binds every job gets (scratch directories of the run).
     pub scratch: Vec<Bind>,
 }
@@ -196,21 +200,26 @@ pub fn run_job(ctx: &StepContext, job: &Job) -> Result<(JobOutcome, InputsLock)>
 pub fn sync_root_dir(ctx: &StepContext, guest_dir: &str) -> Result<()> {
     match ctx.backend {
         Backend::Container => Ok(()),
+        Backend::Microvm(_) if ctx.root_shared => Err(crate::error::Error::Environment(format!(
+            "{guest_dir}: the root is a shared prepared environment and is never written on the host"
+        ))),
         Backend::Microvm(vm) => vm.sync_out(&ctx.root, guest_dir),
     }
 }
 
-/// Add a file to the environment (`guest_path` absolute): in the root directory, and on
-/// the microVM's root disk when there is one.
+/// Add a file to the environment (`guest_path` absolute): in the root directory (unless it
+/// is a shared prepared environment), and on the microVM's root disk when there is one.
 pub fn write_root_file(ctx: &StepContext, guest_path: &str, bytes: &[u8]) -> Result<()> {
     use crate::error::IoContext;
-    let host = ctx.root.join(guest_path.trim_start_matches('/'));
-    if let Some(parent) = host.parent() {
-        std::fs::create_dir_all(parent).ctx("create", parent)?;
+    if !ctx.root_shared {
+        let host = ctx.root.join(guest_path.trim_start_matches('/'));
+        if let Some(parent) = host.parent() {
+            std::fs::create_dir_all(parent).ctx("create", parent)?;
+        }
+        std::fs::write(&host, bytes).ctx("write", &host)?;
     }
-    std::fs::write(&host, bytes).ctx("write", &host)?;
     match ctx.backend {
         Backend::Container => Ok(()),
-        Backend::Microvm(vm) => vm.write_file(guest_path, bytes),
+        Backend::Microvm(vm) => vm.write_file(&ctx.root, guest_path, bytes),
     }
 }
