@@ -59,10 +59,10 @@ pub fn make_ext4(src: &Path, image: &Path, headroom_mib: u64) -> Result<()> {
     Ok(())
 }
 
-/// Copy the whole tree of an ext4 image into `dest` (an existing directory), dropping the
-/// `lost+found` mke2fs made unless the tree should keep one.
-pub fn extract_ext4(image: &Path, dest: &Path, keep_lost_found: bool) -> Result<()> {
-    let mut req = OsString::from("rdump / ");
+/// `debugfs rdump` of `guest_path` (absolute) in `image` into the existing directory `dest`;
+/// `what` names the copy in the error.
+fn rdump(image: &Path, guest_path: &str, dest: &Path, what: &str) -> Result<()> {
+    let mut req = OsString::from(format!("rdump {} ", debugfs_quote(guest_path)));
     req.push(dest.as_os_str());
     let mut cmd = Command::new("debugfs");
     cmd.arg("-R").arg(req).arg(image);
@@ -74,10 +74,17 @@ pub fn extract_ext4(image: &Path, dest: &Path, keep_lost_found: bool) -> Result<
         .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
     {
         return Err(Error::Sandbox(format!(
-            "copying the guest's outputs out of {}: {line}",
+            "copying {what} out of {}: {line}",
             image.display()
         )));
     }
+    Ok(())
+}
+
+/// Copy the whole tree of an ext4 image into `dest` (an existing directory), dropping the
+/// `lost+found` mke2fs made unless the tree should keep one.
+pub fn extract_ext4(image: &Path, dest: &Path, keep_lost_found: bool) -> Result<()> {
+    rdump(image, "/", dest, "the guest's outputs")?;
     if !keep_lost_found {
         let lf = dest.join("lost+found");
         if lf.is_dir() {
@@ -108,21 +115,7 @@ pub fn extract_dir(image: &Path, guest_dir: &str, dest: &Path) -> Result<()> {
         .prefix(".reprobox-rdump-")
         .tempdir_in(parent)
         .map_err(|e| Error::io("create temporary directory in", parent, e))?;
-    let mut req = OsString::from(format!("rdump {} ", debugfs_quote(guest_dir)));
-    req.push(stage.path().as_os_str());
-    let mut cmd = Command::new("debugfs");
-    cmd.arg("-R").arg(req).arg(image);
-    let out = run_tool(cmd, "debugfs", "e2fsprogs")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Some(line) = stderr
-        .lines()
-        .find(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-    {
-        return Err(Error::Sandbox(format!(
-            "copying {guest_dir} out of {}: {line}",
-            image.display()
-        )));
-    }
+    rdump(image, guest_dir, stage.path(), guest_dir)?;
     let got = stage.path().join(name);
     if !got.is_dir() {
         return Err(Error::Sandbox(format!(

@@ -116,45 +116,36 @@ pub fn select_with_modules_root(source: &KernelSource, modules_root: &Path) -> R
 /// default of `reprobox run --backend microvm`, which has no snapshot day).
 pub fn host_kernel() -> Result<PathBuf> {
     let boot = Path::new("/boot");
-    let has_modules = |p: &Path| {
-        fs::read(p)
-            .ok()
-            .and_then(|b| bzimage_release(&b))
-            .is_some_and(|r| {
-                Path::new("/lib/modules")
-                    .join(r)
-                    .join("modules.dep")
-                    .is_file()
-            })
-    };
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: uname fills the struct it is given.
     if unsafe { libc::uname(&mut uts) } == 0 {
         // SAFETY: release is NUL-terminated by uname.
         let rel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
         let p = boot.join(format!("vmlinuz-{}", rel.to_string_lossy()));
-        if has_modules(&p) {
+        if has_host_modules(&p) {
             return Ok(p);
         }
     }
     newest_boot_kernel()
 }
 
+/// `p` is a bzImage whose release has its modules installed under /lib/modules.
+fn has_host_modules(p: &Path) -> bool {
+    fs::read(p)
+        .ok()
+        .and_then(|b| bzimage_release(&b))
+        .is_some_and(|r| {
+            Path::new("/lib/modules")
+                .join(r)
+                .join("modules.dep")
+                .is_file()
+        })
+}
+
 /// The newest `/boot/vmlinuz-*` (by name) whose modules are under /lib/modules (Debian's
 /// `linux-image-amd64`): the kernel the test world packages as its `linux`.
 pub fn newest_boot_kernel() -> Result<PathBuf> {
     let boot = Path::new("/boot");
-    let has_modules = |p: &Path| {
-        fs::read(p)
-            .ok()
-            .and_then(|b| bzimage_release(&b))
-            .is_some_and(|r| {
-                Path::new("/lib/modules")
-                    .join(r)
-                    .join("modules.dep")
-                    .is_file()
-            })
-    };
     let mut found: Vec<PathBuf> = fs::read_dir(boot)
         .map(|rd| {
             rd.flatten()
@@ -171,7 +162,7 @@ pub fn newest_boot_kernel() -> Result<PathBuf> {
     found
         .into_iter()
         .rev()
-        .find(|p| has_modules(p))
+        .find(|p| has_host_modules(p))
         .ok_or_else(|| {
             Error::Environment(
                 "no guest kernel: /boot has no vmlinuz-* with its modules under /lib/modules; \
