@@ -7,7 +7,7 @@
 
 mod reproduce_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use reproduce_common::*;
@@ -34,16 +34,6 @@ fn env_steps(r: &serde_json::Value) -> Vec<&serde_json::Value> {
         .iter()
         .filter(|s| s["name"] == "rollback" || s["name"] == "install")
         .collect()
-}
-
-/// The store's prepared environments.
-fn prepared_envs(store: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(store.join("envs"))
-        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'));
-    v.sort();
-    v
 }
 
 /// The config blob a `docker save` archive's manifest.json names (hex, without `.json`).

@@ -11,7 +11,7 @@
 
 mod reproduce_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use reprobox::world::WorldServers;
@@ -197,12 +197,7 @@ fn the_sample_release_reproduces_in_a_microvm_with_the_container_backends_bytes(
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(cached, ["rollback", "install"], "{ro:#}");
-    let envs: Vec<PathBuf> = std::fs::read_dir(store.join("envs"))
-        .unwrap()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
+    let envs = prepared_envs(&store);
     assert_eq!(envs.len(), 1, "{envs:?}");
     let pinned_conf = "root/etc/containers/registries.conf.d/90-reprobox-pinned.conf";
     assert!(

@@ -110,3 +110,13 @@ pub fn work_dirs(out: &Path) -> Vec<PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// The store's prepared environments.
+pub fn prepared_envs(store: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(store.join("envs"))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'));
+    v.sort();
+    v
+}
