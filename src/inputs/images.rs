@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,7 +140,7 @@ pub fn pin(
 
 /// A read-only registry over pinned images, serving from the store.
 pub struct ImageServer {
-    stop: Arc<AtomicBool>,
+    /// Woken by `stop`, and stays woken: the accept loop's only way out.
     waker: Arc<crate::inputs::wake::Waker>,
     lock: Arc<Mutex<InputsLock>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -190,12 +189,11 @@ impl ImageServer {
             }
         }
         let served = Arc::new(Served { store, items });
-        let stop = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(InputsLock::default()));
-        let (s2, l2, w2) = (stop.clone(), lock.clone(), waker.clone());
+        let (l2, w2) = (lock.clone(), waker.clone());
         let thread = std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
-            while !s2.load(Ordering::Relaxed) && w2.wait(listener.as_raw_fd()) {
+            while w2.wait(listener.as_raw_fd()) {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let (sv, lk) = (served.clone(), l2.clone());
@@ -208,7 +206,6 @@ impl ImageServer {
             }
         });
         Ok(ImageServer {
-            stop,
             waker,
             lock,
             thread: Some(thread),
@@ -217,7 +214,6 @@ impl ImageServer {
 
     /// Stop serving; the requests it answered.
     pub fn stop(mut self) -> InputsLock {
-        self.stop.store(true, Ordering::Relaxed);
         self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
