@@ -475,6 +475,14 @@ impl Plan {
     }
 }
 
+/// `s` quoted for a POSIX shell script reprobox writes (`what` names it in the error: only a
+/// NUL byte cannot be quoted).
+pub fn shell_quote(s: &str, what: &str) -> Result<String> {
+    shlex::try_quote(s)
+        .map(|c| c.into_owned())
+        .map_err(|_| Error::bad_input(format!("{what} {s:?}"), "must not contain a NUL byte"))
+}
+
 /// One argv as a shell-quoted line, for display.
 pub fn shell_line(argv: &[String]) -> String {
     argv.iter()

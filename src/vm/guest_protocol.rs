@@ -24,6 +24,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::plan::shell_quote as q;
 
 /// The guest address whose connections qemu forwards to the host-side mirror.
 pub const GUESTFWD_IP: &str = "10.0.2.100";
@@ -59,12 +60,6 @@ pub fn base_env(job: &Job) -> Vec<(String, String)> {
         env.push(("SOURCE_DATE_EPOCH".to_owned(), e.to_string()));
     }
     env
-}
-
-fn q(s: &str, what: &str) -> Result<String> {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .map_err(|_| Error::bad_input(format!("{what} {s:?}"), "must not contain a NUL byte"))
 }
 
 fn abs(p: &Path, what: &str) -> Result<String> {
