@@ -228,10 +228,22 @@ impl MicroVm {
         Ok(())
     }
 
-    /// A file the host adds to the environment: onto the root disk (made from `root` now if
-    /// no job has made it yet, so that a file the host directory does not get — a shared
-    /// prepared root is never written — still reaches the guest).
-    pub fn write_file(&self, root: &Path, guest_path: &str, bytes: &[u8]) -> Result<()> {
-        self.disk(root)?.write_file(guest_path, bytes, 0o644)
+    /// A file the host adds to the environment, onto the root disk. Before the first job
+    /// the disk is not made yet: a file already written into the root directory
+    /// (`in_root_dir`) reaches it when it is made from there; otherwise (a shared prepared
+    /// root is never written) the disk is made from `root` now and the file written onto it.
+    pub fn write_file(
+        &self,
+        root: &Path,
+        guest_path: &str,
+        bytes: &[u8],
+        in_root_dir: bool,
+    ) -> Result<()> {
+        let made = self.disk.borrow().clone();
+        match made {
+            Some(d) => d.write_file(guest_path, bytes, 0o644),
+            None if in_root_dir => Ok(()),
+            None => self.disk(root)?.write_file(guest_path, bytes, 0o644),
+        }
     }
 }

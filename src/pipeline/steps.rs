@@ -220,6 +220,6 @@ pub fn write_root_file(ctx: &StepContext, guest_path: &str, bytes: &[u8]) -> Res
     }
     match ctx.backend {
         Backend::Container => Ok(()),
-        Backend::Microvm(vm) => vm.write_file(&ctx.root, guest_path, bytes),
+        Backend::Microvm(vm) => vm.write_file(&ctx.root, guest_path, bytes, !ctx.root_shared),
     }
 }

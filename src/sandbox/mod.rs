@@ -21,11 +21,11 @@ mod limits;
 pub(crate) mod mounts;
 mod net;
 pub(crate) mod sys;
+mod timens;
 
 /// The environment's libfaketime for a `clock.faketime` job, as the microVM backend applies
 /// it too: one rule for both backends.
 pub(crate) use env::faketime;
-mod timens;
 
 use std::ffi::CString;
 use std::net::TcpListener;
