@@ -334,6 +334,9 @@ fn kernel_panic_is_exit_3_and_leaves_no_qemu() {
 
 #[test]
 fn missing_qemu_kernel_or_bad_input_are_clear_errors() {
+    // The lock too: the final check counts this process's qemu children, and another
+    // test's guest must not be counted as one this test started.
+    let _l = lock();
     let d = tempfile::tempdir().unwrap();
     let root = busybox_root(d.path());
     let job = sh(&root, "true");
