@@ -382,15 +382,16 @@ impl StepRunner<'_> {
 }
 
 /// Both images of a failed image check as `docker save` archives in `out/images/`
-/// (`globals` and `tag`: the image step's podman global flags and `-t`): the
-/// rebuilt one saved by the environment's podman, the published one written from its blobs,
-/// pinned in the store by the manifest digest the registry gave. Returns the file names.
+/// (`globals` and `tag`: the image step's podman global flags and `-t`): the rebuilt one
+/// saved by the environment's podman, the published one written from its blobs, pinned in
+/// the store by the manifest digest the registry gave. Returns the file names.
 #[allow(clippy::too_many_arguments)]
 fn save_images(
     plan: &Plan,
     ctx: &steps::StepContext,
     step: &PlannedStep,
-    (globals, tag): (&[String], &String),
+    globals: &[String],
+    tag: &str,
     published: &PublishedImage,
     fetcher: &Fetcher,
     inputs: &mut InputsLock,
@@ -406,7 +407,7 @@ fn save_images(
     let cmd = format!(
         "{podman} tag {tag} {REBUILT_NAME} && {podman} save --format docker-archive -o {}/{saved} {REBUILT_NAME}",
         crate::plan::WORKSPACE,
-        tag = crate::plan::shell_line(std::slice::from_ref(tag)),
+        tag = crate::plan::shell_line(&[tag.to_string()]),
     );
     let job = steps::job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
     let (outcome, _) = steps::run_job(ctx, &job)?;
@@ -991,7 +992,8 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             plan,
             &ctx,
             step,
-            (globals, tag),
+            globals,
+            tag,
             p,
             &fetcher,
             &mut inputs,
@@ -1142,7 +1144,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     } else {
         drop(work);
     }
-    clock.lap("unmount, clean up");
+    clock.lap("clean up");
     let exit_code = report.verdict.exit_code();
     Ok(Outcome { report, exit_code })
 }
