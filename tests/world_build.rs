@@ -514,6 +514,20 @@ fn cli_serve_of_a_missing_world_is_bad_input() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("reprobox world build"));
+    // A directory that does not exist at all is bad input too, named in the message.
+    let absent = empty.path().join("absent");
+    let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
+        .args(["world", "serve"])
+        .arg(&absent)
+        .args(["--archive-port", "0", "--registry-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(absent.to_str().unwrap()) && err.contains("no such directory"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -78,16 +78,22 @@ impl Drop for WorldServers {
 
 /// Serves the world in `dir` (built by `world::build`).
 pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
-    let dir = std::fs::canonicalize(dir).ctx("resolve", dir)?;
+    let not_a_world = |dir: &Path, why: &str| {
+        Error::bad_input(
+            dir.display().to_string(),
+            format!(
+                "not a built test world ({why}); run `reprobox world build {}` first",
+                dir.display()
+            ),
+        )
+    };
+    let dir = std::fs::canonicalize(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_a_world(dir, "no such directory"),
+        _ => Error::io("resolve", dir, e),
+    })?;
     for sub in ["archive", "published", "registry", "upstream.git"] {
         if !dir.join(sub).exists() {
-            return Err(Error::bad_input(
-                dir.display().to_string(),
-                format!(
-                    "not a built test world (no {sub}/); run `reprobox world build {}` first",
-                    dir.display()
-                ),
-            ));
+            return Err(not_a_world(&dir, &format!("no {sub}/")));
         }
     }
     // Dumb-HTTP git needs info/refs and objects/info/packs.
