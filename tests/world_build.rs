@@ -504,6 +504,25 @@ fn cli_build_with_a_missing_tool_exits_3_and_writes_nothing() {
 }
 
 #[test]
+fn cli_build_into_a_file_is_bad_input_and_leaves_it() {
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
+        .args(["world", "build"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("not a file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+}
+
+#[test]
 fn cli_serve_of_a_missing_world_is_bad_input() {
     let empty = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
