@@ -112,6 +112,19 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+/// `dir` (`what` names it) is a directory or nothing yet, as a directory reprobox fills must
+/// be: a file there is bad input, refused before anything is fetched or written (creating
+/// the directory later would fail only as an I/O error, after the work).
+pub fn dir_or_absent(dir: &Path, what: &str) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(Error::bad_input(
+            format!("{what} {}", dir.display()),
+            "a directory (or a path to create one at), not a file",
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +139,22 @@ mod tests {
         let e = e.unwrap_err();
         assert_eq!(e.exit_code(), 3);
         assert!(e.to_string().contains("/nonexistent/reprobox"));
+    }
+
+    #[test]
+    fn a_file_where_a_directory_goes_is_bad_input() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = dir_or_absent(&file, "output directory").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains(&format!("output directory {}", file.display())),
+            "{e}"
+        );
+        // A directory, or nothing yet, is fine.
+        dir_or_absent(t.path(), "output directory").unwrap();
+        dir_or_absent(&t.path().join("absent"), "output directory").unwrap();
     }
 }

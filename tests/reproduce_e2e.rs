@@ -356,6 +356,27 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("offline"), "{}", stderr(&o));
+    // An output directory that is a file: exit 2 naming it, before anything is fetched;
+    // the file is left as it was.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let fresh = tmp.path().join("store-for-out");
+    let o = reproduce_cmd(&world().1.version, &fresh, &locs)
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("output directory {}", file.display())),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    assert!(
+        !fresh.join("git").exists(),
+        "the release was fetched before the output directory was checked"
+    );
     // No work directories left behind in the output directory.
     let left = work_dirs(&tmp.path().join("out"));
     assert!(left.is_empty(), "left {left:?}");

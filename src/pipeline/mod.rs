@@ -528,6 +528,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             None => Ok(()),
         }
     };
+    crate::error::dir_or_absent(&o.out, "output directory")?;
     let mut clock = PhaseClock::start();
     let fetcher = Fetcher::new(store.clone(), o.offline).with_progress(o.progress);
     let mut inputs = InputsLock::default();

@@ -125,12 +125,7 @@ pub fn load(dir: &Path) -> Result<WorldManifest> {
 
 /// Builds the world in `dir`, reusing every part that exists and is complete.
 pub fn build(dir: &Path) -> Result<WorldManifest> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::bad_input(
-            dir.display().to_string(),
-            "a directory for the test world (or a path to create one at), not a file",
-        ));
-    }
+    crate::error::dir_or_absent(dir, "world directory")?;
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::Environment(
