@@ -59,6 +59,16 @@ fn tar_list(p: &Path) -> String {
     sh(&format!("tar --zstd -tf '{}'", p.display()))
 }
 
+/// `reprobox world SUB DIR` (serve on free ports); callers add the rest.
+fn world_cmd(sub: &str, dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
+    c.args(["world", sub]).arg(dir);
+    if sub == "serve" {
+        c.args(["--archive-port", "0", "--registry-port", "0"]);
+    }
+    c
+}
+
 #[test]
 fn world_is_complete_and_idempotent() {
     let (dir, m) = shared();
@@ -491,9 +501,7 @@ fn serve_serves_archive_rootfs_git_and_registry_and_stops_on_drop() {
 fn cli_build_with_a_missing_tool_exits_3_and_writes_nothing() {
     let empty = tempfile::tempdir().unwrap();
     let target = empty.path().join("world");
-    let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
-        .args(["world", "build"])
-        .arg(&target)
+    let out = world_cmd("build", &target)
         .env("PATH", empty.path())
         .output()
         .unwrap();
@@ -508,11 +516,7 @@ fn cli_build_into_a_file_is_bad_input_and_leaves_it() {
     let t = tempfile::tempdir().unwrap();
     let file = t.path().join("a-file");
     std::fs::write(&file, "mine").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
-        .args(["world", "build"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = world_cmd("build", &file).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -525,22 +529,12 @@ fn cli_build_into_a_file_is_bad_input_and_leaves_it() {
 #[test]
 fn cli_serve_of_a_missing_world_is_bad_input() {
     let empty = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
-        .args(["world", "serve"])
-        .arg(empty.path())
-        .args(["--archive-port", "0", "--registry-port", "0"])
-        .output()
-        .unwrap();
+    let out = world_cmd("serve", empty.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("reprobox world build"));
     // A directory that does not exist at all is bad input too, named in the message.
     let absent = empty.path().join("absent");
-    let out = Command::new(env!("CARGO_BIN_EXE_reprobox"))
-        .args(["world", "serve"])
-        .arg(&absent)
-        .args(["--archive-port", "0", "--registry-port", "0"])
-        .output()
-        .unwrap();
+    let out = world_cmd("serve", &absent).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -552,10 +546,7 @@ fn cli_serve_of_a_missing_world_is_bad_input() {
 #[test]
 fn cli_serve_prints_the_locations_and_stops_on_sigint() {
     let (dir, _) = shared();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reprobox"))
-        .args(["world", "serve"])
-        .arg(dir)
-        .args(["--archive-port", "0", "--registry-port", "0"])
+    let mut child = world_cmd("serve", dir)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
