@@ -49,6 +49,25 @@ pub enum Command {
     World(cmd::world::Args),
 }
 
+impl Command {
+    /// Run the subcommand: its exit code, or the error `main` maps to one.
+    pub fn execute(self) -> crate::Result<i32> {
+        match self {
+            Command::Reproduce(a) => cmd::reproduce::execute(a),
+            Command::Demo(a) => cmd::demo::execute(a),
+            Command::Plan(a) => cmd::plan::execute(a),
+            Command::Profiles(a) => cmd::profiles::execute(a),
+            Command::Release(a) => cmd::release::execute(a),
+            Command::Run(a) => cmd::run::execute(a),
+            Command::Store(a) => cmd::store::execute(a),
+            Command::Archive(a) => cmd::archive::execute(a),
+            Command::Mirror(a) => cmd::mirror::execute(a),
+            Command::Drift(a) => cmd::drift::execute(a),
+            Command::World(a) => cmd::world::execute(a),
+        }
+    }
+}
+
 /// Parse the process's arguments: `reprobox run …` in its plain forms by hand
 /// ([`cmd::run::parse_plain`]), everything else (and anything it does not take) with clap.
 pub fn parse() -> Cli {

@@ -1,6 +1,7 @@
 //! reprobox: reproduce published builds bit for bit inside a sealed, pinned environment,
 //! and explain every difference. See ARCHITECTURE.md for the map of the code.
 
+pub mod backend;
 pub mod cli;
 pub mod cmd;
 pub mod envlock;

@@ -33,7 +33,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     let code = std::panic::catch_unwind(|| {
         let cli = reprobox::cli::parse();
         reprobox::logging::init(cli.verbose);
-        match reprobox::cmd::dispatch(cli.command) {
+        match cli.command.execute() {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("reprobox: error: {e}");

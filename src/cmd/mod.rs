@@ -1,7 +1,10 @@
 //! One module per subcommand. Each has `Args` (clap) and `execute`, which returns the
-//! process exit code or an error that `main` maps to one.
+//! process exit code or an error that `main` maps to one; `cli::Command::execute` calls
+//! them (this module knows nothing of `cli`). `backend.rs` holds the backend arguments
+//! `run` and `reproduce` share.
 
 pub mod archive;
+pub mod backend;
 pub mod demo;
 pub mod drift;
 pub mod mirror;
@@ -12,22 +15,3 @@ pub mod reproduce;
 pub mod run;
 pub mod store;
 pub mod world;
-
-use crate::cli::Command;
-use crate::error::Result;
-
-pub fn dispatch(cmd: Command) -> Result<i32> {
-    match cmd {
-        Command::Reproduce(a) => reproduce::execute(a),
-        Command::Demo(a) => demo::execute(a),
-        Command::Plan(a) => plan::execute(a),
-        Command::Profiles(a) => profiles::execute(a),
-        Command::Release(a) => release::execute(a),
-        Command::Run(a) => run::execute(a),
-        Command::Store(a) => store::execute(a),
-        Command::Archive(a) => archive::execute(a),
-        Command::Mirror(a) => mirror::execute(a),
-        Command::Drift(a) => drift::execute(a),
-        Command::World(a) => world::execute(a),
-    }
-}

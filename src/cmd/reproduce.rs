@@ -5,18 +5,10 @@ use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use crate::cmd::backend::BackendArgs;
 use crate::cmd::store::StoreArg;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, Options};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// Namespaces, pivot_root, dropped capabilities, Landlock (src/sandbox).
-    Container,
-    /// qemu `-M microvm` guests (src/vm) with their own kernel and wall clock, sharing one
-    /// root disk for the whole reproduction.
-    Microvm,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,9 +16,8 @@ pub struct Args {
     pub target: crate::cmd::plan::Target,
     #[command(flatten)]
     pub store: StoreArg,
-    /// Where the build runs.
-    #[arg(long, value_enum, default_value = "container")]
-    pub backend: Backend,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Use only what the store holds: nothing leaves the machine; a miss fails the run.
     #[arg(long)]
     pub offline: bool,
@@ -54,19 +45,6 @@ pub struct Args {
     /// Print only the report (JSON) on stdout; the build's own output goes to stderr.
     #[arg(long)]
     pub json: bool,
-    /// microVM: the guest kernel (bzImage) [default: the `linux` package of the
-    /// environment's day from the archive].
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// microVM: an extra initramfs loaded before reprobox's own (needs --kernel).
-    #[arg(long, value_name = "PATH")]
-    pub initrd: Option<PathBuf>,
-    /// microVM: guest memory in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = pipeline::microvm::DEFAULT_MEMORY_MIB)]
-    pub vm_memory: u64,
-    /// microVM: guest CPUs.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub vm_cpus: u32,
 }
 
 /// Send fd 1 to stderr until dropped, so the build's output cannot mix with the JSON.
@@ -99,37 +77,9 @@ impl Drop for StdoutToStderr {
 }
 
 pub fn execute(a: Args) -> Result<i32> {
-    let backend = match a.backend {
-        Backend::Container => {
-            if a.kernel.is_some() || a.initrd.is_some() {
-                return Err(Error::bad_input(
-                    "--kernel/--initrd",
-                    "only with --backend microvm",
-                ));
-            }
-            pipeline::BackendChoice::Container
-        }
-        Backend::Microvm => {
-            if a.initrd.is_some() && a.kernel.is_none() {
-                return Err(Error::bad_input(
-                    "--initrd",
-                    "--initrd needs --kernel PATH (a bzImage) as well",
-                ));
-            }
-            if a.vm_cpus == 0 || a.vm_memory < 256 {
-                return Err(Error::bad_input(
-                    "--vm-cpus/--vm-memory",
-                    "at least 1 CPU and 256 MiB",
-                ));
-            }
-            pipeline::BackendChoice::Microvm(pipeline::microvm::MicrovmChoice {
-                kernel: a.kernel.clone(),
-                initrd: a.initrd.clone(),
-                memory_mib: a.vm_memory,
-                cpus: a.vm_cpus,
-            })
-        }
-    };
+    let backend = a
+        .backend
+        .choice(crate::backend::microvm::DEFAULT_MEMORY_MIB)?;
     let plan = a.target.plan()?;
     let store = a.store.open()?;
     let out = a.out.clone().unwrap_or_else(|| {

@@ -1,19 +1,12 @@
-//! `reprobox run`: run one command sealed in the container sandbox.
+//! `reprobox run`: run one command sealed on a backend (the container sandbox, or a
+//! microVM).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::backend::{BackendArgs, BackendKind};
 use crate::error::{Error, Result};
 use crate::job::{Bind, CapsPolicy, Job, NetworkPolicy, RootfsSource};
-
-/// The backends `reprobox run` can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RunBackend {
-    /// Namespaces, pivot_root, narrowed capabilities, Landlock (src/sandbox).
-    Container,
-    /// A qemu `-M microvm` guest (src/vm): its own kernel and wall clock.
-    Microvm,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,23 +51,8 @@ pub struct Args {
     /// Print the run record (outcome and enforcement list) as JSON on stdout at the end.
     #[arg(long)]
     pub json: bool,
-    /// Where the job runs: the container sandbox, or a qemu microVM with its own kernel and
-    /// a wall clock set to SOURCE_DATE_EPOCH.
-    #[arg(long, value_enum, default_value = "container")]
-    pub backend: RunBackend,
-    /// microVM: the guest kernel (bzImage) [default: the host's /boot/vmlinuz-<running
-    /// release>, else the newest /boot/vmlinuz-* whose modules are installed].
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// microVM: an extra initramfs loaded before reprobox's own (needs --kernel).
-    #[arg(long, value_name = "PATH")]
-    pub initrd: Option<PathBuf>,
-    /// microVM: guest memory in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
-    pub vm_memory: u64,
-    /// microVM: guest CPUs.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub vm_cpus: u32,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD ARGS")]
     pub command: Vec<String>,
@@ -102,11 +80,10 @@ pub fn parse_plain(args: &[std::ffi::OsString]) -> Option<(u8, Args)> {
         caps: "default".into(),
         no_landlock: false,
         json: false,
-        backend: RunBackend::Container,
-        kernel: None,
-        initrd: None,
-        vm_memory: 1024,
-        vm_cpus: 2,
+        backend: BackendArgs {
+            vm_cpus: 2,
+            ..BackendArgs::default()
+        },
         command: Vec::new(),
     };
     let mut verbose = 0u8;
@@ -168,17 +145,11 @@ pub fn parse_plain(args: &[std::ffi::OsString]) -> Option<(u8, Args)> {
             "timeout" => a.timeout = Some(value.parse().ok()?),
             "memory" => a.memory = Some(value.parse().ok()?),
             "caps" => a.caps = value.into(),
-            "backend" => {
-                a.backend = match value {
-                    "container" => RunBackend::Container,
-                    "microvm" => RunBackend::Microvm,
-                    _ => return None,
-                }
-            }
-            "kernel" => a.kernel = Some(value.into()),
-            "initrd" => a.initrd = Some(value.into()),
-            "vm-memory" => a.vm_memory = value.parse().ok()?,
-            "vm-cpus" => a.vm_cpus = value.parse().ok()?,
+            "backend" => a.backend.backend = BackendKind::parse(value)?,
+            "kernel" => a.backend.kernel = Some(value.into()),
+            "initrd" => a.backend.initrd = Some(value.into()),
+            "vm-memory" => a.backend.vm_memory = Some(value.parse().ok()?),
+            "vm-cpus" => a.backend.vm_cpus = value.parse().ok()?,
             _ => return None,
         }
     }
@@ -280,38 +251,9 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
 
 pub fn execute(a: Args) -> Result<i32> {
     let job = job_from_args(&a)?;
-    let vm_flags = a.kernel.is_some() || a.initrd.is_some();
-    let outcome = match a.backend {
-        RunBackend::Container => {
-            if vm_flags {
-                return Err(Error::bad_input(
-                    "--kernel/--initrd",
-                    "only with --backend microvm",
-                ));
-            }
-            crate::sandbox::run(&job)?
-        }
-        RunBackend::Microvm => {
-            let kernel = match (&a.kernel, &a.initrd) {
-                (Some(k), _) => k.clone(),
-                (None, Some(i)) => {
-                    return Err(Error::bad_input(
-                        format!("--initrd {}", i.display()),
-                        "--initrd needs --kernel PATH (a bzImage) as well",
-                    ));
-                }
-                (None, None) => crate::vm::kernel::host_kernel()?,
-            };
-            let opts = crate::vm::VmOptions {
-                kernel: Some(kernel),
-                initrd: a.initrd.clone(),
-                memory_mib: a.vm_memory,
-                cpus: a.vm_cpus,
-                ..Default::default()
-            };
-            crate::vm::run(&job, &opts)?
-        }
-    };
+    let choice = a.backend.choice(crate::backend::microvm::RUN_MEMORY_MIB)?;
+    let backend = crate::backend::for_run(&choice)?;
+    let (outcome, _) = backend.run(&job, &crate::backend::Services::none())?;
     for e in outcome.enforcement.iter().filter(|e| !e.enforced) {
         tracing::info!("not enforced: {}: {}", e.feature, e.detail);
     }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::inputs::lock::InputsLock;
+use crate::inputs::prepared::PreparedEnvs;
 use crate::inputs::store::{self, Store};
-use crate::pipeline::envcache::EnvCache;
 
 /// `--store DIR` (env `REPROBOX_STORE`), shared by every command that uses the store.
 #[derive(Debug, Clone, clap::Args)]
@@ -101,7 +101,7 @@ pub fn execute(a: Args) -> Result<i32> {
                 Some(set)
             };
             let r = s.gc(keep_set.as_ref())?;
-            let staging = EnvCache::new(s.root()).remove_staging()?;
+            let staging = PreparedEnvs::new(s.root()).remove_staging()?;
             println!(
                 "removed {} temporary files and {} blobs, freed {} bytes, dropped {} index records; removed {staging} abandoned environment stagings",
                 r.removed_temp, r.removed_blobs, r.freed_bytes, r.index_records_dropped
@@ -145,7 +145,7 @@ pub fn execute(a: Args) -> Result<i32> {
             Ok(0)
         }
         StoreCommand::Envs { clear } => {
-            let cache = EnvCache::new(s.root());
+            let cache = PreparedEnvs::new(s.root());
             if clear {
                 let n = cache.clear()?;
                 println!("removed {n} prepared environments");

@@ -26,6 +26,9 @@ use crate::inputs::fetch::{Fetcher, Outcome};
 use crate::inputs::lock::{InputsLock, Status};
 use crate::inputs::store::{Blob, Store};
 
+/// The mirror's port on a job's loopback (see `plan::MIRROR_URL`).
+pub const MIRROR_PORT: u16 = 7878;
+
 /// What the mirror serves and from where.
 #[derive(Debug, Clone)]
 pub struct MirrorConfig {

@@ -1,21 +1,18 @@
-//! Running one planned step: one sandboxed job per command, with the archive mirror (and
-//! pinned base images) served on the job's own loopback. The backend decides where a job
-//! runs: the container sandbox (the default), or a microVM (`microvm.rs`) whose root disk
-//! persists across the jobs of the reproduction.
+//! Stages 4 and 5 run the profile's steps: one job per command, on the reproduction's
+//! backend, with the services the job needs on its loopback. This file turns a planned step
+//! into jobs ([`job_for`], pure) and runs lists of steps, keeping their records.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::{Options, Run};
+use crate::backend::{Backend, EnvRoot, Services};
 use crate::error::Result;
-use crate::inputs::images::{ImageServer, PinnedImage};
 use crate::inputs::lock::InputsLock;
-use crate::inputs::mirror::{Mirror, MirrorConfig};
-use crate::inputs::store::Store;
-use crate::job::{Bind, CapsPolicy, Clock, Job, JobOutcome, LandlockPolicy, Limits, RootfsSource};
-use crate::plan::{Isolation, PlannedStep, WORKSPACE};
+use crate::job::{
+    Bind, CapsPolicy, Clock, IdRange, Job, JobOutcome, LandlockPolicy, Limits, RootfsSource,
+};
+use crate::plan::{Isolation, Plan, PlannedStep, Role, WORKSPACE};
 use crate::report::StepRecord;
-
-/// The mirror's port on the job's loopback (see `plan::MIRROR_URL`).
-pub const MIRROR_PORT: u16 = 7878;
 
 /// Capabilities of a step that mounts nothing: the default set without CAP_SYS_ADMIN.
 const FILESYSTEM_STEP_CAPS: &[&str] = &[
@@ -34,63 +31,54 @@ const FILESYSTEM_STEP_CAPS: &[&str] = &[
     "audit_write",
 ];
 
-/// Where a reproduction's jobs run.
-pub enum Backend {
-    /// The container sandbox (src/sandbox): the environment root is used in place.
-    Container,
-    /// qemu microVMs (src/vm) sharing one persistent root disk.
-    Microvm(Box<super::microvm::MicroVm>),
-}
-
-impl Backend {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Container => "container",
-            Backend::Microvm(_) => "microvm",
-        }
-    }
-}
-
 /// What every job of a reproduction shares.
-pub struct StepContext<'a> {
-    pub backend: &'a Backend,
-    pub root: PathBuf,
-    pub workspace: &'a Path,
-    pub store: &'a Store,
-    pub upstream: &'a str,
-    pub offline: bool,
+pub struct JobContext {
+    pub backend: Box<dyn Backend>,
+    /// The environment root; it changes kind once (a staging root becomes a prepared one).
+    pub root: EnvRoot,
+    /// The source checkout, bound at [`WORKSPACE`].
+    pub workspace: PathBuf,
+    /// The mirror, and the pinned base images once an image step pinned them.
+    pub services: Services,
     pub source_date_epoch: i64,
-    /// Base images served on the job's loopback (image steps).
-    pub images: Vec<PinnedImage>,
     pub timeout: Option<std::time::Duration>,
-    /// The root is an overlay whose files already belong to the job's host ids.
-    pub root_premapped: bool,
-    /// The root is a prepared environment of the store, shared by every run: nothing is
-    /// ever written into it on the host (the microVM backend only makes its root disk from
-    /// it; what the run changes lives on that disk).
-    pub root_shared: bool,
+    /// The id map of every job (root: the reproduction's range; otherwise the sandbox
+    /// maps the user's own subordinate ranges).
+    pub id_map: Option<IdRange>,
     /// Extra writable binds every job gets (scratch directories of the run).
     pub scratch: Vec<Bind>,
 }
 
-/// Build the job for one command of a step.
-pub fn job_for(
-    ctx: &StepContext,
-    step: &PlannedStep,
-    argv: Vec<String>,
-    extra_ports: &[u16],
-) -> Job {
-    let mut job = Job::new(RootfsSource::Dir(ctx.root.clone()), argv);
+impl JobContext {
+    /// Run one job on the backend with the services on its loopback; its outcome and every
+    /// request the services answered.
+    pub fn run_job(&self, job: &Job) -> Result<(JobOutcome, InputsLock)> {
+        self.backend.run(job, &self.services)
+    }
+
+    /// Make the host's copy of `guest_dir` current (see [`Backend::sync_root_dir`]).
+    pub fn sync_root_dir(&self, guest_dir: &str) -> Result<()> {
+        self.backend.sync_root_dir(&self.root, guest_dir)
+    }
+
+    /// Add a file to the environment (see [`Backend::write_root_file`]).
+    pub fn write_root_file(&self, guest_path: &str, bytes: &[u8]) -> Result<()> {
+        self.backend.write_root_file(&self.root, guest_path, bytes)
+    }
+}
+
+/// The job for one command of a step: the workspace and scratch binds, a listener for
+/// each service, the step's clock, and the step's isolation as capabilities and Landlock.
+pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
+    let mut job = Job::new(RootfsSource::Dir(ctx.root.dir()), argv);
     job.binds.push(Bind {
-        src: ctx.workspace.to_path_buf(),
+        src: ctx.workspace.clone(),
         dst: PathBuf::from(WORKSPACE),
         read_only: false,
     });
     job.binds.extend(ctx.scratch.iter().cloned());
     job.workdir = PathBuf::from(&step.workdir);
-    job.listen = std::iter::once(MIRROR_PORT)
-        .chain(extra_ports.iter().copied())
-        .collect();
+    job.listen = ctx.services.ports();
     job.clock = Clock {
         source_date_epoch: Some(ctx.source_date_epoch),
         faketime: step.faketime,
@@ -118,14 +106,14 @@ pub fn job_for(
         tcp_connect: job.listen.clone(),
         tcp_bind: Vec::new(),
     };
-    job.id_map = super::env::id_map();
-    job.root_premapped = ctx.root_premapped;
+    job.id_map = ctx.id_map;
+    job.root_premapped = ctx.root.premapped();
     job
 }
 
 /// Run every command of `step`; stop at the first failure. Returns the step's record and
 /// every request its jobs made.
-pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, InputsLock)> {
+pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, InputsLock)> {
     let mut lock = InputsLock::default();
     let mut record = StepRecord {
         name: step.name.clone(),
@@ -135,14 +123,9 @@ pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, In
         enforcement: Vec::new(),
         cached: None,
     };
-    let image_ports: Vec<u16> = ctx
-        .images
-        .iter()
-        .filter_map(|i| i.reference.port())
-        .collect();
     for argv in &step.commands {
-        let job = job_for(ctx, step, argv.clone(), &image_ports);
-        let (outcome, served) = run_job(ctx, &job)?;
+        let job = job_for(ctx, step, argv.clone());
+        let (outcome, served) = ctx.run_job(&job)?;
         lock.entries.extend(served.entries);
         record.wall_time_ms += outcome.wall_time_ms;
         record.exit_code = outcome.exit_code;
@@ -156,70 +139,246 @@ pub fn run_step(ctx: &StepContext, step: &PlannedStep) -> Result<(StepRecord, In
     Ok((record, lock))
 }
 
-/// Run one job on the reproduction's backend with the mirror on its loopback port
-/// [`MIRROR_PORT`] and the pinned images on their registry port; returns its outcome and
-/// every request the servers answered.
-pub fn run_job(ctx: &StepContext, job: &Job) -> Result<(JobOutcome, InputsLock)> {
-    let mut lock = InputsLock::default();
-    if let Backend::Microvm(vm) = ctx.backend {
-        return vm.run(ctx, job);
-    }
-    let mut running = crate::sandbox::spawn(job)?;
-    let mut mirror = None;
-    let mut registry = None;
-    for (port, listener) in std::mem::take(&mut running.listeners) {
-        if port == MIRROR_PORT {
-            mirror = Some(Mirror::serve(
-                listener,
-                MirrorConfig {
-                    store: ctx.store.clone(),
-                    upstream: ctx.upstream.to_string(),
-                    offline: ctx.offline,
-                },
-            )?);
-        } else if registry.is_none() {
-            registry = Some(ImageServer::serve(
-                listener,
-                ctx.store.clone(),
-                &ctx.images,
-            )?);
-        }
-    }
-    let outcome = running.wait();
-    if let Some(m) = mirror {
-        lock.entries.extend(m.stop().entries);
-    }
-    if let Some(r) = registry {
-        lock.entries.extend(r.stop().entries);
-    }
-    Ok((outcome?, lock))
+/// The profile's steps as this run executes them.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// Every step this run executes, in order.
+    pub steps: Vec<PlannedStep>,
+    /// How many of them, from the first, are environment steps (rollback and install).
+    pub n_env: usize,
+    /// No environment step comes after a build step (prepared environments need this).
+    pub env_first: bool,
+    /// The day the environment is rolled to.
+    pub day: String,
 }
 
-/// Make the host's copy of `guest_dir` (absolute, inside the environment) current before
-/// the pipeline reads it: a microVM's changes live on its root disk.
-pub fn sync_root_dir(ctx: &StepContext, guest_dir: &str) -> Result<()> {
-    match ctx.backend {
-        Backend::Container => Ok(()),
-        Backend::Microvm(_) if ctx.root_shared => Err(crate::error::Error::Environment(format!(
-            "{guest_dir}: the root is a shared prepared environment and is never written on the host"
-        ))),
-        Backend::Microvm(vm) => vm.sync_out(&ctx.root, guest_dir),
+impl Selected {
+    /// The leading environment steps.
+    pub fn env(&self) -> &[PlannedStep] {
+        &self.steps[..self.n_env]
     }
 }
 
-/// Add a file to the environment (`guest_path` absolute): in the root directory (unless it
-/// is a shared prepared environment), and on the microVM's root disk when there is one.
-pub fn write_root_file(ctx: &StepContext, guest_path: &str, bytes: &[u8]) -> Result<()> {
-    use crate::error::IoContext;
-    if !ctx.root_shared {
-        let host = ctx.root.join(guest_path.trim_start_matches('/'));
-        if let Some(parent) = host.parent() {
-            std::fs::create_dir_all(parent).ctx("create", parent)?;
-        }
-        std::fs::write(&host, bytes).ctx("write", &host)?;
+/// A step that changes the environment rather than building.
+pub fn is_env_step(s: &PlannedStep) -> bool {
+    matches!(s.role, Role::Rollback | Role::Install)
+}
+
+/// The steps of `plan` as the options run them: rollback steps dropped with
+/// `--no-rollback`, environment steps moved to `--env-day`. Says so in `notes`.
+pub fn select(plan: &Plan, o: &Options, notes: &mut Vec<String>) -> Selected {
+    let steps: Vec<PlannedStep> = plan
+        .steps
+        .iter()
+        .filter_map(|s| as_run(plan, o, s, notes))
+        .collect();
+    let n_env = steps.iter().take_while(|s| is_env_step(s)).count();
+    let env_first = steps[n_env..].iter().all(|s| !is_env_step(s));
+    Selected {
+        steps,
+        n_env,
+        env_first,
+        day: o.env_day.clone().unwrap_or_else(|| plan.snapshot.clone()),
     }
-    match ctx.backend {
-        Backend::Container => Ok(()),
-        Backend::Microvm(vm) => vm.write_file(&ctx.root, guest_path, bytes, !ctx.root_shared),
+}
+
+/// A planned step as this run executes it, or `None` when the options skip it.
+fn as_run(
+    plan: &Plan,
+    o: &Options,
+    step: &PlannedStep,
+    notes: &mut Vec<String>,
+) -> Option<PlannedStep> {
+    if step.role == Role::Rollback && !o.rollback {
+        notes.push(format!(
+            "step {} skipped: rollback switched off (--no-rollback)",
+            step.name
+        ));
+        return None;
+    }
+    let mut s = step.clone();
+    if let (Some(day), Role::Rollback | Role::Install) = (&o.env_day, step.role) {
+        let (from, to) = (
+            format!("/repos/{}/", plan.snapshot),
+            format!("/repos/{day}/"),
+        );
+        for c in &mut s.commands {
+            for a in c.iter_mut() {
+                *a = a.replace(&from, &to);
+            }
+        }
+        notes.push(format!(
+            "step {}: the environment was rolled to {day}, not the snapshot day {}",
+            step.name, plan.snapshot
+        ));
+    }
+    Some(s)
+}
+
+/// How a run of steps ended.
+#[derive(Debug, Default)]
+pub struct StepsResult {
+    /// Every step exited 0 (optional ones included).
+    pub all_ok: bool,
+    /// The first required step that failed.
+    pub failed: Option<String>,
+    /// The podman call of the image step that ran, if one did.
+    pub image: Option<super::image::PodmanCall>,
+}
+
+impl Run<'_> {
+    /// Run `list` in order, one job per command, keeping each step's record, its requests
+    /// and notes; an image step first gets its base images pinned and served. Stops at the
+    /// first required step that fails.
+    pub fn run_steps(&mut self, ctx: &mut JobContext, list: &[PlannedStep]) -> Result<StepsResult> {
+        let mut result = StepsResult {
+            all_ok: true,
+            ..StepsResult::default()
+        };
+        for step in list {
+            self.interrupted()?;
+            if step.role == Role::Image {
+                result.image = self.pin_base_images(ctx, step)?;
+            }
+            self.say(&format!(
+                "step {} ({} command(s))",
+                step.name,
+                step.commands.len()
+            ));
+            let (rec, lock) = run_step(ctx, step)?;
+            self.ledger.inputs.entries.extend(lock.entries);
+            let code = rec.exit_code;
+            self.ledger.steps.push(rec);
+            if code != 0 {
+                result.all_ok = false;
+                if step.optional {
+                    self.ledger.notes.push(format!(
+                        "optional step {} failed (exit {code}); going on",
+                        step.name
+                    ));
+                } else {
+                    result.failed = Some(step.name.clone());
+                    return Ok(result);
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Container;
+    use crate::inputs::mirror::{MIRROR_PORT, MirrorConfig};
+
+    fn options() -> Options {
+        Options {
+            offline: true,
+            rollback: true,
+            env_day: None,
+            out: PathBuf::from("/nonexistent"),
+            progress: false,
+            timeout: None,
+            keep_work: false,
+            env_cache: true,
+            backend: Default::default(),
+        }
+    }
+
+    fn ctx(root: EnvRoot) -> JobContext {
+        let store = crate::inputs::store::Store::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        JobContext {
+            backend: Box::new(Container),
+            root,
+            workspace: PathBuf::from("/work/ws"),
+            services: Services {
+                mirror: Some(MirrorConfig {
+                    store: store.clone(),
+                    upstream: "http://127.0.0.1:1".into(),
+                    offline: true,
+                }),
+                images: Vec::new(),
+                store: Some(store),
+            },
+            source_date_epoch: 1_779_062_400,
+            timeout: Some(std::time::Duration::from_secs(9)),
+            id_map: Some(super::super::environment::ID_RANGE),
+            scratch: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_real_profiles_steps_keep_their_order_and_the_environment_steps_come_first() {
+        let plan = super::super::test_plan();
+        let mut notes = Vec::new();
+        let s = select(&plan, &options(), &mut notes);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(s.steps.len(), plan.steps.len());
+        assert!(s.n_env >= 1 && s.env_first, "{s:?}");
+        assert_eq!(s.day, plan.snapshot);
+        assert!(s.env().iter().all(is_env_step));
+    }
+
+    #[test]
+    fn no_rollback_drops_rollback_steps_and_env_day_rewrites_the_archive_day() {
+        let plan = super::super::test_plan();
+        let mut notes = Vec::new();
+        let o = Options {
+            rollback: false,
+            ..options()
+        };
+        let s = select(&plan, &o, &mut notes);
+        assert!(s.steps.iter().all(|s| s.role != Role::Rollback));
+        assert!(
+            notes.iter().any(|n| n.contains("--no-rollback")),
+            "{notes:?}"
+        );
+
+        let mut notes = Vec::new();
+        let o = Options {
+            env_day: Some("2026/06/01".into()),
+            ..options()
+        };
+        let s = select(&plan, &o, &mut notes);
+        assert_eq!(s.day, "2026/06/01");
+        let text = format!("{:?}", s.env());
+        assert!(text.contains("/repos/2026/06/01/"), "{text}");
+        assert!(
+            !text.contains(&format!("/repos/{}/", plan.snapshot)),
+            "{text}"
+        );
+        assert!(notes.iter().any(|n| n.contains("not the snapshot day")));
+    }
+
+    #[test]
+    fn a_filesystem_step_loses_sys_admin_and_is_confined_by_landlock() {
+        let plan = super::super::test_plan();
+        let c = ctx(EnvRoot::Owned(PathBuf::from("/work/root")));
+        for step in &plan.steps {
+            let job = job_for(&c, step, vec!["true".into()]);
+            assert_eq!(job.rootfs, RootfsSource::Dir(PathBuf::from("/work/root")));
+            assert_eq!(job.binds[0].dst, PathBuf::from(WORKSPACE));
+            assert_eq!(job.listen, vec![MIRROR_PORT]);
+            assert_eq!(job.landlock.tcp_connect, vec![MIRROR_PORT]);
+            assert_eq!(job.clock.source_date_epoch, Some(1_779_062_400));
+            assert_eq!(job.clock.faketime, step.faketime);
+            assert_eq!(job.limits.timeout, Some(std::time::Duration::from_secs(9)));
+            assert!(!job.root_premapped);
+            match step.isolation {
+                Isolation::Filesystem => {
+                    let CapsPolicy::List(caps) = &job.caps else {
+                        panic!("{:?}", job.caps)
+                    };
+                    assert!(!caps.iter().any(|c| c == "sys_admin"), "{caps:?}");
+                    assert!(job.landlock.restrict_filesystem);
+                    assert!(job.landlock.writable.contains(&PathBuf::from("/dev")));
+                }
+                _ => {
+                    assert_eq!(job.caps, CapsPolicy::Default, "{}", step.name);
+                    assert!(!job.landlock.restrict_filesystem);
+                }
+            }
+        }
     }
 }

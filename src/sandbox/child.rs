@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use super::ctl;
 use super::mounts;
 use super::sys::{self, Real};
-use super::{Prepared, caps, landlock_rules, limits, net, timens};
+use super::{ChildSetup, caps, landlock_rules, limits, net, timens};
 use crate::job::Enforcement;
 
 fn fail(sock: RawFd, msg: &str) -> ! {
@@ -63,7 +63,7 @@ const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER | libc::CLONE_NEWPID;
 
 /// The namespaces B unshares first thing. The cgroup namespace waits, when the job has
 /// cgroups, until reprobox has moved B into them (its root is then the job's cgroup).
-fn unshare_flags(p: &Prepared) -> libc::c_int {
+fn unshare_flags(p: &ChildSetup) -> libc::c_int {
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if p.cgroups.dirs.is_empty() {
         flags | libc::CLONE_NEWCGROUP
@@ -100,7 +100,7 @@ pub(crate) unsafe fn clone_b() -> std::io::Result<i32> {
 
 /// A, only when reprobox has other threads: a plain fork of reprobox (glibc makes malloc
 /// safe to use in it) that creates B, says B's pid, and waits for it.
-pub(crate) fn stage_a(p: &Prepared, sock: RawFd, parent: i32) -> ! {
+pub(crate) fn stage_a(p: &ChildSetup, sock: RawFd, parent: i32) -> ! {
     die_with_parent(parent);
     ignore_interrupts();
     // SAFETY: A is single-threaded; B runs stage code only.
@@ -148,7 +148,7 @@ fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
+pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
     // B's parent is outside its pid namespace and reads as pid 0, so an early death of
     // the parent is seen on the control socket instead: `go` never comes.
     die_with_parent(0);
@@ -362,8 +362,8 @@ pub(crate) fn stage_b(p: &Prepared, sock: RawFd) -> ! {
 /// faults, and C runs at once on B's CPU. B is single-threaded and blocked, so nothing
 /// else touches the shared memory meanwhile; a panic in C aborts C (it cannot unwind out
 /// of its entry function). C leaves what it enforced in `enf` (B's memory) for B to send.
-fn spawn_c(p: &Prepared, sock: RawFd, enf: &mut Vec<Enforcement>) -> std::io::Result<i32> {
-    type Arg<'a> = (&'a Prepared, RawFd, *mut Vec<Enforcement>);
+fn spawn_c(p: &ChildSetup, sock: RawFd, enf: &mut Vec<Enforcement>) -> std::io::Result<i32> {
+    type Arg<'a> = (&'a ChildSetup, RawFd, *mut Vec<Enforcement>);
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` points at the tuple below, alive until C has exec'd or exited,
         // and B does not touch `enf` meanwhile.
@@ -400,7 +400,7 @@ fn spawn_c(p: &Prepared, sock: RawFd, enf: &mut Vec<Enforcement>) -> std::io::Re
     }
 }
 
-fn stage_c(p: &Prepared, sock: RawFd, out: &mut Vec<Enforcement>) -> ! {
+fn stage_c(p: &ChildSetup, sock: RawFd, out: &mut Vec<Enforcement>) -> ! {
     // SAFETY: plain syscalls in the job's own process. Dispositions reprobox (and the Rust
     // runtime: SIGPIPE) set must not leak into the job: ignored signals survive execve.
     unsafe {

@@ -14,18 +14,19 @@
 mod caps;
 mod child;
 mod ctl;
-mod env;
+mod environ;
 mod idmap;
 mod landlock_rules;
 mod limits;
-pub(crate) mod mounts;
+mod mounts;
 mod net;
-pub(crate) mod sys;
+pub mod overlay;
+mod sys;
 mod timens;
 
 /// The environment's libfaketime for a `clock.faketime` job, as the microVM backend applies
 /// it too: one rule for both backends.
-pub(crate) use env::faketime;
+pub(crate) use environ::faketime;
 
 use std::ffi::CString;
 use std::net::TcpListener;
@@ -37,7 +38,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
 
 /// Everything the helper processes need, computed before forking.
-pub(crate) struct Prepared {
+pub(crate) struct ChildSetup {
     pub job: Job,
     pub rootfs: PathBuf,
     pub cgroups: limits::Cgroups,
@@ -193,9 +194,9 @@ pub fn spawn(job: &Job) -> Result<Running> {
         }
     };
 
-    let mut env = env::build(job, std::env::var("TERM").ok().as_deref());
+    let mut env = environ::build(job, std::env::var("TERM").ok().as_deref());
     if job.clock.faketime {
-        enforcement.push(env::faketime(job, &rootfs, &mut env));
+        enforcement.push(environ::faketime(job, &rootfs, &mut env));
     }
     let path_dirs = env
         .iter()
@@ -261,7 +262,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
         ),
     });
 
-    let prepared = Prepared {
+    let setup = ChildSetup {
         job: job.clone(),
         rootfs,
         cgroups: std::mem::take(&mut cleanup.cgroups),
@@ -291,7 +292,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
     let pid = match pid {
         Ok(pid) => pid,
         Err(e) => {
-            cleanup.cgroups = prepared.cgroups;
+            cleanup.cgroups = setup.cgroups;
             cleanup.run();
             return Err(Error::Sandbox(format!("create the job's namespaces: {e}")));
         }
@@ -299,12 +300,12 @@ pub fn spawn(job: &Job) -> Result<Running> {
     if pid == 0 {
         drop(sock_p);
         if direct {
-            child::stage_b(&prepared, sock_c.as_raw_fd());
+            child::stage_b(&setup, sock_c.as_raw_fd());
         }
-        child::stage_a(&prepared, sock_c.as_raw_fd(), me);
+        child::stage_a(&setup, sock_c.as_raw_fd(), me);
     }
     drop(sock_c);
-    cleanup.cgroups = prepared.cgroups;
+    cleanup.cgroups = setup.cgroups;
     let deadline = job.limits.timeout.map(|t| Instant::now() + t);
     let mut r = Running {
         listeners: Vec::new(),
@@ -346,7 +347,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
         });
         None
     } else if matches!(plan, idmap::Plan::Root { .. }) {
-        match idmapped_root(&prepared.rootfs, pid_b) {
+        match idmapped_root(&setup.rootfs, pid_b) {
             Ok(fd) => {
                 r.enforcement.push(Enforcement {
                     feature: "rootfs-idmapped".into(),
@@ -395,7 +396,7 @@ fn single_threaded() -> bool {
 
 /// A detached copy of the root filesystem's mount, idmapped with the job's user
 /// namespace, so files owned by host root belong to the job's root (root only).
-pub(crate) fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
+fn idmapped_root(root: &std::path::Path, pid: i32) -> std::io::Result<OwnedFd> {
     let c = sys::cstr(root)?;
     // SAFETY: raw new-mount-API syscalls with valid arguments.
     unsafe {

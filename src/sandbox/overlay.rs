@@ -22,12 +22,19 @@ pub struct Overlay {
     merged: PathBuf,
     lower: PathBuf,
     base: PathBuf,
+    range: IdRange,
 }
 
 impl Overlay {
     /// The merged root the jobs run in.
     pub fn root(&self) -> &Path {
         &self.merged
+    }
+
+    /// The host ids the lower layer maps the prepared root's 0 to: what a file the host
+    /// adds must be owned by for the job to see it as its root's.
+    pub fn range(&self) -> IdRange {
+        self.range
     }
 
     /// The prepared root the lower layer shows.
@@ -74,6 +81,7 @@ impl Overlay {
             merged: merged.clone(),
             lower: lower.clone(),
             base: base.to_path_buf(),
+            range,
         };
         make_private(&lower)?;
         // `volatile`: the upper layer is thrown away with the run, so overlayfs need not
@@ -134,7 +142,7 @@ impl Drop for Overlay {
 }
 
 fn cstr(p: &Path) -> Result<CString> {
-    crate::sandbox::sys::cstr(p)
+    super::sys::cstr(p)
         .map_err(|_| Error::bad_input(p.display().to_string(), "a path without NUL bytes"))
 }
 
@@ -187,7 +195,7 @@ fn move_mount(tree: &OwnedFd, to: &Path) -> Result<()> {
 /// child in a user namespace of its own with `range` written as its map.
 fn idmapped_clone(base: &Path, range: IdRange) -> Result<OwnedFd> {
     let holder = UsernsHolder::spawn(range)?;
-    let r = crate::sandbox::idmapped_root(base, holder.pid);
+    let r = super::idmapped_root(base, holder.pid);
     drop(holder);
     r.map_err(|e| Error::io("make an idmapped mount of", base, e))
 }
@@ -240,12 +248,14 @@ impl UsernsHolder {
                     .into(),
             ));
         }
-        let map = format!("0 {} {}\n", range.host_uid, range.count);
-        let gmap = format!("0 {} {}\n", range.host_gid, range.count);
-        for (file, text) in [("uid_map", map), ("gid_map", gmap)] {
-            let p = PathBuf::from(format!("/proc/{pid}/{file}"));
-            std::fs::write(&p, text).ctx("write", &p)?;
-        }
+        let plan = super::idmap::Plan::Root {
+            uid_base: range.host_uid,
+            gid_base: range.host_gid,
+            count: range.count,
+        };
+        super::idmap::apply(&plan, pid).map_err(|e| {
+            Error::Environment(format!("the idmapped environment's user namespace: {e}"))
+        })?;
         Ok(holder)
     }
 }

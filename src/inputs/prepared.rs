@@ -1,4 +1,4 @@
-//! Prepared environments kept between reproductions, so that a warm reproduction does not
+//! PreparedEnv environments kept between reproductions, so that a warm reproduction does not
 //! unpack the base and roll it back again.
 //!
 //! A prepared environment is a pure function of what went into it: the pinned base tarball
@@ -18,7 +18,7 @@
 //!
 //! Invariants: an entry under its key is complete (it is published by one rename, after its
 //! lock); nothing ever writes into a published root (reproductions see it through an
-//! overlay, `overlay.rs`); a staging directory that is not renamed is removed.
+//! overlay, `sandbox::overlay`); a staging directory that is not renamed is removed.
 
 use std::path::{Path, PathBuf};
 
@@ -79,18 +79,18 @@ pub struct EnvMeta {
 }
 
 /// The prepared environments of one store.
-pub struct EnvCache {
+pub struct PreparedEnvs {
     dir: PathBuf,
 }
 
 /// A published prepared environment.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub struct PreparedEnv {
     pub key: String,
     pub dir: PathBuf,
 }
 
-impl Prepared {
+impl PreparedEnv {
     pub fn root(&self) -> PathBuf {
         self.dir.join("root")
     }
@@ -138,9 +138,9 @@ impl Staging {
     }
 }
 
-impl EnvCache {
-    pub fn new(store_root: &Path) -> EnvCache {
-        EnvCache {
+impl PreparedEnvs {
+    pub fn new(store_root: &Path) -> PreparedEnvs {
+        PreparedEnvs {
             dir: store_root.join("envs"),
         }
     }
@@ -150,13 +150,13 @@ impl EnvCache {
     }
 
     /// The prepared environment for `recipe`, if one was published.
-    pub fn lookup(&self, recipe: &EnvRecipe) -> Result<Option<Prepared>> {
+    pub fn lookup(&self, recipe: &EnvRecipe) -> Result<Option<PreparedEnv>> {
         let key = recipe.key();
         let dir = self.dir.join(&key);
         if !dir.join("env.lock").is_file() || !dir.join("root").is_dir() {
             return Ok(None);
         }
-        let p = Prepared { key, dir };
+        let p = PreparedEnv { key, dir };
         // A key collision or a hand-edited entry would be a different environment.
         if p.meta()?.recipe != *recipe {
             return Err(Error::Environment(format!(
@@ -196,7 +196,7 @@ impl EnvCache {
         mut staging: Staging,
         recipe: &EnvRecipe,
         lock: &EnvLock,
-    ) -> Result<Prepared> {
+    ) -> Result<PreparedEnv> {
         let path = staging.path().to_path_buf();
         let lock_path = path.join("env.lock");
         std::fs::write(&lock_path, lock.to_text()).ctx("write", &lock_path)?;
@@ -215,10 +215,10 @@ impl EnvCache {
         let _ = std::fs::remove_file(path.join(".lock"));
         let tmp = staging.dir.take().expect("present until published").keep();
         match std::fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(Prepared { key, dir: dest }),
+            Ok(()) => Ok(PreparedEnv { key, dir: dest }),
             Err(_) if dest.join("env.lock").is_file() => {
                 remove_tree(&tmp);
-                Ok(Prepared { key, dir: dest })
+                Ok(PreparedEnv { key, dir: dest })
             }
             Err(e) => {
                 remove_tree(&tmp);
@@ -228,7 +228,7 @@ impl EnvCache {
     }
 
     /// Every published environment (`store envs`).
-    pub fn list(&self) -> Result<Vec<Prepared>> {
+    pub fn list(&self) -> Result<Vec<PreparedEnv>> {
         let mut out = Vec::new();
         let rd = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
@@ -239,7 +239,7 @@ impl EnvCache {
             let e = e.ctx("read directory", &self.dir)?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                out.push(Prepared {
+                out.push(PreparedEnv {
                     key: name,
                     dir: e.path(),
                 });
@@ -260,7 +260,7 @@ impl EnvCache {
     }
 }
 
-impl EnvCache {
+impl PreparedEnvs {
     /// Remove staging directories a killed reproduction left behind (`store gc`): those
     /// whose lock nobody holds. Returns how many.
     pub fn remove_staging(&self) -> Result<usize> {
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn publish_then_lookup_and_an_unpublished_staging_leaves_nothing() {
         let store = tempfile::tempdir().unwrap();
-        let cache = EnvCache::new(store.path());
+        let cache = PreparedEnvs::new(store.path());
         let r = recipe("2026/03/30");
         assert!(cache.lookup(&r).unwrap().is_none());
         {
@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn gc_removes_only_abandoned_stagings() {
         let store = tempfile::tempdir().unwrap();
-        let cache = EnvCache::new(store.path());
+        let cache = PreparedEnvs::new(store.path());
         let live = cache.stage().unwrap();
         let abandoned = cache.dir().join(".staging-dead");
         std::fs::create_dir_all(abandoned.join("root")).unwrap();
@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn an_entry_whose_meta_disagrees_with_its_key_is_refused() {
         let store = tempfile::tempdir().unwrap();
-        let cache = EnvCache::new(store.path());
+        let cache = PreparedEnvs::new(store.path());
         let r = recipe("2026/03/30");
         let s = cache.stage().unwrap();
         std::fs::create_dir_all(s.root()).unwrap();

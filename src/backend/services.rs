@@ -1,0 +1,112 @@
+//! The servers a job reaches on its own loopback, wired once for both backends: the archive
+//! mirror on [`MIRROR_PORT`] and the pinned base images on the port their references name.
+//! A backend hands over one listening socket per port of `Job::listen` (inside the job's
+//! network namespace, or on the host behind a forward) and gets back every request the
+//! servers answered when it stops them.
+
+use std::net::{SocketAddr, TcpListener};
+
+use crate::error::Result;
+use crate::inputs::images::{ImageServer, PinnedImage};
+use crate::inputs::lock::InputsLock;
+use crate::inputs::mirror::{MIRROR_PORT, Mirror, MirrorConfig, MirrorHandle};
+use crate::inputs::store::Store;
+
+/// What a job may reach besides itself.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The archive mirror, on [`MIRROR_PORT`].
+    pub mirror: Option<MirrorConfig>,
+    /// Pinned base images (image steps), served read-only from `store`.
+    pub images: Vec<PinnedImage>,
+    pub store: Option<Store>,
+}
+
+impl Services {
+    /// Nothing: a job with loopback alone (`reprobox run`).
+    pub fn none() -> Services {
+        Services::default()
+    }
+
+    /// The ports a job must have listeners on for these services, in a fixed order.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports = Vec::new();
+        if self.mirror.is_some() {
+            ports.push(MIRROR_PORT);
+        }
+        for p in self.images.iter().filter_map(|i| i.reference.port()) {
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        ports
+    }
+
+    /// Serve on `listeners` (port the job uses, socket, and the address the job sees when
+    /// it differs from the socket's own, as behind the microVM's forwards). A port that
+    /// is not the mirror's serves the pinned images (one image server for all of them).
+    pub fn start(&self, listeners: Vec<(u16, TcpListener, Option<SocketAddr>)>) -> Result<Serving> {
+        let mut serving = Serving::default();
+        for (port, listener, shown) in listeners {
+            if port == MIRROR_PORT
+                && let Some(config) = &self.mirror
+            {
+                serving.mirror = Some(Mirror::serve(listener, config.clone())?);
+            } else if serving.images.is_none()
+                && !self.images.is_empty()
+                && let Some(store) = &self.store
+            {
+                serving.images = Some(ImageServer::serve_as(
+                    listener,
+                    store.clone(),
+                    &self.images,
+                    shown,
+                )?);
+            }
+        }
+        Ok(serving)
+    }
+}
+
+/// Services being served for one job.
+#[derive(Default)]
+pub struct Serving {
+    mirror: Option<MirrorHandle>,
+    images: Option<ImageServer>,
+}
+
+impl Serving {
+    /// Stop serving; every request answered, the mirror's first.
+    pub fn stop(self) -> InputsLock {
+        let mut lock = InputsLock::default();
+        if let Some(m) = self.mirror {
+            lock.entries.extend(m.stop().entries);
+        }
+        if let Some(r) = self.images {
+            lock.entries.extend(r.stop().entries);
+        }
+        lock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_services_no_ports_and_the_mirror_comes_first() {
+        assert!(Services::none().ports().is_empty());
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let s = Services {
+            mirror: Some(MirrorConfig {
+                store: store.clone(),
+                upstream: "http://127.0.0.1:1".into(),
+                offline: true,
+            }),
+            images: Vec::new(),
+            store: Some(store),
+        };
+        assert_eq!(s.ports(), vec![MIRROR_PORT]);
+    }
+}

@@ -1,0 +1,451 @@
+//! The image step's inputs and stage 7, the image check: the Dockerfile's base images
+//! pinned by digest and served to the job, the rebuilt image read from the environment's
+//! podman, the published one from the registry (or the store), their comparison, and on a
+//! difference both saved as archives for the diff tools.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::Run;
+use super::steps::{JobContext, job_for};
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::images::DigestRef;
+use crate::inputs::lock::Status;
+use crate::plan::{PlannedStep, WORKSPACE};
+use crate::report::Check;
+use crate::verify::registry::{PublishedBytes, PublishedImage};
+
+/// The podman global flags and the `-t` tag of an image step's build command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodmanCall {
+    pub globals: Vec<String>,
+    pub tag: String,
+}
+
+impl PodmanCall {
+    /// From an argv that runs `podman [GLOBALS] build … -t TAG`.
+    pub fn find(argv: &[String]) -> Option<PodmanCall> {
+        let p = argv
+            .iter()
+            .position(|a| a == "podman" || a.ends_with("/podman"))?;
+        let b = argv.iter().position(|a| a == "build")?;
+        let globals = argv[p + 1..b].to_vec();
+        let t = argv.iter().position(|a| a == "-t" || a == "--tag")?;
+        Some(PodmanCall {
+            globals,
+            tag: argv.get(t + 1)?.clone(),
+        })
+    }
+
+    /// A shell line running `podman GLOBALS ARGS…`.
+    fn line(&self, args: &[&str]) -> String {
+        let mut argv = vec!["podman".to_string()];
+        argv.extend(self.globals.iter().cloned());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        crate::plan::shell_line(&argv)
+    }
+}
+
+/// `FROM` references pinned by digest in a Dockerfile; tags are returned separately (they
+/// cannot be pinned, and the report says so).
+pub fn from_refs(dockerfile: &str) -> (Vec<DigestRef>, Vec<String>) {
+    let mut pinned = Vec::new();
+    let mut tags = Vec::new();
+    for l in dockerfile.lines() {
+        let t = l.trim();
+        if !t.to_ascii_uppercase().starts_with("FROM ") {
+            continue;
+        }
+        let Some(img) = t[5..].split_whitespace().find(|w| !w.starts_with("--")) else {
+            continue;
+        };
+        if img == "scratch" {
+            continue;
+        }
+        match DigestRef::parse(img) {
+            Some(r) => pinned.push(r),
+            None => tags.push(img.to_string()),
+        }
+    }
+    (pinned, tags)
+}
+
+impl Run<'_> {
+    /// Before an image step: pin the Dockerfile's base images by digest, serve them on the
+    /// job's loopback, and tell the environment's podman where they are. Returns the
+    /// step's podman call.
+    pub(super) fn pin_base_images(
+        &mut self,
+        ctx: &mut JobContext,
+        step: &PlannedStep,
+    ) -> Result<Option<PodmanCall>> {
+        let plan = self.plan;
+        let df = ctx
+            .workspace
+            .join(&plan.artifacts.dir)
+            .join(&plan.source.release_file);
+        let dockerfile = std::fs::read_to_string(&df).unwrap_or_default();
+        let (refs, tags) = from_refs(&dockerfile);
+        for t in tags {
+            self.ledger.notes.push(format!("base image {t} is a tag, not a digest: it cannot be pinned, and the sandbox cannot pull it"));
+        }
+        let registry = plan
+            .locations
+            .get("registry")
+            .map(|l| l.url.clone())
+            .unwrap_or_default();
+        for r in refs {
+            self.say(&format!("pinning base image {r}"));
+            ctx.services.images.push(crate::inputs::images::pin(
+                self.fetcher,
+                &mut self.ledger.inputs,
+                &registry,
+                &r,
+            )?);
+        }
+        // Let the environment's podman pull the pinned images from the job's loopback.
+        if !ctx.services.images.is_empty() {
+            let mut conf = String::from(
+                "# written by reprobox: pinned base images served on the job's loopback\n",
+            );
+            for p in &ctx.services.images {
+                conf.push_str(&format!(
+                    "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n",
+                    p.reference.host
+                ));
+            }
+            ctx.write_root_file(
+                "/etc/containers/registries.conf.d/90-reprobox-pinned.conf",
+                conf.as_bytes(),
+            )?;
+            self.ledger.notes.push("reprobox added /etc/containers/registries.conf.d/90-reprobox-pinned.conf to the environment so its podman pulls the pinned base images over plain HTTP from the job's loopback".into());
+        }
+        Ok(step.commands.iter().find_map(|c| PodmanCall::find(c)))
+    }
+
+    /// The published image: from the registry (online, and kept in the store), or from the
+    /// store (offline).
+    fn published_image(&mut self) -> Result<PublishedImage> {
+        let plan = self.plan;
+        let store = self.fetcher.store();
+        let (murl, curl) = published_urls(plan);
+        let lock = &mut self.ledger.inputs;
+        if !self.fetcher.offline() {
+            let (img, bytes) = crate::verify::registry::fetch_published_bytes(
+                &plan.expected.registry,
+                &plan.expected.image,
+                &plan.expected.image_tag,
+            )?;
+            for (bytes, url) in [(&bytes.manifest, &murl), (&bytes.config, &curl)] {
+                let b = store.put_reader(&bytes[..], None, url)?;
+                lock.record(Status::Fetched, url, Some((&b.sha256, b.size)));
+            }
+            return Ok(img);
+        }
+        let mut read = |url: &str| -> Result<Vec<u8>> {
+            let b = store
+                .lookup_url(url)?
+                .ok_or_else(|| Error::network(url, "offline and the store holds no copy"))?;
+            lock.record(Status::Hit, url, Some((&b.sha256, b.size)));
+            std::fs::read(&b.path).ctx("read", &b.path)
+        };
+        let bytes = PublishedBytes {
+            manifest: read(&murl)?,
+            config: read(&curl)?,
+        };
+        crate::verify::registry::published_from_bytes(&plan.expected_image_ref(), None, &bytes)
+    }
+
+    /// Stage 7: compare the rebuilt image with the published one. `built`: the image step's
+    /// podman call when the step ran and succeeded. Returns the checks and the files kept
+    /// for the diff tools.
+    pub(super) fn check_image(
+        &mut self,
+        ctx: &JobContext,
+        step: &PlannedStep,
+        built: Option<&PodmanCall>,
+    ) -> Result<(Vec<Check>, Vec<String>)> {
+        let plan = self.plan;
+        let local = match built {
+            Some(call) => self.inspect_rebuilt(ctx, step, call)?,
+            None => None,
+        };
+        self.lap("image inspect");
+        let published = match self.published_image() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.ledger
+                    .notes
+                    .push(format!("the published image could not be read: {e}"));
+                None
+            }
+        };
+        let checks = image_checks(
+            &plan.expected_image_ref(),
+            published.as_ref(),
+            local.as_ref(),
+        );
+        let mut kept = Vec::new();
+        if let (Some(p), Some(l), Some(call)) = (&published, &local, built)
+            && p.config_digest != l.config_digest
+        {
+            self.say("image differs: saving both images to compare");
+            match self.save_images(ctx, step, call, p) {
+                Ok(files) => {
+                    kept.extend(files);
+                    let out = &self.o.out;
+                    let dir = out.join("images");
+                    match crate::verify::imagearchive::run_diffoci(
+                        out,
+                        &dir.join("published.tar"),
+                        &dir.join("rebuilt.tar"),
+                    ) {
+                        Ok(files) => kept.extend(files),
+                        Err(note) => self.ledger.notes.push(note),
+                    }
+                }
+                Err(e) => self
+                    .ledger
+                    .notes
+                    .push(format!("the two images could not be saved to compare: {e}")),
+            }
+        }
+        Ok((checks, kept))
+    }
+
+    /// `podman image inspect` of the rebuilt image, in the environment.
+    fn inspect_rebuilt(
+        &mut self,
+        ctx: &JobContext,
+        step: &PlannedStep,
+        call: &PodmanCall,
+    ) -> Result<Option<LocalImage>> {
+        let name = ".reprobox-image.json";
+        let cmd = format!(
+            "{} > {WORKSPACE}/{name}",
+            call.line(&["image", "inspect", &call.tag])
+        );
+        let job = job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd]);
+        let (out, _) = ctx.run_job(&job)?;
+        if out.exit_code == 0 {
+            return read_local_image(&ctx.workspace.join(name)).map(Some);
+        }
+        self.ledger.notes.push(format!(
+            "podman image inspect {} failed (exit {})",
+            call.tag, out.exit_code
+        ));
+        Ok(None)
+    }
+
+    /// Both images of a failed image check as `docker save` archives in `out/images/`: the
+    /// rebuilt one saved by the environment's podman, the published one written from its
+    /// blobs, pinned in the store by the manifest digest the registry gave. Returns the file
+    /// names.
+    fn save_images(
+        &mut self,
+        ctx: &JobContext,
+        step: &PlannedStep,
+        call: &PodmanCall,
+        published: &PublishedImage,
+    ) -> Result<Vec<String>> {
+        use crate::verify::imagearchive::{PUBLISHED_NAME, REBUILT_NAME, write_docker_archive};
+        let plan = self.plan;
+        let dir = self.o.out.join("images");
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let saved = ".reprobox-rebuilt.tar";
+        let cmd = format!(
+            "{} && {}",
+            call.line(&["tag", &call.tag, REBUILT_NAME]),
+            call.line(&[
+                "save",
+                "--format",
+                "docker-archive",
+                "-o",
+                &format!("{WORKSPACE}/{saved}"),
+                REBUILT_NAME
+            ]),
+        );
+        let job = job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd]);
+        let (outcome, _) = ctx.run_job(&job)?;
+        if outcome.exit_code != 0 {
+            return Err(Error::Environment(format!(
+                "podman save of the rebuilt image exited {}",
+                outcome.exit_code
+            )));
+        }
+        let rebuilt = dir.join("rebuilt.tar");
+        let from = ctx.workspace.join(saved);
+        std::fs::rename(&from, &rebuilt).ctx("move the saved image to", &rebuilt)?;
+        // The job's root saved it: make it the caller's, like every other output.
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        std::os::unix::fs::chown(&rebuilt, Some(uid), Some(gid)).ctx("chown", &rebuilt)?;
+
+        let registry = &plan.expected.registry;
+        let host = registry
+            .split_once("://")
+            .map_or(registry.as_str(), |(_, r)| r)
+            .trim_end_matches('/')
+            .to_string();
+        let r = DigestRef {
+            host,
+            repository: plan.expected.image.clone(),
+            digest: published.manifest_digest.clone(),
+        };
+        let pinned =
+            crate::inputs::images::pin(self.fetcher, &mut self.ledger.inputs, registry, &r)?;
+        write_docker_archive(
+            self.fetcher.store(),
+            &pinned,
+            PUBLISHED_NAME,
+            &dir.join("published.tar"),
+        )?;
+        Ok(vec![
+            "images/published.tar".into(),
+            "images/rebuilt.tar".into(),
+        ])
+    }
+}
+
+/// Where the published image's bytes are kept in the store, by URL.
+fn published_urls(plan: &crate::plan::Plan) -> (String, String) {
+    let base = plan.expected.registry.trim_end_matches('/');
+    let tag = format!(
+        "{base}/v2/{}/manifests/{}",
+        plan.expected.image, plan.expected.image_tag
+    );
+    (tag.clone(), format!("{tag}#config"))
+}
+
+/// The rebuilt image as the environment's podman describes it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct LocalImage {
+    pub config_digest: String,
+    pub manifest_digest: Option<String>,
+    pub diff_ids: Vec<String>,
+}
+
+/// Parse `podman image inspect` output (an array of one, or the object).
+pub fn parse_local_image(text: &str, what: &str) -> Result<LocalImage> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::Environment(format!("{what}: podman image inspect output: {e}")))?;
+    let v = if v.is_array() { v[0].clone() } else { v };
+    let id = v["Id"].as_str().unwrap_or_default();
+    let config_digest = if id.starts_with("sha256:") {
+        id.to_string()
+    } else {
+        format!("sha256:{id}")
+    };
+    let diff_ids = v["RootFS"]["Layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str().map(str::to_string))
+        .collect();
+    Ok(LocalImage {
+        config_digest,
+        manifest_digest: v["Digest"].as_str().map(str::to_string),
+        diff_ids,
+    })
+}
+
+fn read_local_image(path: &Path) -> Result<LocalImage> {
+    let text = std::fs::read_to_string(path).ctx("read", path)?;
+    parse_local_image(&text, &path.display().to_string())
+}
+
+/// The image checks: config digest and diffIDs decide, the manifest digest is evidence.
+/// A side that could not be read makes a check unknown.
+pub fn image_checks(
+    image_ref: &str,
+    published: Option<&PublishedImage>,
+    local: Option<&LocalImage>,
+) -> Vec<Check> {
+    let src = format!("published {image_ref}; rebuilt by the image step");
+    vec![
+        Check::compare(
+            "image-config-digest",
+            true,
+            published.map(|p| p.config_digest.clone()),
+            local.map(|l| l.config_digest.clone()),
+            src.clone(),
+        ),
+        Check::compare(
+            "image-diff-ids",
+            true,
+            published.map(|p| p.diff_ids.join(",")),
+            local.map(|l| l.diff_ids.join(",")),
+            src,
+        ),
+        Check::compare(
+            "image-manifest-digest",
+            false,
+            published.map(|p| p.manifest_digest.clone()),
+            local.and_then(|l| l.manifest_digest.clone()),
+            "depends on layer compression: podman's local manifest has uncompressed layers, the registry's compressed ones".into(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Status;
+
+    #[test]
+    fn podman_call_takes_the_globals_before_build_and_the_tag() {
+        let argv: Vec<String> = [
+            "podman",
+            "--storage-driver",
+            "vfs",
+            "build",
+            "--no-cache",
+            "-t",
+            "repro:1",
+            ".",
+        ]
+        .map(String::from)
+        .to_vec();
+        let c = PodmanCall::find(&argv).unwrap();
+        assert_eq!(c.globals, ["--storage-driver", "vfs"]);
+        assert_eq!(c.tag, "repro:1");
+        assert_eq!(
+            c.line(&["image", "inspect", "repro:1"]),
+            "podman --storage-driver vfs image inspect repro:1"
+        );
+        assert!(PodmanCall::find(&["make".to_string()]).is_none());
+    }
+
+    #[test]
+    fn from_lines_split_into_digests_and_tags_and_scratch_is_skipped() {
+        let df = "FROM --platform=linux/amd64 127.0.0.1:5000/alpine@sha256:0123456789012345678901234567890123456789012345678901234567890123 AS verify\nRUN true\nfrom alpine:3.23\nFROM scratch\n";
+        let (pinned, tags) = from_refs(df);
+        assert_eq!(pinned.len(), 1, "{pinned:?}");
+        assert_eq!(pinned[0].repository, "alpine");
+        assert_eq!(tags, ["alpine:3.23"]);
+    }
+
+    #[test]
+    fn local_image_from_inspect_output_and_the_checks_it_makes() {
+        let l = parse_local_image(
+            r#"[{"Id":"abc","Digest":"sha256:m","RootFS":{"Layers":["sha256:l1","sha256:l2"]}}]"#,
+            "inspect.json",
+        )
+        .unwrap();
+        assert_eq!(l.config_digest, "sha256:abc");
+        assert_eq!(l.diff_ids, ["sha256:l1", "sha256:l2"]);
+        let e = parse_local_image("not json", "inspect.json").unwrap_err();
+        assert!(e.to_string().contains("inspect.json"), "{e}");
+
+        // Nothing published: every check is unknown, never a pass.
+        let checks = image_checks("r/i:t", None, Some(&l));
+        assert_eq!(checks.len(), 3);
+        assert!(checks.iter().all(|c| c.status == Status::Unknown));
+        assert_eq!(
+            checks.iter().filter(|c| c.decisive).count(),
+            2,
+            "the manifest digest is evidence only"
+        );
+    }
+}
