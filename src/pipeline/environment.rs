@@ -186,7 +186,7 @@ impl Run<'_> {
         work: &Path,
     ) -> Result<Environment> {
         let (plan, o) = (self.plan, self.o);
-        let on_vm = ctx.backend.name() == "microvm";
+        let on_vm = matches!(o.backend, crate::backend::BackendChoice::Microvm(_));
         let refusal =
             prepared_env_refusal(o.env_cache, on_vm, id_map().is_some(), selected.env_first);
         let envs = PreparedEnvs::new(self.fetcher.store().root());

@@ -26,7 +26,6 @@ pub mod steps;
 use std::path::{Path, PathBuf};
 
 use crate::backend::{Backend, BackendChoice, Container, EnvRoot, MicroVm, Services};
-use crate::envlock::EnvLock;
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::archive::Archive;
 use crate::inputs::fetch::Fetcher;
@@ -164,15 +163,92 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     git.checkout(&release.release.source_revision, &workspace)?;
     run.lap("checkout");
     let backend = open_backend(&mut run, &selected.day, work.path())?;
-    if backend.name() == "container" {
+    if o.backend == BackendChoice::Container {
         // Binds are not idmapped in the container: the workspace goes to the mapped root.
         // (The guest's root is the host's 0: there it stays as checked out.)
         environment::give_to_job(&workspace)?;
     }
     // Declared after `work`: dropped (its overlay unmounted) before the work directory goes.
-    let mut ctx = JobContext {
+    let mut ctx = job_context(plan, o, &store, backend, workspace);
+
+    // 4. The environment.
+    let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
+    run.lap("environment");
+
+    // 5. The build: what is left of the steps.
+    let build = run.build(&mut ctx, env, &selected.day)?;
+    run.lap("build steps");
+
+    // 6. The rootfs check.
+    let built = ctx.workspace.join(&plan.artifacts.dir);
+    let rootfs = run.check_rootfs(&release.release, &built.join(&plan.artifacts.rootfs))?;
+    let mut checks: Vec<_> = rootfs.check.into_iter().collect();
+    let mut external_diffs = rootfs.kept;
+    run.lap("rootfs checks");
+
+    // 7. The image check: only for a profile with an image step, and with the rebuilt
+    //    image only when that step ran and succeeded.
+    if let Some(step) = plan.steps.iter().find(|s| s.role == Role::Image) {
+        let ran = build.failed.is_none() && run.ledger.steps.iter().any(|r| r.name == step.name);
+        let built = build.image.as_ref().filter(|_| ran);
+        let (image_checks, kept) = run.check_image(&ctx, step, built)?;
+        checks.extend(image_checks);
+        external_diffs.extend(kept);
+    }
+    run.lap("image checks");
+
+    // 8. The drift of the environment from the snapshot day.
+    let drift = run.drift(&build.env_lock);
+    run.lap("drift");
+
+    // 9. The report and the outputs.
+    let report = outputs::assemble_report(
+        plan,
+        outputs::Findings {
+            backend: ctx.backend.name(),
+            microvm: ctx.backend.record(),
+            source_revision: release.release.source_revision.clone(),
+            failed_step: build.failed,
+            checks,
+            file_diffs: rootfs.file_diffs,
+            drift,
+            late: rootfs.late,
+            steps: std::mem::take(&mut run.ledger.steps),
+            external_diffs,
+            notes: std::mem::take(&mut run.ledger.notes),
+        },
+    );
+    outputs::write_outputs(
+        plan,
+        &o.out,
+        &report,
+        &build.env_lock,
+        &run.ledger.inputs,
+        &outputs::Provenance {
+            release: &release,
+            base: &base,
+            pinned_images: &ctx.services.images,
+            prepared: ctx.root.prepared(),
+            built: &built,
+        },
+    )?;
+    run.lap("outputs");
+    finish(&mut run, ctx.root, work)?;
+    let exit_code = report.verdict.exit_code();
+    Ok(Outcome { report, exit_code })
+}
+
+/// What every job of the reproduction shares; its root is set by stage 4.
+fn job_context(
+    plan: &Plan,
+    o: &Options,
+    store: &Store,
+    backend: Box<dyn Backend>,
+    workspace: PathBuf,
+) -> JobContext {
+    JobContext {
         backend,
-        root: EnvRoot::Owned(work.path().to_path_buf()),
+        root: EnvRoot::Owned(PathBuf::new()),
         workspace,
         services: Services {
             mirror: Some(MirrorConfig {
@@ -187,108 +263,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         timeout: o.timeout,
         id_map: environment::id_map(),
         scratch: Vec::new(),
-    };
-
-    // 4. The environment.
-    let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
-    run.lap("environment");
-
-    // 5. The build: what is left of the steps; the environment lock is recorded once the
-    //    last environment step among them ran.
-    let mut env_lock = env.lock;
-    let mut failed_step = env.failed;
-    let mut built_image = None;
-    if failed_step.is_none() {
-        let last_env = env.rest.iter().rposition(steps::is_env_step);
-        for (i, step) in env.rest.iter().enumerate() {
-            let r = run.run_steps(&mut ctx, std::slice::from_ref(step))?;
-            built_image = r.image.or(built_image);
-            if r.failed.is_some() {
-                failed_step = r.failed;
-                break;
-            }
-            if Some(i) == last_env {
-                ctx.sync_root_dir("/var/lib/pacman/local")?;
-                env_lock = Some(run.env_lock(&ctx.root.dir(), &selected.day)?);
-            }
-        }
     }
-    run.lap("build steps");
-    note_unpinned_clocks(&mut run.ledger);
-    let env_lock = match env_lock {
-        Some(l) => l,
-        None => {
-            ctx.sync_root_dir("/var/lib/pacman/local")?;
-            let mut l = EnvLock::record(&ctx.root.dir(), Some(&selected.day), &[])?;
-            outputs::complete_env_lock(&mut l, |name| {
-                run.archive.resolve(&selected.day, name).ok()
-            });
-            l
-        }
-    };
-    if let Some(s) = &failed_step {
-        run.ledger
-            .notes
-            .push(format!("step {s} failed: the build did not complete"));
-    }
-
-    // 6. The rootfs check.
-    let built = ctx.workspace.join(&plan.artifacts.dir);
-    let rootfs = run.check_rootfs(&release.release, &built.join(&plan.artifacts.rootfs))?;
-    let mut checks: Vec<_> = rootfs.check.into_iter().collect();
-    let mut external_diffs = rootfs.kept;
-    run.lap("rootfs checks");
-
-    // 7. The image check: only for a profile with an image step, and with the rebuilt
-    //    image only when that step ran and succeeded.
-    if let Some(step) = plan.steps.iter().find(|s| s.role == Role::Image) {
-        let ran = failed_step.is_none() && run.ledger.steps.iter().any(|r| r.name == step.name);
-        let built = built_image.as_ref().filter(|_| ran);
-        let (image_checks, kept) = run.check_image(&ctx, step, built)?;
-        checks.extend(image_checks);
-        external_diffs.extend(kept);
-    }
-    run.lap("image checks");
-
-    // 8. The drift of the environment from the snapshot day.
-    let drift = run.drift(&env_lock);
-    run.lap("drift");
-
-    // 9. The report and the outputs.
-    let report = outputs::assemble_report(
-        plan,
-        outputs::Findings {
-            backend: ctx.backend.name(),
-            microvm: ctx.backend.record(),
-            source_revision: release.release.source_revision.clone(),
-            failed_step,
-            checks,
-            file_diffs: rootfs.file_diffs,
-            drift,
-            late: rootfs.late,
-            steps: std::mem::take(&mut run.ledger.steps),
-            external_diffs,
-            notes: std::mem::take(&mut run.ledger.notes),
-        },
-    );
-    outputs::write_outputs(
-        plan,
-        &o.out,
-        &report,
-        &env_lock,
-        &run.ledger.inputs,
-        &outputs::Provenance {
-            release: &release,
-            base: &base,
-            pinned_images: &ctx.services.images,
-            prepared: ctx.root.prepared(),
-            built: &built,
-        },
-    )?;
-    run.lap("outputs");
-    finish(&mut run, ctx.root, work)?;
-    let exit_code = report.verdict.exit_code();
-    Ok(Outcome { report, exit_code })
 }
 
 /// Open the backend the options name; a microVM resolves its guest kernel for the
@@ -318,7 +293,7 @@ fn open_backend(run: &mut Run, day: &str, work: &Path) -> Result<Box<dyn Backend
 }
 
 /// A note for every step whose clock should have been pinned and was not.
-fn note_unpinned_clocks(ledger: &mut Ledger) {
+pub(crate) fn note_unpinned_clocks(ledger: &mut Ledger) {
     for r in &ledger.steps {
         if let Some(e) = r
             .enforcement

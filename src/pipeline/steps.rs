@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+use super::environment::Environment;
 use super::{Options, Run};
 use crate::backend::{Backend, EnvRoot, Services};
+use crate::envlock::EnvLock;
 use crate::error::Result;
 use crate::inputs::lock::InputsLock;
 use crate::job::{
@@ -226,7 +228,64 @@ pub struct StepsResult {
     pub image: Option<super::image::PodmanCall>,
 }
 
+/// What stage 5 leaves for the checks.
+#[derive(Debug)]
+pub struct Build {
+    /// The environment lock: recorded when the environment steps ended.
+    pub env_lock: EnvLock,
+    /// The first required step that failed (in the environment or the build).
+    pub failed: Option<String>,
+    /// The podman call of the image step that ran, if one did.
+    pub image: Option<super::image::PodmanCall>,
+}
+
 impl Run<'_> {
+    /// Stage 5: run what is left of the steps after stage 4 (unless an environment step
+    /// failed there). The environment lock is recorded once the last environment step
+    /// among them ran, or at the end when stage 4 did not record it.
+    pub fn build(&mut self, ctx: &mut JobContext, env: Environment, day: &str) -> Result<Build> {
+        let mut env_lock = env.lock;
+        let mut failed = env.failed;
+        let mut image = None;
+        if failed.is_none() {
+            let last_env = env.rest.iter().rposition(is_env_step);
+            for (i, step) in env.rest.iter().enumerate() {
+                let r = self.run_steps(ctx, std::slice::from_ref(step))?;
+                image = r.image.or(image);
+                if r.failed.is_some() {
+                    failed = r.failed;
+                    break;
+                }
+                if Some(i) == last_env {
+                    ctx.sync_root_dir("/var/lib/pacman/local")?;
+                    env_lock = Some(self.env_lock(&ctx.root.dir(), day)?);
+                }
+            }
+        }
+        super::note_unpinned_clocks(&mut self.ledger);
+        let env_lock = match env_lock {
+            Some(l) => l,
+            None => {
+                ctx.sync_root_dir("/var/lib/pacman/local")?;
+                let mut l = EnvLock::record(&ctx.root.dir(), Some(day), &[])?;
+                super::outputs::complete_env_lock(&mut l, |name| {
+                    self.archive.resolve(day, name).ok()
+                });
+                l
+            }
+        };
+        if let Some(s) = &failed {
+            self.ledger
+                .notes
+                .push(format!("step {s} failed: the build did not complete"));
+        }
+        Ok(Build {
+            env_lock,
+            failed,
+            image,
+        })
+    }
+
     /// Run `list` in order, one job per command, keeping each step's record, its requests
     /// and notes; an image step first gets its base images pinned and served. Stops at the
     /// first required step that fails.

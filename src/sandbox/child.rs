@@ -189,6 +189,31 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
         // SAFETY: reprobox is gone or gave up.
         _ => unsafe { libc::_exit(121) },
     };
+    become_root(p, sock, setgroups);
+    // The time namespace applies to B's children: C and everything it starts.
+    let time_note = timens::enter_for_children()
+        .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
+    // What B enforced, sent with `ready`; C's list comes with the status.
+    let mut enf = vec![Enforcement {
+        feature: "time-namespace".into(),
+        enforced: true,
+        detail: time_note,
+    }];
+    enf.extend(attach_root(p, sock, &root_fd, &bind_fds, idmapped.as_ref()));
+    bring_up_network(p, sock);
+    let _ = ctl::send_str(
+        sock,
+        &format!("ready {}", serde_json::to_string(&enf).unwrap()),
+    );
+    let mut c_enf = Vec::new();
+    let c =
+        spawn_c(p, sock, &mut c_enf).unwrap_or_else(|e| fail(sock, &format!("start the job: {e}")));
+    init_until(p, sock, c, &c_enf, &root_fd)
+}
+
+/// B becomes root of its user namespace (its map written by the parent), stays
+/// dumpable, and enters a cgroup namespace when it has cgroups.
+fn become_root(p: &ChildSetup, sock: RawFd, setgroups: bool) {
     // SAFETY: plain id syscalls; the map was written by the parent.
     unsafe {
         if libc::setresgid(0, 0, 0) != 0 {
@@ -222,16 +247,18 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
             );
         }
     }
-    // The time namespace applies to B's children: C and everything it starts.
-    let time_note = timens::enter_for_children()
-        .unwrap_or_else(|e| fail(sock, &format!("time namespace offsets: {e}")));
-    // What B enforced, sent with `ready`; C's list comes with the status.
-    let mut enf = vec![Enforcement {
-        feature: "time-namespace".into(),
-        enforced: true,
-        detail: time_note,
-    }];
-    let idmapped = idmapped.as_ref();
+}
+
+/// Attach the job's root (the idmapped tree reprobox handed over, else a bind of the
+/// root directory) and apply the mount plan under it; returns what could not be done as
+/// it was planned.
+fn attach_root(
+    p: &ChildSetup,
+    sock: RawFd,
+    root_fd: &OwnedFd,
+    bind_fds: &[OwnedFd],
+    idmapped: Option<&OwnedFd>,
+) -> Vec<Enforcement> {
     let mut real = Real;
     use super::sys::Sys;
     // The root is attached straight onto /mnt (or /tmp) of B's private copy of the host's
@@ -274,7 +301,7 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
         }
         None => step(
             real.mount(
-                Some(&fd_path(&root_fd)),
+                Some(&fd_path(root_fd)),
                 root,
                 None,
                 libc::MS_BIND | libc::MS_REC,
@@ -284,7 +311,7 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
         ),
     }
     let mut job = p.job.clone();
-    for (b, fd) in job.binds.iter_mut().zip(&bind_fds) {
+    for (b, fd) in job.binds.iter_mut().zip(bind_fds) {
         b.src = fd_path(fd);
     }
     let ops = mounts::plan(&job, p.host_fuse);
@@ -292,11 +319,19 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
         Ok(n) => n,
         Err(e) => fail(sock, &e),
     };
-    enf.extend(notes.into_iter().map(|detail| Enforcement {
-        feature: "mounts".into(),
-        enforced: false,
-        detail,
-    }));
+    notes
+        .into_iter()
+        .map(|detail| Enforcement {
+            feature: "mounts".into(),
+            enforced: false,
+            detail,
+        })
+        .collect()
+}
+
+/// The job's hostname, its loopback up, and a listener on each of its ports handed to
+/// the host.
+fn bring_up_network(p: &ChildSetup, sock: RawFd) {
     let h = &p.job.hostname;
     // SAFETY: valid buffer and length.
     if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } != 0 {
@@ -320,13 +355,11 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
             Err(e) => fail(sock, &format!("listen on 127.0.0.1:{port} in the job: {e}")),
         }
     }
-    let _ = ctl::send_str(
-        sock,
-        &format!("ready {}", serde_json::to_string(&enf).unwrap()),
-    );
-    let mut c_enf = Vec::new();
-    let c =
-        spawn_c(p, sock, &mut c_enf).unwrap_or_else(|e| fail(sock, &format!("start the job: {e}")));
+}
+
+/// B as the job's init: reap everything until C (the job) ends, then report its status
+/// and leave.
+fn init_until(p: &ChildSetup, sock: RawFd, c: i32, c_enf: &[Enforcement], root_fd: &OwnedFd) -> ! {
     // Init: reap everything until the job itself ends.
     loop {
         let mut st = 0;
@@ -339,7 +372,7 @@ pub(crate) fn stage_b(p: &ChildSetup, sock: RawFd) -> ! {
             kill_the_rest();
             let _ = ctl::send_str(
                 sock,
-                &format!("status {st} {}", serde_json::to_string(&c_enf).unwrap()),
+                &format!("status {st} {}", serde_json::to_string(c_enf).unwrap()),
             );
             // An unprivileged user cannot delete files the job made under its subordinate
             // ids; B, root of the job's user namespace, empties the unpacked root so that

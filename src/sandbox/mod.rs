@@ -143,137 +143,20 @@ pub fn spawn(job: &Job) -> Result<Running> {
     let guard = crate::interrupt::Guard::new();
     let started = Instant::now();
     let keep_caps = caps::resolve(&job.caps)?;
-
     let mut cleanup = Cleanup {
         temp_root: None,
         cgroups: limits::Cgroups::default(),
     };
     let mut enforcement = Vec::new();
-    let rootfs = match &job.rootfs {
-        RootfsSource::Dir(d) => {
-            if !d.is_dir() {
-                return Err(Error::bad_input(
-                    format!("--rootfs {}", d.display()),
-                    "expected a directory or a tar/tar.gz/tar.zst archive",
-                ));
-            }
-            d.clone()
-        }
-        RootfsSource::Archive(a) => {
-            if !a.is_file() {
-                return Err(Error::bad_input(
-                    format!("--rootfs {}", a.display()),
-                    "expected a directory or a tar/tar.gz/tar.zst archive",
-                ));
-            }
-            let t = tempfile::Builder::new()
-                .prefix("reprobox-root-")
-                .tempdir()
-                .ctx("create temporary directory", std::env::temp_dir())?;
-            let dest = t.path().join("root");
-            cleanup.temp_root = Some(t);
-            let rep = crate::inputs::unpack::unpack(a, &dest)?;
-            enforcement.push(Enforcement {
-                feature: "rootfs-unpack".into(),
-                enforced: true,
-                detail: format!(
-                    "{} entries unpacked; device nodes skipped: {}",
-                    rep.entries,
-                    if rep.skipped_devices.is_empty() {
-                        "none".into()
-                    } else {
-                        rep.skipped_devices
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-            });
-            dest
-        }
-    };
-
-    let mut env = environ::build(job, std::env::var("TERM").ok().as_deref());
-    if job.clock.faketime {
-        enforcement.push(environ::faketime(job, &rootfs, &mut env));
-    }
-    let path_dirs = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.split(':').map(String::from).collect())
-        .unwrap_or_default();
-    let envp = env
-        .iter()
-        .map(|(k, v)| cstring(&format!("{k}={v}"), &format!("--env {k}")))
-        .collect::<Result<Vec<_>>>()?;
-    let argv = job
-        .argv
-        .iter()
-        .map(|a| cstring(a, "command"))
-        .collect::<Result<Vec<_>>>()?;
-
-    let landlock = job.landlock.enabled.then(|| {
-        let mut writable: Vec<PathBuf> = job.landlock.writable.clone();
-        writable.extend(
-            job.binds
-                .iter()
-                .filter(|b| !b.read_only)
-                .map(|b| b.dst.clone()),
-        );
-        for p in ["/tmp", "/run", "/dev"] {
-            writable.push(p.into());
-        }
-        let mut tcp_connect = job.landlock.tcp_connect.clone();
-        tcp_connect.extend(job.listen.iter().copied());
-        landlock_rules::Request {
-            restrict_fs: job.landlock.restrict_filesystem
-                || !keep_caps.contains(&::caps::Capability::CAP_SYS_ADMIN),
-            writable,
-            tcp_connect,
-            tcp_bind: job.landlock.tcp_bind.clone(),
-        }
-    });
-
-    cleanup.cgroups = limits::create(
-        &job.limits,
-        &format!(
-            "reprobox-{}-{:x}",
-            std::process::id(),
-            started.elapsed().as_nanos()
-        ),
-    );
-    enforcement.extend(limits::describe(&job.limits, &cleanup.cgroups));
-    enforcement.push(Enforcement {
-        feature: "namespaces".into(),
-        enforced: true,
-        detail: "user, mount, pid, net, uts, ipc, cgroup, time".into(),
-    });
-    enforcement.push(Enforcement {
-        feature: "network".into(),
-        enforced: true,
-        detail: format!(
-            "loopback only{}",
-            if job.listen.is_empty() {
-                String::new()
-            } else {
-                format!("; host serves on job ports {:?}", job.listen)
-            }
-        ),
-    });
-
-    let setup = ChildSetup {
-        job: job.clone(),
+    let rootfs = root_of(job, &mut cleanup, &mut enforcement)?;
+    let setup = child_setup(
+        job,
         rootfs,
-        cgroups: std::mem::take(&mut cleanup.cgroups),
-        host_fuse: std::path::Path::new("/dev/fuse").exists(),
         keep_caps,
-        landlock,
-        argv,
-        envp,
-        path_dirs,
-        empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
-    };
+        &mut cleanup,
+        &mut enforcement,
+        started,
+    )?;
     let (sock_p, sock_c) = ctl::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
     // B (the job's init) is our own child when we are single-threaded; otherwise a forked
     // helper A creates it (see `child`).
@@ -306,14 +189,13 @@ pub fn spawn(job: &Job) -> Result<Running> {
     }
     drop(sock_c);
     cleanup.cgroups = setup.cgroups;
-    let deadline = job.limits.timeout.map(|t| Instant::now() + t);
     let mut r = Running {
         listeners: Vec::new(),
         child: pid,
         pid_b: direct.then_some(pid),
         sock: sock_p,
         started,
-        deadline,
+        deadline: job.limits.timeout.map(|t| Instant::now() + t),
         enforcement,
         status: None,
         error: None,
@@ -321,69 +203,221 @@ pub fn spawn(job: &Job) -> Result<Running> {
         guard,
         done: false,
     };
-    while r.pid_b.is_none() {
-        if r.next_message(true)?.is_none() {
-            return Err(r.abort());
+    r.handshake(job, &setup.rootfs)?;
+    Ok(r)
+}
+
+/// The job's root directory: a directory used in place, or an archive unpacked safely into
+/// a temporary directory that `cleanup` removes.
+fn root_of(
+    job: &Job,
+    cleanup: &mut Cleanup,
+    enforcement: &mut Vec<Enforcement>,
+) -> Result<PathBuf> {
+    let bad = |p: &std::path::Path| {
+        Error::bad_input(
+            format!("--rootfs {}", p.display()),
+            "expected a directory or a tar/tar.gz/tar.zst archive",
+        )
+    };
+    let a = match &job.rootfs {
+        RootfsSource::Dir(d) if d.is_dir() => return Ok(d.clone()),
+        RootfsSource::Dir(d) => return Err(bad(d)),
+        RootfsSource::Archive(a) if !a.is_file() => return Err(bad(a)),
+        RootfsSource::Archive(a) => a,
+    };
+    let t = tempfile::Builder::new()
+        .prefix("reprobox-root-")
+        .tempdir()
+        .ctx("create temporary directory", std::env::temp_dir())?;
+    let dest = t.path().join("root");
+    cleanup.temp_root = Some(t);
+    let rep = crate::inputs::unpack::unpack(a, &dest)?;
+    enforcement.push(Enforcement {
+        feature: "rootfs-unpack".into(),
+        enforced: true,
+        detail: format!(
+            "{} entries unpacked; device nodes skipped: {}",
+            rep.entries,
+            if rep.skipped_devices.is_empty() {
+                "none".into()
+            } else {
+                rep.skipped_devices
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+    });
+    Ok(dest)
+}
+
+/// Everything the child processes need, computed before forking: the environment,
+/// argv, Landlock request, capabilities and cgroups (which `cleanup` removes), with the
+/// enforcement entries they already decide.
+fn child_setup(
+    job: &Job,
+    rootfs: PathBuf,
+    keep_caps: ::caps::CapsHashSet,
+    cleanup: &mut Cleanup,
+    enforcement: &mut Vec<Enforcement>,
+    started: Instant,
+) -> Result<ChildSetup> {
+    let mut env = environ::build(job, std::env::var("TERM").ok().as_deref());
+    if job.clock.faketime {
+        enforcement.push(environ::faketime(job, &rootfs, &mut env));
+    }
+    let path_dirs = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.split(':').map(String::from).collect())
+        .unwrap_or_default();
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}"), &format!("--env {k}")))
+        .collect::<Result<Vec<_>>>()?;
+    let argv = job
+        .argv
+        .iter()
+        .map(|a| cstring(a, "command"))
+        .collect::<Result<Vec<_>>>()?;
+    let landlock = landlock_request(job, &keep_caps);
+    cleanup.cgroups = limits::create(
+        &job.limits,
+        &format!(
+            "reprobox-{}-{:x}",
+            std::process::id(),
+            started.elapsed().as_nanos()
+        ),
+    );
+    enforcement.extend(limits::describe(&job.limits, &cleanup.cgroups));
+    enforcement.push(Enforcement {
+        feature: "namespaces".into(),
+        enforced: true,
+        detail: "user, mount, pid, net, uts, ipc, cgroup, time".into(),
+    });
+    enforcement.push(Enforcement {
+        feature: "network".into(),
+        enforced: true,
+        detail: format!(
+            "loopback only{}",
+            if job.listen.is_empty() {
+                String::new()
+            } else {
+                format!("; host serves on job ports {:?}", job.listen)
+            }
+        ),
+    });
+    Ok(ChildSetup {
+        job: job.clone(),
+        rootfs,
+        cgroups: std::mem::take(&mut cleanup.cgroups),
+        host_fuse: std::path::Path::new("/dev/fuse").exists(),
+        keep_caps,
+        landlock,
+        argv,
+        envp,
+        path_dirs,
+        // SAFETY: geteuid has no preconditions.
+        empty_root_after: cleanup.temp_root.is_some() && unsafe { libc::geteuid() } != 0,
+    })
+}
+
+/// The Landlock rules of a job: its own writable paths, its writable binds and the
+/// job's own tmpfs mounts; TCP to its listeners. Filesystem rules apply when asked or when
+/// the job cannot mount anyway (no CAP_SYS_ADMIN).
+fn landlock_request(job: &Job, keep_caps: &::caps::CapsHashSet) -> Option<landlock_rules::Request> {
+    job.landlock.enabled.then(|| {
+        let mut writable: Vec<PathBuf> = job.landlock.writable.clone();
+        writable.extend(
+            job.binds
+                .iter()
+                .filter(|b| !b.read_only)
+                .map(|b| b.dst.clone()),
+        );
+        for p in ["/tmp", "/run", "/dev"] {
+            writable.push(p.into());
+        }
+        let mut tcp_connect = job.landlock.tcp_connect.clone();
+        tcp_connect.extend(job.listen.iter().copied());
+        landlock_rules::Request {
+            restrict_fs: job.landlock.restrict_filesystem
+                || !keep_caps.contains(&::caps::Capability::CAP_SYS_ADMIN),
+            writable,
+            tcp_connect,
+            tcp_bind: job.landlock.tcp_bind.clone(),
+        }
+    })
+}
+
+impl Running {
+    /// The parent's side of the start: once B (the job's init) is known, put it in its
+    /// cgroups, write its id map, hand it the idmapped root, and wait until it is ready.
+    fn handshake(&mut self, job: &Job, rootfs: &std::path::Path) -> Result<()> {
+        while self.pid_b.is_none() {
+            if self.next_message(true)?.is_none() {
+                return Err(self.abort());
+            }
+        }
+        let pid_b = self.pid_b.unwrap_or_default();
+        // Decided while B starts (it reads /etc/passwd and /etc/subuid), not before.
+        let plan = idmap::decide(job.id_map.as_ref());
+        self.enforcement.insert(0, idmap::describe(&plan));
+        // Handshake: B waits for its cgroups, its map and the idmapped root.
+        if let Err(e) = self.cleanup.cgroups.join(pid_b) {
+            self.error = Some(e);
+            return Err(self.abort());
+        }
+        if let Err(e) = idmap::apply(&plan, pid_b) {
+            self.error = Some(format!("id map: {e}"));
+            return Err(self.abort());
+        }
+        let idmapped = self.idmapped_root_for(job, &plan, rootfs, pid_b);
+        let fds: Vec<i32> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
+        let go: &[u8] = if idmap::setgroups_allowed(&plan) {
+            b"go setgroups"
+        } else {
+            b"go"
+        };
+        if ctl::send(self.sock.as_raw_fd(), go, &fds).is_err() {
+            return Err(self.abort());
+        }
+        drop(idmapped);
+        loop {
+            match self.next_message(true)? {
+                Some((m, _)) if m.starts_with("ready") => return Ok(()),
+                Some(_) => {}
+                None => return Err(self.abort()),
+            }
         }
     }
-    let pid_b = r.pid_b.unwrap_or_default();
-    // Decided while B starts (it reads /etc/passwd and /etc/subuid), not before.
-    let plan = idmap::decide(job.id_map.as_ref());
-    r.enforcement.insert(0, idmap::describe(&plan));
-    // Handshake: B waits for its cgroups, its map and the idmapped root.
-    if let Err(e) = r.cleanup.cgroups.join(pid_b) {
-        r.error = Some(e);
-        return Err(r.abort());
-    }
-    if let Err(e) = idmap::apply(&plan, pid_b) {
-        r.error = Some(format!("id map: {e}"));
-        return Err(r.abort());
-    }
-    let idmapped = if job.root_premapped {
-        r.enforcement.push(Enforcement {
+
+    /// The idmapped clone of the root for B to mount, when the map is root's own and the
+    /// root is not mapped already; says which in the enforcement list.
+    fn idmapped_root_for(
+        &mut self,
+        job: &Job,
+        plan: &idmap::Plan,
+        rootfs: &std::path::Path,
+        pid_b: i32,
+    ) -> Option<OwnedFd> {
+        let (fd, enforced, detail) = if job.root_premapped {
+            (None, true, "the root's files are already owned by the job's host ids (an overlay over an idmapped prepared environment)".to_string())
+        } else if matches!(plan, idmap::Plan::Root { .. }) {
+            match idmapped_root(rootfs, pid_b) {
+                Ok(fd) => (Some(fd), true, "root filesystem mounted with the job's id map: host root's files are the job root's".to_string()),
+                Err(e) => (None, false, format!("idmapped mount failed ({e}); files owned by unmapped host ids appear as nobody")),
+            }
+        } else {
+            return None;
+        };
+        self.enforcement.push(Enforcement {
             feature: "rootfs-idmapped".into(),
-            enforced: true,
-            detail: "the root's files are already owned by the job's host ids (an overlay over an idmapped prepared environment)".into(),
+            enforced,
+            detail,
         });
-        None
-    } else if matches!(plan, idmap::Plan::Root { .. }) {
-        match idmapped_root(&setup.rootfs, pid_b) {
-            Ok(fd) => {
-                r.enforcement.push(Enforcement {
-                    feature: "rootfs-idmapped".into(),
-                    enforced: true,
-                    detail: "root filesystem mounted with the job's id map: host root's files are the job root's".into(),
-                });
-                Some(fd)
-            }
-            Err(e) => {
-                r.enforcement.push(Enforcement {
-                    feature: "rootfs-idmapped".into(),
-                    enforced: false,
-                    detail: format!("idmapped mount failed ({e}); files owned by unmapped host ids appear as nobody"),
-                });
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let fds: Vec<i32> = idmapped.iter().map(|f| f.as_raw_fd()).collect();
-    let go: &[u8] = if idmap::setgroups_allowed(&plan) {
-        b"go setgroups"
-    } else {
-        b"go"
-    };
-    if ctl::send(r.sock.as_raw_fd(), go, &fds).is_err() {
-        return Err(r.abort());
-    }
-    drop(idmapped);
-    loop {
-        match r.next_message(true)? {
-            Some((m, _)) if m.starts_with("ready") => return Ok(r),
-            Some(_) => {}
-            None => return Err(r.abort()),
-        }
+        fd
     }
 }
 
