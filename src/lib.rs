@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod sandbox;
+pub mod shell;
 pub mod verify;
 pub mod vm;
 pub mod world;

@@ -402,12 +402,12 @@ fn save_images(
     std::fs::create_dir_all(&dir).ctx("create", &dir)?;
     let mut podman = vec!["podman".to_string()];
     podman.extend(globals.iter().cloned());
-    let podman = crate::plan::shell_line(&podman);
+    let podman = crate::shell::line(&podman);
     let saved = ".reprobox-rebuilt.tar";
     let cmd = format!(
         "{podman} tag {tag} {REBUILT_NAME} && {podman} save --format docker-archive -o {}/{saved} {REBUILT_NAME}",
         crate::plan::WORKSPACE,
-        tag = crate::plan::shell_line(&[tag.to_string()]),
+        tag = crate::shell::line(&[tag.to_string()]),
     );
     let job = steps::job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
     let (outcome, _) = steps::run_job(ctx, &job)?;
@@ -932,7 +932,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         argv.extend(["image".into(), "inspect".into(), tag.clone()]);
         let cmd = format!(
             "{} > /build/.reprobox-image.json",
-            crate::plan::shell_line(&argv)
+            crate::shell::line(&argv)
         );
         let job = steps::job_for(&ctx, step, vec!["sh".into(), "-c".into(), cmd], &[]);
         let (out, _) = steps::run_job(&ctx, &job)?;

@@ -446,7 +446,7 @@ impl Plan {
             }
             let _ = writeln!(o, "     workdir    {}", s.workdir);
             for c in &s.commands {
-                let _ = writeln!(o, "     $ {}", shell_line(c));
+                let _ = writeln!(o, "     $ {}", crate::shell::line(c));
             }
         }
         let _ = writeln!(
@@ -473,26 +473,6 @@ impl Plan {
         );
         o
     }
-}
-
-/// `s` quoted for a POSIX shell script reprobox writes (`what` names it in the error: only a
-/// NUL byte cannot be quoted).
-pub fn shell_quote(s: &str, what: &str) -> Result<String> {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .map_err(|_| Error::bad_input(format!("{what} {s:?}"), "must not contain a NUL byte"))
-}
-
-/// One argv as a shell-quoted line, for display.
-pub fn shell_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            shlex::try_quote(a)
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|_| format!("{a:?}"))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
