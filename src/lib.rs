@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod digest;
 pub mod envlock;
 pub mod error;
 pub mod inputs;

@@ -872,7 +872,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         notes.push(format!("step {s} failed: the build did not complete"));
     }
     let actual_rootfs = if rootfs.is_file() {
-        Some(crate::verify::sha256_file(&rootfs)?)
+        Some(crate::digest::sha256_file(&rootfs)?)
     } else {
         None
     };
@@ -1081,7 +1081,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             std::fs::copy(&src, &dst).ctx("copy into", &dst)?;
             subjects.push(Subject::sha256(
                 f.clone(),
-                crate::verify::sha256_file(&dst)?,
+                crate::digest::sha256_file(&dst)?,
             ));
         }
     }

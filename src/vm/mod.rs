@@ -167,7 +167,7 @@ pub fn machine_info(opts: &VmOptions) -> Result<MachineInfo> {
         accel: accel.name().into(),
         accel_detail,
         kernel_release: guest_kernel.release.clone(),
-        kernel_sha256: crate::verify::sha256_file(&guest_kernel.kernel)?,
+        kernel_sha256: crate::digest::sha256_file(&guest_kernel.kernel)?,
         kernel: guest_kernel.kernel,
         memory_mib: opts.memory_mib,
         cpus: qemu::effective_cpus(accel, opts.cpus),

@@ -6,8 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
+use crate::digest::sha256_hex;
 use crate::error::{IoContext, Result};
 
 /// One entry of a package's file tree (paths relative, without a leading `/`).
@@ -100,10 +99,6 @@ impl PkgSpec {
 pub struct BuiltPkg {
     pub path: PathBuf,
     pub sha256: String,
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// The package's bytes (deterministic).
