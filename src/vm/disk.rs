@@ -235,30 +235,23 @@ pub fn rootfs_dir(source: &RootfsSource, scratch: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The safe unpacker (`inputs::unpack`: no entry lands outside `dest`). An archive that
+/// does not read as a tar (or whose entries cannot be written) is the caller's bad input,
+/// as it always was for this backend; entries it refuses are bad input already.
 fn unpack(archive: &Path, dest: &Path) -> Result<()> {
-    let mut f = fs::File::open(archive).ctx("open", archive)?;
-    let mut magic = [0u8; 4];
-    let n = std::io::Read::read(&mut f, &mut magic).ctx("read", archive)?;
-    let f = fs::File::open(archive).ctx("open", archive)?;
-    let reader: Box<dyn std::io::Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::Decoder::new(f).ctx("read", archive)?)
-    } else {
-        Box::new(f)
-    };
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_preserve_mtime(true);
-    ar.set_unpack_xattrs(true);
-    // tar::Archive::unpack refuses entries that would land outside `dest`.
-    ar.unpack(dest).map_err(|e| {
-        Error::bad_input(
+    match crate::inputs::unpack::unpack(archive, dest) {
+        Ok(_) => Ok(()),
+        Err(
+            e @ Error::Io {
+                op: "read tar" | "read tar entry" | "unpack",
+                ..
+            },
+        ) => Err(Error::bad_input(
             archive.display().to_string(),
             format!("cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {e}"),
-        )
-    })
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

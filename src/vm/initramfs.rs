@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -285,7 +285,12 @@ fn modinfo_depends(data: &[u8]) -> Vec<String> {
 pub fn module_bytes(path: &Path) -> Result<Vec<u8>> {
     let data = fs::read(path).ctx("read", path)?;
     if path.extension().is_some_and(|e| e == "zst") {
-        return zstd::decode_all(&data[..]).ctx("decompress (zstd)", path);
+        use crate::inputs::unpack::{Compression, decompressing};
+        let mut elf = Vec::new();
+        decompressing(&data[..], Compression::Zstd, path)?
+            .read_to_end(&mut elf)
+            .ctx("decompress (zstd)", path)?;
+        return Ok(elf);
     }
     if path.extension().is_some_and(|e| e == "xz" || e == "gz") {
         return Err(Error::Environment(format!(

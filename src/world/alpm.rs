@@ -251,8 +251,8 @@ mod tests {
     }
 
     fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let tar = zstd::stream::decode_all(bytes).unwrap();
-        let mut a = tar::Archive::new(&tar[..]);
+        let tar = crate::inputs::unpack::decompressed_bytes(bytes, "package").unwrap();
+        let mut a = tar::Archive::new(tar);
         a.entries()
             .unwrap()
             .map(|e| {
@@ -286,8 +286,8 @@ mod tests {
             assert!(pkginfo.contains(l), "{pkginfo}");
         }
         let mut mtree = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&m[1].1[..]), &mut mtree)
-            .unwrap();
+        let mut gz = crate::inputs::unpack::decompressed_bytes(&m[1].1, ".MTREE").unwrap();
+        std::io::Read::read_to_string(&mut gz, &mut mtree).unwrap();
         assert!(mtree.starts_with("#mtree\n"));
         assert!(
             mtree.contains(&format!(
