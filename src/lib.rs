@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod cli;
 pub mod cmd;
+pub mod digest;
 pub mod envlock;
 pub mod error;
 pub mod inputs;
@@ -14,6 +15,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod sandbox;
+pub mod shell;
 pub mod verify;
 pub mod vm;
 pub mod world;

@@ -27,7 +27,7 @@ pub enum Action {
     Serve {
         dir: PathBuf,
         /// Port of the archive (also serving /rootfs and /git); 0 picks a free one.
-        #[arg(long, default_value_t = 7878)]
+        #[arg(long, default_value_t = crate::inputs::mirror::MIRROR_PORT)]
         archive_port: u16,
         /// Port of the OCI registry; 0 picks a free one.
         #[arg(long, default_value_t = 7879)]

@@ -119,14 +119,7 @@ pub fn parse_base(s: &str) -> Result<String> {
 
 /// Parse a repository database (tar, optionally gzip or zstd compressed).
 pub fn parse_repo_db(bytes: &[u8], what: &str) -> Result<RepoDb> {
-    let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(bytes))
-    } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::new(bytes).ctx("decompress", what)?)
-    } else {
-        Box::new(bytes)
-    };
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(crate::inputs::unpack::decompressed_bytes(bytes, what)?);
     let mut db = RepoDb::default();
     let bad = |m: String| Error::Network {
         url: what.to_string(),

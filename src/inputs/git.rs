@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, IoContext, Result};
 
 pub struct GitSource {
@@ -42,7 +40,7 @@ fn run(mut c: Command, what: &str) -> Result<Vec<u8>> {
 impl GitSource {
     /// The cache for `url` under `store_root`.
     pub fn new(store_root: &Path, url: &str) -> GitSource {
-        let h = hex::encode(Sha256::digest(url.as_bytes()));
+        let h = crate::digest::sha256_hex(url.as_bytes());
         GitSource {
             url: url.to_string(),
             cache: store_root.join("git").join(format!("{}.git", &h[..16])),

@@ -26,7 +26,9 @@ use crate::inputs::fetch::{Fetcher, Outcome};
 use crate::inputs::lock::{InputsLock, Status};
 use crate::inputs::store::{Blob, Store};
 
-/// The mirror's port on a job's loopback (see `plan::MIRROR_URL`).
+/// The mirror's port on a job's own loopback. Fixed: the job's network namespace holds
+/// nothing else, and the commands a plan renders name it (`plan::MIRROR_URL`); the one
+/// definition every other use of 7878 derives from.
 pub const MIRROR_PORT: u16 = 7878;
 
 /// What the mirror serves and from where.

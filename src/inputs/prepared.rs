@@ -23,7 +23,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::envlock::EnvLock;
 use crate::error::{Error, IoContext, Result};
@@ -66,7 +65,7 @@ impl EnvRecipe {
     /// The cache key: sha256 of the recipe's canonical JSON.
     pub fn key(&self) -> String {
         let json = serde_json::to_vec(self).expect("plain JSON");
-        hex::encode(Sha256::digest(&json))
+        crate::digest::sha256_hex(&json)
     }
 }
 

@@ -74,28 +74,14 @@ pub fn is_sha256(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// sha256 and length of everything `r` yields.
-pub fn hash_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; BUF];
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
+/// sha256 and length of everything `r` yields ([`crate::digest::sha256_reader`]).
+pub fn hash_reader(r: impl Read) -> std::io::Result<(String, u64)> {
+    crate::digest::sha256_reader(r)
 }
 
-/// sha256 and length of a file.
+/// sha256 and length of a file ([`crate::digest::sha256_file_len`]).
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let f = File::open(path).ctx("open", path)?;
-    hash_reader(f).ctx("read", path)
+    crate::digest::sha256_file_len(path)
 }
 
 fn now_rfc3339() -> String {

@@ -9,9 +9,13 @@
 //!
 //! Modes, numeric ownership (when running as root), xattrs, hard links and mtimes are
 //! preserved. The compression is detected from the magic bytes, never from the name.
+//!
+//! The decompressing reader here is the one every tarball reader uses, on disk
+//! ([`open_decompressed`]) or in memory ([`decompressed_bytes`]); [`decompressing`] wraps any
+//! buffered stream when the compression is known otherwise.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
@@ -43,15 +47,21 @@ pub struct UnpackReport {
 
 const BUF: usize = 1 << 20;
 
+/// The compression of a stream that starts with `magic` (its first 4 bytes, or all of it
+/// when shorter): zstd and gzip by their magic numbers, anything else is taken as plain.
+pub fn compression_of(magic: &[u8]) -> Compression {
+    match magic {
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        _ => Compression::None,
+    }
+}
+
 fn detect(archive: &Path) -> Result<Compression> {
     let mut f = File::open(archive).ctx("open", archive)?;
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut f, &mut magic).ctx("read", archive)?;
-    Ok(match &magic[..n] {
-        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
-        [0x1f, 0x8b, ..] => Compression::Gzip,
-        _ => Compression::None,
-    })
+    Ok(compression_of(&magic[..n]))
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -117,9 +127,41 @@ pub fn open_decompressed(archive: &Path) -> Result<Box<dyn Read>> {
     decompressed(archive, compression)
 }
 
+/// Bytes in memory (a repository database, a package read whole) as their decompressed
+/// stream, the compression found by magic bytes; `what` (a path or URL) names them in an error.
+pub fn decompressed_bytes<'a>(
+    bytes: &'a [u8],
+    what: impl AsRef<Path>,
+) -> Result<Box<dyn Read + 'a>> {
+    let compression = compression_of(bytes.get(..4).unwrap_or(bytes));
+    decoder(bytes, compression, "decompress", what.as_ref())
+}
+
+/// `raw` decompressed as `compression` says, for a caller that knows the compression
+/// otherwise (a `.ko.zst` kernel module is zstd by its packaging rule); `what` names the
+/// source in an error. Read errors of the stream itself are the caller's to name.
+pub fn decompressing<'a>(
+    raw: impl BufRead + 'a,
+    compression: Compression,
+    what: impl AsRef<Path>,
+) -> Result<Box<dyn Read + 'a>> {
+    decoder(raw, compression, "decompress", what.as_ref())
+}
+
 fn decompressed(archive: &Path, compression: Compression) -> Result<Box<dyn Read>> {
     let file = File::open(archive).ctx("open", archive)?;
     let raw = BufReader::with_capacity(BUF, file);
+    decoder(raw, compression, "read zstd frame", archive)
+}
+
+/// The one decoder: plain passes through, gzip (every member) and zstd are decompressed,
+/// their output buffered so that tar's small reads stay cheap.
+fn decoder<'a>(
+    raw: impl BufRead + 'a,
+    compression: Compression,
+    op: &'static str,
+    what: &Path,
+) -> Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(BufReader::with_capacity(
@@ -128,7 +170,7 @@ fn decompressed(archive: &Path, compression: Compression) -> Result<Box<dyn Read
         )),
         Compression::Zstd => Box::new(BufReader::with_capacity(
             BUF,
-            zstd::stream::read::Decoder::with_buffer(raw).ctx("read zstd frame", archive)?,
+            zstd::stream::read::Decoder::with_buffer(raw).ctx(op, what)?,
         )),
     })
 }
@@ -320,5 +362,70 @@ mod tests {
         assert_eq!(clean_relative(Path::new("./")).unwrap(), None);
         assert!(clean_relative(Path::new("a/../../b")).is_err());
         assert!(clean_relative(Path::new("/etc/passwd")).is_err());
+    }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        g.write_all(b).unwrap();
+        g.finish().unwrap()
+    }
+
+    fn read_all(mut r: impl Read) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn compression_by_magic_bytes() {
+        assert_eq!(compression_of(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            compression_of(&[0x28, 0xb5, 0x2f, 0xfd, 9]),
+            Compression::Zstd
+        );
+        assert_eq!(compression_of(&[0x1f, 0x8b]), Compression::Gzip);
+        assert_eq!(compression_of(&[0x28, 0xb5, 0x2f]), Compression::None);
+        assert_eq!(compression_of(b"\x7fELF"), Compression::None);
+        assert_eq!(compression_of(&[]), Compression::None);
+    }
+
+    #[test]
+    fn bytes_in_memory_decompress_by_magic() {
+        let plain = b"hello, tar world\n".repeat(1000);
+        let zst = zstd::encode_all(&plain[..], 3).unwrap();
+        let gz = gzip(&plain);
+        for (bytes, what) in [(&plain, "plain"), (&zst, "zstd"), (&gz, "gzip")] {
+            let r = decompressed_bytes(bytes, what).unwrap();
+            assert_eq!(read_all(r), plain, "{what}");
+        }
+        // Shorter than any magic: plain.
+        assert_eq!(read_all(decompressed_bytes(b"ab", "short").unwrap()), b"ab");
+    }
+
+    #[test]
+    fn explicit_compression_and_corrupt_input_fails_on_read() {
+        let plain = b"module bytes".to_vec();
+        let zst = zstd::encode_all(&plain[..], 3).unwrap();
+        let r = decompressing(&zst[..], Compression::Zstd, "m.ko.zst").unwrap();
+        assert_eq!(read_all(r), plain);
+        let r = decompressing(&plain[..], Compression::None, "m.ko").unwrap();
+        assert_eq!(read_all(r), plain);
+        let mut r = decompressing(&plain[..], Compression::Zstd, "bad.ko.zst").unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn file_reader_matches_the_bytes_reader() {
+        let d = tempfile::tempdir().unwrap();
+        let plain = b"x".repeat(5000);
+        let p = d.path().join("a.tar.gz-named-anything");
+        fs::write(&p, gzip(&plain)).unwrap();
+        assert_eq!(read_all(open_decompressed(&p).unwrap()), plain);
+        let e = match open_decompressed(&d.path().join("missing")) {
+            Err(e) => e,
+            Ok(_) => panic!("a missing file opened"),
+        };
+        assert!(e.to_string().contains("missing"), "{e}");
     }
 }

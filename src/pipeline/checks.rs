@@ -26,7 +26,7 @@ impl Run<'_> {
     pub fn check_rootfs(&mut self, release: &Release, rootfs: &Path) -> Result<RootfsEvidence> {
         let plan = self.plan;
         let actual = if rootfs.is_file() {
-            Some(crate::verify::sha256_file(rootfs)?)
+            Some(crate::digest::sha256_file(rootfs)?)
         } else {
             None
         };

@@ -43,7 +43,7 @@ impl PodmanCall {
         let mut argv = vec!["podman".to_string()];
         argv.extend(self.globals.iter().cloned());
         argv.extend(args.iter().map(|a| a.to_string()));
-        crate::plan::shell_line(&argv)
+        crate::shell::line(&argv)
     }
 }
 

@@ -158,7 +158,7 @@ pub fn write_outputs(
             std::fs::copy(&src, &dst).ctx("copy into", &dst)?;
             subjects.push(Subject::sha256(
                 f.clone(),
-                crate::verify::sha256_file(&dst)?,
+                crate::digest::sha256_file(&dst)?,
             ));
         }
     }

@@ -20,8 +20,33 @@ pub use version::BuildVersion;
 use crate::error::{Error, Result};
 
 /// Where reprobox's archive mirror listens, as seen from inside the job: on the job's own
-/// loopback (its network namespace has nothing else), so the address is fixed.
+/// loopback (its network namespace has nothing else), so the address is fixed. A constant
+/// string because plans hold it as `&'static str`; its port is checked at compile time
+/// against the mirror's own [`MIRROR_PORT`](crate::inputs::mirror::MIRROR_PORT).
 pub const MIRROR_URL: &str = "http://127.0.0.1:7878";
+
+const _: () = assert!(
+    url_port(MIRROR_URL) == crate::inputs::mirror::MIRROR_PORT as u32,
+    "plan::MIRROR_URL must name inputs::mirror::MIRROR_PORT"
+);
+
+/// The decimal port at the end of `url` (`http://HOST:PORT`), 0 when there is none; a
+/// `const fn` so that [`MIRROR_URL`] can be checked while compiling.
+const fn url_port(url: &str) -> u32 {
+    let b = url.as_bytes();
+    let mut i = b.len();
+    let mut port = 0u32;
+    let mut scale = 1u32;
+    while i > 0 && b[i - 1].is_ascii_digit() && scale <= 10_000 {
+        port += (b[i - 1] - b'0') as u32 * scale;
+        scale *= 10;
+        i -= 1;
+    }
+    if i == 0 || b[i - 1] != b':' {
+        return 0;
+    }
+    port
+}
 
 /// Where the upstream source is checked out inside the build environment.
 pub const WORKSPACE: &str = "/build";
@@ -446,7 +471,7 @@ impl Plan {
             }
             let _ = writeln!(o, "     workdir    {}", s.workdir);
             for c in &s.commands {
-                let _ = writeln!(o, "     $ {}", shell_line(c));
+                let _ = writeln!(o, "     $ {}", crate::shell::line(c));
             }
         }
         let _ = writeln!(
@@ -473,26 +498,6 @@ impl Plan {
         );
         o
     }
-}
-
-/// `s` quoted for a POSIX shell script reprobox writes (`what` names it in the error: only a
-/// NUL byte cannot be quoted).
-pub fn shell_quote(s: &str, what: &str) -> Result<String> {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .map_err(|_| Error::bad_input(format!("{what} {s:?}"), "must not contain a NUL byte"))
-}
-
-/// One argv as a shell-quoted line, for display.
-pub fn shell_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            shlex::try_quote(a)
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|_| format!("{a:?}"))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -529,7 +534,7 @@ mod tests {
                 "make",
                 "ARCHIVE_SNAPSHOT=2026/05/17",
                 "SOURCE_DATE_EPOCH=1779062400",
-                "/build/output/Dockerfile.repro"
+                &*format!("{WORKSPACE}/output/Dockerfile.repro")
             ]
         );
         let install = p.steps.iter().find(|s| s.name == "install").unwrap();
@@ -551,6 +556,19 @@ mod tests {
             p.expected_image_ref(),
             "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496"
         );
+    }
+
+    #[test]
+    fn mirror_url_names_the_mirrors_port() {
+        assert_eq!(
+            MIRROR_URL,
+            format!("http://127.0.0.1:{}", crate::inputs::mirror::MIRROR_PORT)
+        );
+        assert_eq!(url_port("http://127.0.0.1:7878"), 7878);
+        assert_eq!(url_port("http://h:1"), 1);
+        assert_eq!(url_port("http://h"), 0);
+        assert_eq!(url_port("http://h:123456"), 0);
+        assert_eq!(url_port("7878"), 0);
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn write_save_script(dir: &Path, published: &Path, rebuilt: &Path) -> Result
         let s = p.to_str().ok_or_else(|| {
             Error::bad_input(p.display().to_string(), "a path that is valid UTF-8")
         })?;
-        crate::plan::shell_quote(s, "saved image archive")
+        crate::shell::quote(s, "saved image archive")
     };
     let script = format!(
         "#!/bin/sh\n# written by reprobox: `podman save NAME` for diffoci, from the saved archives\n\

@@ -5,7 +5,6 @@
 //! the digest that names it, so a registry cannot hand back other bytes unnoticed.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -30,10 +29,6 @@ pub struct PublishedImage {
     pub layers: Vec<String>,
     /// `org.opencontainers.image.*` labels of the config.
     pub labels: std::collections::BTreeMap<String, String>,
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// One HTTP answer: status, Docker-Content-Digest, WWW-Authenticate, body.
@@ -171,7 +166,7 @@ pub fn manifest_media_type(body: &[u8]) -> String {
 }
 
 fn check_digest(url: &str, expected: &str, body: &[u8]) -> Result<()> {
-    let actual = sha256_digest(body);
+    let actual = crate::digest::sha256_digest(body);
     if actual != expected {
         return Err(Error::Tampered {
             what: url.to_string(),
@@ -207,7 +202,7 @@ pub fn published_from_bytes(
     check_digest(reference, &config_digest, &b.config)?;
     image_record(
         reference,
-        sha256_digest(&b.manifest),
+        crate::digest::sha256_digest(&b.manifest),
         index_digest,
         &manifest,
         config_digest,
@@ -271,7 +266,7 @@ pub fn fetch_published_bytes(
     let scope = format!("repository:{repository}:pull");
     let url = format!("{}/v2/{repository}/manifests/{tag}", c.base);
     let (digest, body) = c.get_authed(&url, ACCEPT, &scope)?;
-    let top_digest = sha256_digest(&body);
+    let top_digest = crate::digest::sha256_digest(&body);
     if let Some(d) = &digest {
         check_digest(&url, d, &body)?;
     }

@@ -5,11 +5,9 @@
 //! link target and PAX extended attributes (xattrs, ACLs).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -45,6 +43,8 @@ pub fn read_index(path: &Path) -> Result<TarIndex> {
     let mut ar = tar::Archive::new(open_decompressed(path)?);
     let mut out = TarIndex::new();
     let bad = |e: std::io::Error| Error::io("read tar entry in", path, e);
+    // One read buffer for every member's content hash.
+    let mut buf = vec![0u8; 256 * 1024];
     for entry in ar.entries().map_err(bad)? {
         let mut e = entry.map_err(bad)?;
         let name = normalise(&String::from_utf8_lossy(&e.path_bytes()));
@@ -85,16 +85,11 @@ pub fn read_index(path: &Path) -> Result<TarIndex> {
             .link_name_bytes()
             .map(|l| String::from_utf8_lossy(&l).into_owned());
         let sha256 = if kind == "file" {
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = e.read(&mut buf).map_err(bad)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            Some(hex::encode(hasher.finalize()))
+            Some(
+                crate::digest::sha256_reader_with(&mut e, &mut buf)
+                    .map_err(bad)?
+                    .0,
+            )
         } else {
             None
         };

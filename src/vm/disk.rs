@@ -235,30 +235,22 @@ pub fn rootfs_dir(source: &RootfsSource, scratch: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The safe unpacker (`inputs::unpack`: no entry lands outside `dest`). An archive that
+/// does not read as a tar (or whose entries cannot be written) is the caller's bad input,
+/// as it always was for this backend; entries it refuses are bad input already.
 fn unpack(archive: &Path, dest: &Path) -> Result<()> {
-    let mut f = fs::File::open(archive).ctx("open", archive)?;
-    let mut magic = [0u8; 4];
-    let n = std::io::Read::read(&mut f, &mut magic).ctx("read", archive)?;
-    let f = fs::File::open(archive).ctx("open", archive)?;
-    let reader: Box<dyn std::io::Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::Decoder::new(f).ctx("read", archive)?)
-    } else {
-        Box::new(f)
-    };
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_preserve_mtime(true);
-    ar.set_unpack_xattrs(true);
-    // tar::Archive::unpack refuses entries that would land outside `dest`.
-    ar.unpack(dest).map_err(|e| {
-        Error::bad_input(
+    match crate::inputs::unpack::unpack(archive, dest) {
+        Ok(_) => Ok(()),
+        Err(Error::Io {
+            op: "read tar" | "read tar entry" | "unpack",
+            source,
+            ..
+        }) => Err(Error::bad_input(
             archive.display().to_string(),
-            format!("cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {e}"),
-        )
-    })
+            format!("cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {source}"),
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -315,5 +307,49 @@ mod tests {
         fs::create_dir(&scratch).unwrap();
         let err = rootfs_dir(&RootfsSource::Archive(bad), &scratch).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
+    }
+
+    #[test]
+    fn rootfs_archive_is_unpacked_safely() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        t.append_data(&mut h, "etc/x", &b"hi"[..]).unwrap();
+        let zst = zstd::encode_all(&t.into_inner().unwrap()[..], 3).unwrap();
+        let good = d.path().join("root.tar.zst");
+        fs::write(&good, zst).unwrap();
+        let scratch = d.path().join("s");
+        fs::create_dir(&scratch).unwrap();
+        let root = rootfs_dir(&RootfsSource::Archive(good), &scratch).unwrap();
+        assert_eq!(fs::read(root.join("etc/x")).unwrap(), b"hi");
+
+        // An entry reaching outside the root is refused, naming it, and nothing is left.
+        let mut raw = vec![0u8; 512];
+        raw[..9].copy_from_slice(b"../escape");
+        let mut h = tar::Header::from_byte_slice(&raw).clone();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut t = tar::Builder::new(Vec::new());
+        t.append(&h, &b""[..]).unwrap();
+        let evil = d.path().join("evil.tar");
+        fs::write(&evil, t.into_inner().unwrap()).unwrap();
+        let scratch = d.path().join("s2");
+        fs::create_dir(&scratch).unwrap();
+        let err = rootfs_dir(&RootfsSource::Archive(evil), &scratch).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("../escape"), "{err}");
+        assert!(!d.path().join("escape").exists());
+        assert_eq!(fs::read_dir(scratch.join("rootfs")).unwrap().count(), 0);
     }
 }

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::plan::shell_quote as q;
+use crate::shell::quote as q;
 
 /// The guest address whose connections qemu forwards to the host-side mirror.
 pub const GUESTFWD_IP: &str = "10.0.2.100";

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -21,7 +21,7 @@ pub const GUEST_INIT: &str = include_str!("../../vm/init");
 /// virtio_mmio is the transport of every `-M microvm` device; the rest are what the init
 /// uses: block disks, ext4, the serial ports that carry the job's output, the network
 /// card for the mirror path.
-pub const GUEST_MODULES: &[&str] = &[
+pub(super) const GUEST_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_blk",
     "virtio_console",
@@ -135,7 +135,7 @@ impl Cpio {
 /// `depends=` modinfo. Names compare with `-` and `_` equal, as modprobe does. A module
 /// that is built into the kernel (listed in `modules.builtin`) needs nothing; one that is
 /// neither is an error.
-pub fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String>> {
+pub(super) fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<String>> {
     let dep_path = modules_dir.join("modules.dep");
     let builtin_path = modules_dir.join("modules.builtin");
     let builtin_text = fs::read_to_string(&builtin_path).unwrap_or_default();
@@ -282,10 +282,15 @@ fn modinfo_depends(data: &[u8]) -> Vec<String> {
 
 /// A module's ELF bytes: `.ko` as is, `.ko.zst` decompressed (busybox insmod loads plain
 /// ELF only).
-pub fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+pub(super) fn module_bytes(path: &Path) -> Result<Vec<u8>> {
     let data = fs::read(path).ctx("read", path)?;
     if path.extension().is_some_and(|e| e == "zst") {
-        return zstd::decode_all(&data[..]).ctx("decompress (zstd)", path);
+        use crate::inputs::unpack::{Compression, decompressing};
+        let mut elf = Vec::new();
+        decompressing(&data[..], Compression::Zstd, path)?
+            .read_to_end(&mut elf)
+            .ctx("decompress (zstd)", path)?;
+        return Ok(elf);
     }
     if path.extension().is_some_and(|e| e == "xz" || e == "gz") {
         return Err(Error::Environment(format!(

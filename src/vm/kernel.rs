@@ -143,8 +143,8 @@ fn has_host_modules(p: &Path) -> bool {
 }
 
 /// The newest `/boot/vmlinuz-*` (by name) whose modules are under /lib/modules (Debian's
-/// `linux-image-amd64`): the kernel the test world packages as its `linux`.
-pub fn newest_boot_kernel() -> Result<PathBuf> {
+/// `linux-image-amd64`); outside `vm`, [`super::HostKernel::newest`].
+pub(super) fn newest_boot_kernel() -> Result<PathBuf> {
     let boot = Path::new("/boot");
     let mut found: Vec<PathBuf> = fs::read_dir(boot)
         .map(|rd| {

@@ -167,11 +167,64 @@ pub fn machine_info(opts: &VmOptions) -> Result<MachineInfo> {
         accel: accel.name().into(),
         accel_detail,
         kernel_release: guest_kernel.release.clone(),
-        kernel_sha256: crate::verify::sha256_file(&guest_kernel.kernel)?,
+        kernel_sha256: crate::digest::sha256_file(&guest_kernel.kernel)?,
         kernel: guest_kernel.kernel,
         memory_mib: opts.memory_mib,
         cpus: qemu::effective_cpus(accel, opts.cpus),
     })
+}
+
+/// A kernel of the host (a `/boot/vmlinuz-*` with its modules under `/lib/modules`) seen as
+/// a guest kernel: the file, its release and the modules a reprobox guest loads. This is the
+/// public face of the backend's kernel and initramfs rules for code that packages a guest
+/// kernel elsewhere (the test world makes Arch's `linux` package from it), so that the
+/// module list and the way modules are read stay the backend's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKernel {
+    /// The bzImage.
+    pub kernel: PathBuf,
+    /// Its release (`uname -r` in the guest), read from the bzImage header.
+    pub release: String,
+    /// `/lib/modules/<release>`.
+    pub modules_dir: PathBuf,
+}
+
+/// One module the guest init loads, as found in a kernel's modules tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestModule {
+    /// Path relative to the modules directory, as in the tree (`kernel/…/x.ko[.zst]`).
+    pub path: String,
+    /// The module as plain ELF (what busybox `insmod` loads).
+    pub elf: Vec<u8>,
+}
+
+impl HostKernel {
+    /// The newest `/boot/vmlinuz-*` (by name) whose modules are under `/lib/modules`
+    /// (Debian's `linux-image-amd64`); an `Environment` error saying how to get one when
+    /// there is none.
+    pub fn newest() -> Result<HostKernel> {
+        let kernel = kernel::newest_boot_kernel()?;
+        let bytes = fs::read(&kernel).ctx("read", &kernel)?;
+        let release = kernel::bzimage_release(&bytes)
+            .ok_or_else(|| Error::Environment(format!("{} is not a bzImage", kernel.display())))?;
+        Ok(HostKernel {
+            kernel,
+            modules_dir: Path::new("/lib/modules").join(&release),
+            release,
+        })
+    }
+
+    /// The modules the guest init loads (dependencies first, built-in ones left out), each
+    /// read as plain ELF; a module that is missing is an `Environment` error naming it.
+    pub fn guest_modules(&self) -> Result<Vec<GuestModule>> {
+        initramfs::resolve_modules(&self.modules_dir, initramfs::GUEST_MODULES)?
+            .into_iter()
+            .map(|path| {
+                let elf = initramfs::module_bytes(&self.modules_dir.join(&path))?;
+                Ok(GuestModule { path, elf })
+            })
+            .collect()
+    }
 }
 
 fn select_kernel(source: &KernelSource, opts: &VmOptions) -> Result<GuestKernel> {
@@ -956,6 +1009,65 @@ pub fn probe_kvm(qemu_bin: &Path, k: &GuestKernel, busybox: &Path) -> Result<(bo
 mod tests {
     use super::*;
     use std::borrow::Cow;
+
+    #[test]
+    fn host_kernel_guest_modules_follow_the_backends_list() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path();
+        // Everything but virtio_net is built in; virtio_net needs failover first.
+        std::fs::write(
+            m.join("modules.builtin"),
+            "kernel/virtio_mmio.ko\nkernel/virtio_blk.ko\nkernel/virtio_console.ko\n\
+             kernel/crc32c_generic.ko\nkernel/ext4.ko\n",
+        )
+        .unwrap();
+        std::fs::write(
+            m.join("modules.dep"),
+            "kernel/net/virtio_net.ko.zst: kernel/net/failover.ko\nkernel/net/failover.ko:\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(m.join("kernel/net")).unwrap();
+        std::fs::write(m.join("kernel/net/failover.ko"), b"\x7fELF failover").unwrap();
+        std::fs::write(
+            m.join("kernel/net/virtio_net.ko.zst"),
+            zstd::encode_all(&b"\x7fELF virtio_net"[..], 3).unwrap(),
+        )
+        .unwrap();
+        let host = HostKernel {
+            kernel: m.join("vmlinuz"),
+            release: "9.9.9-test".into(),
+            modules_dir: m.to_path_buf(),
+        };
+        let got = host.guest_modules().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                GuestModule {
+                    path: "kernel/net/failover.ko".into(),
+                    elf: b"\x7fELF failover".to_vec()
+                },
+                GuestModule {
+                    path: "kernel/net/virtio_net.ko.zst".into(),
+                    elf: b"\x7fELF virtio_net".to_vec()
+                },
+            ]
+        );
+        std::fs::write(m.join("modules.builtin"), "").unwrap();
+        let e = host.guest_modules().unwrap_err();
+        assert!(e.to_string().contains("virtio_mmio"), "{e}");
+    }
+
+    #[test]
+    fn newest_host_kernel_has_its_modules_or_says_how_to_get_one() {
+        match HostKernel::newest() {
+            Ok(k) => {
+                assert!(k.kernel.starts_with("/boot"), "{k:?}");
+                assert_eq!(k.modules_dir, Path::new("/lib/modules").join(&k.release));
+                assert!(k.modules_dir.join("modules.dep").is_file(), "{k:?}");
+            }
+            Err(e) => assert!(e.to_string().contains("--kernel PATH"), "{e}"),
+        }
+    }
 
     #[test]
     fn faketime_jobs_get_the_roots_libfaketime_with_a_stopped_clock() {

@@ -6,8 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
+use crate::digest::sha256_hex;
 use crate::error::{IoContext, Result};
 
 /// One entry of a package's file tree (paths relative, without a leading `/`).
@@ -100,10 +99,6 @@ impl PkgSpec {
 pub struct BuiltPkg {
     pub path: PathBuf,
     pub sha256: String,
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// The package's bytes (deterministic).
@@ -256,8 +251,8 @@ mod tests {
     }
 
     fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let tar = zstd::stream::decode_all(bytes).unwrap();
-        let mut a = tar::Archive::new(&tar[..]);
+        let tar = crate::inputs::unpack::decompressed_bytes(bytes, "package").unwrap();
+        let mut a = tar::Archive::new(tar);
         a.entries()
             .unwrap()
             .map(|e| {
@@ -291,8 +286,8 @@ mod tests {
             assert!(pkginfo.contains(l), "{pkginfo}");
         }
         let mut mtree = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&m[1].1[..]), &mut mtree)
-            .unwrap();
+        let mut gz = crate::inputs::unpack::decompressed_bytes(&m[1].1, ".MTREE").unwrap();
+        std::io::Read::read_to_string(&mut gz, &mut mtree).unwrap();
         assert!(mtree.starts_with("#mtree\n"));
         assert!(
             mtree.contains(&format!(

@@ -35,7 +35,7 @@ pub fn build_packages(archive: &Path, placed: &[Placed]) -> Result<Vec<(PkgRecor
         // Packages are deterministic: rebuilding gives the same bytes, so a present file is
         // only trusted when it equals what we would write.
         let bytes = alpm::package_bytes(&p.spec)?;
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let sha = crate::digest::sha256_hex(&bytes);
         let ok = std::fs::read(&path).map(|b| b == bytes).unwrap_or(false);
         if !ok {
             eprintln!("world: building package {}", p.spec.file_name());

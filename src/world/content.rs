@@ -91,16 +91,14 @@ const OS_RELEASE: &str = "NAME=\"Arch Linux\"\nPRETTY_NAME=\"Arch Linux\"\nID=ar
 /// dependencies), compressed `.ko.zst` as Arch ships them and without `modules.dep` (Arch's
 /// depmod runs in a pacman hook).
 pub fn linux_package() -> Result<PkgSpec> {
-    let kernel = crate::vm::kernel::newest_boot_kernel().map_err(|e| {
+    let host = crate::vm::HostKernel::newest().map_err(|e| {
         crate::error::Error::Environment(format!(
             "world: the `linux` package is made from the host's Debian kernel: {e}"
         ))
     })?;
-    let bytes = std::fs::read(&kernel).ctx("read", &kernel)?;
-    let release = crate::vm::kernel::bzimage_release(&bytes).ok_or_else(|| {
-        crate::error::Error::Environment(format!("world: {} is not a bzImage", kernel.display()))
-    })?;
-    let mods = Path::new("/lib/modules").join(&release);
+    let bytes = std::fs::read(&host.kernel).ctx("read", &host.kernel)?;
+    let release = &host.release;
+    let mods = &host.modules_dir;
     let base = format!("usr/lib/modules/{release}");
     let mut entries = vec![
         file(&format!("{base}/vmlinuz"), 0o644, bytes),
@@ -112,10 +110,9 @@ pub fn linux_package() -> Result<PkgSpec> {
         0o644,
         std::fs::read(&builtin).ctx("read", &builtin)?,
     ));
-    let list = crate::vm::initramfs::resolve_modules(&mods, crate::vm::initramfs::GUEST_MODULES)?;
-    for rel in list {
-        let data = crate::vm::initramfs::module_bytes(&mods.join(&rel))?;
-        let z = zstd::encode_all(&data[..], 19).ctx("zstd", mods.join(&rel))?;
+    for m in host.guest_modules()? {
+        let rel = m.path;
+        let z = zstd::encode_all(&m.elf[..], 19).ctx("zstd", mods.join(&rel))?;
         let plain = rel.strip_suffix(".zst").unwrap_or(&rel);
         entries.push(file(&format!("{base}/{plain}.zst"), 0o644, z));
     }

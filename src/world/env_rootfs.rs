@@ -13,8 +13,12 @@ use crate::world::tools;
 /// The script that builds (and caches) the Debian root; embedded so the binary works anywhere.
 const DEBIAN_ROOTFS_SH: &str = include_str!("../../scripts/debian-rootfs.sh");
 
-/// The archive address every build of the world sees (and that ends in the rootfs' mirrorlist).
-pub const ARCHIVE_ADDR: &str = "127.0.0.1:7878";
+/// The archive address every build of the world sees (and that ends in the rootfs'
+/// mirrorlist): the port reprobox's mirror has on a job's loopback, so that the published
+/// artifacts' mirror URLs are the ones a reproduction serves.
+pub fn archive_addr() -> String {
+    format!("127.0.0.1:{}", crate::inputs::mirror::MIRROR_PORT)
+}
 /// The registry address inside the build's network namespace (and in the verify image ref).
 pub const REGISTRY_ADDR: &str = "127.0.0.1:7879";
 
@@ -44,7 +48,7 @@ pub fn debian_root() -> Result<PathBuf> {
 /// Services started in the build's own network namespace, on its loopback.
 #[derive(Debug, Default, Clone)]
 pub struct Services {
-    /// Serve this directory as the archive on 127.0.0.1:7878 (busybox httpd).
+    /// Serve this directory as the archive on [`archive_addr`] (busybox httpd).
     pub archive: Option<PathBuf>,
     /// Run Debian's docker-registry with this config file (listening on 127.0.0.1:7879).
     pub registry: Option<PathBuf>,
@@ -162,14 +166,15 @@ impl EnvRun {
             return tools::output(what, &mut cmd);
         }
         // A fresh network namespace whose loopback carries the world's servers, so the build
-        // sees exactly http://127.0.0.1:7878 whatever else runs on this host.
+        // sees exactly http://{archive_addr()} whatever else runs on this host.
         tools::require("unshare", "util-linux")?;
         let busybox = busybox()?;
         let mut pre = format!("set -e; {bb} ip link set lo up; ", bb = busybox.display());
         if let Some(a) = &self.services.archive {
             pre.push_str(&format!(
-                "{bb} httpd -p {ARCHIVE_ADDR} -h '{}'; ",
+                "{bb} httpd -p {addr} -h '{}'; ",
                 a.display(),
+                addr = archive_addr(),
                 bb = busybox.display()
             ));
         }
@@ -217,8 +222,14 @@ pub fn busybox() -> Result<PathBuf> {
 /// pacman.conf of the bootstrap environment: the world's repos through the mirrorlist.
 const ENV_PACMAN_CONF: &str = "# pacman.conf of the test world's build environment\n[options]\nHoldPkg = pacman glibc\nArchitecture = x86_64\nSigLevel = Never\nLocalFileSigLevel = Never\n\n[core]\nInclude = /etc/pacman.d/mirrorlist\n\n[extra]\nInclude = /etc/pacman.d/mirrorlist\n";
 
-/// The bootstrap mirrorlist; rolling back rewrites it to one archive day.
-pub const ENV_MIRRORLIST: &str = "## Test world mirrorlist. Roll back to a day with\n## Server = http://127.0.0.1:7878/repos/YYYY/MM/DD/$repo/os/$arch\n## and `pacman -Syyuu`.\nServer = http://127.0.0.1:7878/repos/last/$repo/os/$arch\n";
+/// The bootstrap mirrorlist (on [`archive_addr`]); rolling back rewrites it to one archive
+/// day.
+pub fn env_mirrorlist() -> String {
+    let a = archive_addr();
+    format!(
+        "## Test world mirrorlist. Roll back to a day with\n## Server = http://{a}/repos/YYYY/MM/DD/$repo/os/$arch\n## and `pacman -Syyuu`.\nServer = http://{a}/repos/last/$repo/os/$arch\n"
+    )
+}
 
 /// Makes `iso/<iso>/archlinux-bootstrap-<iso>-x86_64.tar.zst` + `sha256sums.txt` from the
 /// Debian root with `env_pkgs` installed by its pacman at `date` (libfaketime).
@@ -253,7 +264,7 @@ pub fn bootstrap_tarball(
     std::fs::create_dir_all(root.join("etc/pacman.d")).ctx("create directory", &root)?;
     std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF)
         .ctx("write", root.join("etc/pacman.conf"))?;
-    std::fs::write(root.join("etc/pacman.d/mirrorlist"), ENV_MIRRORLIST).ctx("write", &root)?;
+    std::fs::write(root.join("etc/pacman.d/mirrorlist"), env_mirrorlist()).ctx("write", &root)?;
     std::fs::create_dir_all(root.join("var/lib/pacman")).ctx("create directory", &root)?;
     let pkgdir = stage.join("pkgs");
     std::fs::create_dir_all(&pkgdir).ctx("create directory", &pkgdir)?;
@@ -314,5 +325,23 @@ pub fn remove_tree(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(_) => std::fs::remove_dir_all(p).ctx("remove", p),
         Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archive_is_where_the_mirror_is() {
+        assert_eq!(archive_addr(), "127.0.0.1:7878");
+        assert_eq!(
+            env_mirrorlist(),
+            "## Test world mirrorlist. Roll back to a day with\n## Server = http://127.0.0.1:7878/repos/YYYY/MM/DD/$repo/os/$arch\n## and `pacman -Syyuu`.\nServer = http://127.0.0.1:7878/repos/last/$repo/os/$arch\n"
+        );
+        assert_eq!(
+            crate::world::Ports::default().archive,
+            crate::inputs::mirror::MIRROR_PORT
+        );
     }
 }

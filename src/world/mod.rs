@@ -109,7 +109,7 @@ pub struct GitInfo {
     pub release_branch: String,
 }
 
-pub use crate::verify::sha256_file;
+pub use crate::digest::sha256_file;
 
 /// Reads `DIR/world.json`.
 pub fn load(dir: &Path) -> Result<WorldManifest> {

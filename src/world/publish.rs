@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::plan::WORKSPACE;
 use crate::world::env_rootfs::{self, EnvRun, Services};
 use crate::world::{SDE, SNAPSHOT, VERSION, tools};
 
@@ -36,8 +37,9 @@ pub fn build_rootfs(
         .join(iso)
         .join(format!("archlinux-bootstrap-{iso}-x86_64.tar.zst"));
     let root = env_rootfs::unpack_bootstrap(&tarball, work)?;
-    let ws = root.join("build");
-    std::fs::create_dir_all(root.join("build")).ctx("create directory", &ws)?;
+    // The workspace at the path reprobox checks upstream out to (`plan::WORKSPACE`).
+    let ws = root.join(WORKSPACE.trim_start_matches('/'));
+    std::fs::create_dir_all(&ws).ctx("create directory", &ws)?;
     tools::run(
         "check out the upstream source",
         std::process::Command::new("git")
@@ -69,7 +71,7 @@ pub fn build_rootfs(
         &format!("roll the environment of iso/{iso} to {env_day}"),
         &format!(
             "printf 'Server = http://{}/repos/{env_day}/$repo/os/$arch\\n' > /etc/pacman.d/mirrorlist && pacman -Syyuu --noconfirm --logfile /dev/null >&2 && rm -rf /var/cache/pacman/pkg/* && pacman -Q",
-            env_rootfs::ARCHIVE_ADDR
+            env_rootfs::archive_addr()
         ),
     )?;
     let env_packages = String::from_utf8_lossy(&listing)
@@ -81,11 +83,11 @@ pub fn build_rootfs(
         archive: Some(archive),
         registry: None,
     };
-    make.cwd = "/build".into();
+    make.cwd = WORKSPACE.into();
     make.sh(
         "make the rootfs (upstream's Makefile)",
         &format!(
-            "git config --global --add safe.directory /build && make ARCHIVE_SNAPSHOT={SNAPSHOT} SOURCE_DATE_EPOCH={SDE} BUILD_VERSION={VERSION} /build/output/Dockerfile.repro >&2"
+            "git config --global --add safe.directory {WORKSPACE} && make ARCHIVE_SNAPSHOT={SNAPSHOT} SOURCE_DATE_EPOCH={SDE} BUILD_VERSION={VERSION} {WORKSPACE}/output/Dockerfile.repro >&2"
         ),
     )?;
     let output = ws.join("output");
@@ -126,7 +128,7 @@ pub fn build_image(
         archive: None,
         registry: Some(registry_config.to_path_buf()),
     };
-    run.cwd = "/build".into();
+    run.cwd = WORKSPACE.into();
     let flags = "--storage-driver vfs --cgroup-manager cgroupfs --events-backend file";
     let tag = format!("reprobox.local/archlinux/archlinux:repro-{VERSION}");
     let dest = format!(

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::digest::sha256_digest as digest;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::world::alpm::Entry;
@@ -39,10 +39,6 @@ pub fn write_config(path: &Path, storage: &Path, addr: &str) -> Result<PathBuf> 
     std::fs::create_dir_all(storage).ctx("create directory", storage)?;
     std::fs::write(path, config_text(storage, addr)).ctx("write", path)?;
     Ok(path.to_path_buf())
-}
-
-fn digest(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
 fn v2(storage: &Path) -> PathBuf {

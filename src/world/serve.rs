@@ -24,7 +24,7 @@ pub struct Ports {
 impl Default for Ports {
     fn default() -> Self {
         Ports {
-            archive: 7878,
+            archive: crate::inputs::mirror::MIRROR_PORT,
             registry: 7879,
         }
     }

@@ -80,18 +80,17 @@ fn git_out(dir: &Path, date: &str, args: &[&str]) -> Result<String> {
 /// sha256 of everything branch main is made from: a world whose repository was made from
 /// other files is rebuilt (`world::build`).
 pub fn fingerprint(verify_image: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
+    let mut all = Vec::new();
     for (name, text, mode) in FILES {
-        h.update(format!("{name}\0{mode}\0{}\0", text.len()));
-        h.update(text.as_bytes());
+        all.extend_from_slice(format!("{name}\0{mode}\0{}\0", text.len()).as_bytes());
+        all.extend_from_slice(text.as_bytes());
     }
-    h.update(
+    all.extend_from_slice(
         TEMPLATE
             .replace("TEMPLATE_VERIFY_IMAGE", verify_image)
             .as_bytes(),
     );
-    hex::encode(h.finalize())
+    crate::digest::sha256_hex(&all)
 }
 
 /// Creates `bare` with branch main (the template pinned to `verify_image`) unless present;
