@@ -297,89 +297,14 @@ pub fn run_with_output(
         .map_err(|e| Error::io("create temporary directory", std::env::temp_dir(), e))?;
     let dir = scratch.path();
 
-    // Ports the job reaches the host on, at 127.0.0.1 inside the guest, and where each
-    // goes on the host.
-    let forward: Vec<(u16, SocketAddr)> = if !opts.forwards.is_empty() {
-        opts.forwards.clone()
-    } else {
-        match opts.mirror {
-            None => Vec::new(),
-            Some(m) if job.listen.is_empty() => vec![(m.port(), m)],
-            Some(m) => job.listen.iter().map(|p| (*p, m)).collect(),
-        }
-    };
+    let forward = forwards(job, opts);
     let forward_ports: Vec<u16> = forward.iter().map(|(p, _)| *p).collect();
 
     // Disks: root, binds, status.
-    // The root filesystem as a host directory too: where the job's libfaketime is looked for.
-    let (root_img, keep_root_lf, root_dir) = match &opts.root_disk {
-        Some(d) => (
-            d.image.clone(),
-            d.keep_lost_found,
-            match &job.rootfs {
-                RootfsSource::Dir(p) => Some(p.clone()),
-                _ => None,
-            },
-        ),
-        None => {
-            let r = disk::rootfs_dir(&job.rootfs, dir)?;
-            let img = dir.join("root.img");
-            disk::make_ext4(&r, &img, opts.disk_headroom_mib)?;
-            (img, r.join("lost+found").is_dir(), Some(r))
-        }
-    };
+    let (root_img, keep_root_lf, root_dir) = root_disk(job, opts, dir)?;
     let (guest_job, faketime) = with_faketime(job, root_dir.as_deref());
     let job = &*guest_job;
-    let mut mounts = Vec::new();
-    let mut drives = Vec::new();
-    let mut copy_back = Vec::new();
-    for (i, b) in job.binds.iter().enumerate() {
-        let md = fs::metadata(&b.src).map_err(|e| {
-            Error::bad_input(
-                format!("bind source {}", b.src.display()),
-                format!("must exist ({e})"),
-            )
-        })?;
-        let dst = b
-            .dst
-            .to_str()
-            .filter(|s| s.starts_with('/'))
-            .ok_or_else(|| {
-                Error::bad_input(
-                    format!("bind destination {}", b.dst.display()),
-                    "an absolute UTF-8 path inside the job",
-                )
-            })?;
-        let serial = format!("reprobox-b{i}");
-        let image = dir.join(format!("bind{i}.img"));
-        let headroom = if b.read_only {
-            0
-        } else {
-            opts.disk_headroom_mib
-        };
-        if md.is_dir() {
-            disk::make_ext4(&b.src, &image, headroom)?;
-        } else {
-            let stage = dir.join(format!("bind{i}-stage"));
-            fs::create_dir(&stage).ctx("create", &stage)?;
-            fs::copy(&b.src, stage.join("file")).ctx("copy", &b.src)?;
-            disk::make_ext4(&stage, &image, headroom)?;
-        }
-        mounts.push(GuestMount {
-            serial: serial.clone(),
-            dst: dst.to_owned(),
-            is_file: !md.is_dir(),
-            read_only: b.read_only,
-        });
-        if !b.read_only {
-            copy_back.push((image.clone(), b.src.clone(), !md.is_dir()));
-        }
-        drives.push(Drive {
-            path: image,
-            serial,
-            read_only: b.read_only,
-        });
-    }
+    let (mounts, mut drives, copy_back) = bind_disks(job, dir, opts.disk_headroom_mib)?;
     let script = guest_protocol::job_script(job, &mounts, &forward_ports, keep_root_lf)?;
     drives.insert(
         0,
@@ -445,6 +370,151 @@ pub fn run_with_output(
         copy_back_bind(image, src, *is_file, dir)?;
     }
 
+    let enforcement = outcome_enforcement(VmFacts {
+        job,
+        opts,
+        accel,
+        accel_detail: &accel_detail,
+        memory_mib,
+        release: &guest_kernel.release,
+        forward: &forward,
+        faketime,
+        boot_ms,
+    });
+    Ok(JobOutcome {
+        exit_code: status.exit_code,
+        signal: None,
+        timed_out: false,
+        backend: "microvm".into(),
+        enforcement,
+        wall_time_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Ports the job reaches the host on, at 127.0.0.1 inside the guest, and where each goes
+/// on the host.
+fn forwards(job: &Job, opts: &VmOptions) -> Vec<(u16, SocketAddr)> {
+    if !opts.forwards.is_empty() {
+        opts.forwards.clone()
+    } else {
+        match opts.mirror {
+            None => Vec::new(),
+            Some(m) if job.listen.is_empty() => vec![(m.port(), m)],
+            Some(m) => job.listen.iter().map(|p| (*p, m)).collect(),
+        }
+    }
+}
+
+/// The root disk (the session's persistent one, or one made from the job's root now),
+/// whether its root directory has lost+found, and the root as a host directory (where the
+/// job's libfaketime is looked for).
+fn root_disk(job: &Job, opts: &VmOptions, dir: &Path) -> Result<(PathBuf, bool, Option<PathBuf>)> {
+    // The root filesystem as a host directory too: where the job's libfaketime is looked for.
+    Ok(match &opts.root_disk {
+        Some(d) => (
+            d.image.clone(),
+            d.keep_lost_found,
+            match &job.rootfs {
+                RootfsSource::Dir(p) => Some(p.clone()),
+                _ => None,
+            },
+        ),
+        None => {
+            let r = disk::rootfs_dir(&job.rootfs, dir)?;
+            let img = dir.join("root.img");
+            disk::make_ext4(&r, &img, opts.disk_headroom_mib)?;
+            (img, r.join("lost+found").is_dir(), Some(r))
+        }
+    })
+}
+
+/// A writable bind copied back to its host source after the job: (disk image, source,
+/// the source is a file).
+type CopyBack = (PathBuf, PathBuf, bool);
+
+/// One ext4 disk per bind (a file bind: a disk holding that file alone), the guest's
+/// mounts for them, and the writable ones to copy back afterwards.
+fn bind_disks(
+    job: &Job,
+    dir: &Path,
+    headroom_mib: u64,
+) -> Result<(Vec<GuestMount>, Vec<Drive>, Vec<CopyBack>)> {
+    let mut mounts = Vec::new();
+    let mut drives = Vec::new();
+    let mut copy_back = Vec::new();
+    for (i, b) in job.binds.iter().enumerate() {
+        let md = fs::metadata(&b.src).map_err(|e| {
+            Error::bad_input(
+                format!("bind source {}", b.src.display()),
+                format!("must exist ({e})"),
+            )
+        })?;
+        let dst = b
+            .dst
+            .to_str()
+            .filter(|s| s.starts_with('/'))
+            .ok_or_else(|| {
+                Error::bad_input(
+                    format!("bind destination {}", b.dst.display()),
+                    "an absolute UTF-8 path inside the job",
+                )
+            })?;
+        let serial = format!("reprobox-b{i}");
+        let image = dir.join(format!("bind{i}.img"));
+        let headroom = if b.read_only { 0 } else { headroom_mib };
+        if md.is_dir() {
+            disk::make_ext4(&b.src, &image, headroom)?;
+        } else {
+            let stage = dir.join(format!("bind{i}-stage"));
+            fs::create_dir(&stage).ctx("create", &stage)?;
+            fs::copy(&b.src, stage.join("file")).ctx("copy", &b.src)?;
+            disk::make_ext4(&stage, &image, headroom)?;
+        }
+        mounts.push(GuestMount {
+            serial: serial.clone(),
+            dst: dst.to_owned(),
+            is_file: !md.is_dir(),
+            read_only: b.read_only,
+        });
+        if !b.read_only {
+            copy_back.push((image.clone(), b.src.clone(), !md.is_dir()));
+        }
+        drives.push(Drive {
+            path: image,
+            serial,
+            read_only: b.read_only,
+        });
+    }
+    Ok((mounts, drives, copy_back))
+}
+
+/// What a guest run decided, for its enforcement list.
+struct VmFacts<'a> {
+    job: &'a Job,
+    opts: &'a VmOptions,
+    accel: ResolvedAccel,
+    accel_detail: &'a str,
+    memory_mib: u64,
+    release: &'a str,
+    forward: &'a [(u16, SocketAddr)],
+    faketime: Option<Enforcement>,
+    boot_ms: Option<u128>,
+}
+
+/// The run record's list of what a microVM job enforced, and what it did not.
+fn outcome_enforcement(f: VmFacts) -> Vec<Enforcement> {
+    let VmFacts {
+        job,
+        opts,
+        accel,
+        accel_detail,
+        memory_mib,
+        release,
+        forward,
+        faketime,
+        boot_ms,
+    } = f;
+    let epoch = job.clock.source_date_epoch;
     let mut enforcement = vec![
         Enforcement {
             feature: "microvm".into(),
@@ -459,7 +529,7 @@ pub fn run_with_output(
                 },
                 memory_mib,
                 qemu::effective_cpus(accel, opts.cpus),
-                guest_kernel.release
+                release
             ),
         },
         Enforcement {
@@ -512,14 +582,7 @@ pub fn run_with_output(
             detail: "not applied inside the guest: the virtual machine is the boundary".into(),
         });
     }
-    Ok(JobOutcome {
-        exit_code: status.exit_code,
-        signal: None,
-        timed_out: false,
-        backend: "microvm".into(),
-        enforcement,
-        wall_time_ms: started.elapsed().as_millis() as u64,
-    })
+    enforcement
 }
 
 fn read_head(path: &Path, n: usize) -> Result<Vec<u8>> {
