@@ -121,6 +121,38 @@ fn bad_input_is_one_line_exit_2() {
     }
 }
 
+/// A truncated root filesystem archive is bad input naming it (exit 2), the same on both
+/// backends (they unpack through one `unpack_root`), and leaves no temporary root behind;
+/// the whole archive runs (positive control).
+#[test]
+fn a_truncated_rootfs_archive_is_bad_input_and_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let whole = mini_tar(t.path());
+    let o = run(&["--rootfs", whole.to_str().unwrap(), "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = t.path().join("cut.tar");
+    // Cut mid-block half way through: the last header promises more than follows.
+    let at = bytes.len() / 2;
+    std::fs::write(&cut, &bytes[..at - at % 512 + 100]).unwrap();
+    // Its own TMPDIR, so that no other test's temporary root is counted.
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let o = Command::new(bin())
+        .env("TMPDIR", &tmp)
+        .args(["run", "--rootfs", cut.to_str().unwrap(), "--", "true"])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(cut.to_str().unwrap()), "{err}");
+    assert!(err.contains("truncated or corrupt"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "no temporary root left behind: {left:?}");
+}
+
 /// A tar of the mini root filesystem (exercises the archive path and its temp dir).
 fn mini_tar(dir: &Path) -> PathBuf {
     let root = dir.join("mini");

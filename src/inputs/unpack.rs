@@ -76,6 +76,26 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Unpack `archive` into `dest` (created if missing; must be empty if present).
+/// [`unpack`] of an archive a job is to run in (`--rootfs FILE`): one that does not read as
+/// a tar (truncated, corrupt, not an archive) is the caller's bad input (exit 2), naming
+/// the archive; entries it refuses are bad input already. Both backends take a root
+/// filesystem archive through here.
+pub fn unpack_root(archive: &Path, dest: &Path) -> Result<UnpackReport> {
+    match unpack(archive, dest) {
+        Err(Error::Io {
+            op: "read tar" | "read tar entry" | "unpack",
+            source,
+            ..
+        }) => Err(Error::bad_input(
+            archive.display().to_string(),
+            format!(
+                "truncated or corrupt: cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {source}"
+            ),
+        )),
+        r => r,
+    }
+}
+
 pub fn unpack(archive: &Path, dest: &Path) -> Result<UnpackReport> {
     let compression = detect(archive)?;
     let created = match fs::symlink_metadata(dest) {

@@ -232,7 +232,7 @@ fn root_of(
         .ctx("create temporary directory", std::env::temp_dir())?;
     let dest = t.path().join("root");
     cleanup.temp_root = Some(t);
-    let rep = crate::inputs::unpack::unpack(a, &dest)?;
+    let rep = crate::inputs::unpack::unpack_root(a, &dest)?;
     enforcement.push(Enforcement {
         feature: "rootfs-unpack".into(),
         enforced: true,

@@ -229,27 +229,9 @@ pub fn rootfs_dir(source: &RootfsSource, scratch: &Path) -> Result<PathBuf> {
         RootfsSource::Archive(a) => {
             let dest = scratch.join("rootfs");
             fs::create_dir(&dest).ctx("create", &dest)?;
-            unpack(a, &dest)?;
+            crate::inputs::unpack::unpack_root(a, &dest)?;
             Ok(dest)
         }
-    }
-}
-
-/// The safe unpacker (`inputs::unpack`: no entry lands outside `dest`). An archive that
-/// does not read as a tar (or whose entries cannot be written) is the caller's bad input,
-/// as it always was for this backend; entries it refuses are bad input already.
-fn unpack(archive: &Path, dest: &Path) -> Result<()> {
-    match crate::inputs::unpack::unpack(archive, dest) {
-        Ok(_) => Ok(()),
-        Err(Error::Io {
-            op: "read tar" | "read tar entry" | "unpack",
-            source,
-            ..
-        }) => Err(Error::bad_input(
-            archive.display().to_string(),
-            format!("cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {source}"),
-        )),
-        Err(e) => Err(e),
     }
 }
 
