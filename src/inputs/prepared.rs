@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::envlock::EnvLock;
 use crate::error::{Error, IoContext, Result};
-use crate::plan::PlannedStep;
 
 /// What a prepared environment is made of; its sha256 is the key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,21 +43,19 @@ pub struct EnvRecipe {
 const FORMAT: u32 = 1;
 
 impl EnvRecipe {
+    /// `steps`: each environment step's name and the exact argv of its commands.
     pub fn new(
         base_sha256: &str,
         base_subdir: Option<&str>,
         day: Option<&str>,
-        steps: &[PlannedStep],
+        steps: Vec<(String, Vec<Vec<String>>)>,
     ) -> EnvRecipe {
         EnvRecipe {
             format: FORMAT,
             base_sha256: base_sha256.to_string(),
             base_subdir: base_subdir.map(str::to_string),
             day: day.map(str::to_string),
-            steps: steps
-                .iter()
-                .map(|s| (s.name.clone(), s.commands.clone()))
-                .collect(),
+            steps,
         }
     }
 

@@ -194,7 +194,11 @@ impl Run<'_> {
             &base.sha256,
             plan.base.subdir.as_deref(),
             Some(&selected.day),
-            selected.env(),
+            selected
+                .env()
+                .iter()
+                .map(|s| (s.name.clone(), s.commands.clone()))
+                .collect(),
         );
         let rest = selected.steps[selected.n_env..].to_vec();
         let hit = match refusal {
