@@ -59,7 +59,7 @@ pub fn execute(a: Args) -> Result<i32> {
         progress: true,
         timeout: None,
         keep_work: false,
-        env_cache: true,
+        use_prepared_envs: true,
         backend: Default::default(),
     };
     pipeline::reproduce(&plan, store.clone(), &warm)?;

@@ -97,7 +97,7 @@ pub fn execute(a: Args) -> Result<i32> {
         progress: !a.json || std::io::stderr().is_terminal(),
         timeout: a.timeout.map(std::time::Duration::from_secs),
         keep_work: a.keep_work,
-        env_cache: !a.fresh_env,
+        use_prepared_envs: !a.fresh_env,
         backend,
     };
     let outcome = {

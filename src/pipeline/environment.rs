@@ -142,12 +142,12 @@ fn shift_ownership(root: &Path, range: IdRange) -> Result<()> {
 /// `on_vm`: the microVM backend (it takes a prepared environment as it is, and needs no
 /// root for that); `as_root`: the overlay a container run sees it through needs root.
 pub fn prepared_env_refusal(
-    env_cache: bool,
+    use_prepared_envs: bool,
     on_vm: bool,
     as_root: bool,
     env_first: bool,
 ) -> Option<&'static str> {
-    if !env_cache {
+    if !use_prepared_envs {
         Some("--fresh-env")
     } else if on_vm {
         None
@@ -187,8 +187,12 @@ impl Run<'_> {
     ) -> Result<Environment> {
         let (plan, o) = (self.plan, self.o);
         let on_vm = matches!(o.backend, crate::backend::BackendChoice::Microvm(_));
-        let refusal =
-            prepared_env_refusal(o.env_cache, on_vm, id_map().is_some(), selected.env_first);
+        let refusal = prepared_env_refusal(
+            o.use_prepared_envs,
+            on_vm,
+            id_map().is_some(),
+            selected.env_first,
+        );
         let envs = PreparedEnvs::new(self.fetcher.store().root());
         let recipe = EnvRecipe::new(
             &base.sha256,

@@ -56,7 +56,7 @@ pub struct Options {
     pub keep_work: bool,
     /// Use (and fill) the store's prepared environments. Off, the base is unpacked and the
     /// environment steps run for this reproduction alone.
-    pub env_cache: bool,
+    pub use_prepared_envs: bool,
     /// Where the jobs run.
     pub backend: BackendChoice,
 }

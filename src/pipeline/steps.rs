@@ -340,7 +340,7 @@ mod tests {
             progress: false,
             timeout: None,
             keep_work: false,
-            env_cache: true,
+            use_prepared_envs: true,
             backend: Default::default(),
         }
     }
