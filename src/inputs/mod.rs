@@ -6,6 +6,7 @@ pub mod git;
 pub mod images;
 pub mod lock;
 pub mod mirror;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 pub mod wake;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::inputs::archive::Archive;
 use crate::inputs::fetch::Fetcher;
-use crate::inputs::images::ImageServer;
+use crate::inputs::images::PinnedImageServer;
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::{Mirror, MirrorConfig};
 use crate::job::{Job, JobOutcome};
@@ -196,7 +196,7 @@ impl MicroVm {
             } else if registry.is_none() && !ctx.images.is_empty() {
                 let (l, a) = bind("image registry")?;
                 let shown = SocketAddr::from(([127, 0, 0, 1], port));
-                registry = Some(ImageServer::serve_as(
+                registry = Some(PinnedImageServer::serve_as(
                     l,
                     ctx.store.clone(),
                     &ctx.images,

@@ -19,13 +19,13 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::fetch::Fetcher;
 use crate::inputs::git::GitSource;
 use crate::inputs::images::DigestRef;
-use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::lock::InputsLock;
+use crate::inputs::registry::PublishedImage;
 use crate::inputs::store::Store;
 use crate::plan::release::Release;
 use crate::plan::{Plan, PlannedStep, Role};
 use crate::report::attestation::{Statement, Subject};
 use crate::report::{Check, Report, StepRecord, Verdict};
-use crate::verify::registry::{PublishedBytes, PublishedImage};
 
 /// How to run a reproduction.
 #[derive(Debug, Clone)]
@@ -72,16 +72,6 @@ fn say(o: &Options, msg: &str) {
     }
 }
 
-/// Where the published image's bytes are kept in the store, by URL.
-fn published_urls(plan: &Plan) -> (String, String) {
-    let base = plan.expected.registry.trim_end_matches('/');
-    let tag = format!(
-        "{base}/v2/{}/manifests/{}",
-        plan.expected.image, plan.expected.image_tag
-    );
-    (tag.clone(), format!("{tag}#config"))
-}
-
 /// The published image: from the registry (online, and kept in the store), or from the
 /// store (offline).
 fn published_image(
@@ -89,32 +79,13 @@ fn published_image(
     fetcher: &Fetcher,
     lock: &mut InputsLock,
 ) -> Result<PublishedImage> {
-    let store = fetcher.store();
-    let (murl, curl) = published_urls(plan);
-    if !fetcher.offline() {
-        let (img, bytes) = crate::verify::registry::fetch_published_bytes(
-            &plan.expected.registry,
-            &plan.expected.image,
-            &plan.expected.image_tag,
-        )?;
-        for (bytes, url) in [(&bytes.manifest, &murl), (&bytes.config, &curl)] {
-            let b = store.put_reader(&bytes[..], None, url)?;
-            lock.record(Status::Fetched, url, Some((&b.sha256, b.size)));
-        }
-        return Ok(img);
-    }
-    let mut read = |url: &str| -> Result<Vec<u8>> {
-        let b = store
-            .lookup_url(url)?
-            .ok_or_else(|| Error::network(url, "offline and the store holds no copy"))?;
-        lock.record(Status::Hit, url, Some((&b.sha256, b.size)));
-        std::fs::read(&b.path).ctx("read", &b.path)
-    };
-    let bytes = PublishedBytes {
-        manifest: read(&murl)?,
-        config: read(&curl)?,
-    };
-    crate::verify::registry::published_from_bytes(&plan.expected_image_ref(), None, &bytes)
+    crate::inputs::registry::published_image(
+        fetcher,
+        lock,
+        &plan.expected.registry,
+        &plan.expected.image,
+        &plan.expected.image_tag,
+    )
 }
 
 /// `FROM` references pinned by digest in a Dockerfile; tags are returned separately (they

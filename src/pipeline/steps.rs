@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::inputs::images::{ImageServer, PinnedImage};
+use crate::inputs::images::{PinnedImage, PinnedImageServer};
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::{Mirror, MirrorConfig};
 use crate::inputs::store::Store;
@@ -178,7 +178,7 @@ pub fn run_job(ctx: &StepContext, job: &Job) -> Result<(JobOutcome, InputsLock)>
                 },
             )?);
         } else if registry.is_none() {
-            registry = Some(ImageServer::serve(
+            registry = Some(PinnedImageServer::serve(
                 listener,
                 ctx.store.clone(),
                 &ctx.images,
