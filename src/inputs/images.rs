@@ -302,4 +302,64 @@ mod tests {
         assert!(DigestRef::parse("docker.io/library/alpine:3.23").is_none());
         assert!(DigestRef::parse(&format!("alpine@sha256:{h}")).is_none());
     }
+
+    /// The registry client pins from the pinned-image server what the server's store holds,
+    /// by the routes both take from `inputs::registry`; anything else is a recorded miss.
+    #[test]
+    fn the_client_pins_from_the_pinned_image_server() {
+        use sha2::{Digest, Sha256};
+        let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+        let d = tempfile::tempdir().unwrap();
+        let served = Store::open(d.path().join("served")).unwrap();
+        let (config, layer) = (br#"{"rootfs":{}}"#.to_vec(), b"layer".to_vec());
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": digest(&config)},
+            "layers": [{"digest": digest(&layer)}],
+        }))
+        .unwrap();
+        for b in [&manifest, &config, &layer] {
+            served.put_reader(&b[..], None, "test").unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = DigestRef {
+            host: addr.to_string(),
+            repository: "w/base".into(),
+            digest: digest(&manifest),
+        };
+        let image = PinnedImage {
+            reference: r.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            blobs: vec![digest(&config), digest(&layer)],
+        };
+        let server = PinnedImageServer::serve(listener, served, &[image]).unwrap();
+        let fetcher = Fetcher::new(Store::open(d.path().join("job")).unwrap(), false)
+            .with_retries(1, Duration::from_millis(1))
+            .with_progress(false);
+        let base = format!("http://{addr}");
+        let mut lock = InputsLock::default();
+        let pinned = pin(&fetcher, &mut lock, &base, &r).unwrap();
+        assert_eq!(pinned.blobs, vec![digest(&config), digest(&layer)]);
+        assert_eq!(lock.entries.len(), 3);
+        assert!(lock.entries.iter().all(|e| e.status == Status::Fetched));
+        let other = DigestRef {
+            digest: digest(b"other"),
+            ..r
+        };
+        let e = pin(&fetcher, &mut lock, &base, &other).unwrap_err();
+        let url = registry::manifest_url(&base, "w/base", &other.digest);
+        assert!(e.to_string().contains(&url), "{e}");
+        let served = server.stop();
+        assert_eq!(
+            served
+                .entries
+                .iter()
+                .filter(|e| e.status == Status::Hit)
+                .count(),
+            3
+        );
+        assert_eq!(served.misses().count(), 1);
+    }
 }

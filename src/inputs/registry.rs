@@ -339,3 +339,367 @@ pub fn published_image(
         labels,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::inputs::lock::Status;
+    use crate::inputs::store::Store;
+
+    /// What the test registry answers for one path.
+    #[derive(Clone)]
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    fn ok(body: &[u8]) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![],
+            body: body.to_vec(),
+        }
+    }
+
+    /// A registry on 127.0.0.1 answering `routes` by path (404 otherwise); with `token`,
+    /// every path but `/token` wants `Authorization: Bearer <token>` and says where to get
+    /// it. Returns its base URL and the request paths it saw.
+    fn serve(
+        routes: BTreeMap<String, Answer>,
+        token: Option<&'static str>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, base2) = (seen.clone(), base.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut auth = None;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("authorization")
+                    {
+                        auth = Some(v.trim().to_string());
+                    }
+                }
+                seen2.lock().unwrap().push(path.clone());
+                let a = match token {
+                    Some(t) if path.starts_with("/token?") => {
+                        ok(format!(r#"{{"token":"{t}"}}"#).as_bytes())
+                    }
+                    Some(t) if auth.as_deref() != Some(&format!("Bearer {t}")) => Answer {
+                        status: 401,
+                        headers: vec![(
+                            "WWW-Authenticate".into(),
+                            format!(r#"Bearer realm="{base2}/token",service="test""#),
+                        )],
+                        body: vec![],
+                    },
+                    _ => routes.get(&path).cloned().unwrap_or(Answer {
+                        status: 404,
+                        headers: vec![],
+                        body: vec![],
+                    }),
+                };
+                let mut head = format!(
+                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    a.status,
+                    a.body.len()
+                );
+                for (k, v) in &a.headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&a.body);
+            }
+        });
+        (base, seen)
+    }
+
+    fn digest(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    fn fetcher(store: &std::path::Path, offline: bool) -> Fetcher {
+        Fetcher::new(Store::open(store).unwrap(), offline)
+            .with_retries(1, Duration::from_millis(1))
+            .with_progress(false)
+    }
+
+    /// A one-layer image: (manifest, config) bytes.
+    fn image() -> (Vec<u8>, Vec<u8>) {
+        let diff_id = digest(b"layer");
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"org.opencontainers.image.version": "1"}},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": digest(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": digest(b"layer.gz"), "size": 8}],
+        }))
+        .unwrap();
+        (manifest, config)
+    }
+
+    fn statuses(lock: &InputsLock) -> Vec<(Status, String)> {
+        lock.entries
+            .iter()
+            .map(|e| (e.status, e.url.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn urls_and_routes() {
+        let d = "sha256:".to_string() + &"a".repeat(64);
+        assert_eq!(
+            manifest_url("http://h:5000/", "a/b", "t1"),
+            "http://h:5000/v2/a/b/manifests/t1"
+        );
+        assert_eq!(
+            blob_url("https://h", "a/b", &d),
+            format!("https://h/v2/a/b/blobs/{d}")
+        );
+        assert_eq!(host_of("http://127.0.0.1:5000/"), "127.0.0.1:5000");
+        assert_eq!(host_of("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(route("/v2/"), Some(Route::Base));
+        assert_eq!(route("/v2"), Some(Route::Base));
+        assert_eq!(
+            route("/v2/a/b/manifests/t1"),
+            Some(Route::Manifest {
+                repository: "a/b",
+                reference: "t1"
+            })
+        );
+        assert_eq!(
+            route(&format!("/v2/a/blobs/{d}")),
+            Some(Route::Blob {
+                repository: "a",
+                digest: &d
+            })
+        );
+        assert_eq!(route("/v2/a/blobs/uploads/"), None);
+        assert_eq!(route("/v2/a/manifests/"), None);
+        assert_eq!(route("/v2/_catalog"), None);
+        assert_eq!(route("/other"), None);
+        // What the client builds, the server reads back.
+        let u = manifest_url("http://h", "x/y", &d);
+        assert_eq!(
+            route(u.strip_prefix("http://h").unwrap()),
+            Some(Route::Manifest {
+                repository: "x/y",
+                reference: &d
+            })
+        );
+        assert!(sha256_hex("u", "sha512:00").is_err());
+        assert_eq!(sha256_hex("u", &d).unwrap(), "a".repeat(64));
+    }
+
+    #[test]
+    fn published_online_then_offline_from_the_store() {
+        let (manifest, config) = image();
+        let mut routes = BTreeMap::new();
+        routes.insert("/v2/arch/img/manifests/v1".to_string(), ok(&manifest));
+        routes.insert(
+            format!("/v2/arch/img/blobs/{}", digest(&config)),
+            ok(&config),
+        );
+        let (base, seen) = serve(routes, None);
+        let d = tempfile::tempdir().unwrap();
+
+        let mut lock = InputsLock::default();
+        let online = published_image(
+            &fetcher(d.path(), false),
+            &mut lock,
+            &base,
+            "arch/img",
+            "v1",
+        )
+        .unwrap();
+        assert_eq!(online.manifest_digest, digest(&manifest));
+        assert_eq!(online.config_digest, digest(&config));
+        assert_eq!(online.diff_ids, vec![digest(b"layer")]);
+        assert_eq!(online.layers, vec![digest(b"layer.gz")]);
+        assert_eq!(online.index_digest, None);
+        assert_eq!(online.labels["org.opencontainers.image.version"], "1");
+        assert_eq!(online.reference, format!("{}/arch/img:v1", host_of(&base)));
+        let murl = manifest_url(&base, "arch/img", "v1");
+        let curl = blob_url(&base, "arch/img", &digest(&config));
+        assert_eq!(
+            statuses(&lock),
+            vec![
+                (Status::Fetched, murl.clone()),
+                (Status::Fetched, curl.clone())
+            ]
+        );
+
+        let asked = seen.lock().unwrap().len();
+        let mut lock = InputsLock::default();
+        let offline =
+            published_image(&fetcher(d.path(), true), &mut lock, &base, "arch/img", "v1").unwrap();
+        assert_eq!(offline, online);
+        assert_eq!(
+            statuses(&lock),
+            vec![(Status::Hit, murl), (Status::Hit, curl)]
+        );
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            asked,
+            "offline asked the registry"
+        );
+    }
+
+    #[test]
+    fn an_index_leads_to_the_amd64_manifest_with_a_token() {
+        let (manifest, config) = image();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"digest": digest(b"arm"), "platform": {"os": "linux", "architecture": "arm64"}},
+                {"digest": digest(&manifest), "platform": {"os": "linux", "architecture": "amd64"}},
+            ],
+        }))
+        .unwrap();
+        let mut routes = BTreeMap::new();
+        let mut tag = ok(&index);
+        tag.headers
+            .push(("Docker-Content-Digest".into(), digest(&index)));
+        routes.insert("/v2/lib/a/manifests/latest".to_string(), tag);
+        routes.insert(
+            format!("/v2/lib/a/manifests/{}", digest(&manifest)),
+            ok(&manifest),
+        );
+        routes.insert(format!("/v2/lib/a/blobs/{}", digest(&config)), ok(&config));
+        let (base, seen) = serve(routes, Some("t0k"));
+        let d = tempfile::tempdir().unwrap();
+        let mut lock = InputsLock::default();
+        let p = published_image(
+            &fetcher(d.path(), false),
+            &mut lock,
+            &base,
+            "lib/a",
+            "latest",
+        )
+        .unwrap();
+        assert_eq!(p.index_digest, Some(digest(&index)));
+        assert_eq!(p.manifest_digest, digest(&manifest));
+        assert_eq!(p.config_digest, digest(&config));
+        assert_eq!(lock.entries.len(), 3);
+        // One token for the client, asked for on the first 401 only.
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.iter().filter(|p| p.starts_with("/token?")).count(), 1);
+        assert!(
+            seen.iter()
+                .any(|p| p.contains("scope=repository:lib/a:pull"))
+        );
+    }
+
+    #[test]
+    fn other_bytes_than_the_digest_are_tampered_and_not_stored() {
+        let (manifest, config) = image();
+        let mut routes = BTreeMap::new();
+        // The config's URL serves other bytes.
+        routes.insert("/v2/x/manifests/v1".to_string(), ok(&manifest));
+        routes.insert(format!("/v2/x/blobs/{}", digest(&config)), ok(b"not it"));
+        // A tag whose Docker-Content-Digest does not match its body.
+        let mut lying = ok(&manifest);
+        lying
+            .headers
+            .push(("Docker-Content-Digest".into(), digest(b"else")));
+        routes.insert("/v2/x/manifests/v2".to_string(), lying);
+        let (base, _) = serve(routes, None);
+        let d = tempfile::tempdir().unwrap();
+        let f = fetcher(d.path(), false);
+
+        let mut lock = InputsLock::default();
+        let e = published_image(&f, &mut lock, &base, "x", "v1").unwrap_err();
+        let curl = blob_url(&base, "x", &digest(&config));
+        match &e {
+            Error::Tampered { what, .. } => assert!(what.contains(&curl), "{e}"),
+            _ => panic!("not Tampered: {e}"),
+        }
+        assert!(
+            f.store()
+                .get(sha256_hex("", &digest(b"not it")).unwrap())
+                .is_none()
+        );
+
+        let e = published_image(&f, &mut lock, &base, "x", "v2").unwrap_err();
+        match &e {
+            Error::Tampered { what, .. } => {
+                assert!(what.contains(&manifest_url(&base, "x", "v2")), "{e}")
+            }
+            _ => panic!("not Tampered: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_store_copy_is_tampered() {
+        let (manifest, _) = image();
+        let d = tempfile::tempdir().unwrap();
+        let f = fetcher(d.path(), true);
+        // Other bytes under the manifest's name: what a corrupted store looks like.
+        let p = f
+            .store()
+            .blob_path(sha256_hex("", &digest(&manifest)).unwrap());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"garbage").unwrap();
+        let c = RegistryClient::new(&f, "http://127.0.0.1:9", "x");
+        let e = c
+            .manifest(&mut InputsLock::default(), &digest(&manifest))
+            .unwrap_err();
+        assert!(matches!(e, Error::Tampered { .. }), "{e}");
+    }
+
+    #[test]
+    fn offline_without_a_copy_is_a_network_error_naming_the_url() {
+        let d = tempfile::tempdir().unwrap();
+        let f = fetcher(d.path(), true);
+        let mut lock = InputsLock::default();
+        let e = published_image(&f, &mut lock, "http://127.0.0.1:9", "x/y", "v1").unwrap_err();
+        let url = manifest_url("http://127.0.0.1:9", "x/y", "v1");
+        match &e {
+            Error::Network { url: u, message } => {
+                assert_eq!(u, &url);
+                assert!(message.contains("offline"), "{e}");
+            }
+            _ => panic!("not Network: {e}"),
+        }
+        assert!(e.to_string().contains(&url), "{e}");
+        let c = RegistryClient::new(&f, "http://127.0.0.1:9", "x/y");
+        let dg = digest(b"x");
+        let e = c.blob(&mut lock, &dg).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&blob_url("http://127.0.0.1:9", "x/y", &dg)),
+            "{e}"
+        );
+        assert!(lock.entries.is_empty());
+    }
+}
