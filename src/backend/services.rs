@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, TcpListener};
 
 use crate::error::Result;
-use crate::inputs::images::{ImageServer, PinnedImage};
+use crate::inputs::images::{PinnedImage, PinnedImageServer};
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::{MIRROR_PORT, Mirror, MirrorConfig, MirrorHandle};
 use crate::inputs::store::Store;
@@ -56,7 +56,7 @@ impl Services {
                 && !self.images.is_empty()
                 && let Some(store) = &self.store
             {
-                serving.images = Some(ImageServer::serve_as(
+                serving.images = Some(PinnedImageServer::serve_as(
                     listener,
                     store.clone(),
                     &self.images,
@@ -72,7 +72,7 @@ impl Services {
 #[derive(Default)]
 pub struct Serving {
     mirror: Option<MirrorHandle>,
-    images: Option<ImageServer>,
+    images: Option<PinnedImageServer>,
 }
 
 impl Serving {

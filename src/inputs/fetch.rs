@@ -8,19 +8,24 @@
 //!   the URL and the last reason;
 //! - the bytes are hashed before they enter the store: if they do not match the expected
 //!   sha256 the partial file is deleted and the result is `Error::Tampered`; nothing is stored;
-//! - offline, nothing leaves the machine: only what the store holds can be returned.
+//! - offline, nothing leaves the machine: only what the store holds can be returned;
+//! - an API that needs more than a plain GET (the OCI registry client, `inputs::registry`)
+//!   says so with a [`Request`] (an `Accept` header, a bearer token asked for on a 401, the
+//!   `Docker-Content-Digest` check) and still goes through this one agent, these retries and
+//!   this store, rather than a second HTTP client of its own.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::store::{self, Store};
 
 pub use crate::inputs::store::Blob;
+
+/// The most [`Fetcher::get_document`] reads into memory: token answers are a few KiB.
+const DOCUMENT_LIMIT: u64 = 1 << 20;
 
 /// How a fetch was satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +34,36 @@ pub enum Outcome {
     Hit,
     /// It was downloaded (or copied from a file:// URL) and stored.
     Fetched,
+}
+
+/// Turns a `WWW-Authenticate` challenge into an `Authorization` header value.
+pub type Challenge<'a> = dyn Fn(&str) -> Result<String> + 'a;
+
+/// What a download needs beyond a plain `GET` (the OCI registry client's needs).
+#[derive(Default, Clone, Copy)]
+pub struct Request<'a> {
+    /// The `Accept` header (a registry picks the manifest format by it).
+    pub accept: Option<&'a str>,
+    /// An `Authorization` header value to send from the first attempt (a token already held).
+    pub authorization: Option<&'a str>,
+    /// Answers a `401` carrying `WWW-Authenticate` with an `Authorization` value; the request
+    /// is then repeated once with it (Docker Hub's anonymous bearer tokens). Only called when
+    /// the request really goes to the network.
+    pub on_challenge: Option<&'a Challenge<'a>>,
+    /// When the server sends `Docker-Content-Digest`, the body must hash to it (`Tampered`
+    /// otherwise): a manifest asked for by tag has no other digest to be checked against.
+    pub content_digest: bool,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("accept", &self.accept)
+            .field("authorization", &self.authorization.map(|_| "…"))
+            .field("on_challenge", &self.on_challenge.is_some())
+            .field("content_digest", &self.content_digest)
+            .finish()
+    }
 }
 
 /// Fetches URLs into a store. Cheap to share by reference across threads.
@@ -97,8 +132,19 @@ impl Fetcher {
         url: &str,
         expected: Option<&str>,
     ) -> Result<Blob> {
+        self.fetch_recorded_with(lock, url, expected, &Request::default())
+    }
+
+    /// [`Fetcher::fetch_recorded`] with what the request needs beyond a plain `GET`.
+    pub fn fetch_recorded_with(
+        &self,
+        lock: &mut crate::inputs::lock::InputsLock,
+        url: &str,
+        expected: Option<&str>,
+        req: &Request<'_>,
+    ) -> Result<Blob> {
         use crate::inputs::lock::Status;
-        let (b, outcome) = self.fetch_outcome(url, expected, false)?;
+        let (b, outcome) = self.fetch_outcome_with(url, expected, false, req)?;
         let status = match outcome {
             Outcome::Hit => Status::Hit,
             Outcome::Fetched => Status::Fetched,
@@ -116,7 +162,18 @@ impl Fetcher {
         expected: Option<&str>,
         immutable: bool,
     ) -> Result<(Blob, Outcome)> {
-        match self.try_fetch(url, expected, immutable)? {
+        self.fetch_outcome_with(url, expected, immutable, &Request::default())
+    }
+
+    /// [`Fetcher::fetch_outcome`] with what the request needs beyond a plain `GET`.
+    pub fn fetch_outcome_with(
+        &self,
+        url: &str,
+        expected: Option<&str>,
+        immutable: bool,
+        req: &Request<'_>,
+    ) -> Result<(Blob, Outcome)> {
+        match self.try_fetch_with(url, expected, immutable, req)? {
             Some(r) => Ok(r),
             None if self.offline => Err(Error::network(
                 url,
@@ -133,6 +190,17 @@ impl Fetcher {
         url: &str,
         expected: Option<&str>,
         immutable: bool,
+    ) -> Result<Option<(Blob, Outcome)>> {
+        self.try_fetch_with(url, expected, immutable, &Request::default())
+    }
+
+    /// [`Fetcher::try_fetch`] with what the request needs beyond a plain `GET`.
+    pub fn try_fetch_with(
+        &self,
+        url: &str,
+        expected: Option<&str>,
+        immutable: bool,
+        req: &Request<'_>,
     ) -> Result<Option<(Blob, Outcome)>> {
         if let Some(sha) = expected
             && !store::is_sha256(sha)
@@ -159,11 +227,62 @@ impl Fetcher {
             )));
         }
         if url.starts_with("http://") || url.starts_with("https://") {
-            return self.download(url, expected, immutable);
+            return self.download(url, expected, immutable, req);
         }
         Err(Error::bad_input(
             format!("URL {url}"),
             "expected file://, http:// or https://",
+        ))
+    }
+
+    /// A small document that is not an input (a registry's bearer token): read into memory
+    /// through the same agent and retries as a download, never stored nor recorded. Offline
+    /// it is refused, since nothing may leave the machine.
+    pub fn get_document(&self, url: &str, accept: &str) -> Result<Vec<u8>> {
+        if self.offline {
+            return Err(Error::network(
+                url,
+                "offline: no request leaves the machine",
+            ));
+        }
+        let mut last_err = String::new();
+        let mut delay = self.backoff;
+        for attempt in 1..=self.attempts {
+            if attempt > 1 {
+                tracing::info!(
+                    "{url}: attempt {attempt}/{} after: {last_err}",
+                    self.attempts
+                );
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            let mut resp = match self.agent.get(url).header("Accept", accept).call() {
+                Ok(r) => r,
+                Err(e) => {
+                    last_err = e.to_string();
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(DOCUMENT_LIMIT)
+                .read_to_vec();
+            match (status, body) {
+                (200, Ok(b)) => return Ok(b),
+                (200, Err(e)) => last_err = format!("reading the body: {e}"),
+                (429 | 500..=599, _) => last_err = format!("HTTP {status}"),
+                (_, b) => {
+                    let b = b.unwrap_or_default();
+                    let snippet = String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned();
+                    return Err(Error::network(url, format!("HTTP {status}: {snippet}")));
+                }
+            }
+        }
+        Err(Error::network(
+            url,
+            format!("failed after {} attempts: {last_err}", self.attempts),
         ))
     }
 
@@ -182,8 +301,9 @@ impl Fetcher {
         url: &str,
         expected: Option<&str>,
         immutable: bool,
+        req: &Request<'_>,
     ) -> Result<Option<(Blob, Outcome)>> {
-        let key = hex::encode(Sha256::digest(url.as_bytes()));
+        let key = crate::digest::sha256_hex(url.as_bytes());
         // Serialise downloads of one URL across threads and processes.
         let _url_lock = self.store.lock(&format!("url-{key}"))?;
         // Another thread or process may have stored it while we waited.
@@ -209,7 +329,22 @@ impl Fetcher {
         let mut last_err = String::new();
         let mut done = false;
         let mut delay = self.backoff;
-        for attempt in 1..=self.attempts {
+        let mut authorization = req.authorization.map(str::to_string);
+        let mut challenged = false;
+        let mut content_digest: Option<String> = None;
+        let get = |authorization: &Option<String>| {
+            let mut r = self.agent.get(url).header("Accept-Encoding", "identity");
+            if let Some(a) = req.accept {
+                r = r.header("Accept", a);
+            }
+            if let Some(a) = authorization {
+                r = r.header("Authorization", a.as_str());
+            }
+            r
+        };
+        let mut attempt = 0;
+        while attempt < self.attempts {
+            attempt += 1;
             if attempt > 1 && !last_err.is_empty() {
                 tracing::info!(
                     "{url}: attempt {attempt}/{} after: {last_err}",
@@ -219,18 +354,18 @@ impl Fetcher {
                 delay *= 2;
             }
             let have = file.metadata().ctx("stat", &partial)?.len();
-            let mut req = self.agent.get(url).header("Accept-Encoding", "identity");
+            let mut call = get(&authorization);
             if have > 0 {
-                req = req.header("Range", format!("bytes={have}-"));
+                call = call.header("Range", format!("bytes={have}-"));
                 if let Some(v) = &validator {
-                    req = req.header("If-Range", v.as_str());
+                    call = call.header("If-Range", v.as_str());
                 } else if expected.is_none() {
                     // Nothing to tie the resumed bytes to the first ones: start over.
                     file.set_len(0).ctx("truncate", &partial)?;
-                    req = self.agent.get(url).header("Accept-Encoding", "identity");
+                    call = get(&authorization);
                 }
             }
-            let resp = match req.call() {
+            let resp = match call.call() {
                 Ok(r) => r,
                 Err(e) => {
                     last_err = e.to_string();
@@ -258,6 +393,9 @@ impl Fetcher {
             validator = header("etag")
                 .filter(|e| !e.starts_with("W/"))
                 .or_else(|| header("last-modified"));
+            if req.content_digest && matches!(status, 200 | 206) {
+                content_digest = header("docker-content-digest");
+            }
             let start = match status {
                 200 => 0,
                 206 if content_range
@@ -270,6 +408,19 @@ impl Fetcher {
                     // A range we did not ask for: start over.
                     file.set_len(0).ctx("truncate", &partial)?;
                     last_err = format!("unexpected Content-Range {content_range:?}");
+                    continue;
+                }
+                401 if !challenged && req.on_challenge.is_some() => {
+                    // Ask for a token once, then repeat this request with it (not an attempt).
+                    let challenge = header("www-authenticate").ok_or_else(|| {
+                        Error::network(url, "HTTP 401 without a WWW-Authenticate challenge")
+                    })?;
+                    if let Some(answer) = req.on_challenge {
+                        authorization = Some(answer(&challenge)?);
+                    }
+                    challenged = true;
+                    attempt -= 1;
+                    last_err.clear();
                     continue;
                 }
                 404 | 410 => {
@@ -336,6 +487,17 @@ impl Fetcher {
             return Err(Error::Tampered {
                 what: url.to_string(),
                 expected: exp.to_string(),
+                actual,
+            });
+        }
+        if let Some(d) = content_digest
+            && d.strip_prefix("sha256:") != Some(actual.as_str())
+        {
+            drop(file);
+            fs::remove_file(&partial).ctx("remove", &partial)?;
+            return Err(Error::Tampered {
+                what: format!("{url} (Docker-Content-Digest)"),
+                expected: d.strip_prefix("sha256:").unwrap_or(&d).to_string(),
                 actual,
             });
         }

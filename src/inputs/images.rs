@@ -2,9 +2,10 @@
 //!
 //! A build's `FROM host/repo@sha256:…` must not reach a registry from inside the sandbox.
 //! Before the image step reprobox fetches the manifest, config and layers by digest into
-//! the store (each checked against its digest), then serves exactly those bytes on the job's
-//! own loopback as a read-only registry: nothing else can be pulled, and a warm store
-//! needs no network at all.
+//! the store with the registry client (`inputs::registry`; each checked against its
+//! digest), then [`PinnedImageServer`] serves exactly those bytes on the job's own loopback
+//! as a read-only registry: nothing else can be pulled, and a warm store needs no network
+//! at all.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -17,6 +18,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::inputs::fetch::Fetcher;
 use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::registry::{self, RegistryClient, Route};
 use crate::inputs::store::Store;
 
 /// An image reference with a digest: `host[:port]/repo@sha256:…`.
@@ -71,45 +73,17 @@ fn hex_of(digest: &str) -> &str {
 }
 
 /// Fetch `r` from the registry at `registry_base` (online) or find it in the store
-/// (offline), every piece checked against its digest.
+/// (offline), every piece checked against its digest and recorded in `lock`, through the
+/// registry client (`inputs::registry`).
 pub fn pin(
     fetcher: &Fetcher,
     lock: &mut InputsLock,
     registry_base: &str,
     r: &DigestRef,
 ) -> Result<PinnedImage> {
-    let store = fetcher.store();
-    let base = registry_base.trim_end_matches('/');
-    let murl = format!("{base}/v2/{}/manifests/{}", r.repository, r.digest);
-    let body = match store.get(hex_of(&r.digest)) {
-        Some(p) => {
-            let b = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
-            lock.record(
-                Status::Hit,
-                &murl,
-                Some((hex_of(&r.digest), b.len() as u64)),
-            );
-            b
-        }
-        None if fetcher.offline() => {
-            return Err(Error::network(
-                &murl,
-                "offline and the store does not hold this manifest",
-            ));
-        }
-        None => {
-            let (bytes, _) =
-                crate::verify::registry::fetch_manifest(base, &r.repository, &r.digest)?;
-            store.put_reader(&bytes[..], Some(hex_of(&r.digest)), &murl)?;
-            lock.record(
-                Status::Fetched,
-                &murl,
-                Some((hex_of(&r.digest), bytes.len() as u64)),
-            );
-            bytes
-        }
-    };
-    let media_type = crate::verify::registry::manifest_media_type(&body);
+    let client = RegistryClient::new(fetcher, registry_base, &r.repository);
+    let (murl, body) = client.manifest(lock, &r.digest)?;
+    let media_type = registry::manifest_media_type(&body);
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Error::network(&murl, format!("manifest is not JSON: {e}")))?;
     if v.get("manifests").is_some() {
@@ -128,8 +102,7 @@ pub fn pin(
         }
     }
     for d in &blobs {
-        let url = format!("{base}/v2/{}/blobs/{d}", r.repository);
-        fetcher.fetch_recorded(lock, &url, Some(hex_of(d)))?;
+        client.blob(lock, d)?;
     }
     Ok(PinnedImage {
         reference: r.clone(),
@@ -138,8 +111,10 @@ pub fn pin(
     })
 }
 
-/// A read-only registry over pinned images, serving from the store.
-pub struct ImageServer {
+/// The server of pinned base images to a job: a read-only registry on the job's loopback
+/// answering only for the images [`pin`] put in the store (anything else is a 404, recorded
+/// as a miss), so a `FROM …@sha256:` resolves without a network.
+pub struct PinnedImageServer {
     /// Woken by `stop`, and stays woken: the accept loop's only way out.
     waker: Arc<crate::inputs::wake::Waker>,
     lock: Arc<Mutex<InputsLock>>,
@@ -152,16 +127,16 @@ struct Served {
     items: BTreeMap<String, Option<String>>,
 }
 
-impl ImageServer {
+impl PinnedImageServer {
     pub fn serve(
         listener: TcpListener,
         store: Store,
         images: &[PinnedImage],
-    ) -> Result<ImageServer> {
+    ) -> Result<PinnedImageServer> {
         Self::serve_as(listener, store, images, None)
     }
 
-    /// [`ImageServer::serve`], recording requests under the address the job uses
+    /// [`PinnedImageServer::serve`], recording requests under the address the job uses
     /// (`shown`) rather than the listener's own (the microVM reaches a host listener on
     /// another port through its forwarder).
     pub fn serve_as(
@@ -169,7 +144,7 @@ impl ImageServer {
         store: Store,
         images: &[PinnedImage],
         shown: Option<std::net::SocketAddr>,
-    ) -> Result<ImageServer> {
+    ) -> Result<PinnedImageServer> {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Sandbox(format!("registry listener: {e}")))?;
@@ -205,7 +180,7 @@ impl ImageServer {
                 }
             }
         });
-        Ok(ImageServer {
+        Ok(PinnedImageServer {
             waker,
             lock,
             thread: Some(thread),
@@ -270,23 +245,24 @@ fn handle(
             }
             out.flush()
         };
-        if path == "/v2/" || path == "/v2" {
-            reply(&mut out, "200 OK", "application/json", None, b"{}")?;
-            continue;
-        }
-        let digest = path.rsplit('/').next().unwrap_or("").to_string();
-        let kind = if path.contains("/manifests/") {
-            "manifest"
-        } else if path.contains("/blobs/") {
-            "blob"
-        } else {
-            ""
-        };
-        let item = sv.items.get(&digest);
-        let found = match (kind, item) {
-            ("manifest", Some(Some(mt))) => Some(mt.clone()),
-            ("blob", Some(None)) => Some("application/octet-stream".to_string()),
-            _ => None,
+        // Only digests are served: a manifest by tag or anything else is not pinned.
+        let (digest, found) = match registry::route(&path) {
+            Some(Route::Base) => {
+                reply(&mut out, "200 OK", "application/json", None, b"{}")?;
+                continue;
+            }
+            Some(Route::Manifest { reference, .. }) => match sv.items.get(reference) {
+                Some(Some(mt)) => (reference.to_string(), Some(mt.clone())),
+                _ => (reference.to_string(), None),
+            },
+            Some(Route::Blob { digest, .. }) => match sv.items.get(digest) {
+                Some(None) => (
+                    digest.to_string(),
+                    Some("application/octet-stream".to_string()),
+                ),
+                _ => (digest.to_string(), None),
+            },
+            None => (String::new(), None),
         };
         let bytes = found
             .as_ref()
@@ -325,5 +301,64 @@ mod tests {
         assert!(DigestRef::parse("alpine:3.23").is_none());
         assert!(DigestRef::parse("docker.io/library/alpine:3.23").is_none());
         assert!(DigestRef::parse(&format!("alpine@sha256:{h}")).is_none());
+    }
+
+    /// The registry client pins from the pinned-image server what the server's store holds,
+    /// by the routes both take from `inputs::registry`; anything else is a recorded miss.
+    #[test]
+    fn the_client_pins_from_the_pinned_image_server() {
+        let digest = crate::digest::sha256_digest;
+        let d = tempfile::tempdir().unwrap();
+        let served = Store::open(d.path().join("served")).unwrap();
+        let (config, layer) = (br#"{"rootfs":{}}"#.to_vec(), b"layer".to_vec());
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": digest(&config)},
+            "layers": [{"digest": digest(&layer)}],
+        }))
+        .unwrap();
+        for b in [&manifest, &config, &layer] {
+            served.put_reader(&b[..], None, "test").unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = DigestRef {
+            host: addr.to_string(),
+            repository: "w/base".into(),
+            digest: digest(&manifest),
+        };
+        let image = PinnedImage {
+            reference: r.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            blobs: vec![digest(&config), digest(&layer)],
+        };
+        let server = PinnedImageServer::serve(listener, served, &[image]).unwrap();
+        let fetcher = Fetcher::new(Store::open(d.path().join("job")).unwrap(), false)
+            .with_retries(1, Duration::from_millis(1))
+            .with_progress(false);
+        let base = format!("http://{addr}");
+        let mut lock = InputsLock::default();
+        let pinned = pin(&fetcher, &mut lock, &base, &r).unwrap();
+        assert_eq!(pinned.blobs, vec![digest(&config), digest(&layer)]);
+        assert_eq!(lock.entries.len(), 3);
+        assert!(lock.entries.iter().all(|e| e.status == Status::Fetched));
+        let other = DigestRef {
+            digest: digest(b"other"),
+            ..r
+        };
+        let e = pin(&fetcher, &mut lock, &base, &other).unwrap_err();
+        let url = registry::manifest_url(&base, "w/base", &other.digest);
+        assert!(e.to_string().contains(&url), "{e}");
+        let served = server.stop();
+        assert_eq!(
+            served
+                .entries
+                .iter()
+                .filter(|e| e.status == Status::Hit)
+                .count(),
+            3
+        );
+        assert_eq!(served.misses().count(), 1);
     }
 }

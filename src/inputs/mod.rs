@@ -7,6 +7,7 @@ pub mod images;
 pub mod lock;
 pub mod mirror;
 pub mod prepared;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 pub mod wake;

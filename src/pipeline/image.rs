@@ -11,10 +11,9 @@ use super::Run;
 use super::steps::{JobContext, job_for};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::images::DigestRef;
-use crate::inputs::lock::Status;
+use crate::inputs::registry::PublishedImage;
 use crate::plan::{PlannedStep, WORKSPACE};
 use crate::report::Check;
-use crate::verify::registry::{PublishedBytes, PublishedImage};
 
 /// The podman global flags and the `-t` tag of an image step's build command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,34 +126,14 @@ impl Run<'_> {
     /// The published image: from the registry (online, and kept in the store), or from the
     /// store (offline).
     fn published_image(&mut self) -> Result<PublishedImage> {
-        let plan = self.plan;
-        let store = self.fetcher.store();
-        let (murl, curl) = published_urls(plan);
-        let lock = &mut self.ledger.inputs;
-        if !self.fetcher.offline() {
-            let (img, bytes) = crate::verify::registry::fetch_published_bytes(
-                &plan.expected.registry,
-                &plan.expected.image,
-                &plan.expected.image_tag,
-            )?;
-            for (bytes, url) in [(&bytes.manifest, &murl), (&bytes.config, &curl)] {
-                let b = store.put_reader(&bytes[..], None, url)?;
-                lock.record(Status::Fetched, url, Some((&b.sha256, b.size)));
-            }
-            return Ok(img);
-        }
-        let mut read = |url: &str| -> Result<Vec<u8>> {
-            let b = store
-                .lookup_url(url)?
-                .ok_or_else(|| Error::network(url, "offline and the store holds no copy"))?;
-            lock.record(Status::Hit, url, Some((&b.sha256, b.size)));
-            std::fs::read(&b.path).ctx("read", &b.path)
-        };
-        let bytes = PublishedBytes {
-            manifest: read(&murl)?,
-            config: read(&curl)?,
-        };
-        crate::verify::registry::published_from_bytes(&plan.expected_image_ref(), None, &bytes)
+        let e = &self.plan.expected;
+        crate::inputs::registry::published_image(
+            self.fetcher,
+            &mut self.ledger.inputs,
+            &e.registry,
+            &e.image,
+            &e.image_tag,
+        )
     }
 
     /// Stage 7: compare the rebuilt image with the published one. `built`: the image step's
@@ -283,13 +262,8 @@ impl Run<'_> {
         std::os::unix::fs::chown(&rebuilt, Some(uid), Some(gid)).ctx("chown", &rebuilt)?;
 
         let registry = &plan.expected.registry;
-        let host = registry
-            .split_once("://")
-            .map_or(registry.as_str(), |(_, r)| r)
-            .trim_end_matches('/')
-            .to_string();
         let r = DigestRef {
-            host,
+            host: crate::inputs::registry::host_of(registry).to_string(),
             repository: plan.expected.image.clone(),
             digest: published.manifest_digest.clone(),
         };
@@ -306,16 +280,6 @@ impl Run<'_> {
             "images/rebuilt.tar".into(),
         ])
     }
-}
-
-/// Where the published image's bytes are kept in the store, by URL.
-fn published_urls(plan: &crate::plan::Plan) -> (String, String) {
-    let base = plan.expected.registry.trim_end_matches('/');
-    let tag = format!(
-        "{base}/v2/{}/manifests/{}",
-        plan.expected.image, plan.expected.image_tag
-    );
-    (tag.clone(), format!("{tag}#config"))
 }
 
 /// The rebuilt image as the environment's podman describes it.

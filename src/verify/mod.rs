@@ -2,7 +2,6 @@
 
 pub mod audit;
 pub mod imagearchive;
-pub mod registry;
 pub mod tardiff;
 pub mod tarindex;
 

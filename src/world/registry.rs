@@ -1,7 +1,9 @@
-//! The world's OCI registry: Debian's `docker-registry` (distribution 2.8) over a storage
-//! directory `DIR/registry/`. The verify-stage base image is written straight into that
-//! storage in the registry's own layout (deterministic bytes, so its digest can be pinned in
-//! the upstream Dockerfile.template); the published image is pushed there by podman.
+//! The test world's registry server: its configuration and its storage. The server itself is
+//! Debian's `docker-registry` (distribution 2.8) over a storage directory `DIR/registry/`
+//! (started by `world::serve`); this module runs no server and holds no client (reprobox's
+//! registry client is `inputs::registry`). The verify-stage base image is written straight
+//! into that storage in the registry's own layout (deterministic bytes, so its digest can be
+//! pinned in the upstream Dockerfile.template); the published image is pushed there by podman.
 
 use std::path::{Path, PathBuf};
 
