@@ -4,9 +4,9 @@
 //! what `reprobox world serve` runs, which none of this changes) it
 //! - honours `Range: bytes=N-` (206 with `Content-Range`; 416 past the end);
 //! - logs every request (method, path, `Range` header), in the order they arrived;
-//! - can inject a fault, [`Faults::cut_responses`]: the first N GET responses announce the
-//!   full length but the connection is closed after [`Faults::cut_after`] bytes of the body,
-//!   as a dropped connection cuts a download.
+//! - can inject a fault, [`Faults::cut_responses`]: the first N GET responses (200 or 206)
+//!   announce the full length but the connection is closed after [`Faults::cut_after`] bytes
+//!   of the body, as a dropped connection cuts a download.
 //!
 //! Every file under the directory is served (hidden ones too), symlinks followed as long as
 //! they stay inside it; anything else is 404; methods other than GET and HEAD are 405. One
@@ -34,7 +34,8 @@ pub enum Content {
 /// Faults to inject (test support); the default injects none.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
-    /// How many GET responses (the first ones, counted over every path) are cut.
+    /// How many GET responses with a body (200 or 206; the first ones, counted over every
+    /// path) are cut.
     pub cut_responses: usize,
     /// After how many bytes of its body a cut response closes the connection.
     pub cut_after: usize,
