@@ -29,17 +29,24 @@ BW_CMD=(bwrap --unshare-user --uid 0 --gid 0 --unshare-pid --unshare-net --unsha
         --ro-bind "$ROOT" / --proc /proc --dev /dev --tmpfs /tmp --tmpfs /run -- /bin/true)
 "${RB_CMD[@]}"; "${BW_CMD[@]}"   # warm up, and fail loudly if either cannot run
 # Alternate the two run by run so that machine noise (other builds on a 2-core machine)
-# hits both alike; each one's background teardown then overlaps the other's next run.
+# hits both alike, and which of a pair runs first alternates too (reprobox first in odd
+# pairs, bwrap first in even ones): the second of a pair runs while the first one's
+# background teardown is still going, and no side should always be the one that pays it.
 rb=(); bw=()
-for _ in $(seq "$N"); do
-  rb+=($(N=1 timeit "${RB_CMD[@]}"))
-  bw+=($(N=1 timeit "${BW_CMD[@]}"))
+for i in $(seq "$N"); do
+  if (( i % 2 )); then
+    rb+=($(N=1 timeit "${RB_CMD[@]}"))
+    bw+=($(N=1 timeit "${BW_CMD[@]}"))
+  else
+    bw+=($(N=1 timeit "${BW_CMD[@]}"))
+    rb+=($(N=1 timeit "${RB_CMD[@]}"))
+  fi
 done
 rbm=$(printf '%s\n' "${rb[@]}" | median)
 bwm=$(printf '%s\n' "${bw[@]}" | median)
 rss=$(/usr/bin/time -v "${RB_CMD[@]}" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}')
 bwrss=$(/usr/bin/time -v "${BW_CMD[@]}" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}')
-echo "runs: $N each (alternating)"
+echo "runs: $N each (alternating, each side first in half of the pairs)"
 echo "reprobox run median: ${rbm} us"
 echo "bwrap median:        ${bwm} us"
 awk -v a="$rbm" -v b="$bwm" 'BEGIN {printf "ratio reprobox/bwrap: %.2f (target <= 1.00)\n", a/b}'

@@ -1,18 +1,40 @@
 //! The archive client and downloads against a local archive-shaped tree on 127.0.0.1.
 
-mod inputs_support;
-
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use inputs_support::*;
 use reprobox::inputs::archive::Archive;
 use reprobox::inputs::fetch::Fetcher;
 use reprobox::inputs::store::Store;
+use reprobox::world::fileserver::{Faults, FileServer};
+use reprobox::world::fixtures::{DAY1, DAY2, MONTH, MiniArchive, count_files, noise, sha256};
+
+fn reprobox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reprobox"))
+}
+
+/// Run reprobox with a store; returns (exit code, stdout, stderr).
+fn run(store: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = reprobox()
+        .arg(args[0])
+        .arg("--store")
+        .arg(store)
+        .args(&args[1..])
+        .env_remove("REPROBOX_STORE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 #[test]
 fn resolution_by_day_and_changed_package() {
-    let w = World::build();
-    let srv = PyServer::start(w.root());
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
     let sd = tempfile::tempdir().unwrap();
     let f = Fetcher::new(Store::open(sd.path()).unwrap(), false).with_progress(false);
     let ar = Archive::new(&srv.url(), &f);
@@ -103,8 +125,8 @@ fn resolution_by_day_and_changed_package() {
 
 #[test]
 fn offline_resolve_and_packages_and_bootstrap() {
-    let w = World::build();
-    let srv = PyServer::start(w.root());
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
     let sd = tempfile::tempdir().unwrap();
     let url = srv.url();
     // packages/ by name and version
@@ -140,7 +162,7 @@ fn offline_resolve_and_packages_and_bootstrap() {
     let f: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(
         f[0],
-        format!("{url}/iso/{MONTH}/{}", World::bootstrap_name())
+        format!("{url}/iso/{MONTH}/{}", MiniArchive::bootstrap_name())
     );
     assert_eq!(f[1], sha256(&w.bootstrap));
     assert_eq!(std::fs::read(f[2]).unwrap(), w.bootstrap);
@@ -222,14 +244,14 @@ fn offline_resolve_and_packages_and_bootstrap() {
 
 #[test]
 fn bootstrap_with_wrong_sums_is_tampered() {
-    let w = World::build();
+    let w = MiniArchive::build().unwrap();
     let sums = w.root().join("iso").join(MONTH).join("sha256sums.txt");
     std::fs::write(
         &sums,
-        format!("{}  {}\n", "ab".repeat(32), World::bootstrap_name()),
+        format!("{}  {}\n", "ab".repeat(32), MiniArchive::bootstrap_name()),
     )
     .unwrap();
-    let srv = PyServer::start(w.root());
+    let srv = FileServer::dir(w.root()).unwrap();
     let sd = tempfile::tempdir().unwrap();
     let (code, _, err) = run(
         sd.path(),
@@ -256,15 +278,22 @@ fn bootstrap_with_wrong_sums_is_tampered() {
 #[test]
 fn truncated_download_resumes_with_range() {
     let body = noise(3 << 20, 5);
-    let srv = CutServer::start(body.clone(), 2, 700_000);
+    let srv = FileServer::body(
+        body.clone(),
+        Faults {
+            cut_responses: 2,
+            cut_after: 700_000,
+        },
+    )
+    .unwrap();
     let sd = tempfile::tempdir().unwrap();
     let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
         .with_progress(false)
         .with_retries(5, Duration::from_millis(10));
-    let url = format!("http://127.0.0.1:{}/big.bin", srv.port);
+    let url = format!("http://127.0.0.1:{}/big.bin", srv.port());
     let b = f.fetch(&url, Some(&sha256(&body))).unwrap();
     assert_eq!(std::fs::read(&b.path).unwrap(), body);
-    let ranges = srv.ranges.lock().unwrap().clone();
+    let ranges = srv.ranges();
     assert_eq!(
         ranges,
         vec![
@@ -283,9 +312,16 @@ fn truncated_download_resumes_with_range() {
 #[test]
 fn cut_download_gives_up_naming_url_then_resumes_next_run() {
     let body = noise(1 << 20, 9);
-    let srv = CutServer::start(body.clone(), 3, 100_000);
+    let srv = FileServer::body(
+        body.clone(),
+        Faults {
+            cut_responses: 3,
+            cut_after: 100_000,
+        },
+    )
+    .unwrap();
     let sd = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}/file.bin", srv.port);
+    let url = format!("http://127.0.0.1:{}/file.bin", srv.port());
     let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
         .with_progress(false)
         .with_retries(2, Duration::from_millis(10));
@@ -303,22 +339,19 @@ fn cut_download_gives_up_naming_url_then_resumes_next_run() {
         .with_retries(3, Duration::from_millis(10));
     let b = f.fetch(&url, Some(&sha256(&body))).unwrap();
     assert_eq!(std::fs::read(&b.path).unwrap(), body);
-    assert_eq!(
-        srv.ranges.lock().unwrap()[2].as_deref(),
-        Some("bytes=200000-")
-    );
+    assert_eq!(srv.ranges()[2].as_deref(), Some("bytes=200000-"));
 }
 
 #[test]
 fn upstream_serving_wrong_bytes_is_caught_and_nothing_stored() {
-    let w = World::build();
+    let w = MiniArchive::build().unwrap();
     let good = w.pkg("hello", "1.0-1");
     let path = w.day_dir(DAY1, "core").join(good.filename());
     let mut bad = good.bytes.clone();
     let n = bad.len();
     bad[n / 2] ^= 0xff;
     std::fs::write(&path, &bad).unwrap();
-    let srv = PyServer::start(w.root());
+    let srv = FileServer::dir(w.root()).unwrap();
     let sd = tempfile::tempdir().unwrap();
     let (code, _, err) = run(
         sd.path(),
@@ -355,8 +388,8 @@ fn upstream_serving_wrong_bytes_is_caught_and_nothing_stored() {
 
 #[test]
 fn two_processes_fetching_the_same_blobs_store_each_once() {
-    let w = World::build();
-    let srv = PyServer::start(w.root());
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
     let sd = tempfile::tempdir().unwrap();
     let url = srv.url();
     let spawn = || {
@@ -405,14 +438,21 @@ fn without_expected_hash_or_validator_a_cut_download_restarts_from_zero() {
     // No sha256 to check against and no ETag/Last-Modified to send as If-Range: resuming could
     // splice two versions of the resource, so every attempt starts over.
     let body = noise(1 << 20, 3);
-    let srv = CutServer::start(body.clone(), 2, 300_000);
+    let srv = FileServer::body(
+        body.clone(),
+        Faults {
+            cut_responses: 2,
+            cut_after: 300_000,
+        },
+    )
+    .unwrap();
     let sd = tempfile::tempdir().unwrap();
     let f = Fetcher::new(Store::open(sd.path()).unwrap(), false)
         .with_progress(false)
         .with_retries(3, Duration::from_millis(10));
     let b = f
-        .fetch(&format!("http://127.0.0.1:{}/db", srv.port), None)
+        .fetch(&format!("http://127.0.0.1:{}/db", srv.port()), None)
         .unwrap();
     assert_eq!(b.sha256, sha256(&body));
-    assert_eq!(srv.ranges.lock().unwrap().clone(), vec![None, None, None]);
+    assert_eq!(srv.ranges(), vec![None, None, None]);
 }

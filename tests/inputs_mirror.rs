@@ -1,18 +1,109 @@
 //! The mirror: online run, offline replay with upstream gone, export/import, tampering, and a
 //! real pacman installing through it. All on 127.0.0.1 against a local archive-shaped tree.
 
-mod inputs_support;
-
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
-use inputs_support::*;
 use reprobox::inputs::lock::{InputsLock, Status};
 use reprobox::inputs::mirror::{Mirror, MirrorConfig};
 use reprobox::inputs::store::Store;
+use reprobox::world::fileserver::FileServer;
+use reprobox::world::fixtures::{DAY1, DAY2, MONTH, MiniArchive, count_files, sha256};
+use reprobox::world::tools;
+
+fn reprobox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reprobox"))
+}
+
+/// Run reprobox with a store; returns (exit code, stdout, stderr).
+fn run(store: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = reprobox()
+        .arg(args[0])
+        .arg("--store")
+        .arg(store)
+        .args(&args[1..])
+        .env_remove("REPROBOX_STORE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A `reprobox mirror` process; `stop` sends SIGTERM and waits.
+struct MirrorProc {
+    child: Child,
+    url: String,
+}
+
+impl MirrorProc {
+    fn start(store: &Path, upstream: &str, offline: bool, lock_out: &Path) -> MirrorProc {
+        let mut cmd = reprobox();
+        cmd.args([
+            "mirror",
+            "--listen",
+            "127.0.0.1:0",
+            "--archive",
+            upstream,
+            "--store",
+        ])
+        .arg(store)
+        .arg("--lock-out")
+        .arg(lock_out)
+        .stdout(Stdio::piped());
+        if offline {
+            cmd.arg("--offline");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected mirror banner {line:?}"))
+            .to_string();
+        MirrorProc { child, url }
+    }
+    fn stop(mut self) -> i32 {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for MirrorProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a URL: (status, body).
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let mut body = vec![];
+    resp.into_body()
+        .into_reader()
+        .read_to_end(&mut body)
+        .unwrap();
+    (status, body)
+}
 
 /// Paths every run here asks for.
-fn paths(w: &World) -> Vec<String> {
+fn paths(w: &MiniArchive) -> Vec<String> {
     vec![
         format!("/repos/{DAY1}/core/os/x86_64/core.db"),
         format!(
@@ -26,14 +117,14 @@ fn paths(w: &World) -> Vec<String> {
         ),
         format!("/packages/t/tools/{}", w.pkg("tools", "2.0-1").filename()),
         format!("/iso/{MONTH}/sha256sums.txt"),
-        format!("/iso/{MONTH}/{}", World::bootstrap_name()),
+        format!("/iso/{MONTH}/{}", MiniArchive::bootstrap_name()),
     ]
 }
 
 /// Install `hello` with pacman from the mirror as of `day` into a fresh root; returns the
 /// installed file's content.
 fn pacman_install(mirror: &str, day: &str) -> String {
-    need("pacman", "pacman-package-manager");
+    tools::require("pacman", "pacman-package-manager").unwrap_or_else(|e| panic!("{e}"));
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     for d in ["var/lib/pacman", "var/cache/pacman/pkg", "var/log", "etc"] {
@@ -87,8 +178,8 @@ fn fetch_all(base: &str, paths: &[String]) -> Vec<Vec<u8>> {
 
 #[test]
 fn online_run_then_offline_replay_gives_identical_bytes() {
-    let w = World::build();
-    let srv = PyServer::start(w.root());
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
     let up = srv.url();
     let sd = tempfile::tempdir().unwrap();
     let locks = tempfile::tempdir().unwrap();
@@ -167,8 +258,8 @@ fn online_run_then_offline_replay_gives_identical_bytes() {
 
 #[test]
 fn export_import_into_empty_store_then_offline_replay() {
-    let w = World::build();
-    let srv = PyServer::start(w.root());
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
     let up = srv.url();
     let s1 = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -243,14 +334,14 @@ fn export_import_into_empty_store_then_offline_replay() {
 
 #[test]
 fn mirror_catches_upstream_serving_wrong_bytes() {
-    let w = World::build();
+    let w = MiniArchive::build().unwrap();
     let good = w.pkg("hello", "1.1-1");
     let mut bad = good.bytes.clone();
     bad[10] ^= 0xff;
     std::fs::write(w.day_dir(DAY2, "core").join(good.filename()), &bad).unwrap();
     let packages_copy = w.root().join("packages/h/hello").join(good.filename());
     std::fs::write(&packages_copy, &bad).unwrap();
-    let srv = PyServer::start(w.root());
+    let srv = FileServer::dir(w.root()).unwrap();
     let sd = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let h = Mirror::serve(
@@ -281,7 +372,7 @@ fn mirror_catches_upstream_serving_wrong_bytes() {
 
 #[test]
 fn mirror_serves_ranges_and_head() {
-    let w = World::build();
+    let w = MiniArchive::build().unwrap();
     let sd = tempfile::tempdir().unwrap();
     let up = format!("file://{}", w.root().display());
     let h = Mirror::serve(

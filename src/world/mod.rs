@@ -8,6 +8,8 @@ pub mod alpm;
 pub mod archive_tree;
 pub mod content;
 pub mod env_rootfs;
+pub mod fileserver;
+pub mod fixtures;
 pub mod publish;
 pub mod registry;
 pub mod serve;

@@ -227,7 +227,7 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
     Some(canon)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
