@@ -1,7 +1,9 @@
 //! The archive client and downloads against a local archive-shaped tree on 127.0.0.1.
 
-use std::path::Path;
-use std::process::Command;
+mod inputs_common;
+
+use inputs_common::{reprobox, run};
+
 use std::time::Duration;
 
 use reprobox::inputs::archive::Archive;
@@ -9,27 +11,6 @@ use reprobox::inputs::fetch::Fetcher;
 use reprobox::inputs::store::Store;
 use reprobox::world::fileserver::{Faults, FileServer};
 use reprobox::world::fixtures::{DAY1, DAY2, MONTH, MiniArchive, count_files, noise, sha256};
-
-fn reprobox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_reprobox"))
-}
-
-/// Run reprobox with a store; returns (exit code, stdout, stderr).
-fn run(store: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = reprobox()
-        .arg(args[0])
-        .arg("--store")
-        .arg(store)
-        .args(&args[1..])
-        .env_remove("REPROBOX_STORE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn resolution_by_day_and_changed_package() {

@@ -1,6 +1,10 @@
 //! The mirror: online run, offline replay with upstream gone, export/import, tampering, and a
 //! real pacman installing through it. All on 127.0.0.1 against a local archive-shaped tree.
 
+mod inputs_common;
+
+use inputs_common::{reprobox, run};
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
@@ -12,27 +16,6 @@ use reprobox::inputs::store::Store;
 use reprobox::world::fileserver::FileServer;
 use reprobox::world::fixtures::{DAY1, DAY2, MONTH, MiniArchive, count_files, sha256};
 use reprobox::world::tools;
-
-fn reprobox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_reprobox"))
-}
-
-/// Run reprobox with a store; returns (exit code, stdout, stderr).
-fn run(store: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = reprobox()
-        .arg(args[0])
-        .arg("--store")
-        .arg(store)
-        .args(&args[1..])
-        .env_remove("REPROBOX_STORE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// A `reprobox mirror` process; `stop` sends SIGTERM and waits.
 struct MirrorProc {

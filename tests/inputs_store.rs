@@ -1,33 +1,14 @@
 //! `reprobox store`: verify finds and quarantines corruption, gc keeps what locks name, ls.
 
+mod inputs_common;
+
+use inputs_common::{reprobox, run};
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
 
 use reprobox::inputs::lock::{InputsLock, Status};
 use reprobox::inputs::store::Store;
 use reprobox::world::fixtures::{count_files, noise};
-
-fn reprobox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_reprobox"))
-}
-
-/// Run reprobox with a store; returns (exit code, stdout, stderr).
-fn run(store: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = reprobox()
-        .arg(args[0])
-        .arg("--store")
-        .arg(store)
-        .args(&args[1..])
-        .env_remove("REPROBOX_STORE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn verify_finds_and_quarantines_a_corrupt_blob() {
