@@ -145,14 +145,22 @@ pub fn required(name: &str, needs: Needs, root: bool) -> bool {
 
 fn enables(name: &str) -> &'static str {
     match name {
-        "user-namespace" => "the container sandbox: a job's own ids (root inside, unprivileged outside)",
+        "user-namespace" => {
+            "the container sandbox: a job's own ids (root inside, unprivileged outside)"
+        }
         "mount-namespace" => "the container sandbox: a job's own root and mounts",
         "pid-namespace" => "the container sandbox: a job's own processes, all killed with it",
         "net-namespace" => "the container sandbox: no network but loopback",
         "time-namespace" => "the container sandbox: a job's uptime starts at 0",
-        "idmapped-mount" => "a job's root owned as the base has it (root-owned files are the job root's)",
-        "overlay-over-idmapped" => "prepared environments: later runs reuse the rolled-back environment instead of unpacking and rolling back again",
-        "landlock" => "Landlock rules in jobs (filesystem writes, TCP ports, signal and socket scopes)",
+        "idmapped-mount" => {
+            "a job's root owned as the base has it (root-owned files are the job root's)"
+        }
+        "overlay-over-idmapped" => {
+            "prepared environments: later runs reuse the rolled-back environment instead of unpacking and rolling back again"
+        }
+        "landlock" => {
+            "Landlock rules in jobs (filesystem writes, TCP ports, signal and socket scopes)"
+        }
         "cgroup" => "--memory as a real memory limit (else RLIMIT_AS, address space)",
         "subids" => "reproducing as a non-root user (65536 ids for the nested podman)",
         "qemu" => "--backend microvm",
@@ -166,19 +174,43 @@ fn enables(name: &str) -> &'static str {
 
 fn remedy(name: &str, root: bool) -> String {
     let s = match name {
-        "user-namespace" => "enable user namespaces (sysctl user.max_user_namespaces=15000; on Debian kernels also kernel.unprivileged_userns_clone=1); in a container, run it with a seccomp profile that allows unshare (e.g. --privileged)",
-        "mount-namespace" | "pid-namespace" | "net-namespace" => "a kernel with this namespace (CONFIG_*_NS); in a container, allow unshare (e.g. --privileged)",
-        "time-namespace" => "Linux >= 5.6 with CONFIG_TIME_NS; in a container, allow unshare (e.g. --privileged)",
-        "idmapped-mount" if !root => "run as root (as another user the sandbox maps subordinate ids and needs no idmapped mount)",
-        "idmapped-mount" => "Linux >= 5.12 and a temporary directory and store on a filesystem that supports idmapped mounts (ext4, xfs, btrfs; tmpfs from 6.3)",
-        "overlay-over-idmapped" if !root => "run as root (as another user no prepared environment is overlaid)",
-        "overlay-over-idmapped" => "Linux >= 5.19 with overlayfs (modprobe overlay); or reproduce with --fresh-env (no prepared environments)",
-        "landlock" => "Linux >= 5.13 with landlock in the lsm= boot parameter (CONFIG_SECURITY_LANDLOCK); jobs run without it otherwise and the run record says so",
-        "cgroup" => "run as root with a writable cgroup v1 memory hierarchy (/sys/fs/cgroup/memory); --memory falls back to RLIMIT_AS otherwise",
-        "subids" => "give the user ranges and install the helpers: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER; apt-get install -y --no-install-recommends uidmap",
+        "user-namespace" => {
+            "enable user namespaces (sysctl user.max_user_namespaces=15000; on Debian kernels also kernel.unprivileged_userns_clone=1); in a container, run it with a seccomp profile that allows unshare (e.g. --privileged)"
+        }
+        "mount-namespace" | "pid-namespace" | "net-namespace" => {
+            "a kernel with this namespace (CONFIG_*_NS); in a container, allow unshare (e.g. --privileged)"
+        }
+        "time-namespace" => {
+            "Linux >= 5.6 with CONFIG_TIME_NS; in a container, allow unshare (e.g. --privileged)"
+        }
+        "idmapped-mount" if !root => {
+            "run as root (as another user the sandbox maps subordinate ids and needs no idmapped mount)"
+        }
+        "idmapped-mount" => {
+            "Linux >= 5.12 and a temporary directory and store on a filesystem that supports idmapped mounts (ext4, xfs, btrfs; tmpfs from 6.3)"
+        }
+        "overlay-over-idmapped" if !root => {
+            "run as root (as another user no prepared environment is overlaid)"
+        }
+        "overlay-over-idmapped" => {
+            "Linux >= 5.19 with overlayfs (modprobe overlay); or reproduce with --fresh-env (no prepared environments)"
+        }
+        "landlock" => {
+            "Linux >= 5.13 with landlock in the lsm= boot parameter (CONFIG_SECURITY_LANDLOCK); jobs run without it otherwise and the run record says so"
+        }
+        "cgroup" => {
+            "run as root with a writable cgroup v1 memory hierarchy (/sys/fs/cgroup/memory); --memory falls back to RLIMIT_AS otherwise"
+        }
+        "subids" => {
+            "give the user ranges and install the helpers: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER; apt-get install -y --no-install-recommends uidmap"
+        }
         "qemu" => "apt-get install -y --no-install-recommends qemu-system-x86",
-        "guest-kernel" => "apt-get install -y --no-install-recommends linux-image-amd64, or pass --kernel PATH",
-        "kvm" => "TCG will be used (slower; instruction-counted); for KVM, a host with working hardware virtualization and /dev/kvm readable and writable",
+        "guest-kernel" => {
+            "apt-get install -y --no-install-recommends linux-image-amd64, or pass --kernel PATH"
+        }
+        "kvm" => {
+            "TCG will be used (slower; instruction-counted); for KVM, a host with working hardware virtualization and /dev/kvm readable and writable"
+        }
         _ => "",
     };
     s.to_string()
@@ -201,7 +233,11 @@ pub fn run_checks(names: &[&str], needs: Needs, root: bool) -> Vec<Check> {
                 });
                 let short = n.trim_end_matches("-namespace");
                 match all.iter().find(|(k, _)| *k == short).map(|(_, r)| r) {
-                    Some(Ok(())) => (Status::Ok, format!("unshare(CLONE_NEW{}) works", flag_name(short)), None),
+                    Some(Ok(())) => (
+                        Status::Ok,
+                        format!("unshare(CLONE_NEW{}) works", flag_name(short)),
+                        None,
+                    ),
                     Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => (
                         Status::Missing,
                         format!("unshare: {e} (the kernel lacks it)"),
@@ -252,7 +288,8 @@ pub fn run_checks(names: &[&str], needs: Needs, root: bool) -> Vec<Check> {
             status,
             required: required(name, needs, root),
             enables: enables(name),
-            remedy: (status != Status::Ok).then(|| remedy_text.unwrap_or_else(|| remedy(name, root))),
+            remedy: (status != Status::Ok)
+                .then(|| remedy_text.unwrap_or_else(|| remedy(name, root))),
             detail,
         });
     }
@@ -329,11 +366,7 @@ fn world_tools() -> (Status, String, Option<String>) {
 }
 
 fn names_of(tools: &[(&str, &str)]) -> String {
-    tools
-        .iter()
-        .map(|(t, _)| *t)
-        .collect::<Vec<_>>()
-        .join(", ")
+    tools.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
 }
 
 /// Boot a tiny guest under KVM with the host's kernel (the microVM backend's own probe,
@@ -341,7 +374,11 @@ fn names_of(tools: &[(&str, &str)]) -> String {
 fn kvm() -> (Status, String, Option<String>) {
     let dev = std::path::Path::new("/dev/kvm");
     if !dev.exists() {
-        return (Status::Missing, "/dev/kvm does not exist; TCG will be used".into(), None);
+        return (
+            Status::Missing,
+            "/dev/kvm does not exist; TCG will be used".into(),
+            None,
+        );
     }
     let kernel = match crate::vm::kernel::host_kernel() {
         Ok(k) => k,
@@ -360,7 +397,9 @@ fn kvm() -> (Status, String, Option<String>) {
     };
     match crate::vm::machine_info(&opts) {
         Ok(m) if m.accel == "kvm" => (Status::Ok, m.accel_detail, None),
-        Ok(m) if !crate::vm::qemu::kvm_device_usable(dev) => (Status::Missing, m.accel_detail, None),
+        Ok(m) if !crate::vm::qemu::kvm_device_usable(dev) => {
+            (Status::Missing, m.accel_detail, None)
+        }
         Ok(m) => (Status::Failed, m.accel_detail, None),
         Err(e) => (
             Status::Missing,
@@ -391,6 +430,7 @@ pub fn can_run(checks: &[Check]) -> bool {
 /// the first item that is not ok: one line naming it, what was found and its remedy (an
 /// `Environment` error, exit 3).
 pub fn preflight(needs: Needs) -> Result<()> {
+    let started = std::time::Instant::now();
     let root = is_root();
     if needs.world && !root {
         return Err(Error::Environment(
@@ -403,6 +443,11 @@ pub fn preflight(needs: Needs) -> Result<()> {
         .filter(|n| required(n, needs, root))
         .collect();
     let checks = run_checks(&names, needs, root);
+    tracing::debug!(
+        "doctor: {} required checks in {:.1} ms",
+        checks.len(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     match checks.iter().find(|c| c.status != Status::Ok) {
         None => Ok(()),
         Some(c) => Err(Error::Environment(refusal(c))),

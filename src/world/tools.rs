@@ -137,7 +137,10 @@ mod tests {
             .map(|l| l.split('#').next().unwrap_or("").trim())
             .collect();
         for (tool, pkg) in HOST_TOOLS {
-            assert!(pkgs.contains(pkg), "{tool}: {pkg} not in scripts/apt/world.txt");
+            assert!(
+                pkgs.contains(pkg),
+                "{tool}: {pkg} not in scripts/apt/world.txt"
+            );
         }
     }
 }
