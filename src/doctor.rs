@@ -336,7 +336,7 @@ fn vm_tools() -> (Status, String, Option<String>) {
     }
     (
         Status::Missing,
-        format!("missing {}", names_of(&missing)),
+        format!("{} not found", names_of(&missing)),
         Some(crate::world::tools::apt_install_command(
             missing.iter().map(|(_, p)| *p),
         )),
@@ -358,7 +358,7 @@ fn world_tools() -> (Status, String, Option<String>) {
     }
     (
         Status::Missing,
-        format!("missing {}", names_of(&missing)),
+        format!("{} not found", names_of(&missing)),
         Some(crate::world::tools::apt_install_command(
             missing.iter().map(|(_, p)| *p),
         )),
