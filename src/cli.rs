@@ -29,6 +29,9 @@ pub enum Command {
     Reproduce(cmd::reproduce::Args),
     /// Build (or reuse) the local test world and reproduce its sample release.
     Demo(cmd::demo::Args),
+    /// Report what this host can do (namespaces, idmapped mounts, Landlock, KVM, tools…);
+    /// exit 0 when `reproduce` can run here.
+    Doctor(cmd::doctor::Args),
     /// Print everything a reproduction of BUILD_VERSION would do, without doing it.
     Plan(cmd::plan::Args),
     /// List the profiles reprobox can find, with a one-line description.
@@ -55,6 +58,7 @@ impl Command {
         match self {
             Command::Reproduce(a) => cmd::reproduce::execute(a),
             Command::Demo(a) => cmd::demo::execute(a),
+            Command::Doctor(a) => cmd::doctor::execute(a),
             Command::Plan(a) => cmd::plan::execute(a),
             Command::Profiles(a) => cmd::profiles::execute(a),
             Command::Release(a) => cmd::release::execute(a),

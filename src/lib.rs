@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod cmd;
 pub mod digest;
+pub mod doctor;
 pub mod envlock;
 pub mod error;
 pub mod inputs;

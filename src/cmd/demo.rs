@@ -21,6 +21,9 @@ pub struct Args {
 }
 
 pub fn execute(a: Args) -> Result<i32> {
+    // Root, the sandbox's essentials and the world's host tools, before anything is built
+    // (`reprobox doctor`; a missing tool is named with the apt-get line that installs it).
+    crate::doctor::preflight(crate::doctor::Needs::DEMO)?;
     let store = a.store.open()?;
     let dir = a
         .world

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod backend;
 pub mod demo;
+pub mod doctor;
 pub mod drift;
 pub mod mirror;
 pub mod plan;

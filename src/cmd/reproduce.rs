@@ -81,6 +81,14 @@ pub fn execute(a: Args) -> Result<i32> {
         .backend
         .choice(crate::backend::microvm::DEFAULT_MEMORY_MIB)?;
     let plan = a.target.plan()?;
+    // What this run needs of the host, tried before any work (`reprobox doctor`).
+    let on_vm = matches!(backend, crate::backend::BackendChoice::Microvm(_));
+    crate::doctor::preflight(crate::doctor::Needs {
+        container: !on_vm,
+        microvm: on_vm,
+        prepared_envs: !a.fresh_env,
+        world: false,
+    })?;
     let store = a.store.open()?;
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("reprobox-out").join(format!("{}-{}", plan.profile, plan.version))

@@ -21,6 +21,7 @@ mod limits;
 mod mounts;
 mod net;
 pub mod overlay;
+pub mod probe;
 mod sys;
 mod timens;
 

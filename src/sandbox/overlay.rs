@@ -193,7 +193,7 @@ fn move_mount(tree: &OwnedFd, to: &Path) -> Result<()> {
 
 /// A detached, idmapped clone of `base`'s mount tree. The id map comes from a short-lived
 /// child in a user namespace of its own with `range` written as its map.
-fn idmapped_clone(base: &Path, range: IdRange) -> Result<OwnedFd> {
+pub(super) fn idmapped_clone(base: &Path, range: IdRange) -> Result<OwnedFd> {
     let holder = UsernsHolder::spawn(range)?;
     let r = super::idmapped_root(base, holder.pid);
     drop(holder);

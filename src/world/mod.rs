@@ -134,17 +134,7 @@ pub fn build(dir: &Path) -> Result<WorldManifest> {
             "world: building the test world needs root (bwrap with full capabilities, podman, bind mounts)".into(),
         ));
     }
-    for (t, p) in [
-        ("bwrap", "bubblewrap"),
-        ("unshare", "util-linux"),
-        ("git", "git"),
-        ("tar", "tar"),
-        ("zstd", "zstd"),
-        ("docker-registry", "docker-registry"),
-        ("debootstrap", "debootstrap"),
-    ] {
-        tools::require(t, p)?;
-    }
+    tools::require_host_tools()?;
     let busybox = env_rootfs::busybox()?;
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let dir = &std::fs::canonicalize(dir).ctx("resolve", dir)?;

@@ -8,6 +8,66 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
+/// The host tools the test world is built with (`world build`, `reprobox demo`), each with
+/// the Debian package that has it (`scripts/apt/world.txt` installs them).
+pub const HOST_TOOLS: &[(&str, &str)] = &[
+    ("bwrap", "bubblewrap"),
+    ("unshare", "util-linux"),
+    ("git", "git"),
+    ("tar", "tar"),
+    ("zstd", "zstd"),
+    ("docker-registry", "docker-registry"),
+    ("debootstrap", "debootstrap"),
+    ("busybox", "busybox-static"),
+];
+
+/// Those of [`HOST_TOOLS`] this host lacks, as (tool, Debian package).
+pub fn missing_host_tools() -> Vec<(&'static str, &'static str)> {
+    HOST_TOOLS
+        .iter()
+        .copied()
+        .filter(|(t, p)| {
+            if *t == "busybox" {
+                super::env_rootfs::busybox().is_err()
+            } else {
+                require(t, p).is_err()
+            }
+        })
+        .collect()
+}
+
+/// The one command that installs `packages` on Debian (duplicates dropped, order kept).
+pub fn apt_install_command<'a>(packages: impl IntoIterator<Item = &'a str>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for p in packages {
+        if !seen.contains(&p) {
+            seen.push(p);
+        }
+    }
+    format!(
+        "apt-get install -y --no-install-recommends {}",
+        seen.join(" ")
+    )
+}
+
+/// Fails (an `Environment` error, exit 3) naming every missing host tool of the world and
+/// the exact command that installs them, before anything is built.
+pub fn require_host_tools() -> Result<()> {
+    let missing = missing_host_tools();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Environment(format!(
+        "world: missing host tools {}; install them (as root): {}",
+        missing
+            .iter()
+            .map(|(t, _)| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        apt_install_command(missing.iter().map(|(_, p)| *p))
+    )))
+}
+
 /// Finds `name` on PATH (or as an absolute path), or fails naming the Debian package.
 pub fn require(name: &str, debian_package: &str) -> Result<PathBuf> {
     let p = Path::new(name);
@@ -55,4 +115,32 @@ pub fn output(what: &str, cmd: &mut Command) -> Result<Vec<u8>> {
         )));
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_command_names_each_package_once() {
+        assert_eq!(
+            apt_install_command(["git", "util-linux", "git"]),
+            "apt-get install -y --no-install-recommends git util-linux"
+        );
+    }
+
+    #[test]
+    fn every_world_tool_has_its_package_in_the_apt_list() {
+        let list = include_str!("../../scripts/apt/world.txt");
+        let pkgs: Vec<&str> = list
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .collect();
+        for (tool, pkg) in HOST_TOOLS {
+            assert!(
+                pkgs.contains(pkg),
+                "{tool}: {pkg} not in scripts/apt/world.txt"
+            );
+        }
+    }
 }
