@@ -80,7 +80,7 @@ pub struct Report {
 }
 
 /// The item names, in the order they are reported.
-pub const ITEMS: [&str; 15] = [
+pub const ITEMS: [&str; 16] = [
     "user-namespace",
     "mount-namespace",
     "pid-namespace",
@@ -90,6 +90,7 @@ pub const ITEMS: [&str; 15] = [
     "overlay-over-idmapped",
     "landlock",
     "cgroup",
+    "cgroup-v2-delegation",
     "subids",
     "qemu",
     "vm-tools",
@@ -162,6 +163,9 @@ fn enables(name: &str) -> &'static str {
             "Landlock rules in jobs (filesystem writes, TCP ports, signal and socket scopes)"
         }
         "cgroup" => "--memory as a real memory limit (else RLIMIT_AS, address space)",
+        "cgroup-v2-delegation" => {
+            "the nested podman's cgroupfs manager on a cgroup v2 host (reprobox's own limits use the v1 memory controller; on a v2-only host --memory falls back to RLIMIT_AS)"
+        }
         "subids" => "reproducing as a non-root user (65536 ids for the nested podman)",
         "qemu" => "--backend microvm",
         "vm-tools" => "--backend microvm: the guest's init and root disks",
@@ -200,6 +204,9 @@ fn remedy(name: &str, root: bool) -> String {
         }
         "cgroup" => {
             "run as root with a writable cgroup v1 memory hierarchy (/sys/fs/cgroup/memory); --memory falls back to RLIMIT_AS otherwise"
+        }
+        "cgroup-v2-delegation" => {
+            "mount the unified hierarchy (cgroup_no_v1=all or systemd.unified_cgroup_hierarchy=1) and delegate a subtree to reprobox's user (systemd: Delegate=yes)"
         }
         "subids" => {
             "give the user ranges and install the helpers: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER; apt-get install -y --no-install-recommends uidmap"
@@ -263,6 +270,10 @@ pub fn run_checks(names: &[&str], needs: Needs, root: bool) -> Vec<Check> {
                 Err(e) => (Status::Missing, e, None),
             },
             "cgroup" => match probe::cgroup() {
+                Ok(d) => (Status::Ok, d, None),
+                Err(e) => (Status::Missing, e, None),
+            },
+            "cgroup-v2-delegation" => match probe::cgroup_v2_delegation() {
                 Ok(d) => (Status::Ok, d, None),
                 Err(e) => (Status::Missing, e, None),
             },

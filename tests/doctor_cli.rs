@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_reprobox");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-const ITEMS: [&str; 15] = [
+const ITEMS: [&str; 16] = [
     "user-namespace",
     "mount-namespace",
     "pid-namespace",
@@ -20,6 +20,7 @@ const ITEMS: [&str; 15] = [
     "overlay-over-idmapped",
     "landlock",
     "cgroup",
+    "cgroup-v2-delegation",
     "subids",
     "qemu",
     "vm-tools",
@@ -258,6 +259,23 @@ fn doctor_json_has_every_item_and_each_answer_matches_an_attempt() {
     );
     assert_eq!(check(&doc, "idmapped-mount")["required"], true);
     assert_eq!(check(&doc, "overlay-over-idmapped")["required"], true);
+
+    // cgroup v2 delegation: ok exactly when findmnt sees a cgroup2 mount and the doctor
+    // names a directory whose cgroup.subtree_control this (root) test can open for writing.
+    let v2 = check(&doc, "cgroup-v2-delegation");
+    assert_eq!(v2["required"], false, "{v2}");
+    let mounted = sh("findmnt -t cgroup2 >/dev/null");
+    if !mounted {
+        assert_eq!(v2["status"], "missing", "{v2}");
+    } else if v2["status"] == "ok" {
+        let dir = v2["detail"].as_str().unwrap().split(' ').next().unwrap();
+        let ctl = Path::new(dir).join("cgroup.subtree_control");
+        assert!(
+            std::fs::OpenOptions::new().append(true).open(&ctl).is_ok(),
+            "{} not writable: {v2}",
+            ctl.display()
+        );
+    }
 
     let ll = check(&doc, "landlock");
     match landlock_abi() {

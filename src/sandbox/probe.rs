@@ -213,6 +213,44 @@ pub fn cgroup() -> Result<String, String> {
     }
 }
 
+/// Whether a cgroup v2 (unified) hierarchy is mounted and this process may manage its own
+/// subtree there: its cgroup (`0::/…` in /proc/self/cgroup) lists controllers and its
+/// `cgroup.subtree_control` is writable by us.
+pub fn cgroup_v2_delegation() -> Result<String, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+    let mount = mounts
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next() == Some("cgroup2")).then(|| pre.split(' ').nth(4))?
+        })
+        .ok_or("no cgroup2 (unified) hierarchy is mounted: this host uses cgroup v1")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process has no cgroup v2 membership")?;
+    let dir = std::path::Path::new(mount).join(path.trim_start_matches('/'));
+    let controllers = std::fs::read_to_string(dir.join("cgroup.controllers"))
+        .map_err(|e| format!("{}: {e}", dir.join("cgroup.controllers").display()))?;
+    let ctl = dir.join("cgroup.subtree_control");
+    let writable = std::fs::OpenOptions::new().append(true).open(&ctl).is_ok();
+    if controllers.trim().is_empty() || !writable {
+        return Err(format!(
+            "{} is not delegated to this process (controllers: [{}], subtree_control writable: {writable})",
+            dir.display(),
+            controllers.trim()
+        ));
+    }
+    Ok(format!(
+        "{} delegated (controllers: {})",
+        dir.display(),
+        controllers.trim()
+    ))
+}
+
 /// The id map a job of the caller would get: root maps directly; another user needs
 /// /etc/subuid and /etc/subgid ranges and newuidmap/newgidmap for 65536 ids. As root, also
 /// says whether any other user has ranges.
