@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod cmd;
 pub mod digest;
+pub mod egress;
 pub mod envlock;
 pub mod error;
 pub mod inputs;
