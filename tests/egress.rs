@@ -170,7 +170,9 @@ fn everything_else_is_refused_at_once_and_recorded_each_next_to_its_control() {
     let script = format!(
         r#"
 probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
-tcp() {{ exec 3<>/dev/tcp/$1/$2 && exec 3>&-; }}
+tcp() {{ exec 3<>/dev/tcp/$1/$2 || return 9
+  printf 'GET /some/file HTTP/1.0\r\nHost: {HOST}\r\n\r\n' >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
 connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
   printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
   read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
@@ -179,12 +181,15 @@ probe curl_unlisted curl -fsS https://example.org/
 probe curl_mapped curl -fsS https://{HOST}/some/file
 probe curl_unlisted_noproxy curl -fsS --noproxy '*' https://example.org/
 probe curl_mapped_noproxy curl -fsS --noproxy '*' https://{HOST}/some/file
-probe tcp_raw_ip bash -c 'tcp 1.1.1.1 443'
-probe tcp_mapped bash -c 'tcp {HOST} 443'
+probe tcp_raw_ip bash -c 'tcp 1.1.1.1 80'
+probe tcp_mapped bash -c 'tcp {HOST} 80'
+probe tls_raw_ip curl -fsSk --noproxy '*' https://1.1.1.1/some/file
+probe tls_mapped curl -fsS --noproxy '*' https://{HOST}/some/file
 probe dns_unlisted getent hosts unlisted.example
 probe dns_mapped getent hosts {HOST}
 probe connect_unlisted bash -c 'connect unlisted.example'
 probe connect_mapped bash -c 'connect {HOST}'
+probe connect_raw_ip bash -c 'connect 1.1.1.1'
 "#
     );
     let r = run(&store, &tmp, &rule, &[], &script);
@@ -201,6 +206,8 @@ probe connect_mapped bash -c 'connect {HOST}'
         ("curl_unlisted", "curl_mapped"),
         ("curl_unlisted_noproxy", "curl_mapped_noproxy"),
         ("tcp_raw_ip", "tcp_mapped"),
+        ("tls_raw_ip", "tls_mapped"),
+        ("connect_raw_ip", "connect_mapped"),
         ("dns_unlisted", "dns_mapped"),
         ("connect_unlisted", "connect_mapped"),
     ] {

@@ -383,6 +383,9 @@ impl Egress {
                 read_only: true,
             });
         }
+        // A connect to a raw address reaches the egress's listeners and is refused there
+        // (and recorded) rather than failing unseen.
+        job.loopback_catch_all = true;
         let in_job = format!("{JOB_EGRESS_DIR}/ca-bundle.pem");
         let proxy = format!("http://127.0.0.1:{EGRESS_PROXY_PORT}");
         for (k, v) in [

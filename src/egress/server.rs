@@ -116,6 +116,19 @@ fn accept_loop(listener: TcpListener, st: Arc<State>) {
 }
 
 fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
+    // Every IPv4 address is the job's own (`Job::loopback_catch_all`): a connect to any
+    // other than loopback was meant for the outside, by address.
+    if let Ok(local) = stream.local_addr()
+        && !local.ip().is_loopback()
+    {
+        st.egress.refuse(
+            &local.ip().to_string(),
+            local.port(),
+            format!("connect to {local}"),
+            "a raw IP address; only mapped host names are reached",
+        );
+        return Ok(());
+    }
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     if st.port == EGRESS_HTTPS_PORT {
