@@ -92,9 +92,9 @@ impl EgressRule {
             .ok_or_else(|| bad("expected HOST=URL[:POLICY]".into()))?;
         let host = host.to_ascii_lowercase();
         let (location, policy) = match rest.rsplit_once(':') {
-            Some((loc, p)) if p == "recorded" => (loc, Policy::Recorded),
-            Some((loc, p)) if p == "archive" => (loc, Policy::Archive),
-            Some((loc, p)) if p == "registry" => (loc, Policy::Registry),
+            Some((loc, "recorded")) => (loc, Policy::Recorded),
+            Some((loc, "archive")) => (loc, Policy::Archive),
+            Some((loc, "registry")) => (loc, Policy::Registry),
             Some((loc, p)) if p == "pinned" || p.starts_with("pinned=") => {
                 (loc, Policy::Pinned(parse_pins(&host, p).map_err(bad)?))
             }
