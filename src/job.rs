@@ -125,6 +125,12 @@ pub struct Job {
     /// job's network namespace and handed back to the host, so a host-side server (the
     /// archive mirror) is reachable from a job that has no network.
     pub listen: Vec<u16>,
+    /// Make every IPv4 address local to the job's namespace (a `local 0.0.0.0/0 dev lo`
+    /// route) and listen on 0.0.0.0: a connect to any address on a listened port reaches
+    /// the host's server, which refuses and records it (the egress), instead of failing
+    /// unseen. Other ports are refused by the kernel at once, as before.
+    #[serde(default)]
+    pub loopback_catch_all: bool,
     pub hostname: String,
     pub clock: Clock,
     pub limits: Limits,
@@ -153,6 +159,7 @@ impl Job {
             argv,
             network: NetworkPolicy::None,
             listen: Vec::new(),
+            loopback_catch_all: false,
             hostname: "reprobox".into(),
             clock: Clock::default(),
             limits: Limits::default(),

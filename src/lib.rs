@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cmd;
 pub mod digest;
 pub mod doctor;
+pub mod egress;
 pub mod envlock;
 pub mod error;
 pub mod inputs;

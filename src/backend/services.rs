@@ -1,11 +1,15 @@
 //! The servers a job reaches on its own loopback, wired once for both backends: the archive
-//! mirror on [`MIRROR_PORT`] and the pinned base images on the port their references name.
+//! mirror on [`MIRROR_PORT`], the pinned base images on the port their references name, and
+//! the run's egress (`src/egress`: the proxy on [`EGRESS_PROXY_PORT`], TLS on 443, HTTP
+//! on 80).
 //! A backend hands over one listening socket per port of `Job::listen` (inside the job's
 //! network namespace, or on the host behind a forward) and gets back every request the
 //! servers answered when it stops them.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
+use crate::egress::{Egress, EgressListener};
 use crate::error::Result;
 use crate::inputs::images::{PinnedImage, PinnedImageServer};
 use crate::inputs::lock::InputsLock;
@@ -20,6 +24,8 @@ pub struct Services {
     /// Pinned base images (image steps), served read-only from `store`.
     pub images: Vec<PinnedImage>,
     pub store: Option<Store>,
+    /// The run's egress (one CA and one record for all its jobs).
+    pub egress: Option<Arc<Egress>>,
 }
 
 impl Services {
@@ -39,12 +45,20 @@ impl Services {
                 ports.push(p);
             }
         }
+        if self.egress.is_some() {
+            for p in Egress::ports() {
+                if !ports.contains(&p) {
+                    ports.push(p);
+                }
+            }
+        }
         ports
     }
 
     /// Serve on `listeners` (port the job uses, socket, and the address the job sees when
-    /// it differs from the socket's own, as behind the microVM's forwards). A port that
-    /// is not the mirror's serves the pinned images (one image server for all of them).
+    /// it differs from the socket's own, as behind the microVM's forwards). The egress's
+    /// ports serve the egress; a port that is not the mirror's serves the pinned images
+    /// (one image server for all of them).
     pub fn start(&self, listeners: Vec<(u16, TcpListener, Option<SocketAddr>)>) -> Result<Serving> {
         let mut serving = Serving::default();
         for (port, listener, shown) in listeners {
@@ -52,6 +66,12 @@ impl Services {
                 && let Some(config) = &self.mirror
             {
                 serving.mirror = Some(Mirror::serve(listener, config.clone())?);
+            } else if let Some(egress) = &self.egress
+                && Egress::ports().contains(&port)
+            {
+                serving
+                    .egress
+                    .push(EgressListener::serve(egress.clone(), port, listener)?);
             } else if serving.images.is_none()
                 && !self.images.is_empty()
                 && let Some(store) = &self.store
@@ -73,6 +93,7 @@ impl Services {
 pub struct Serving {
     mirror: Option<MirrorHandle>,
     images: Option<PinnedImageServer>,
+    egress: Vec<EgressListener>,
 }
 
 impl Serving {
@@ -84,6 +105,9 @@ impl Serving {
         }
         if let Some(r) = self.images {
             lock.entries.extend(r.stop().entries);
+        }
+        for e in self.egress {
+            lock.entries.extend(e.stop().entries);
         }
         lock
     }
@@ -105,8 +129,18 @@ mod tests {
                 offline: true,
             }),
             images: Vec::new(),
-            store: Some(store),
+            store: Some(store.clone()),
+            egress: None,
         };
         assert_eq!(s.ports(), vec![MIRROR_PORT]);
+        let rule = crate::egress::EgressRule::parse("a.example=http://127.0.0.1:1").unwrap();
+        let s = Services {
+            egress: Some(Arc::new(Egress::new(vec![rule], store, true).unwrap())),
+            ..s
+        };
+        assert_eq!(
+            s.ports(),
+            vec![MIRROR_PORT, crate::egress::EGRESS_PROXY_PORT, 443, 80]
+        );
     }
 }

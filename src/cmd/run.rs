@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::backend::{BackendArgs, BackendKind};
+use super::store::StoreArg;
+use crate::egress::{Egress, EgressRule};
 use crate::error::{Error, Result};
 use crate::job::{Bind, CapsPolicy, Job, NetworkPolicy, RootfsSource};
 
@@ -53,6 +55,17 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Let the job reach HOST (and nothing else) through reprobox: requests for
+    /// https://HOST/p or http://HOST/p are answered from URL/p under POLICY: `recorded`
+    /// (default; pinned on first use), or `pinned=PATH@SHA256[,…]` (repeatable; docs/egress.md).
+    #[arg(long = "egress", value_name = "HOST=URL[:POLICY]")]
+    pub egress: Vec<String>,
+    /// Every egress answer comes from the store; a miss fails the request, and the run
+    /// (exit 3), naming the URL.
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD ARGS")]
     pub command: Vec<String>,
@@ -84,8 +97,15 @@ pub fn parse_plain(args: &[std::ffi::OsString]) -> Option<(u8, Args)> {
             vm_cpus: 2,
             ..BackendArgs::default()
         },
+        egress: Vec::new(),
+        offline: false,
+        store: StoreArg { store: None },
         command: Vec::new(),
     };
+    // `--store` comes from the environment too: leave that to clap.
+    if std::env::var_os("REPROBOX_STORE").is_some() {
+        return None;
+    }
     let mut verbose = 0u8;
     let mut given: Vec<&str> = Vec::new();
     let mut it = args.iter();
@@ -249,19 +269,84 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
     Ok(job)
 }
 
+/// The run's egress from `--egress` (none without it), checked before any work.
+pub fn egress_from_args(a: &Args) -> Result<Option<Egress>> {
+    let rules = a
+        .egress
+        .iter()
+        .map(|s| EgressRule::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    if rules.is_empty() {
+        if a.offline {
+            return Err(Error::bad_input(
+                "--offline",
+                "applies to the egress; give --egress HOST=URL",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(Egress::new(rules, a.store.open()?, a.offline)?))
+}
+
 pub fn execute(a: Args) -> Result<i32> {
-    let job = job_from_args(&a)?;
+    let mut job = job_from_args(&a)?;
     let choice = a.backend.choice(crate::backend::microvm::RUN_MEMORY_MIB)?;
+    let egress = egress_from_args(&a)?.map(std::sync::Arc::new);
+    if egress.is_some() && matches!(choice, crate::backend::BackendChoice::Microvm(_)) {
+        return Err(crate::backend::microvm::egress_unsupported());
+    }
+    if let Some(eg) = &egress {
+        // An archive root is unpacked by the backend: only the variables and the egress
+        // directory then (its own bundle and /etc/hosts are not bound over).
+        let root = match &job.rootfs {
+            RootfsSource::Dir(d) => Some(d.clone()),
+            RootfsSource::Archive(_) => None,
+        };
+        eg.prepare_job(&mut job, root.as_deref())?;
+    }
+    let services = crate::backend::Services {
+        egress: egress.clone(),
+        ..crate::backend::Services::none()
+    };
+    job.listen = services.ports();
     let backend = crate::backend::for_run(&choice)?;
-    let (outcome, _) = backend.run(&job, &crate::backend::Services::none())?;
+    let (outcome, lock) = backend.run(&job, &services)?;
     for e in outcome.enforcement.iter().filter(|e| !e.enforced) {
         tracing::info!("not enforced: {}: {}", e.feature, e.detail);
     }
+    let record = egress.as_ref().map(|e| e.record());
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&outcome).expect("outcome serialises")
-        );
+        let mut v = serde_json::to_value(&outcome).expect("outcome serialises");
+        if let Some(r) = &record {
+            v["egress"] = serde_json::to_value(r).expect("record serialises");
+            v["inputs_lock"] = lock.to_string().into();
+        }
+        println!("{v}");
+    }
+    if let Some(r) = &record {
+        for d in &r.drift {
+            tracing::warn!(
+                "egress drift: {} is pinned as {}, upstream sent {}",
+                d.url,
+                d.pinned,
+                d.upstream
+            );
+        }
+        if let Some(t) = r.tampered.first() {
+            return Err(Error::Tampered {
+                what: t.url.clone(),
+                expected: t.expected.clone(),
+                actual: t.actual.clone(),
+            });
+        }
+        if a.offline
+            && let Some(m) = r.requests.misses().next()
+        {
+            return Err(Error::network(
+                &m.url,
+                "offline, and the store does not hold it (egress)",
+            ));
+        }
     }
     Ok(outcome.exit_code)
 }

@@ -258,6 +258,7 @@ fn job_context(
             }),
             images: Vec::new(),
             store: Some(store.clone()),
+            egress: None,
         },
         source_date_epoch: plan.source_date_epoch,
         timeout: o.timeout,

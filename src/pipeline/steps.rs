@@ -359,6 +359,7 @@ mod tests {
                 }),
                 images: Vec::new(),
                 store: Some(store),
+                egress: None,
             },
             source_date_epoch: 1_779_062_400,
             timeout: Some(std::time::Duration::from_secs(9)),

@@ -343,8 +343,13 @@ fn bring_up_network(p: &ChildSetup, sock: RawFd) {
     if let Err(e) = net::loopback_up() {
         fail(sock, &format!("bring loopback up: {e}"));
     }
+    if p.job.loopback_catch_all
+        && let Err(e) = net::route_all_ipv4_to_loopback()
+    {
+        fail(sock, &format!("route every IPv4 address to loopback: {e}"));
+    }
     for port in &p.job.listen {
-        match net::listen(*port) {
+        match net::listen(*port, p.job.loopback_catch_all) {
             Ok(l) => {
                 if let Err(e) =
                     ctl::send(sock, format!("listen {port}").as_bytes(), &[l.as_raw_fd()])

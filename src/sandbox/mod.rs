@@ -302,11 +302,16 @@ fn child_setup(
         feature: "network".into(),
         enforced: true,
         detail: format!(
-            "loopback only{}",
+            "loopback only{}{}",
             if job.listen.is_empty() {
                 String::new()
             } else {
                 format!("; host serves on job ports {:?}", job.listen)
+            },
+            if job.loopback_catch_all {
+                "; every IPv4 address is the job's own (connects reach those ports or are refused)"
+            } else {
+                ""
             }
         ),
     });

@@ -1,0 +1,739 @@
+//! Hermetic egress (DESIGN.md decision 2, issue 12): a job's only way out is reprobox, host
+//! by host. Each host a job may reach is an [`EgressRule`] mapping it to a location and a
+//! [`Policy`]; the run's [`Egress`] serves them on the job's loopback (a forward proxy on
+//! [`EGRESS_PROXY_PORT`], and TLS on 443 / plain HTTP on 80 for clients that ignore proxy
+//! variables, the job's `/etc/hosts` mapping every listed host to 127.0.0.1), terminating
+//! TLS with certificates signed by a CA made for this run alone (`ca.rs`: its key never
+//! leaves memory). Everything else is refused at once and listed in [`EgressRecord`].
+//!
+//! The public part here is configuration and records; the server itself is private
+//! (`server.rs`) and started by `backend::Services` for every job.
+
+mod ca;
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::fetch::Fetcher;
+use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::store::{Blob, Store};
+use crate::job::{Bind, Job};
+
+pub(crate) use server::EgressListener;
+
+/// The forward proxy's port on the job's loopback (`HTTPS_PROXY=http://127.0.0.1:3128`);
+/// the one definition, next to `inputs::mirror::MIRROR_PORT`.
+pub const EGRESS_PROXY_PORT: u16 = 3128;
+/// TLS for clients that ignore the proxy: mapped hosts resolve to the job's 127.0.0.1.
+pub const EGRESS_HTTPS_PORT: u16 = 443;
+/// Plain HTTP for clients that ignore the proxy.
+pub const EGRESS_HTTP_PORT: u16 = 80;
+
+/// Where, inside the job, the egress's files (the CA bundle, the hosts file) are bound.
+pub const JOB_EGRESS_DIR: &str = "/run/reprobox-egress";
+
+/// The CA bundle paths clients read, by distribution (Debian/Alpine, Arch); each one
+/// that is a regular file in the job's root gets the run's bundle bound over it.
+pub const CA_BUNDLE_PATHS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
+];
+
+/// How the bytes behind a mapped host are trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "pins")]
+pub enum Policy {
+    /// Bytes whose sha256 is known beforehand, per canonical URL (`https://HOST/path`);
+    /// other bytes are refused (tampered) and never stored; an unlisted URL is refused.
+    Pinned(BTreeMap<String, String>),
+    /// Trust on first use: the first online fetch is stored and pinned; later answers are
+    /// the pinned bytes, and other bytes upstream are named as drift.
+    Recorded,
+    /// The archive mirror's rules (not yet supported through the egress).
+    Archive,
+    /// The OCI distribution API (not yet supported through the egress).
+    Registry,
+}
+
+impl Policy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Pinned(_) => "pinned",
+            Policy::Recorded => "recorded",
+            Policy::Archive => "archive",
+            Policy::Registry => "registry",
+        }
+    }
+}
+
+/// One host a job may reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressRule {
+    /// The name the build asks for (`archive.archlinux.org`), lowercase.
+    pub host: String,
+    /// Where its bytes come from: `http(s)://…` or `file://…`, without a trailing `/`;
+    /// a request for `https://HOST/p` is fetched from `location + /p`.
+    pub location: String,
+    pub policy: Policy,
+}
+
+impl EgressRule {
+    /// Parse `--egress HOST=URL[:POLICY]`; POLICY is `recorded` (the default), `archive`,
+    /// `registry` or `pinned=PATH@SHA256[,PATH@SHA256…]`.
+    pub fn parse(s: &str) -> Result<EgressRule> {
+        let bad = |msg: String| Error::bad_input(format!("--egress {s}"), msg);
+        let (host, rest) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected HOST=URL[:POLICY]".into()))?;
+        let host = host.to_ascii_lowercase();
+        let (location, policy) = match rest.rsplit_once(':') {
+            Some((loc, "recorded")) => (loc, Policy::Recorded),
+            Some((loc, "archive")) => (loc, Policy::Archive),
+            Some((loc, "registry")) => (loc, Policy::Registry),
+            Some((loc, p)) if p == "pinned" || p.starts_with("pinned=") => {
+                (loc, Policy::Pinned(parse_pins(&host, p).map_err(bad)?))
+            }
+            _ => match rest.split_once(":pinned=") {
+                // A pinned path may itself hold a ':'.
+                Some((loc, pins)) => (
+                    loc,
+                    Policy::Pinned(parse_pins(&host, &format!("pinned={pins}")).map_err(bad)?),
+                ),
+                None => (rest, Policy::Recorded),
+            },
+        };
+        let rule = EgressRule {
+            host,
+            location: location.trim_end_matches('/').to_string(),
+            policy,
+        };
+        rule.validate().map_err(bad)?;
+        Ok(rule)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let h = &self.host;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if h.len() > 253 || !h.split('.').all(label_ok) {
+            return Err(format!("{h:?} is not a host name"));
+        }
+        if h.parse::<std::net::IpAddr>().is_ok() || h.split('.').all(|l| l.parse::<u8>().is_ok()) {
+            return Err(format!("{h:?} is an IP address; egress maps host names"));
+        }
+        if h == "localhost" {
+            return Err("localhost is the job's own".into());
+        }
+        let l = &self.location;
+        let rest = l
+            .strip_prefix("https://")
+            .or_else(|| l.strip_prefix("http://"))
+            .map(|r| r.split('/').next().unwrap_or(""))
+            .or_else(|| l.strip_prefix("file:///").map(|_| "file"));
+        match rest {
+            Some(authority) if !authority.is_empty() && !l.contains(char::is_whitespace) => Ok(()),
+            _ => Err(format!(
+                "location {l:?} is not an http://, https:// or file:/// URL"
+            )),
+        }
+    }
+
+    /// The canonical URL of a request for `path` (with its query) on this host, as the
+    /// build asked for it.
+    pub fn canonical(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{path}", self.host)
+    }
+}
+
+fn parse_pins(host: &str, p: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+    let list = p
+        .strip_prefix("pinned=")
+        .ok_or("pinned needs its URLs: pinned=PATH@SHA256[,PATH@SHA256…]")?;
+    let mut pins = BTreeMap::new();
+    for item in list.split(',') {
+        let (path, sha) = item
+            .rsplit_once('@')
+            .ok_or_else(|| format!("{item:?}: expected PATH@SHA256"))?;
+        if !path.starts_with('/') {
+            return Err(format!("{path:?}: a pinned path starts with /"));
+        }
+        if !crate::inputs::store::is_sha256(sha) {
+            return Err(format!("{sha:?} is not a sha256 (64 lowercase hex digits)"));
+        }
+        pins.insert(format!("https://{host}{path}"), sha.to_string());
+    }
+    Ok(pins)
+}
+
+/// One refused attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// The host (or address) the job tried to reach, `-` when it named none.
+    pub host: String,
+    pub port: u16,
+    /// What was attempted (`CONNECT example.org:443`, `GET http://…`, `TLS`).
+    pub what: String,
+    pub reason: String,
+}
+
+/// A `recorded` URL whose upstream bytes are no longer the pinned ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub url: String,
+    /// What was pinned, and served.
+    pub pinned: String,
+    /// What upstream sent this time.
+    pub upstream: String,
+}
+
+/// A `pinned` URL whose bytes did not match (nothing was stored; the job got 502).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tampered {
+    pub url: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// Everything the egress did in a run (every job): the run record's `egress`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EgressRecord {
+    /// The run's CA certificate (PEM), the one the jobs trusted. Never its key.
+    pub ca_certificate: String,
+    pub rules: Vec<EgressRule>,
+    /// One entry per (canonical URL, status), as in the inputs lock.
+    #[serde(serialize_with = "lock_text")]
+    pub requests: InputsLock,
+    pub refusals: Vec<Refusal>,
+    pub drift: Vec<Drift>,
+    pub tampered: Vec<Tampered>,
+}
+
+fn lock_text<S: serde::Serializer>(l: &InputsLock, s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(l.entries.len()))?;
+    for e in &l.entries {
+        seq.serialize_element(&serde_json::json!({
+            "url": e.url,
+            "policy": e.policy,
+            "status": e.status.as_str(),
+            "sha256": e.sha256,
+            "bytes": e.bytes,
+            "requests": e.requests,
+        }))?;
+    }
+    seq.end()
+}
+
+/// The run's egress: rules, CA, the TLS configurations of the mapped hosts, the store and
+/// what was done. Made once per run and shared by all its jobs (`backend::Services`).
+pub struct Egress {
+    rules: Vec<EgressRule>,
+    ca: ca::RunCa,
+    /// The TLS configuration per mapped host (CONNECT) and one choosing by SNI (port 443).
+    tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    fetcher: Fetcher,
+    offline: bool,
+    /// Canonical URL → pinned blob, as checked in this run (`recorded`).
+    checked: Mutex<HashMap<String, Blob>>,
+    record: Mutex<EgressRecord>,
+    /// The run's temporary directory holding the job's CA bundle and hosts file.
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("rules", &self.rules)
+            .field("offline", &self.offline)
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Egress {
+    /// The run's egress over `store`. Refuses (exit 2) two rules for one host, and the
+    /// policies not supported yet.
+    pub fn new(rules: Vec<EgressRule>, store: Store, offline: bool) -> Result<Egress> {
+        for (i, r) in rules.iter().enumerate() {
+            if rules[..i].iter().any(|o| o.host == r.host) {
+                return Err(Error::bad_input(
+                    format!("egress rule for {}", r.host),
+                    "the host is mapped twice",
+                ));
+            }
+            if matches!(r.policy, Policy::Archive | Policy::Registry) {
+                return Err(Error::bad_input(
+                    format!("egress rule {}={}:{}", r.host, r.location, r.policy.name()),
+                    format!(
+                        "the {} policy is not yet supported through the egress (use recorded or pinned)",
+                        r.policy.name()
+                    ),
+                ));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = ca::RunCa::new()?;
+        let mut tls = HashMap::new();
+        for r in &rules {
+            let leaf = ca.leaf(&r.host, &provider)?;
+            let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Environment(format!("egress TLS: {e}")))?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(server::Fixed(leaf)));
+            let mut config = config;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tls.insert(r.host.clone(), Arc::new(config));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("reprobox-egress-")
+            .tempdir()
+            .ctx("create a temporary directory in", std::env::temp_dir())?;
+        let record = EgressRecord {
+            ca_certificate: ca.pem(),
+            rules: rules.clone(),
+            ..EgressRecord::default()
+        };
+        Ok(Egress {
+            rules,
+            ca,
+            tls,
+            fetcher: Fetcher::new(store, offline).with_progress(false),
+            offline,
+            checked: Mutex::new(HashMap::new()),
+            record: Mutex::new(record),
+            dir,
+        })
+    }
+
+    pub fn rules(&self) -> &[EgressRule] {
+        &self.rules
+    }
+
+    /// The run's CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// Everything done so far, over every job of the run.
+    pub fn record(&self) -> EgressRecord {
+        self.record.lock().expect("not poisoned").clone()
+    }
+
+    /// The ports the egress serves on a job's loopback.
+    pub fn ports() -> [u16; 3] {
+        [EGRESS_PROXY_PORT, EGRESS_HTTPS_PORT, EGRESS_HTTP_PORT]
+    }
+
+    /// Give `job` (whose root directory is `root`) the egress: the CA bundle (the root's own
+    /// bundle plus the run's CA) and a hosts file mapping the listed hosts to 127.0.0.1,
+    /// written in the run's temporary directory and bound read-only over the paths clients
+    /// read (nothing is written into the root), and the proxy and CA variables. The caller
+    /// adds the listeners (`Services::ports`).
+    /// Without `root` (a root the backend unpacks itself) only the variables and the
+    /// egress directory are given.
+    pub fn prepare_job(&self, job: &mut Job, root: Option<&Path>) -> Result<()> {
+        let dir = self.dir.path();
+        let file_in = |p: &str| root.and_then(|r| regular_file_in(r, p));
+        let mut bundle = CA_BUNDLE_PATHS
+            .iter()
+            .find_map(|p| file_in(p).and_then(|h| std::fs::read(h).ok()))
+            .unwrap_or_default();
+        if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+        bundle.extend_from_slice(self.ca.pem().as_bytes());
+        let bundle_path = dir.join("ca-bundle.pem");
+        std::fs::write(&bundle_path, &bundle).ctx("write", &bundle_path)?;
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        for r in &self.rules {
+            hosts.push_str(&format!("127.0.0.1\t{}\n", r.host));
+        }
+        let hosts_path = dir.join("hosts");
+        std::fs::write(&hosts_path, hosts).ctx("write", &hosts_path)?;
+        job.binds.push(Bind {
+            src: dir.to_path_buf(),
+            dst: JOB_EGRESS_DIR.into(),
+            read_only: true,
+        });
+        for p in CA_BUNDLE_PATHS {
+            if file_in(p).is_some() {
+                job.binds.push(Bind {
+                    src: bundle_path.clone(),
+                    dst: p.into(),
+                    read_only: true,
+                });
+            }
+        }
+        if file_in("/etc/hosts").is_some() {
+            job.binds.push(Bind {
+                src: hosts_path,
+                dst: "/etc/hosts".into(),
+                read_only: true,
+            });
+        }
+        // A connect to a raw address reaches the egress's listeners and is refused there
+        // (and recorded) rather than failing unseen.
+        job.loopback_catch_all = true;
+        let in_job = format!("{JOB_EGRESS_DIR}/ca-bundle.pem");
+        let proxy = format!("http://127.0.0.1:{EGRESS_PROXY_PORT}");
+        for (k, v) in [
+            ("SSL_CERT_FILE", in_job.as_str()),
+            ("CURL_CA_BUNDLE", in_job.as_str()),
+            ("HTTPS_PROXY", proxy.as_str()),
+            ("HTTP_PROXY", proxy.as_str()),
+            ("https_proxy", proxy.as_str()),
+            ("http_proxy", proxy.as_str()),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+            ("no_proxy", "localhost,127.0.0.1"),
+        ] {
+            job.env.retain(|(ek, _)| ek != k);
+            job.env.push((k.into(), v.into()));
+        }
+        Ok(())
+    }
+
+    fn rule(&self, host: &str) -> Option<&EgressRule> {
+        self.rules.iter().find(|r| r.host == host)
+    }
+
+    fn refuse(&self, host: &str, port: u16, what: String, reason: &str) {
+        tracing::info!("egress: refused {what} ({host}:{port}): {reason}");
+        self.record
+            .lock()
+            .expect("not poisoned")
+            .refusals
+            .push(Refusal {
+                host: host.to_string(),
+                port,
+                what,
+                reason: reason.to_string(),
+            });
+    }
+
+    fn note(
+        &self,
+        lock: &Mutex<InputsLock>,
+        policy: &str,
+        status: Status,
+        url: &str,
+        b: Option<&Blob>,
+    ) {
+        let blob = b.map(|b| (b.sha256.as_str(), b.size));
+        lock.lock()
+            .expect("not poisoned")
+            .record_egress(policy, status, url, blob);
+        self.record
+            .lock()
+            .expect("not poisoned")
+            .requests
+            .record_egress(policy, status, url, blob);
+    }
+
+    /// Answer a request for `canonical` (`path` with its query, on `rule`'s host) under the
+    /// rule's policy, recording it in `lock` and the run's record.
+    fn answer(
+        &self,
+        rule: &EgressRule,
+        canonical: &str,
+        path: &str,
+        lock: &Mutex<InputsLock>,
+    ) -> Answer {
+        let upstream = format!("{}{path}", rule.location);
+        let policy = rule.policy.name();
+        let answer = match &rule.policy {
+            Policy::Pinned(pins) => self.pinned(pins, canonical, &upstream),
+            Policy::Recorded => self.recorded(canonical, &upstream),
+            Policy::Archive | Policy::Registry => Answer::Refused {
+                code: 501,
+                status: Status::Miss,
+                reason: "policy not supported".into(),
+            },
+        };
+        match &answer {
+            Answer::Blob(b, status) => self.note(lock, policy, *status, canonical, Some(b)),
+            Answer::Refused { status, reason, .. } => {
+                tracing::warn!("egress: {canonical}: {reason}");
+                self.note(lock, policy, *status, canonical, None)
+            }
+        }
+        answer
+    }
+
+    fn pinned(&self, pins: &BTreeMap<String, String>, canonical: &str, upstream: &str) -> Answer {
+        let key = canonical.split('?').next().unwrap_or(canonical);
+        let Some(sha) = pins.get(key) else {
+            return Answer::Refused {
+                code: 403,
+                status: Status::Miss,
+                reason: "not a pinned URL of this host".into(),
+            };
+        };
+        match self.fetcher.try_fetch(upstream, Some(sha), true) {
+            Ok(Some((b, outcome))) => {
+                if outcome == crate::inputs::fetch::Outcome::Fetched {
+                    self.pin(&b, canonical);
+                }
+                Answer::Blob(b, status_of(outcome))
+            }
+            Ok(None) if self.offline => offline_miss(),
+            Ok(None) => Answer::Refused {
+                code: 404,
+                status: Status::Miss,
+                reason: "upstream has no such file".into(),
+            },
+            Err(Error::Tampered {
+                expected, actual, ..
+            }) => {
+                self.record
+                    .lock()
+                    .expect("not poisoned")
+                    .tampered
+                    .push(Tampered {
+                        url: canonical.to_string(),
+                        expected: expected.clone(),
+                        actual: actual.clone(),
+                    });
+                Answer::Refused {
+                    code: 502,
+                    status: Status::Tampered,
+                    reason: format!("tampered: expected sha256 {expected}, got {actual}"),
+                }
+            }
+            Err(e) => upstream_error(e),
+        }
+    }
+
+    fn recorded(&self, canonical: &str, upstream: &str) -> Answer {
+        if let Some(b) = self.checked.lock().expect("not poisoned").get(canonical) {
+            return Answer::Blob(b.clone(), Status::Hit);
+        }
+        let pin = match self.fetcher.store().lookup_url(canonical) {
+            Ok(p) => p,
+            Err(e) => return upstream_error(e),
+        };
+        if self.offline {
+            return match pin {
+                Some(b) => Answer::Blob(b, Status::Hit),
+                None => offline_miss(),
+            };
+        }
+        let (served, status) = match (self.fetcher.try_fetch(upstream, None, false), pin) {
+            (Ok(Some((b, _))), None) => {
+                self.pin(&b, canonical);
+                (b, Status::Fetched)
+            }
+            (Ok(Some((b, _))), Some(p)) => {
+                if b.sha256 != p.sha256 {
+                    tracing::warn!(
+                        "egress: drift: {canonical} was pinned as {}, upstream now sends {}",
+                        p.sha256,
+                        b.sha256
+                    );
+                    self.record.lock().expect("not poisoned").drift.push(Drift {
+                        url: canonical.to_string(),
+                        pinned: p.sha256.clone(),
+                        upstream: b.sha256.clone(),
+                    });
+                }
+                (p, Status::Fetched)
+            }
+            (Ok(None), Some(p)) => {
+                tracing::warn!("egress: {canonical}: upstream has it no more; serving the pin");
+                (p, Status::Hit)
+            }
+            (Err(e), Some(p)) => {
+                tracing::warn!("egress: {canonical}: {e}; serving the pin");
+                (p, Status::Hit)
+            }
+            (Ok(None), None) => {
+                return Answer::Refused {
+                    code: 404,
+                    status: Status::Miss,
+                    reason: "upstream has no such file".into(),
+                };
+            }
+            (Err(e), None) => return upstream_error(e),
+        };
+        self.checked
+            .lock()
+            .expect("not poisoned")
+            .insert(canonical.to_string(), served.clone());
+        Answer::Blob(served, status)
+    }
+
+    /// Name `b` in the store's origin index under the canonical URL (the pin).
+    fn pin(&self, b: &Blob, canonical: &str) {
+        if let Err(e) = self.fetcher.store().record(b, canonical) {
+            tracing::warn!("egress: cannot record {canonical} in the store's index: {e}");
+        }
+    }
+}
+
+/// A regular file at `guest` (absolute) inside `root`, not reached through a symlink out of
+/// it: its host path.
+fn regular_file_in(root: &Path, guest: &str) -> Option<PathBuf> {
+    let host = root.join(guest.trim_start_matches('/'));
+    let md = std::fs::symlink_metadata(&host).ok()?;
+    let real = host.canonicalize().ok()?;
+    let root = root.canonicalize().ok()?;
+    (md.is_file() && real.starts_with(&root) && real == host.canonicalize().ok()?).then_some(host)
+}
+
+fn status_of(o: crate::inputs::fetch::Outcome) -> Status {
+    match o {
+        crate::inputs::fetch::Outcome::Hit => Status::Hit,
+        crate::inputs::fetch::Outcome::Fetched => Status::Fetched,
+    }
+}
+
+fn offline_miss() -> Answer {
+    Answer::Refused {
+        code: 502,
+        status: Status::Miss,
+        reason: "offline, and the store does not hold it".into(),
+    }
+}
+
+fn upstream_error(e: Error) -> Answer {
+    Answer::Refused {
+        code: 502,
+        status: Status::Miss,
+        reason: e.to_string(),
+    }
+}
+
+/// What a request gets.
+enum Answer {
+    Blob(Blob, Status),
+    Refused {
+        code: u16,
+        status: Status,
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_with_their_policies() {
+        let r = EgressRule::parse("Archive.ArchLinux.org=http://127.0.0.1:8080/").unwrap();
+        assert_eq!(r.host, "archive.archlinux.org");
+        assert_eq!(r.location, "http://127.0.0.1:8080");
+        assert_eq!(r.policy, Policy::Recorded);
+        let r = EgressRule::parse("a.example=https://mirror.example:8443/x:archive").unwrap();
+        assert_eq!(r.location, "https://mirror.example:8443/x");
+        assert_eq!(r.policy, Policy::Archive);
+        let r = EgressRule::parse("r.example=http://127.0.0.1:5000:registry").unwrap();
+        assert_eq!(r.policy, Policy::Registry);
+        let sha = "ab".repeat(32);
+        let r = EgressRule::parse(&format!(
+            "g.example=http://127.0.0.1:9/base:pinned=/a/b.tar@{sha},/c:d@{sha}"
+        ))
+        .unwrap();
+        assert_eq!(r.location, "http://127.0.0.1:9/base");
+        let Policy::Pinned(p) = &r.policy else {
+            panic!()
+        };
+        assert_eq!(p.get("https://g.example/a/b.tar"), Some(&sha));
+        assert_eq!(p.get("https://g.example/c:d"), Some(&sha));
+        assert_eq!(r.canonical("https", "/x?y"), "https://g.example/x?y");
+    }
+
+    #[test]
+    fn bad_rules_are_named() {
+        for bad in [
+            "nohost",
+            "=http://x",
+            "1.1.1.1=http://x",
+            "a_b.example=http://x",
+            "a.example=ftp://x",
+            "a.example=http://",
+            "a.example=http://x:pinned",
+            "a.example=http://x:pinned=/p@nothex",
+            "a.example=http://x:pinned=p@".to_string().leak(),
+            "localhost=http://x",
+        ] {
+            let e = EgressRule::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn archive_and_registry_are_refused_at_configuration_and_hosts_once() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        for p in ["archive", "registry"] {
+            let r = EgressRule::parse(&format!("a.example=http://127.0.0.1:1:{p}")).unwrap();
+            let e = Egress::new(vec![r], store.clone(), false).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("not yet supported"), "{e}");
+        }
+        let r = EgressRule::parse("a.example=http://127.0.0.1:1").unwrap();
+        let e = Egress::new(vec![r.clone(), r], store, false).unwrap_err();
+        assert!(e.to_string().contains("mapped twice"), "{e}");
+    }
+
+    #[test]
+    fn a_job_gets_binds_and_variables_and_the_root_is_not_written() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("s")).unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
+        std::fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), "ROOTS\n").unwrap();
+        std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        let r = EgressRule::parse("a.example=http://127.0.0.1:1").unwrap();
+        let eg = Egress::new(vec![r], store, false).unwrap();
+        let mut job = Job::new(
+            crate::job::RootfsSource::Dir(root.clone()),
+            vec!["true".into()],
+        );
+        eg.prepare_job(&mut job, Some(&root)).unwrap();
+        let dsts: Vec<_> = job
+            .binds
+            .iter()
+            .map(|b| b.dst.display().to_string())
+            .collect();
+        assert_eq!(
+            dsts,
+            [
+                JOB_EGRESS_DIR,
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/hosts"
+            ]
+        );
+        assert!(job.binds.iter().all(|b| b.read_only));
+        let bundle = std::fs::read_to_string(&job.binds[1].src).unwrap();
+        assert!(bundle.starts_with("ROOTS\n-----BEGIN CERTIFICATE-----"));
+        assert!(bundle.ends_with(&eg.ca_pem()));
+        assert!(!bundle.contains("PRIVATE KEY"));
+        let hosts = std::fs::read_to_string(&job.binds[2].src).unwrap();
+        assert!(hosts.contains("127.0.0.1\ta.example\n"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),
+            "ROOTS\n"
+        );
+        let env: HashMap<_, _> = job.env.iter().cloned().collect();
+        assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
+        assert_eq!(env["SSL_CERT_FILE"], "/run/reprobox-egress/ca-bundle.pem");
+        assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1");
+        // An absolute symlink out of the root is never bound over.
+        std::fs::remove_file(root.join("etc/hosts")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("etc/hosts")).unwrap();
+        assert!(regular_file_in(&root, "/etc/hosts").is_none());
+    }
+}

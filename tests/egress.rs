@@ -1,0 +1,391 @@
+//! The hermetic egress (`src/egress`, docs/egress.md) through the real `reprobox run`, as
+//! root on the container backend, in the Debian test root, against loopback upstreams only
+//! (`world::fileserver`): mapped hosts answer, pinned on first use and replayed offline;
+//! everything else is refused, each refusal next to a positive control; pinned bytes that
+//! differ are refused and never stored; drift is named; the run's CA key is never written.
+
+mod sandbox_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use reprobox::world::fileserver::FileServer;
+use sandbox_common::*;
+
+const HOST: &str = "archive.archlinux.org";
+
+struct Run {
+    out: Output,
+    stdout: String,
+    record: serde_json::Value,
+}
+
+/// `reprobox run --json` in the Debian root with `egress` rules over `store`, running `script`
+/// with `bash -c`; TMPDIR is `tmp` (where the egress's temporary directory goes).
+fn run(store: &Path, tmp: &Path, egress: &[String], extra: &[&str], script: &str) -> Run {
+    require_root();
+    let r = debian_rootfs();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "run",
+        "--rootfs",
+        r.to_str().unwrap(),
+        "--read-only",
+        "--json",
+    ])
+    .args(["--store", store.to_str().unwrap()])
+    .env("TMPDIR", tmp)
+    .env_remove("REPROBOX_STORE");
+    for e in egress {
+        cmd.args(["--egress", e]);
+    }
+    cmd.args(extra).args(["--", "bash", "-c", script]);
+    let out = cmd.output().expect("run reprobox");
+    let stdout = text(&out.stdout);
+    let record = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Run {
+        out,
+        stdout,
+        record,
+    }
+}
+
+impl Run {
+    fn why(&self) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.out.status.code(),
+            self.stdout,
+            text(&self.out.stderr)
+        )
+    }
+    fn lock(&self) -> &str {
+        self.record["inputs_lock"].as_str().unwrap_or("")
+    }
+    fn refusals(&self) -> Vec<serde_json::Value> {
+        self.record["egress"]["refusals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+    fn ca(&self) -> String {
+        self.record["egress"]["ca_certificate"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    reprobox::digest::sha256_hex(b)
+}
+
+fn upstream(dir: &Path, files: &[(&str, &[u8])]) -> FileServer {
+    for (p, b) in files {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b).unwrap();
+    }
+    FileServer::dir(dir).unwrap()
+}
+
+fn dirs(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (store, tmp, up) = (t.join("store"), t.join("tmp"), t.join("up"));
+    for d in [&store, &tmp, &up] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    (store, tmp, up)
+}
+
+#[test]
+fn a_mapped_host_answers_and_replays_offline_from_the_store() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let body = b"the archive's bytes\n";
+    let server = upstream(&up, &[("some/file", body)]);
+    let rule = vec![format!("{HOST}={}", server.url())];
+    let url = format!("https://{HOST}/some/file");
+    let r = run(&store, &tmp, &rule, &[], &format!("curl -fsS {url}"));
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
+        "{}",
+        r.why()
+    );
+    let line = format!(
+        "egress recorded fetched {} {} 1 {url}\n",
+        sha(body),
+        body.len()
+    );
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("127.0.0.1"), "{}", r.lock());
+    // Stopped: the second run answers from the store, offline, with only hits.
+    server.stop();
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {url}"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
+        "{}",
+        r.why()
+    );
+    let line = format!("egress recorded hit {} {} 1 {url}\n", sha(body), body.len());
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("fetched"), "{}", r.lock());
+    // Offline, a miss fails the request and the run (exit 3), naming the URL.
+    let other = format!("https://{HOST}/other/file");
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {other}"),
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.why());
+    assert!(text(&r.out.stderr).contains(&other), "{}", r.why());
+    assert!(
+        r.lock()
+            .contains(&format!("egress recorded miss - - 1 {other}")),
+        "{}",
+        r.lock()
+    );
+}
+
+#[test]
+fn everything_else_is_refused_at_once_and_recorded_each_next_to_its_control() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let server = upstream(&up, &[("some/file", b"ok\n")]);
+    let rule = vec![format!("{HOST}={}", server.url())];
+    // Each probe prints `name=rc`; a control is the same probe against the mapped host.
+    let script = format!(
+        r#"
+probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
+tcp() {{ exec 3<>/dev/tcp/$1/$2 || return 9
+  printf 'GET /some/file HTTP/1.0\r\nHost: {HOST}\r\n\r\n' >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
+connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
+  printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
+export -f tcp connect
+probe curl_unlisted curl -fsS https://example.org/
+probe curl_mapped curl -fsS https://{HOST}/some/file
+probe curl_unlisted_noproxy curl -fsS --noproxy '*' https://example.org/
+probe curl_mapped_noproxy curl -fsS --noproxy '*' https://{HOST}/some/file
+probe tcp_raw_ip bash -c 'tcp 1.1.1.1 80'
+probe tcp_mapped bash -c 'tcp {HOST} 80'
+probe tls_raw_ip curl -fsSk --noproxy '*' https://1.1.1.1/some/file
+probe tls_mapped curl -fsS --noproxy '*' https://{HOST}/some/file
+probe dns_unlisted getent hosts unlisted.example
+probe dns_mapped getent hosts {HOST}
+probe connect_unlisted bash -c 'connect unlisted.example'
+probe connect_mapped bash -c 'connect {HOST}'
+probe connect_raw_ip bash -c 'connect 1.1.1.1'
+"#
+    );
+    let r = run(&store, &tmp, &rule, &[], &script);
+    assert!(r.out.status.success(), "{}", r.why());
+    let rc = |name: &str| -> i32 {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}: {}", r.why()))
+            .parse()
+            .unwrap()
+    };
+    for (refused, control) in [
+        ("curl_unlisted", "curl_mapped"),
+        ("curl_unlisted_noproxy", "curl_mapped_noproxy"),
+        ("tcp_raw_ip", "tcp_mapped"),
+        ("tls_raw_ip", "tls_mapped"),
+        ("connect_raw_ip", "connect_mapped"),
+        ("dns_unlisted", "dns_mapped"),
+        ("connect_unlisted", "connect_mapped"),
+    ] {
+        assert_eq!(rc(control), 0, "{control}: {}", r.why());
+        // Failed, and not by the 5 s timeout (124): refused at once.
+        let c = rc(refused);
+        assert!(c != 0 && c != 124, "{refused} = {c}: {}", r.why());
+    }
+    let refusals = r.refusals();
+    let refused = |host: &str, what: &str| {
+        refusals
+            .iter()
+            .any(|x| x["host"] == host && x["what"].as_str().is_some_and(|w| w.contains(what)))
+    };
+    assert!(
+        refused("example.org", "CONNECT example.org:443"),
+        "{refusals:?}"
+    );
+    assert!(
+        refused("unlisted.example", "CONNECT unlisted.example:443"),
+        "{refusals:?}"
+    );
+    // The curl that ignores the proxy cannot even resolve example.org: no resolver.
+    assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
+}
+
+#[test]
+fn pinned_bytes_that_differ_are_refused_and_never_stored() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let (good, evil) = (
+        b"the published rootfs\n".as_slice(),
+        b"something else\n".as_slice(),
+    );
+    let server = upstream(&up, &[("r/good.tar", good), ("r/evil.tar", evil)]);
+    let pins = |path: &str| {
+        vec![format!(
+            "gitlab.archlinux.org={}:pinned={path}@{}",
+            server.url(),
+            sha(good)
+        )]
+    };
+    // Control: the pinned URL with its own bytes.
+    let r = run(
+        &store,
+        &tmp,
+        &pins("/r/good.tar"),
+        &[],
+        "curl -fsS https://gitlab.archlinux.org/r/good.tar",
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(r.stdout.starts_with("the published rootfs"), "{}", r.why());
+    // The same hash pinned on a URL that serves other bytes (a store without the good
+    // bytes: with them, the pinned hash is answered from the store without asking).
+    let store = t.path().join("store2");
+    let r = run(
+        &store,
+        &tmp,
+        &pins("/r/evil.tar"),
+        &[],
+        "curl -fsS https://gitlab.archlinux.org/r/evil.tar; echo curl=$?",
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.why());
+    assert!(r.stdout.contains("curl=22"), "{}", r.why());
+    assert!(text(&r.out.stderr).contains("evil.tar"), "{}", r.why());
+    let tampered = &r.record["egress"]["tampered"][0];
+    assert_eq!(tampered["url"], "https://gitlab.archlinux.org/r/evil.tar");
+    assert_eq!(tampered["expected"], sha(good).as_str());
+    assert_eq!(tampered["actual"], sha(evil).as_str());
+    assert!(
+        r.lock()
+            .contains("egress pinned tampered - - 1 https://gitlab.archlinux.org/r/evil.tar"),
+        "{}",
+        r.lock()
+    );
+    let s = reprobox::inputs::store::Store::open(&store).unwrap();
+    assert!(s.blob(&sha(evil)).is_none(), "tampered bytes were stored");
+    assert!(s.list().unwrap().is_empty(), "something was stored");
+}
+
+#[test]
+fn recorded_drift_serves_the_pin_and_names_both_hashes() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let (v1, v2) = (b"apk index v1\n".as_slice(), b"apk index v2\n".as_slice());
+    let server = upstream(&up, &[("x/APKINDEX", v1)]);
+    let rule = vec![format!("dl-cdn.alpinelinux.org={}", server.url())];
+    let url = "https://dl-cdn.alpinelinux.org/x/APKINDEX";
+    let r = run(&store, &tmp, &rule, &[], &format!("curl -fsS {url}"));
+    assert!(r.stdout.starts_with("apk index v1"), "{}", r.why());
+    assert_eq!(r.record["egress"]["drift"], serde_json::json!([]));
+    std::fs::write(up.join("x/APKINDEX"), v2).unwrap();
+    let r = run(&store, &tmp, &rule, &[], &format!("curl -fsS {url}"));
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(r.stdout.starts_with("apk index v1"), "{}", r.why());
+    assert_eq!(
+        r.record["egress"]["drift"],
+        serde_json::json!([{"url": url, "pinned": sha(v1), "upstream": sha(v2)}])
+    );
+}
+
+#[test]
+fn no_private_key_is_written_and_two_runs_have_different_cas() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let server = upstream(&up, &[("some/file", b"ok\n")]);
+    let rule = vec![format!("{HOST}={}", server.url())];
+    let out = t.path().join("out");
+    let outs = job_writable_dir(t.path(), "out");
+    let script = format!(
+        "curl -fsS https://{HOST}/some/file > /out/got; cat /run/reprobox-egress/* /etc/ssl/certs/ca-certificates.crt > /out/seen; grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt"
+    );
+    let bind = format!("--bind={}:/out", outs.display());
+    let a = run(&store, &tmp, &rule, &[&bind], &script);
+    assert!(a.out.status.success(), "{}", a.why());
+    let b = run(&store, &tmp, &rule, &[&bind], &script);
+    assert!(b.out.status.success(), "{}", b.why());
+    assert!(
+        a.ca().starts_with("-----BEGIN CERTIFICATE-----"),
+        "{}",
+        a.why()
+    );
+    assert_ne!(a.ca(), b.ca());
+    // The job saw the root's bundle plus the run's CA (more than one certificate).
+    let seen = std::fs::read_to_string(out.join("seen")).unwrap();
+    assert!(
+        seen.contains(b.ca().trim()),
+        "the job's bundle lacks the run's CA"
+    );
+    for r in [&a, &b] {
+        assert!(!r.stdout.contains("PRIVATE KEY") && !text(&r.out.stderr).contains("PRIVATE KEY"));
+    }
+    // Nothing under the store, the temporary directory or the outputs holds a key; the
+    // egress's temporary directory is gone.
+    for d in [&store, &tmp, &out] {
+        let g = std::process::Command::new("grep")
+            .args(["-rl", "PRIVATE KEY"])
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(g.stdout.is_empty(), "{}: {}", d.display(), text(&g.stdout));
+    }
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "temporary files left"
+    );
+}
+
+#[test]
+fn bad_rules_and_the_microvm_are_refused_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, _) = dirs(t.path());
+    for (args, needle) in [
+        (vec!["--egress", "nohost"], "--egress nohost"),
+        (vec!["--egress", "1.1.1.1=http://127.0.0.1:1"], "1.1.1.1"),
+        (
+            vec!["--egress", "a.example=http://127.0.0.1:1:archive"],
+            "not yet supported",
+        ),
+        (
+            vec![
+                "--egress",
+                "a.example=http://127.0.0.1:1",
+                "--backend",
+                "microvm",
+            ],
+            "microvm",
+        ),
+        (vec!["--offline"], "--offline"),
+    ] {
+        let egress: Vec<String> = Vec::new();
+        let r = run(&store, &tmp, &egress, &args, "true");
+        assert_eq!(r.out.status.code(), Some(2), "{args:?}: {}", r.why());
+        assert!(
+            text(&r.out.stderr).contains(needle),
+            "{args:?}: {}",
+            r.why()
+        );
+    }
+}
