@@ -5,8 +5,10 @@
 
 pub mod archive;
 pub mod backend;
+pub mod completions;
 pub mod demo;
 pub mod drift;
+pub mod man;
 pub mod mirror;
 pub mod plan;
 pub mod profiles;

@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::images::DigestRef;
 use crate::inputs::lock::Status;
 use crate::plan::{PlannedStep, WORKSPACE};
-use crate::report::Check;
+use crate::report::{Check, Status as CheckStatus};
 use crate::verify::registry::{PublishedBytes, PublishedImage};
 
 /// The podman global flags and the `-t` tag of an image step's build command.
@@ -96,7 +96,7 @@ impl Run<'_> {
             .map(|l| l.url.clone())
             .unwrap_or_default();
         for r in refs {
-            self.say(&format!("pinning base image {r}"));
+            self.phase(&format!("pinning base image {r}"));
             ctx.services.images.push(crate::inputs::images::pin(
                 self.fetcher,
                 &mut self.ledger.inputs,
@@ -167,6 +167,10 @@ impl Run<'_> {
         built: Option<&PodmanCall>,
     ) -> Result<(Vec<Check>, Vec<String>)> {
         let plan = self.plan;
+        self.phase(&format!(
+            "checking the image against the published {}",
+            plan.expected_image_ref()
+        ));
         let local = match built {
             Some(call) => self.inspect_rebuilt(ctx, step, call)?,
             None => None,
@@ -190,7 +194,7 @@ impl Run<'_> {
         if let (Some(p), Some(l), Some(call)) = (&published, &local, built)
             && p.config_digest != l.config_digest
         {
-            self.say("image differs: saving both images to compare");
+            self.phase("image differs: saving both images to compare");
             match self.save_images(ctx, step, call, p) {
                 Ok(files) => {
                     kept.extend(files);
@@ -355,15 +359,20 @@ fn read_local_image(path: &Path) -> Result<LocalImage> {
     parse_local_image(&text, &path.display().to_string())
 }
 
+/// Why the manifest digests differ when the config digest and the diffIDs are the same.
+pub const MANIFEST_COMPRESSION_CAUSE: &str =
+    "the local manifest lists uncompressed layers; the registry's lists compressed ones";
+
 /// The image checks: config digest and diffIDs decide, the manifest digest is evidence.
-/// A side that could not be read makes a check unknown.
+/// A side that could not be read makes a check unknown. A manifest digest that differs
+/// while both decisive checks pass has a known, harmless cause (layer compression).
 pub fn image_checks(
     image_ref: &str,
     published: Option<&PublishedImage>,
     local: Option<&LocalImage>,
 ) -> Vec<Check> {
     let src = format!("published {image_ref}; rebuilt by the image step");
-    vec![
+    let mut checks = vec![
         Check::compare(
             "image-config-digest",
             true,
@@ -383,9 +392,21 @@ pub fn image_checks(
             false,
             published.map(|p| p.manifest_digest.clone()),
             local.and_then(|l| l.manifest_digest.clone()),
-            "depends on layer compression: podman's local manifest has uncompressed layers, the registry's compressed ones".into(),
+            format!(
+                "published {image_ref} from the registry; rebuilt: podman's local manifest (evidence only: it depends on layer compression)"
+            ),
         ),
-    ]
+    ];
+    let decisive_pass = checks
+        .iter()
+        .filter(|c| c.decisive)
+        .all(|c| c.status == CheckStatus::Pass);
+    if decisive_pass && let Some(m) = checks.iter_mut().find(|c| !c.decisive) {
+        if m.status == CheckStatus::Fail {
+            m.known_cause = Some(MANIFEST_COMPRESSION_CAUSE.into());
+        }
+    }
+    checks
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::inputs::archive::ResolvedPackage;
 use crate::inputs::lock::InputsLock;
 use crate::plan::Plan;
 use crate::report::attestation::{Statement, Subject};
-use crate::report::{Check, Report, StepRecord, Verdict};
+use crate::report::{Check, Hosts, Report, StepRecord, Verdict};
 use crate::verify::audit::LateTimestamp;
 use crate::verify::tardiff::FileDiff;
 
@@ -85,6 +85,8 @@ impl Run<'_> {
 
 /// Everything the report is made of besides the plan.
 pub struct Findings {
+    /// The archive day the environment was rolled to.
+    pub environment_day: String,
     pub backend: &'static str,
     pub microvm: Option<serde_json::Value>,
     pub source_revision: String,
@@ -107,6 +109,12 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
     } else {
         Verdict::of(&f.checks)
     };
+    let local_locations: Vec<String> = plan
+        .locations
+        .iter()
+        .filter(|(_, l)| Hosts::is_local(&l.url))
+        .map(|(k, _)| k.clone())
+        .collect();
     Report {
         schema: crate::report::REPORT_SCHEMA,
         reprobox_version: env!("CARGO_PKG_VERSION"),
@@ -114,6 +122,13 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         version: plan.version.to_string(),
         snapshot: plan.snapshot.clone(),
         source_date_epoch: plan.source_date_epoch,
+        source_git: plan.source.git.clone(),
+        tag: plan.source.tag.clone(),
+        registry: plan.expected.registry.clone(),
+        image: plan.expected_image_ref(),
+        hosts: Hosts::of(local_locations.len(), plan.locations.len()),
+        local_locations,
+        environment_day: f.environment_day,
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),
@@ -217,6 +232,7 @@ mod tests {
 
     fn findings(checks: Vec<Check>, failed: Option<&str>) -> Findings {
         Findings {
+            environment_day: "2026/05/17".into(),
             backend: "container",
             microvm: None,
             source_revision: "34b87485162b028c8d957bdcd2674359d883cd21".into(),
