@@ -53,7 +53,10 @@ mod tests {
         assert_eq!(nearest("gti", locations), Some("git"));
         assert_eq!(nearest("mirror", locations), None);
         // The nearest of several near ones; an exact match is no suggestion.
-        assert_eq!(nearest("roots", ["rootfs", "roota"]), Some("roota"));
+        assert_eq!(
+            nearest("registyr", ["regist", "registry"]),
+            Some("registry")
+        );
         assert_eq!(nearest("git", locations), None);
         assert_eq!(nearest("anything", []), None);
     }

@@ -397,16 +397,23 @@ pub fn image_checks(
             ),
         ),
     ];
+    mark_known_causes(&mut checks);
+    checks
+}
+
+/// The manifest digests differ for a known, harmless reason when the config digest and the
+/// diffIDs both pass (the same image, its layers compressed or not): say so in the check.
+/// With a decisive check failed or unknown, the difference stays unexplained.
+fn mark_known_causes(checks: &mut [Check]) {
     let decisive_pass = checks
         .iter()
         .filter(|c| c.decisive)
         .all(|c| c.status == CheckStatus::Pass);
-    if decisive_pass && let Some(m) = checks.iter_mut().find(|c| !c.decisive) {
-        if m.status == CheckStatus::Fail {
-            m.known_cause = Some(MANIFEST_COMPRESSION_CAUSE.into());
+    for c in checks.iter_mut() {
+        if decisive_pass && c.name == "image-manifest-digest" && c.status == CheckStatus::Fail {
+            c.known_cause = Some(MANIFEST_COMPRESSION_CAUSE.into());
         }
     }
-    checks
 }
 
 #[cfg(test)]
@@ -459,7 +466,7 @@ mod tests {
         let e = parse_local_image("not json", "inspect.json").unwrap_err();
         assert!(e.to_string().contains("inspect.json"), "{e}");
 
-        // Nothing published: every check is unknown, never a pass.
+        // Nothing published: every check is unknown, never a pass, and nothing is explained.
         let checks = image_checks("r/i:t", None, Some(&l));
         assert_eq!(checks.len(), 3);
         assert!(checks.iter().all(|c| c.status == Status::Unknown));
@@ -468,5 +475,59 @@ mod tests {
             2,
             "the manifest digest is evidence only"
         );
+        assert!(checks.iter().all(|c| c.known_cause.is_none()));
+    }
+
+    fn compare(name: &str, decisive: bool, e: &str, a: &str) -> Check {
+        Check::compare(
+            name,
+            decisive,
+            Some(e.into()),
+            Some(a.into()),
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn a_manifest_digest_differing_under_a_same_image_is_known_and_harmless() {
+        let same = |n| compare(n, true, "x", "x");
+        let mut checks = vec![
+            same("image-config-digest"),
+            same("image-diff-ids"),
+            compare("image-manifest-digest", false, "sha256:gz", "sha256:raw"),
+        ];
+        mark_known_causes(&mut checks);
+        assert_eq!(
+            checks[2].known_cause.as_deref(),
+            Some(MANIFEST_COMPRESSION_CAUSE)
+        );
+        assert!(
+            checks[2]
+                .outcome()
+                .starts_with("differs (known, harmless: ")
+        );
+        assert!(!checks[2].outcome().contains("FAIL"));
+
+        // The config digest differs: the manifest's difference is not explained away.
+        let mut checks = vec![
+            compare("image-config-digest", true, "x", "y"),
+            same("image-diff-ids"),
+            compare("image-manifest-digest", false, "sha256:gz", "sha256:raw"),
+        ];
+        mark_known_causes(&mut checks);
+        assert_eq!(checks[2].known_cause, None);
+        assert_eq!(
+            checks[2].outcome(),
+            "differs (evidence only, not part of the verdict)"
+        );
+
+        // Equal manifests need no cause.
+        let mut checks = vec![
+            same("image-config-digest"),
+            same("image-diff-ids"),
+            same("image-manifest-digest"),
+        ];
+        mark_known_causes(&mut checks);
+        assert_eq!(checks[2].known_cause, None);
     }
 }

@@ -272,11 +272,47 @@ mod tests {
         assert_eq!(r.profile, "archlinux-repro");
         assert_eq!(r.notes, ["n"]);
         assert_eq!(r.checks[0].status, CheckStatus::Pass);
+        // What was compared with what comes from the plan.
+        assert_eq!(r.source_git, plan.source.git);
+        assert_eq!(r.tag, "v20260518.0.532496");
+        assert_eq!(r.registry, plan.expected.registry);
+        assert_eq!(r.image, plan.expected_image_ref());
+        assert_eq!(r.environment_day, "2026/05/17");
+        assert_eq!(r.hosts, Hosts::Real);
+        assert!(r.local_locations.is_empty());
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["hosts"], "real");
+        assert_eq!(json["source_git"], plan.source.git.as_str());
         let r = assemble_report(&plan, findings(vec![pass.clone(), fail], None));
         assert_eq!(r.verdict, Verdict::Differs);
         // A failed step makes the run incomplete whatever the checks say.
         let r = assemble_report(&plan, findings(vec![pass], Some("make")));
         assert_eq!(r.verdict, Verdict::Incomplete);
+    }
+
+    #[test]
+    fn a_plan_on_loopback_hosts_is_a_local_world() {
+        let lp = crate::plan::profile::Profile::load("archlinux-repro").unwrap();
+        let v = crate::plan::version::BuildVersion::parse("20260518.0.532496").unwrap();
+        let all: Vec<(String, String)> = ["archive", "rootfs", "registry"]
+            .iter()
+            .map(|k| (k.to_string(), "http://127.0.0.1:9".to_string()))
+            .chain([("git".to_string(), "file:///srv/up.git".to_string())])
+            .collect();
+        let plan = Plan::with_overrides(&lp, &v, &[], &all).unwrap();
+        let r = assemble_report(&plan, findings(Vec::new(), None));
+        assert_eq!(r.hosts, Hosts::LocalWorld);
+        assert!(
+            r.summary()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("a local world")
+        );
+        let plan = Plan::with_overrides(&lp, &v, &[], &all[..1]).unwrap();
+        let r = assemble_report(&plan, findings(Vec::new(), None));
+        assert_eq!(r.hosts, Hosts::Mixed);
+        assert_eq!(r.local_locations, ["archive"]);
     }
 
     #[test]

@@ -120,7 +120,10 @@ impl Hosts {
         } else {
             host.split(':').next().unwrap_or_default()
         };
-        host.eq_ignore_ascii_case("localhost") || host == "::1" || host.starts_with("127.")
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// From how many of the plan's `n` locations are local.
@@ -387,6 +390,133 @@ mod tests {
             a.map(Into::into),
             String::new(),
         )
+    }
+
+    fn report(checks: Vec<Check>, hosts: Hosts, local: &[&str]) -> Report {
+        Report {
+            schema: REPORT_SCHEMA,
+            reprobox_version: "0",
+            profile: "archlinux-repro".into(),
+            version: "20260518.0.532496".into(),
+            snapshot: "2026/05/17".into(),
+            source_date_epoch: 1_779_062_400,
+            source_git: "https://gitlab.archlinux.org/archlinux/archlinux-docker.git".into(),
+            tag: "v20260518.0.532496".into(),
+            registry: "https://registry-1.docker.io".into(),
+            image: "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496".into(),
+            hosts,
+            local_locations: local.iter().map(|s| s.to_string()).collect(),
+            environment_day: "2026/05/17".into(),
+            backend: "container".into(),
+            microvm: None,
+            source_revision: Some("34b8748".into()),
+            verdict: Verdict::of(&checks),
+            checks,
+            file_diffs: Vec::new(),
+            environment_drift: Vec::new(),
+            late_timestamps: Vec::new(),
+            steps: Vec::new(),
+            external_diffs: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_was_compared_with_what_and_each_checks_outcome() {
+        let mut manifest = c("image-manifest-digest", false, Some("m1"), Some("m2"));
+        manifest.known_cause = Some("layers compressed on one side only".into());
+        let r = report(
+            vec![
+                c("rootfs-sha256", true, Some("a"), Some("a")),
+                c("image-config-digest", true, Some("b"), Some("b")),
+                manifest,
+            ],
+            Hosts::Real,
+            &[],
+        );
+        let s = r.summary();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "archlinux-repro 20260518.0.532496 — REPRODUCED");
+        assert_eq!(lines[0], r.verdict_line());
+        assert!(
+            lines[1].starts_with(
+                "published: release v20260518.0.532496 of https://gitlab.archlinux.org/"
+            ),
+            "{s}"
+        );
+        assert!(lines[1].contains("image registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496 from https://registry-1.docker.io"), "{s}");
+        assert!(lines[1].ends_with("— the real hosts"), "{s}");
+        assert_eq!(
+            lines[2],
+            "rebuilt: source revision 34b8748 on backend container, environment day 2026/05/17 (the snapshot day)"
+        );
+        assert!(s.contains("  rootfs-sha256            pass\n"), "{s}");
+        assert!(
+            s.contains("image-manifest-digest    differs (known, harmless: layers compressed on one side only — not part of the verdict)"),
+            "{s}"
+        );
+        assert!(!s.contains("FAIL"), "{s}");
+
+        let r = report(
+            vec![
+                c("rootfs-sha256", true, Some("a"), None),
+                c("image-config-digest", true, None, Some("b")),
+                c("image-diff-ids", true, Some("a"), Some("b")),
+            ],
+            Hosts::LocalWorld,
+            &["archive", "git", "registry", "rootfs"],
+        );
+        let s = r.summary();
+        assert!(
+            s.starts_with("archlinux-repro 20260518.0.532496 — DIFFERS\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("— a local world (loopback hosts, not the real ones)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("rootfs-sha256            not run: nothing rebuilt to compare"),
+            "{s}"
+        );
+        assert!(
+            s.contains("image-config-digest      not run: the published value could not be read"),
+            "{s}"
+        );
+        assert!(s.contains("image-diff-ids           differs\n"), "{s}");
+        assert!(
+            !s.contains(" pass"),
+            "an unknown is never shown as a pass: {s}"
+        );
+
+        let s = report(Vec::new(), Hosts::Mixed, &["archive"]).summary();
+        assert!(s.contains("the real hosts, but archive local"), "{s}");
+    }
+
+    #[test]
+    fn loopback_and_file_urls_are_local() {
+        for u in [
+            "http://127.0.0.1:8080",
+            "https://localhost/x",
+            "http://LOCALHOST:1",
+            "http://[::1]:5000/v2",
+            "http://user@127.0.0.2/",
+            "file:///srv/up.git",
+        ] {
+            assert!(Hosts::is_local(u), "{u}");
+        }
+        for u in [
+            "https://archive.archlinux.org",
+            "https://registry-1.docker.io",
+            "http://127.example.org/",
+            "http://localhost.example.org/",
+            "not a url",
+        ] {
+            assert!(!Hosts::is_local(u), "{u}");
+        }
+        assert_eq!(Hosts::of(0, 4), Hosts::Real);
+        assert_eq!(Hosts::of(4, 4), Hosts::LocalWorld);
+        assert_eq!(Hosts::of(1, 4), Hosts::Mixed);
     }
 
     #[test]
