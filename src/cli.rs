@@ -273,6 +273,8 @@ mod tests {
                 "true",
             ],
             &["reprobox", "run", "--rootfs", "/r", "-vv", "--", "true"],
+            &["reprobox", "run", "-q", "--rootfs", "/r", "--", "true"],
+            &["reprobox", "run", "--rootfs", "/r", "--quiet", "--", "true"],
             &["reprobox", "run", "stray", "--rootfs", "/r", "--", "true"],
             &["reprobox", "run", "--rootfs"],
         ];
