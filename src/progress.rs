@@ -129,7 +129,7 @@ impl Progress {
                     ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 10),
                 );
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    ProgressStyle::with_template("{spinner} [{elapsed}] {wide_msg}")
                         .expect("a valid template"),
                 );
                 bar.set_message(msg.to_string());
