@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::cmd;
 
@@ -18,6 +18,11 @@ pub struct Cli {
     /// More log output (repeat for more); REPROBOX_LOG=debug does the same.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Print only the verdict line (reproduce, demo) or the command's own output: no
+    /// progress, no summary; errors still go to stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +55,10 @@ pub enum Command {
     Drift(cmd::drift::Args),
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
     World(cmd::world::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the manual page (roff), or write every command's page into a directory.
+    Man(cmd::man::Args),
 }
 
 impl Command {
@@ -68,6 +77,8 @@ impl Command {
             Command::Mirror(a) => cmd::mirror::execute(a),
             Command::Drift(a) => cmd::drift::execute(a),
             Command::World(a) => cmd::world::execute(a),
+            Command::Completions(a) => cmd::completions::execute(a, Cli::command()),
+            Command::Man(a) => cmd::man::execute(a, Cli::command()),
         }
     }
 }
@@ -81,6 +92,7 @@ pub fn parse() -> Cli {
     {
         return Cli {
             verbose,
+            quiet: false,
             command: Command::Run(a),
         };
     }
@@ -98,6 +110,7 @@ mod tests {
                 "{:?}",
                 Cli {
                     verbose,
+                    quiet: false,
                     command: Command::Run(a)
                 }
             )
@@ -264,6 +277,8 @@ mod tests {
                 "true",
             ],
             &["reprobox", "run", "--rootfs", "/r", "-vv", "--", "true"],
+            &["reprobox", "run", "-q", "--rootfs", "/r", "--", "true"],
+            &["reprobox", "run", "--rootfs", "/r", "--quiet", "--", "true"],
             &["reprobox", "run", "stray", "--rootfs", "/r", "--", "true"],
             &["reprobox", "run", "--rootfs"],
         ];

@@ -1,9 +1,11 @@
-//! Logging setup: `tracing` to stderr, level from `-v` or `REPROBOX_LOG`.
+//! Logging setup: `tracing` to stderr, level from `-v`, `--quiet` (errors only) or
+//! `REPROBOX_LOG`.
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(verbose: u8) {
+pub fn init(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         2 => "debug",

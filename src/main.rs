@@ -32,7 +32,8 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     }
     let code = std::panic::catch_unwind(|| {
         let cli = reprobox::cli::parse();
-        reprobox::logging::init(cli.verbose);
+        reprobox::progress::init(cli.quiet, cli.verbose);
+        reprobox::logging::init(cli.verbose, cli.quiet);
         match cli.command.execute() {
             Ok(code) => code,
             Err(e) => {

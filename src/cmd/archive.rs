@@ -77,7 +77,7 @@ pub fn execute(a: Args) -> Result<i32> {
             if sha256.is_some() && (day.is_some() || names.len() != 1) {
                 return Err(Error::bad_input(
                     "--sha256",
-                    "only with a single NAME=VERSION and no --day",
+                    "taken only with a single NAME=VERSION and no --day",
                 ));
             }
             match day {

@@ -58,7 +58,7 @@ impl BackendArgs {
                 if self.kernel.is_some() || self.initrd.is_some() {
                     return Err(Error::bad_input(
                         "--kernel/--initrd",
-                        "only with --backend microvm",
+                        "taken only with --backend microvm (the container runs on the host's kernel)",
                     ));
                 }
                 Ok(BackendChoice::Container)
@@ -74,8 +74,8 @@ impl BackendArgs {
                 let memory_mib = self.vm_memory.unwrap_or(default_memory_mib);
                 if self.vm_cpus == 0 || memory_mib < 256 {
                     return Err(Error::bad_input(
-                        "--vm-cpus/--vm-memory",
-                        "at least 1 CPU and 256 MiB",
+                        format!("--vm-cpus {} / --vm-memory {memory_mib}", self.vm_cpus),
+                        "expected at least 1 CPU and 256 MiB",
                     ));
                 }
                 Ok(BackendChoice::Microvm(MicrovmChoice {

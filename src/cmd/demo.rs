@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use crate::cmd::store::StoreArg;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::pipeline::{self, Options};
 use crate::plan::{BuildVersion, Plan, Profile};
+use crate::progress;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,18 +30,30 @@ pub fn execute(a: Args) -> Result<i32> {
         .world
         .clone()
         .unwrap_or_else(|| store.root().join("world"));
-    eprintln!(
-        "reprobox: test world in {} (built once, then reused)",
+    let out = a.out.unwrap_or_else(|| PathBuf::from("reprobox-out/demo"));
+    progress::line(&format!(
+        "test world in {} (built once, then reused)",
         dir.display()
-    );
-    let manifest = crate::world::build(&dir)?;
-    let servers = crate::world::serve(
-        &dir,
-        crate::world::Ports {
-            archive: 0,
-            registry: 0,
-        },
-    )?;
+    ));
+    let (manifest, servers) = {
+        // Quiet: what building the world prints goes to OUT/world.log.
+        let _to_log = if progress::quiet() {
+            crate::error::dir_or_absent(&out, "output directory")?;
+            std::fs::create_dir_all(&out).ctx("create", &out)?;
+            Some(progress::Redirect::to_file(&out.join("world.log"))?)
+        } else {
+            None
+        };
+        let manifest = crate::world::build(&dir)?;
+        let servers = crate::world::serve(
+            &dir,
+            crate::world::Ports {
+                archive: 0,
+                registry: 0,
+            },
+        )?;
+        (manifest, servers)
+    };
     let overrides = vec![
         ("archive".to_string(), servers.archive_url.clone()),
         ("rootfs".to_string(), servers.rootfs_url.clone()),
@@ -50,16 +63,15 @@ pub fn execute(a: Args) -> Result<i32> {
     let loaded = Profile::load("test-world")?;
     let version = BuildVersion::parse(&manifest.version)?;
     let plan = Plan::with_overrides(&loaded, &version, &[], &overrides)?;
-    let out = a.out.unwrap_or_else(|| PathBuf::from("reprobox-out/demo"));
     // First pass against the loopback servers: fills the store with every input (nothing
     // leaves the machine; the world is all there is).
-    eprintln!("reprobox: pass 1 of 2: warming the store from the world's loopback servers");
+    progress::line("pass 1 of 2: warming the store from the world's loopback servers");
     let warm = Options {
         offline: false,
         rollback: true,
         env_day: None,
         out: out.join("warm"),
-        progress: true,
+        progress: progress::mode(),
         timeout: None,
         keep_work: false,
         use_prepared_envs: true,
@@ -68,14 +80,18 @@ pub fn execute(a: Args) -> Result<i32> {
     pipeline::reproduce(&plan, store.clone(), &warm)?;
     drop(servers);
     // Second pass: every server stopped, offline, from the store alone.
-    eprintln!("reprobox: pass 2 of 2: every server stopped; reproducing offline from the store");
+    progress::line("pass 2 of 2: every server stopped; reproducing offline from the store");
     let opts = Options {
         offline: true,
         out: out.clone(),
         ..warm
     };
     let outcome = pipeline::reproduce(&plan, store, &opts)?;
-    print!("{}", outcome.report.summary());
-    println!("\nreport: {}", out.join("report.json").display());
+    if progress::quiet() {
+        println!("{}", outcome.report.verdict_line());
+    } else {
+        print!("{}", outcome.report.summary());
+        println!("\nreport: {}", out.join("report.json").display());
+    }
     Ok(outcome.exit_code)
 }

@@ -5,9 +5,11 @@
 
 pub mod archive;
 pub mod backend;
+pub mod completions;
 pub mod demo;
 pub mod doctor;
 pub mod drift;
+pub mod man;
 pub mod mirror;
 pub mod plan;
 pub mod profiles;

@@ -102,7 +102,14 @@ pub fn execute(a: Args) -> Result<i32> {
             .map(crate::inputs::archive::parse_day)
             .transpose()?,
         out: out.clone(),
-        progress: !a.json || std::io::stderr().is_terminal(),
+        progress: match crate::progress::mode() {
+            // The JSON alone on stdout, and off a terminal no progress lines either; the
+            // build's own output goes to stderr as it always did.
+            crate::progress::Mode::Lines if a.json && !std::io::stderr().is_terminal() => {
+                crate::progress::Mode::Off
+            }
+            m => m,
+        },
         timeout: a.timeout.map(std::time::Duration::from_secs),
         keep_work: a.keep_work,
         use_prepared_envs: !a.fresh_env,
@@ -121,6 +128,8 @@ pub fn execute(a: Args) -> Result<i32> {
             "{}",
             serde_json::to_string_pretty(&outcome.report).expect("plain JSON")
         );
+    } else if crate::progress::quiet() {
+        println!("{}", outcome.report.verdict_line());
     } else {
         print!("{}", outcome.report.summary());
         println!("\nreport: {}", out.join("report.json").display());

@@ -183,7 +183,7 @@ fn hash(file: &Path) -> Result<i32> {
     if !file.is_file() {
         return Err(Error::bad_input(
             format!("file {}", file.display()),
-            "no such regular file",
+            "no such regular file (expected a file to hash)",
         ));
     }
     let (sha, _) = store::hash_file(file)?;

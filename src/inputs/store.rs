@@ -497,7 +497,7 @@ impl Store {
                     v.push(self.blob(sha).ok_or_else(|| {
                         Error::bad_input(
                             format!("blob {sha}"),
-                            "is named by the lock but not in the store",
+                            "is named by the lock but not in the store (expected every blob the lock names to be in the store: fetch it first)",
                         )
                     })?);
                 }

@@ -87,7 +87,7 @@ pub fn unpack_root(archive: &Path, dest: &Path) -> Result<UnpackReport> {
             source,
             ..
         }) => Err(Error::bad_input(
-            archive.display().to_string(),
+            format!("archive {}", archive.display()),
             format!(
                 "truncated or corrupt: cannot unpack as a root filesystem tar (tar, tar.gz, tar.zst): {source}"
             ),
@@ -103,16 +103,16 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<UnpackReport> {
             let mut it = fs::read_dir(dest).ctx("read directory", dest)?;
             if it.next().is_some() {
                 return Err(Error::bad_input(
-                    dest.display().to_string(),
-                    "unpack destination must be an empty directory or not exist",
+                    format!("unpack destination {}", dest.display()),
+                    "expected an empty directory or nothing yet",
                 ));
             }
             false
         }
         Ok(_) => {
             return Err(Error::bad_input(
-                dest.display().to_string(),
-                "unpack destination must be a directory",
+                format!("unpack destination {}", dest.display()),
+                "expected a directory",
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -343,7 +343,7 @@ fn remove_non_dir(p: &Path) -> Result<()> {
 
 fn set_mtime(p: &Path, mtime: i64) -> Result<()> {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::bad_input(p.display().to_string(), "path contains a NUL byte"))?;
+        .map_err(|_| Error::bad_input(format!("path {}", p.display()), "expected no NUL byte"))?;
     let ts = [
         libc::timespec {
             tv_sec: mtime,

@@ -25,6 +25,7 @@ impl Run<'_> {
     /// Stage 6 over the rebuilt `rootfs` (which may be missing: the check is then unknown).
     pub fn check_rootfs(&mut self, release: &Release, rootfs: &Path) -> Result<RootfsEvidence> {
         let plan = self.plan;
+        self.phase(&format!("checking the rootfs {}", plan.artifacts.rootfs));
         let actual = if rootfs.is_file() {
             Some(crate::digest::sha256_file(rootfs)?)
         } else {
@@ -55,7 +56,7 @@ impl Run<'_> {
             return Ok(ev);
         }
         let url = plan.expected.rootfs_url.clone();
-        self.say(&format!(
+        self.phase(&format!(
             "rootfs differs: fetching the published one from {url} to compare"
         ));
         match self.fetcher.fetch_recorded(

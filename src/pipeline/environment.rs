@@ -238,7 +238,10 @@ impl Run<'_> {
         }
         if refusal.is_none() && !on_vm {
             let staging = envs.stage()?;
-            self.say(&format!("base root filesystem {}", plan.base.url));
+            self.phase(&format!(
+                "unpacking the base root filesystem {}",
+                plan.base.url
+            ));
             let staged = staging.root();
             unpack_base(plan, self.fetcher, &mut self.ledger.inputs, base, &staged)?;
             self.interrupted()?;
@@ -273,7 +276,10 @@ impl Run<'_> {
                 "the environment was prepared from the base for this run only: {why}"
             ));
         }
-        self.say(&format!("base root filesystem {}", plan.base.url));
+        self.phase(&format!(
+            "unpacking the base root filesystem {}",
+            plan.base.url
+        ));
         let r = work.join("base");
         unpack_base(plan, self.fetcher, &mut self.ledger.inputs, base, &r)?;
         self.interrupted()?;

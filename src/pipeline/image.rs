@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::images::DigestRef;
 use crate::inputs::registry::PublishedImage;
 use crate::plan::{PlannedStep, WORKSPACE};
-use crate::report::Check;
+use crate::report::{Check, Status as CheckStatus};
 
 /// The podman global flags and the `-t` tag of an image step's build command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +95,7 @@ impl Run<'_> {
             .map(|l| l.url.clone())
             .unwrap_or_default();
         for r in refs {
-            self.say(&format!("pinning base image {r}"));
+            self.phase(&format!("pinning base image {r}"));
             ctx.services.images.push(crate::inputs::images::pin(
                 self.fetcher,
                 &mut self.ledger.inputs,
@@ -146,6 +146,10 @@ impl Run<'_> {
         built: Option<&PodmanCall>,
     ) -> Result<(Vec<Check>, Vec<String>)> {
         let plan = self.plan;
+        self.phase(&format!(
+            "checking the image against the published {}",
+            plan.expected_image_ref()
+        ));
         let local = match built {
             Some(call) => self.inspect_rebuilt(ctx, step, call)?,
             None => None,
@@ -169,7 +173,7 @@ impl Run<'_> {
         if let (Some(p), Some(l), Some(call)) = (&published, &local, built)
             && p.config_digest != l.config_digest
         {
-            self.say("image differs: saving both images to compare");
+            self.phase("image differs: saving both images to compare");
             match self.save_images(ctx, step, call, p) {
                 Ok(files) => {
                     kept.extend(files);
@@ -319,15 +323,20 @@ fn read_local_image(path: &Path) -> Result<LocalImage> {
     parse_local_image(&text, &path.display().to_string())
 }
 
+/// Why the manifest digests differ when the config digest and the diffIDs are the same.
+pub const MANIFEST_COMPRESSION_CAUSE: &str =
+    "the local manifest lists uncompressed layers; the registry's lists compressed ones";
+
 /// The image checks: config digest and diffIDs decide, the manifest digest is evidence.
-/// A side that could not be read makes a check unknown.
+/// A side that could not be read makes a check unknown. A manifest digest that differs
+/// while both decisive checks pass has a known, harmless cause (layer compression).
 pub fn image_checks(
     image_ref: &str,
     published: Option<&PublishedImage>,
     local: Option<&LocalImage>,
 ) -> Vec<Check> {
     let src = format!("published {image_ref}; rebuilt by the image step");
-    vec![
+    let mut checks = vec![
         Check::compare(
             "image-config-digest",
             true,
@@ -347,9 +356,28 @@ pub fn image_checks(
             false,
             published.map(|p| p.manifest_digest.clone()),
             local.and_then(|l| l.manifest_digest.clone()),
-            "depends on layer compression: podman's local manifest has uncompressed layers, the registry's compressed ones".into(),
+            format!(
+                "published {image_ref} from the registry; rebuilt: podman's local manifest (evidence only: it depends on layer compression)"
+            ),
         ),
-    ]
+    ];
+    mark_known_causes(&mut checks);
+    checks
+}
+
+/// The manifest digests differ for a known, harmless reason when the config digest and the
+/// diffIDs both pass (the same image, its layers compressed or not): say so in the check.
+/// With a decisive check failed or unknown, the difference stays unexplained.
+fn mark_known_causes(checks: &mut [Check]) {
+    let decisive_pass = checks
+        .iter()
+        .filter(|c| c.decisive)
+        .all(|c| c.status == CheckStatus::Pass);
+    for c in checks.iter_mut() {
+        if decisive_pass && c.name == "image-manifest-digest" && c.status == CheckStatus::Fail {
+            c.known_cause = Some(MANIFEST_COMPRESSION_CAUSE.into());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -402,7 +430,7 @@ mod tests {
         let e = parse_local_image("not json", "inspect.json").unwrap_err();
         assert!(e.to_string().contains("inspect.json"), "{e}");
 
-        // Nothing published: every check is unknown, never a pass.
+        // Nothing published: every check is unknown, never a pass, and nothing is explained.
         let checks = image_checks("r/i:t", None, Some(&l));
         assert_eq!(checks.len(), 3);
         assert!(checks.iter().all(|c| c.status == Status::Unknown));
@@ -411,5 +439,59 @@ mod tests {
             2,
             "the manifest digest is evidence only"
         );
+        assert!(checks.iter().all(|c| c.known_cause.is_none()));
+    }
+
+    fn compare(name: &str, decisive: bool, e: &str, a: &str) -> Check {
+        Check::compare(
+            name,
+            decisive,
+            Some(e.into()),
+            Some(a.into()),
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn a_manifest_digest_differing_under_a_same_image_is_known_and_harmless() {
+        let same = |n| compare(n, true, "x", "x");
+        let mut checks = vec![
+            same("image-config-digest"),
+            same("image-diff-ids"),
+            compare("image-manifest-digest", false, "sha256:gz", "sha256:raw"),
+        ];
+        mark_known_causes(&mut checks);
+        assert_eq!(
+            checks[2].known_cause.as_deref(),
+            Some(MANIFEST_COMPRESSION_CAUSE)
+        );
+        assert!(
+            checks[2]
+                .outcome()
+                .starts_with("differs (known, harmless: ")
+        );
+        assert!(!checks[2].outcome().contains("FAIL"));
+
+        // The config digest differs: the manifest's difference is not explained away.
+        let mut checks = vec![
+            compare("image-config-digest", true, "x", "y"),
+            same("image-diff-ids"),
+            compare("image-manifest-digest", false, "sha256:gz", "sha256:raw"),
+        ];
+        mark_known_causes(&mut checks);
+        assert_eq!(checks[2].known_cause, None);
+        assert_eq!(
+            checks[2].outcome(),
+            "differs (evidence only, not part of the verdict)"
+        );
+
+        // Equal manifests need no cause.
+        let mut checks = vec![
+            same("image-config-digest"),
+            same("image-diff-ids"),
+            same("image-manifest-digest"),
+        ];
+        mark_known_causes(&mut checks);
+        assert_eq!(checks[2].known_cause, None);
     }
 }

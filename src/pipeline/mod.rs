@@ -49,8 +49,9 @@ pub struct Options {
     /// build then runs with that day's tools, to see what drift does to the output.
     pub env_day: Option<String>,
     pub out: PathBuf,
-    /// Progress lines on stderr.
-    pub progress: bool,
+    /// How progress is shown on stderr (and whether the jobs' output goes to
+    /// `OUT/build.log` instead of the terminal): [`crate::progress::Mode`].
+    pub progress: crate::progress::Mode,
     pub timeout: Option<std::time::Duration>,
     /// Keep the work directory (environment root and workspace) instead of removing it.
     pub keep_work: bool,
@@ -85,6 +86,8 @@ pub struct Run<'a> {
     /// The archive the plan names; its day databases are parsed once per run.
     pub archive: Archive<'a>,
     pub ledger: Ledger,
+    /// Phases and lines on stderr.
+    pub progress: crate::progress::Progress,
     guard: crate::interrupt::Guard,
     clock: PhaseClock,
 }
@@ -97,6 +100,7 @@ impl<'a> Run<'a> {
             fetcher,
             archive: Archive::new(archive_url(plan), fetcher),
             ledger: Ledger::default(),
+            progress: crate::progress::Progress::new(o.progress),
             // SIGINT/SIGTERM from here on are recorded, not fatal: a running job is killed
             // by its backend, and between steps `interrupted` returns, dropping (removing)
             // the work directory on the way out.
@@ -105,11 +109,14 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// A progress line on stderr.
+    /// A line of information on stderr (above the spinner on a terminal).
     pub fn say(&self, msg: &str) {
-        if self.o.progress {
-            eprintln!("reprobox: {msg}");
-        }
+        self.progress.say(msg);
+    }
+
+    /// A new phase of the run begins: a spinner on a terminal, a line otherwise.
+    pub fn phase(&self, msg: &str) {
+        self.progress.phase(msg);
     }
 
     /// `Interrupted` once SIGINT or SIGTERM arrived.
@@ -137,11 +144,14 @@ fn archive_url(plan: &Plan) -> &str {
 /// Run the reproduction of `plan` with the store at `store`.
 pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     crate::error::dir_or_absent(&o.out, "output directory")?;
-    let fetcher = Fetcher::new(store.clone(), o.offline).with_progress(o.progress);
+    // Fetch's own progress (bars on a terminal, lines otherwise) only with plain lines: a
+    // spinner holds the terminal, and the phase it shows covers the fetch.
+    let fetcher = Fetcher::new(store.clone(), o.offline)
+        .with_progress(o.progress == crate::progress::Mode::Lines);
     let mut run = Run::new(plan, o, &fetcher);
 
     // 1. The release.
-    run.say(&format!(
+    run.phase(&format!(
         "release {} from {}",
         plan.source.tag, plan.source.git
     ));
@@ -158,8 +168,22 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         .prefix(".reprobox-work-")
         .tempdir_in(&o.out)
         .ctx("create a work directory in", &o.out)?;
+    // The jobs' output, when it does not go to the terminal (`--quiet`, a spinner).
+    let job_log = run
+        .progress
+        .wants_job_log()
+        .then(|| o.out.join("build.log"));
+    if let Some(log) = &job_log {
+        let _ = std::fs::remove_file(log);
+        run.say(&format!("the build's own output goes to {}", log.display()));
+    }
+    run.phase(&format!(
+        "pinning the base root filesystem {}",
+        plan.base.url
+    ));
     let base = environment::pin_base(plan, &fetcher, &mut run.ledger.inputs)?;
     let workspace = work.path().join("workspace");
+    run.phase(&format!("checking out {}", release.release.source_revision));
     git.checkout(&release.release.source_revision, &workspace)?;
     run.lap("checkout");
     let backend = open_backend(&mut run, &selected.day, work.path())?;
@@ -170,6 +194,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     }
     // Declared after `work`: dropped (its overlay unmounted) before the work directory goes.
     let mut ctx = job_context(plan, o, &store, backend, workspace);
+    ctx.job_log = job_log;
 
     // 4. The environment.
     let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
@@ -198,13 +223,16 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     run.lap("image checks");
 
     // 8. The drift of the environment from the snapshot day.
+    run.phase("comparing the environment with the snapshot day's packages");
     let drift = run.drift(&build.env_lock);
     run.lap("drift");
 
     // 9. The report and the outputs.
+    run.phase(&format!("writing the report into {}", o.out.display()));
     let report = outputs::assemble_report(
         plan,
         outputs::Findings {
+            environment_day: selected.day.clone(),
             backend: ctx.backend.name(),
             microvm: ctx.backend.record(),
             source_revision: release.release.source_revision.clone(),
@@ -233,7 +261,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         },
     )?;
     run.lap("outputs");
+    run.phase("cleaning up the work directory");
     finish(&mut run, ctx.root, work)?;
+    run.progress.end();
     let exit_code = report.verdict.exit_code();
     Ok(Outcome { report, exit_code })
 }
@@ -264,6 +294,7 @@ fn job_context(
         timeout: o.timeout,
         id_map: environment::id_map(),
         scratch: Vec::new(),
+        job_log: None,
     }
 }
 
@@ -273,7 +304,7 @@ fn open_backend(run: &mut Run, day: &str, work: &Path) -> Result<Box<dyn Backend
     match &run.o.backend {
         BackendChoice::Container => Ok(Box::new(Container)),
         BackendChoice::Microvm(choice) => {
-            run.say("microVM backend: resolving the guest kernel");
+            run.phase("microVM backend: resolving the guest kernel");
             let vm = MicroVm::for_reproduction(
                 choice,
                 archive_url(run.plan),

@@ -12,7 +12,7 @@ use crate::inputs::archive::ResolvedPackage;
 use crate::inputs::lock::InputsLock;
 use crate::plan::Plan;
 use crate::report::attestation::{Statement, Subject};
-use crate::report::{Check, Report, StepRecord, Verdict};
+use crate::report::{Check, Hosts, Report, StepRecord, Verdict};
 use crate::verify::audit::LateTimestamp;
 use crate::verify::tardiff::FileDiff;
 
@@ -85,6 +85,8 @@ impl Run<'_> {
 
 /// Everything the report is made of besides the plan.
 pub struct Findings {
+    /// The archive day the environment was rolled to.
+    pub environment_day: String,
     pub backend: &'static str,
     pub microvm: Option<serde_json::Value>,
     pub source_revision: String,
@@ -107,6 +109,12 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
     } else {
         Verdict::of(&f.checks)
     };
+    let local_locations: Vec<String> = plan
+        .locations
+        .iter()
+        .filter(|(_, l)| Hosts::is_local(&l.url))
+        .map(|(k, _)| k.clone())
+        .collect();
     Report {
         schema: crate::report::REPORT_SCHEMA,
         reprobox_version: env!("CARGO_PKG_VERSION"),
@@ -114,6 +122,13 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         version: plan.version.to_string(),
         snapshot: plan.snapshot.clone(),
         source_date_epoch: plan.source_date_epoch,
+        source_git: plan.source.git.clone(),
+        tag: plan.source.tag.clone(),
+        registry: plan.expected.registry.clone(),
+        image: plan.expected_image_ref(),
+        hosts: Hosts::of(local_locations.len(), plan.locations.len()),
+        local_locations,
+        environment_day: f.environment_day,
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),
@@ -217,6 +232,7 @@ mod tests {
 
     fn findings(checks: Vec<Check>, failed: Option<&str>) -> Findings {
         Findings {
+            environment_day: "2026/05/17".into(),
             backend: "container",
             microvm: None,
             source_revision: "34b87485162b028c8d957bdcd2674359d883cd21".into(),
@@ -256,11 +272,47 @@ mod tests {
         assert_eq!(r.profile, "archlinux-repro");
         assert_eq!(r.notes, ["n"]);
         assert_eq!(r.checks[0].status, CheckStatus::Pass);
+        // What was compared with what comes from the plan.
+        assert_eq!(r.source_git, plan.source.git);
+        assert_eq!(r.tag, "v20260518.0.532496");
+        assert_eq!(r.registry, plan.expected.registry);
+        assert_eq!(r.image, plan.expected_image_ref());
+        assert_eq!(r.environment_day, "2026/05/17");
+        assert_eq!(r.hosts, Hosts::Real);
+        assert!(r.local_locations.is_empty());
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["hosts"], "real");
+        assert_eq!(json["source_git"], plan.source.git.as_str());
         let r = assemble_report(&plan, findings(vec![pass.clone(), fail], None));
         assert_eq!(r.verdict, Verdict::Differs);
         // A failed step makes the run incomplete whatever the checks say.
         let r = assemble_report(&plan, findings(vec![pass], Some("make")));
         assert_eq!(r.verdict, Verdict::Incomplete);
+    }
+
+    #[test]
+    fn a_plan_on_loopback_hosts_is_a_local_world() {
+        let lp = crate::plan::profile::Profile::load("archlinux-repro").unwrap();
+        let v = crate::plan::version::BuildVersion::parse("20260518.0.532496").unwrap();
+        let all: Vec<(String, String)> = ["archive", "rootfs", "registry"]
+            .iter()
+            .map(|k| (k.to_string(), "http://127.0.0.1:9".to_string()))
+            .chain([("git".to_string(), "file:///srv/up.git".to_string())])
+            .collect();
+        let plan = Plan::with_overrides(&lp, &v, &[], &all).unwrap();
+        let r = assemble_report(&plan, findings(Vec::new(), None));
+        assert_eq!(r.hosts, Hosts::LocalWorld);
+        assert!(
+            r.summary()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("a local world")
+        );
+        let plan = Plan::with_overrides(&lp, &v, &[], &all[..1]).unwrap();
+        let r = assemble_report(&plan, findings(Vec::new(), None));
+        assert_eq!(r.hosts, Hosts::Mixed);
+        assert_eq!(r.local_locations, ["archive"]);
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub fn fetch(plan: &Plan, git: &GitSource, offline: bool) -> Result<ReleaseAt> {
 /// The release file's bytes as a [`Release`] that agrees with the plan.
 fn parse(plan: &Plan, bytes: Vec<u8>) -> Result<Release> {
     let what = format!("{} at {}", plan.source.release_file, plan.source.tag);
-    let text =
-        String::from_utf8(bytes).map_err(|_| Error::bad_input(what.clone(), "not UTF-8 text"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::bad_input(what.clone(), "not UTF-8 text; expected a text file"))?;
     let release = Release::parse(&text, &what)?;
     let disagreements = release.check_against(&plan.version);
     if !disagreements.is_empty() {

@@ -49,12 +49,19 @@ pub struct JobContext {
     pub id_map: Option<IdRange>,
     /// Extra writable binds every job gets (scratch directories of the run).
     pub scratch: Vec<Bind>,
+    /// Where the jobs' stdout and stderr go instead of reprobox's own (`--quiet`, or a
+    /// spinner on the terminal): appended to this file while each job runs.
+    pub job_log: Option<PathBuf>,
 }
 
 impl JobContext {
     /// Run one job on the backend with the services on its loopback; its outcome and every
     /// request the services answered.
     pub fn run_job(&self, job: &Job) -> Result<(JobOutcome, InputsLock)> {
+        let _to_log = match &self.job_log {
+            Some(log) => Some(crate::progress::Redirect::to_file(log)?),
+            None => None,
+        };
         self.backend.run(job, &self.services)
     }
 
@@ -299,7 +306,7 @@ impl Run<'_> {
             if step.role == Role::Image {
                 result.image = self.pin_base_images(ctx, step)?;
             }
-            self.say(&format!(
+            self.phase(&format!(
                 "step {} ({} command(s))",
                 step.name,
                 step.commands.len()
@@ -337,7 +344,7 @@ mod tests {
             rollback: true,
             env_day: None,
             out: PathBuf::from("/nonexistent"),
-            progress: false,
+            progress: crate::progress::Mode::Off,
             timeout: None,
             keep_work: false,
             use_prepared_envs: true,
@@ -365,6 +372,7 @@ mod tests {
             timeout: Some(std::time::Duration::from_secs(9)),
             id_map: Some(super::super::environment::ID_RANGE),
             scratch: Vec::new(),
+            job_log: None,
         }
     }
 

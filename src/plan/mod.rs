@@ -257,8 +257,9 @@ impl Plan {
                             }
                         ),
                         format!(
-                            "profile {} has no location {k:?}; expected one of: {}",
+                            "profile {} has no location {k:?}; {}expected one of: {}",
                             p.name,
+                            crate::suggest::did_you_mean(k, p.locations.keys().map(String::as_str)),
                             p.locations.keys().cloned().collect::<Vec<_>>().join(", ")
                         ),
                     ));
@@ -595,6 +596,7 @@ mod tests {
             e.to_string().contains("archiv") && e.exit_code() == 2,
             "{e}"
         );
+        assert!(e.to_string().contains("did you mean \"archive\"?"), "{e}");
         let e = plan(&[("archive", "ftp://x")], &[]).unwrap_err();
         assert!(e.to_string().contains("ftp://x"), "{e}");
         assert!(parse_location_override("archive").is_err());

@@ -314,7 +314,8 @@ impl Profile {
         Err(Error::bad_input(
             format!("profile {spec:?}"),
             format!(
-                "no such profile; expected one of: {} (see `reprobox profiles`), or a path to a .toml file",
+                "no such profile; {}expected one of: {} (see `reprobox profiles`), or a path to a .toml file",
+                crate::suggest::did_you_mean(spec, known.iter().map(String::as_str)),
                 known.join(", ")
             ),
         ))
@@ -429,5 +430,8 @@ mod tests {
             m.contains("no-such-profile") && m.contains("archlinux-repro"),
             "{m}"
         );
+        assert!(!m.contains("did you mean"), "{m}");
+        let m = Profile::load("archlinux-rpro").unwrap_err().to_string();
+        assert!(m.contains("did you mean \"archlinux-repro\"?"), "{m}");
     }
 }

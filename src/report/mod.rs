@@ -35,6 +35,11 @@ pub struct Check {
     pub actual: Option<String>,
     /// Where each side came from, or why it is unknown.
     pub evidence: String,
+    /// A difference whose cause is known and harmless (a non-decisive check only): why the
+    /// two sides differ although the decisive checks show the same image. The summary shows
+    /// it as such, never as a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_cause: Option<String>,
 }
 
 impl Check {
@@ -57,6 +62,76 @@ impl Check {
             expected,
             actual,
             evidence,
+            known_cause: None,
+        }
+    }
+
+    /// How the summary shows the check: `pass`, `differs` (with what is known of it), or
+    /// `not run: WHY` (an unknown is never shown as a pass).
+    pub fn outcome(&self) -> String {
+        match self.status {
+            Status::Pass => "pass".into(),
+            Status::Fail => match (&self.known_cause, self.decisive) {
+                (Some(cause), _) => {
+                    format!("differs (known, harmless: {cause} — not part of the verdict)")
+                }
+                (None, false) => "differs (evidence only, not part of the verdict)".into(),
+                (None, true) => "differs".into(),
+            },
+            Status::Unknown => format!("not run: {}", self.why_not_run()),
+        }
+    }
+
+    /// Why an unknown check could not be made: which side is missing.
+    fn why_not_run(&self) -> &'static str {
+        match (&self.expected, &self.actual) {
+            (None, None) => "neither the published nor the rebuilt value could be read",
+            (None, Some(_)) => "the published value could not be read",
+            _ => "nothing rebuilt to compare (its step did not run or did not finish)",
+        }
+    }
+}
+
+/// Whether the published side came from the real hosts or from a local world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hosts {
+    /// No location of the plan on loopback or file://.
+    Real,
+    /// Every location on loopback (127.0.0.1, localhost, ::1) or file://.
+    LocalWorld,
+    /// Some of each (`local_locations` names the local ones).
+    Mixed,
+}
+
+impl Hosts {
+    /// A URL on this machine: loopback or file://.
+    pub fn is_local(url: &str) -> bool {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return false;
+        };
+        if scheme == "file" {
+            return true;
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if let Some(v6) = host.strip_prefix('[') {
+            v6.split(']').next().unwrap_or_default()
+        } else {
+            host.split(':').next().unwrap_or_default()
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// From how many of the plan's `n` locations are local.
+    pub fn of(local: usize, n: usize) -> Hosts {
+        match local {
+            0 => Hosts::Real,
+            l if l == n => Hosts::LocalWorld,
+            _ => Hosts::Mixed,
         }
     }
 }
@@ -118,6 +193,20 @@ pub struct Report {
     pub version: String,
     pub snapshot: String,
     pub source_date_epoch: i64,
+    /// The upstream git remote the release tag and its release file came from.
+    pub source_git: String,
+    /// The release tag the expected hashes were read at.
+    pub tag: String,
+    /// The registry base URL the published image was read from.
+    pub registry: String,
+    /// The published image (`host/repository:tag`).
+    pub image: String,
+    /// Whether the plan's locations were the real hosts or a local world.
+    pub hosts: Hosts,
+    /// The plan's locations on loopback or file:// (by name).
+    pub local_locations: Vec<String>,
+    /// The archive day the environment was rolled to (the snapshot day unless `--env-day`).
+    pub environment_day: String,
     pub backend: String,
     /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
     /// came from), memory, CPUs, root disk. Absent for the container backend.
@@ -140,20 +229,60 @@ pub struct Report {
 }
 
 impl Report {
-    /// The human summary (`summary.txt`).
-    pub fn summary(&self) -> String {
-        use std::fmt::Write;
-        let mut o = String::new();
+    /// The verdict line, the summary's first: `PROFILE VERSION — VERDICT` (all `--quiet`
+    /// prints).
+    pub fn verdict_line(&self) -> String {
         let verdict = match self.verdict {
             Verdict::Reproduced => "REPRODUCED",
             Verdict::Differs => "DIFFERS",
             Verdict::Incomplete => "INCOMPLETE",
         };
-        let _ = writeln!(o, "{} {} — {verdict}", self.profile, self.version);
+        format!("{} {} — {verdict}", self.profile, self.version)
+    }
+
+    /// Where the published side came from, in words.
+    fn hosts_text(&self) -> String {
+        match self.hosts {
+            Hosts::Real => "the real hosts".into(),
+            Hosts::LocalWorld => "a local world (loopback hosts, not the real ones)".into(),
+            Hosts::Mixed => format!(
+                "the real hosts, but {} local (loopback or file://)",
+                self.local_locations.join(", ")
+            ),
+        }
+    }
+
+    /// The human summary (`summary.txt`): the verdict; what was compared with what; each
+    /// check; the steps; then every difference and note.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let _ = writeln!(o, "{}", self.verdict_line());
         let _ = writeln!(
             o,
-            "snapshot {}, SOURCE_DATE_EPOCH {}, backend {}",
-            self.snapshot, self.source_date_epoch, self.backend
+            "published: release {} of {}; image {} from {} — {}",
+            self.tag,
+            self.source_git,
+            self.image,
+            self.registry,
+            self.hosts_text()
+        );
+        let day = if self.environment_day == self.snapshot {
+            "the snapshot day"
+        } else {
+            "not the snapshot day"
+        };
+        let _ = writeln!(
+            o,
+            "rebuilt: source revision {} on backend {}, environment day {} ({day})",
+            self.source_revision.as_deref().unwrap_or("(unknown)"),
+            self.backend,
+            self.environment_day
+        );
+        let _ = writeln!(
+            o,
+            "snapshot {}, SOURCE_DATE_EPOCH {}",
+            self.snapshot, self.source_date_epoch
         );
         if let Some(m) = &self.microvm {
             let _ = writeln!(
@@ -167,18 +296,9 @@ impl Report {
                 m["cpus"]
             );
         }
-        if let Some(r) = &self.source_revision {
-            let _ = writeln!(o, "source revision {r}");
-        }
         let _ = writeln!(o, "\nchecks");
         for c in &self.checks {
-            let s = match c.status {
-                Status::Pass => "pass",
-                Status::Fail => "FAIL",
-                Status::Unknown => "unknown",
-            };
-            let note = if c.decisive { "" } else { " (evidence only)" };
-            let _ = writeln!(o, "  {:<24} {s}{note}", c.name);
+            let _ = writeln!(o, "  {:<24} {}", c.name, c.outcome());
             if c.status != Status::Pass {
                 let _ = writeln!(
                     o,
@@ -270,6 +390,133 @@ mod tests {
             a.map(Into::into),
             String::new(),
         )
+    }
+
+    fn report(checks: Vec<Check>, hosts: Hosts, local: &[&str]) -> Report {
+        Report {
+            schema: REPORT_SCHEMA,
+            reprobox_version: "0",
+            profile: "archlinux-repro".into(),
+            version: "20260518.0.532496".into(),
+            snapshot: "2026/05/17".into(),
+            source_date_epoch: 1_779_062_400,
+            source_git: "https://gitlab.archlinux.org/archlinux/archlinux-docker.git".into(),
+            tag: "v20260518.0.532496".into(),
+            registry: "https://registry-1.docker.io".into(),
+            image: "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496".into(),
+            hosts,
+            local_locations: local.iter().map(|s| s.to_string()).collect(),
+            environment_day: "2026/05/17".into(),
+            backend: "container".into(),
+            microvm: None,
+            source_revision: Some("34b8748".into()),
+            verdict: Verdict::of(&checks),
+            checks,
+            file_diffs: Vec::new(),
+            environment_drift: Vec::new(),
+            late_timestamps: Vec::new(),
+            steps: Vec::new(),
+            external_diffs: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_was_compared_with_what_and_each_checks_outcome() {
+        let mut manifest = c("image-manifest-digest", false, Some("m1"), Some("m2"));
+        manifest.known_cause = Some("layers compressed on one side only".into());
+        let r = report(
+            vec![
+                c("rootfs-sha256", true, Some("a"), Some("a")),
+                c("image-config-digest", true, Some("b"), Some("b")),
+                manifest,
+            ],
+            Hosts::Real,
+            &[],
+        );
+        let s = r.summary();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "archlinux-repro 20260518.0.532496 — REPRODUCED");
+        assert_eq!(lines[0], r.verdict_line());
+        assert!(
+            lines[1].starts_with(
+                "published: release v20260518.0.532496 of https://gitlab.archlinux.org/"
+            ),
+            "{s}"
+        );
+        assert!(lines[1].contains("image registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496 from https://registry-1.docker.io"), "{s}");
+        assert!(lines[1].ends_with("— the real hosts"), "{s}");
+        assert_eq!(
+            lines[2],
+            "rebuilt: source revision 34b8748 on backend container, environment day 2026/05/17 (the snapshot day)"
+        );
+        assert!(s.contains("  rootfs-sha256            pass\n"), "{s}");
+        assert!(
+            s.contains("image-manifest-digest    differs (known, harmless: layers compressed on one side only — not part of the verdict)"),
+            "{s}"
+        );
+        assert!(!s.contains("FAIL"), "{s}");
+
+        let r = report(
+            vec![
+                c("rootfs-sha256", true, Some("a"), None),
+                c("image-config-digest", true, None, Some("b")),
+                c("image-diff-ids", true, Some("a"), Some("b")),
+            ],
+            Hosts::LocalWorld,
+            &["archive", "git", "registry", "rootfs"],
+        );
+        let s = r.summary();
+        assert!(
+            s.starts_with("archlinux-repro 20260518.0.532496 — DIFFERS\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("— a local world (loopback hosts, not the real ones)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("rootfs-sha256            not run: nothing rebuilt to compare"),
+            "{s}"
+        );
+        assert!(
+            s.contains("image-config-digest      not run: the published value could not be read"),
+            "{s}"
+        );
+        assert!(s.contains("image-diff-ids           differs\n"), "{s}");
+        assert!(
+            !s.contains(" pass"),
+            "an unknown is never shown as a pass: {s}"
+        );
+
+        let s = report(Vec::new(), Hosts::Mixed, &["archive"]).summary();
+        assert!(s.contains("the real hosts, but archive local"), "{s}");
+    }
+
+    #[test]
+    fn loopback_and_file_urls_are_local() {
+        for u in [
+            "http://127.0.0.1:8080",
+            "https://localhost/x",
+            "http://LOCALHOST:1",
+            "http://[::1]:5000/v2",
+            "http://user@127.0.0.2/",
+            "file:///srv/up.git",
+        ] {
+            assert!(Hosts::is_local(u), "{u}");
+        }
+        for u in [
+            "https://archive.archlinux.org",
+            "https://registry-1.docker.io",
+            "http://127.example.org/",
+            "http://localhost.example.org/",
+            "not a url",
+        ] {
+            assert!(!Hosts::is_local(u), "{u}");
+        }
+        assert_eq!(Hosts::of(0, 4), Hosts::Real);
+        assert_eq!(Hosts::of(4, 4), Hosts::LocalWorld);
+        assert_eq!(Hosts::of(1, 4), Hosts::Mixed);
     }
 
     #[test]

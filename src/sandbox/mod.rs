@@ -134,7 +134,8 @@ fn validate(job: &Job) -> Result<()> {
 }
 
 fn cstring(s: &str, what: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::bad_input(what.to_string(), "contains a NUL byte"))
+    CString::new(s)
+        .map_err(|_| Error::bad_input(what.to_string(), "contains a NUL byte; expected none"))
 }
 
 /// Start `job`; returns once it is about to exec its command.

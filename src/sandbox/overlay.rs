@@ -49,8 +49,8 @@ impl Overlay {
             let s = part.as_os_str().as_bytes();
             if s.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
                 return Err(Error::bad_input(
-                    part.display().to_string(),
-                    "a path without ',', ':' or '\\' (overlayfs mount options cannot carry them)",
+                    format!("overlay path {}", part.display()),
+                    "expected a path without ',', ':' or '\\' (overlayfs mount options cannot carry them)",
                 ));
             }
         }
@@ -95,8 +95,12 @@ impl Overlay {
         );
         let src = CString::new("overlay").expect("no NUL");
         let target = cstr(&merged)?;
-        let data = CString::new(opts)
-            .map_err(|_| Error::bad_input(dir.display().to_string(), "a path without NUL bytes"))?;
+        let data = CString::new(opts).map_err(|_| {
+            Error::bad_input(
+                format!("overlay path {}", dir.display()),
+                "expected a path without NUL bytes",
+            )
+        })?;
         // SAFETY: valid C strings; mount(2) does not keep the pointers.
         let r = unsafe {
             libc::mount(
@@ -142,8 +146,12 @@ impl Drop for Overlay {
 }
 
 fn cstr(p: &Path) -> Result<CString> {
-    super::sys::cstr(p)
-        .map_err(|_| Error::bad_input(p.display().to_string(), "a path without NUL bytes"))
+    super::sys::cstr(p).map_err(|_| {
+        Error::bad_input(
+            format!("overlay path {}", p.display()),
+            "expected a path without NUL bytes",
+        )
+    })
 }
 
 fn make_private(p: &Path) -> Result<()> {

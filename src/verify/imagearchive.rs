@@ -85,7 +85,10 @@ pub fn write_save_script(dir: &Path, published: &Path, rebuilt: &Path) -> Result
     use std::os::unix::fs::PermissionsExt;
     let q = |p: &Path| -> Result<String> {
         let s = p.to_str().ok_or_else(|| {
-            Error::bad_input(p.display().to_string(), "a path that is valid UTF-8")
+            Error::bad_input(
+                format!("saved image archive {}", p.display()),
+                "expected a path that is valid UTF-8",
+            )
         })?;
         crate::shell::quote(s, "saved image archive")
     };

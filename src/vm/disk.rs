@@ -108,9 +108,12 @@ pub fn extract_dir(image: &Path, guest_dir: &str, dest: &Path) -> Result<()> {
             "an absolute path below /",
         ));
     }
-    let parent = dest
-        .parent()
-        .ok_or_else(|| Error::bad_input(dest.display().to_string(), "has no parent"))?;
+    let parent = dest.parent().ok_or_else(|| {
+        Error::bad_input(
+            format!("destination {}", dest.display()),
+            "expected a path inside a directory",
+        )
+    })?;
     let stage = tempfile::Builder::new()
         .prefix(".reprobox-rdump-")
         .tempdir_in(parent)
@@ -220,8 +223,8 @@ pub fn rootfs_dir(source: &RootfsSource, scratch: &Path) -> Result<PathBuf> {
             let md = fs::metadata(d).ctx("stat", d)?;
             if !md.is_dir() {
                 return Err(Error::bad_input(
-                    d.display().to_string(),
-                    "the job's root filesystem must be a directory",
+                    format!("root filesystem {}", d.display()),
+                    "expected a directory (the job's root filesystem)",
                 ));
             }
             Ok(d.clone())

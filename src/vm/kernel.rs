@@ -82,8 +82,8 @@ pub fn select_with_modules_root(source: &KernelSource, modules_root: &Path) -> R
     })?;
     let release = bzimage_release(&bytes).ok_or_else(|| {
         Error::bad_input(
-            kernel.display().to_string(),
-            "not a Linux bzImage (no HdrS header with a version string)",
+            format!("kernel {}", kernel.display()),
+            "expected a Linux bzImage (found no HdrS header with a version string)",
         )
     })?;
     if let Some(i) = initrd {

@@ -115,8 +115,8 @@ impl RootDisk {
         let md = fs::metadata(root).ctx("stat", root)?;
         if !md.is_dir() {
             return Err(Error::bad_input(
-                root.display().to_string(),
-                "a root filesystem must be a directory",
+                format!("root filesystem {}", root.display()),
+                "expected a directory",
             ));
         }
         disk::make_ext4(root, image, headroom_mib)?;
@@ -282,8 +282,8 @@ pub fn run_with_output(
     let _guard = crate::interrupt::Guard::new();
     if opts.cpus == 0 || opts.memory_mib < 64 {
         return Err(Error::bad_input(
-            "VM options",
-            "at least 1 CPU and 64 MiB of memory",
+            format!("VM options ({} CPUs, {} MiB)", opts.cpus, opts.memory_mib),
+            "expected at least 1 CPU and 64 MiB of memory",
         ));
     }
     let source = KernelSource::from_options(opts.kernel.as_deref(), opts.initrd.as_deref())?;

@@ -119,8 +119,8 @@ pub fn load(dir: &Path) -> Result<WorldManifest> {
     let text = std::fs::read_to_string(&p).ctx("read", &p)?;
     serde_json::from_str(&text).map_err(|e| {
         Error::bad_input(
-            p.display().to_string(),
-            format!("not a {SCHEMA} world manifest: {e}"),
+            format!("world manifest {}", p.display()),
+            format!("expected a {SCHEMA} manifest (written by `reprobox world build`): {e}"),
         )
     })
 }
