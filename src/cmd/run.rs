@@ -316,12 +316,25 @@ pub fn execute(a: Args) -> Result<i32> {
     }
     let record = egress.as_ref().map(|e| e.record());
     if a.json {
-        let mut v = serde_json::to_value(&outcome).expect("outcome serialises");
-        if let Some(r) = &record {
-            v["egress"] = serde_json::to_value(r).expect("record serialises");
-            v["inputs_lock"] = lock.to_string().into();
+        // The outcome's own fields first, in their order, then what the egress adds.
+        #[derive(serde::Serialize)]
+        struct RunRecord<'a> {
+            #[serde(flatten)]
+            outcome: &'a crate::job::JobOutcome,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            egress: Option<&'a crate::egress::EgressRecord>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            inputs_lock: Option<String>,
         }
-        println!("{v}");
+        let rec = RunRecord {
+            outcome: &outcome,
+            egress: record.as_ref(),
+            inputs_lock: record.as_ref().map(|_| lock.to_string()),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&rec).expect("the run record serialises")
+        );
     }
     if let Some(r) = &record {
         for d in &r.drift {
