@@ -389,3 +389,85 @@ fn bad_rules_and_the_microvm_are_refused_before_any_work() {
         );
     }
 }
+
+#[test]
+fn archive_policy_checks_packages_against_the_day_database_and_replays_offline() {
+    use reprobox::world::fixtures::{DAY1, MiniArchive};
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, _) = dirs(t.path());
+    let mini = MiniArchive::build().unwrap();
+    let server = FileServer::dir(mini.root()).unwrap();
+    let rule = vec![format!("{HOST}={}:archive", server.url())];
+    let hello = mini.pkg("hello", "1.0-1");
+    let url = format!(
+        "https://{HOST}/repos/{DAY1}/core/os/x86_64/{}",
+        hello.filename()
+    );
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &[],
+        &format!("curl -fsS {url} | sha256sum"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(r.stdout.starts_with(&hello.sha256()), "{}", r.why());
+    let line = format!(
+        "egress archive fetched {} {} 1 {url}\n",
+        hello.sha256(),
+        hello.bytes.len()
+    );
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("127.0.0.1"), "{}", r.lock());
+    // Upstream now sends other bytes for a package the (pinned) day database lists: refused
+    // (502), listed as tampered, nothing stored under it, the run fails.
+    let tools = mini.pkg("tools", "2.0-1");
+    let evil = b"not the package the database lists\n";
+    std::fs::write(
+        mini.day_dir(DAY1, "core").join(tools.filename()),
+        evil.as_slice(),
+    )
+    .unwrap();
+    let turl = format!(
+        "https://{HOST}/repos/{DAY1}/core/os/x86_64/{}",
+        tools.filename()
+    );
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &[],
+        &format!("curl -fsS {turl} >/dev/null; echo curl=$?"),
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.why());
+    assert!(r.stdout.contains("curl=22"), "{}", r.why());
+    let tampered = &r.record["egress"]["tampered"][0];
+    assert_eq!(tampered["url"], turl.as_str(), "{}", r.why());
+    assert_eq!(tampered["expected"], tools.sha256().as_str());
+    assert_eq!(tampered["actual"], sha(evil).as_str());
+    assert!(
+        r.lock()
+            .contains(&format!("egress archive tampered - - 1 {turl}")),
+        "{}",
+        r.lock()
+    );
+    let s = reprobox::inputs::store::Store::open(&store).unwrap();
+    assert!(s.blob(&sha(evil)).is_none(), "tampered bytes were stored");
+    // Stopped: offline, the package comes from the store.
+    server.stop();
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {url} | sha256sum"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(r.stdout.starts_with(&hello.sha256()), "{}", r.why());
+    let line = format!(
+        "egress archive hit {} {} 1 {url}\n",
+        hello.sha256(),
+        hello.bytes.len()
+    );
+    assert!(r.lock().contains(&line), "{}", r.lock());
+}

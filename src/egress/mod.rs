@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::fetch::Fetcher;
 use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::mirror::ArchiveRules;
 use crate::inputs::store::{Blob, Store};
 use crate::job::{Bind, Job};
 
@@ -54,7 +55,9 @@ pub enum Policy {
     /// Trust on first use: the first online fetch is stored and pinned; later answers are
     /// the pinned bytes, and other bytes upstream are named as drift.
     Recorded,
-    /// The archive mirror's rules (not yet supported through the egress).
+    /// The archive mirror's rules (`inputs::mirror::ArchiveRules`): packages checked against
+    /// the day's database `%SHA256SUM%`, databases and other immutable paths pinned when
+    /// first fetched.
     Archive,
     /// The OCI distribution API (not yet supported through the egress).
     Registry,
@@ -244,6 +247,8 @@ pub struct Egress {
     tls: HashMap<String, Arc<rustls::ServerConfig>>,
     fetcher: Fetcher,
     offline: bool,
+    /// The archive mirror's rules per host of an `archive` rule.
+    archives: HashMap<String, ArchiveRules>,
     /// Canonical URL → pinned blob, as checked in this run (`recorded`).
     checked: Mutex<HashMap<String, Blob>>,
     record: Mutex<EgressRecord>,
@@ -272,15 +277,24 @@ impl Egress {
                     "the host is mapped twice",
                 ));
             }
-            if matches!(r.policy, Policy::Archive | Policy::Registry) {
+            if matches!(r.policy, Policy::Registry) {
                 return Err(Error::bad_input(
                     format!("egress rule {}={}:{}", r.host, r.location, r.policy.name()),
                     format!(
-                        "the {} policy is not yet supported through the egress (use recorded or pinned)",
+                        "the {} policy is not yet supported through the egress (use archive, recorded or pinned)",
                         r.policy.name()
                     ),
                 ));
             }
+        }
+        let mut archives = HashMap::new();
+        for r in rules.iter().filter(|r| r.policy == Policy::Archive) {
+            let fetcher = Fetcher::new(store.clone(), offline).with_progress(false);
+            let canonical = r.canonical("https", "");
+            archives.insert(
+                r.host.clone(),
+                ArchiveRules::new(fetcher, &r.location, &canonical)?,
+            );
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca = ca::RunCa::new()?;
@@ -311,6 +325,7 @@ impl Egress {
             tls,
             fetcher: Fetcher::new(store, offline).with_progress(false),
             offline,
+            archives,
             checked: Mutex::new(HashMap::new()),
             record: Mutex::new(record),
             dir,
@@ -455,7 +470,8 @@ impl Egress {
         let answer = match &rule.policy {
             Policy::Pinned(pins) => self.pinned(pins, canonical, &upstream),
             Policy::Recorded => self.recorded(canonical, &upstream),
-            Policy::Archive | Policy::Registry => Answer::Refused {
+            Policy::Archive => self.archive(&self.archives[&rule.host], canonical, path),
+            Policy::Registry => Answer::Refused {
                 code: 501,
                 status: Status::Miss,
                 reason: "policy not supported".into(),
@@ -493,25 +509,46 @@ impl Egress {
                 status: Status::Miss,
                 reason: "upstream has no such file".into(),
             },
-            Err(Error::Tampered {
-                expected, actual, ..
-            }) => {
-                self.record
-                    .lock()
-                    .expect("not poisoned")
-                    .tampered
-                    .push(Tampered {
-                        url: canonical.to_string(),
-                        expected: expected.clone(),
-                        actual: actual.clone(),
-                    });
-                Answer::Refused {
-                    code: 502,
-                    status: Status::Tampered,
-                    reason: format!("tampered: expected sha256 {expected}, got {actual}"),
-                }
-            }
-            Err(e) => upstream_error(e),
+            Err(e) => self.failed(canonical, e),
+        }
+    }
+
+    /// A failed fetch: bytes that were not the expected ones are listed as tampered.
+    fn failed(&self, canonical: &str, e: Error) -> Answer {
+        let Error::Tampered {
+            expected, actual, ..
+        } = e
+        else {
+            return upstream_error(e);
+        };
+        self.record
+            .lock()
+            .expect("not poisoned")
+            .tampered
+            .push(Tampered {
+                url: canonical.to_string(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        Answer::Refused {
+            code: 502,
+            status: Status::Tampered,
+            reason: format!("tampered: expected sha256 {expected}, got {actual}"),
+        }
+    }
+
+    /// The archive mirror's rules, for the path without its query.
+    fn archive(&self, rules: &ArchiveRules, canonical: &str, path: &str) -> Answer {
+        let path = path.split('?').next().unwrap_or(path);
+        match rules.resolve(path) {
+            Ok(Some((b, outcome))) => Answer::Blob(b, status_of(outcome)),
+            Ok(None) if self.offline => offline_miss(),
+            Ok(None) => Answer::Refused {
+                code: 404,
+                status: Status::Miss,
+                reason: "upstream has no such file".into(),
+            },
+            Err(e) => self.failed(canonical, e),
         }
     }
 
@@ -674,10 +711,10 @@ mod tests {
     }
 
     #[test]
-    fn archive_and_registry_are_refused_at_configuration_and_hosts_once() {
+    fn registry_is_refused_at_configuration_and_hosts_once() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::open(t.path()).unwrap();
-        for p in ["archive", "registry"] {
+        for p in ["registry"] {
             let r = EgressRule::parse(&format!("a.example=http://127.0.0.1:1:{p}")).unwrap();
             let e = Egress::new(vec![r], store.clone(), false).unwrap_err();
             assert_eq!(e.exit_code(), 2);
