@@ -471,3 +471,103 @@ fn archive_policy_checks_packages_against_the_day_database_and_replays_offline()
     );
     assert!(r.lock().contains(&line), "{}", r.lock());
 }
+
+#[test]
+fn registry_policy_pins_a_tag_to_its_digest_and_checks_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let layer = b"a layer's bytes\n".as_slice();
+    let manifest = |n: u8| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"digest":"sha256:{}","size":{n}}},"layers":[]}}"#,
+            sha(layer)
+        )
+        .into_bytes()
+    };
+    let (m1, m2) = (manifest(1), manifest(2));
+    let evil = b"not the layer\n".as_slice();
+    let v2 = "v2/library/x";
+    let server = upstream(
+        &up,
+        &[
+            (&format!("{v2}/manifests/3.23"), &m1),
+            (&format!("{v2}/blobs/sha256:{}", sha(layer)), layer),
+            (&format!("{v2}/blobs/sha256:{}", sha(b"other")), evil),
+        ],
+    );
+    let reg = "registry-1.docker.io";
+    let rule = vec![format!("{reg}={}:registry", server.url())];
+    let tag = format!("https://{reg}/v2/library/x/manifests/3.23");
+    let blob = format!("https://{reg}/v2/library/x/blobs/sha256:{}", sha(layer));
+    let bad = format!("https://{reg}/v2/library/x/blobs/sha256:{}", sha(b"other"));
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &[],
+        &format!(
+            "curl -fsS https://{reg}/v2/; echo; curl -fsS -D - {tag}; echo; curl -fsS {blob}; \
+             curl -fsS {bad}; echo curl=$?"
+        ),
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.why());
+    let out = &r.stdout;
+    assert!(out.starts_with("{}\n"), "{}", r.why());
+    assert!(
+        out.contains(std::str::from_utf8(&m1).unwrap()),
+        "{}",
+        r.why()
+    );
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("docker-content-digest: sha256:{}", sha(&m1))),
+        "{}",
+        r.why()
+    );
+    assert!(out.contains("a layer's bytes\n"), "{}", r.why());
+    assert!(out.contains("curl=22"), "{}", r.why());
+    // The lock pins the tag's digest under the canonical URL; the tampered blob is listed.
+    let pin = format!(
+        "egress registry fetched {} {} 1 {tag}\n",
+        sha(&m1),
+        m1.len()
+    );
+    assert!(r.lock().contains(&pin), "{}", r.lock());
+    assert!(
+        r.lock()
+            .contains(&format!("egress registry tampered - - 1 {bad}"))
+    );
+    assert_eq!(r.record["egress"]["tampered"][0]["url"], bad.as_str());
+    assert!(!r.lock().contains("127.0.0.1"), "{}", r.lock());
+    // The tag moves upstream: the job gets the pinned manifest and the drift is named.
+    std::fs::write(up.join(format!("{v2}/manifests/3.23")), &m2).unwrap();
+    let r = run(&store, &tmp, &rule, &[], &format!("curl -fsS {tag}; echo"));
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(&m1).unwrap()),
+        "{}",
+        r.why()
+    );
+    let drift = &r.record["egress"]["drift"][0];
+    assert_eq!(drift["url"], tag.as_str());
+    assert_eq!(drift["pinned"], sha(&m1).as_str());
+    assert_eq!(drift["upstream"], sha(&m2).as_str());
+    // Offline, server stopped: the pinned tag and the blob come from the store.
+    server.stop();
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {tag}; echo; curl -fsS {blob}; echo"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(&m1).unwrap()),
+        "{}",
+        r.why()
+    );
+    assert!(r.stdout.contains("a layer's bytes"), "{}", r.why());
+    let hit = format!("egress registry hit {} {} 1 {tag}\n", sha(&m1), m1.len());
+    assert!(r.lock().contains(&hit), "{}", r.lock());
+}

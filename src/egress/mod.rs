@@ -59,7 +59,10 @@ pub enum Policy {
     /// the day's database `%SHA256SUM%`, databases and other immutable paths pinned when
     /// first fetched.
     Archive,
-    /// The OCI distribution API (not yet supported through the egress).
+    /// The OCI distribution API, pull only, through `inputs::registry` (Docker Hub's
+    /// anonymous bearer-token flow answered by reprobox): a tag is resolved once to a
+    /// manifest and pinned under its canonical URL (its lock line carries the digest);
+    /// manifests by digest and blobs are checked against their digest.
     Registry,
 }
 
@@ -277,15 +280,6 @@ impl Egress {
                     "the host is mapped twice",
                 ));
             }
-            if matches!(r.policy, Policy::Registry) {
-                return Err(Error::bad_input(
-                    format!("egress rule {}={}:{}", r.host, r.location, r.policy.name()),
-                    format!(
-                        "the {} policy is not yet supported through the egress (use archive, recorded or pinned)",
-                        r.policy.name()
-                    ),
-                ));
-            }
         }
         let mut archives = HashMap::new();
         for r in rules.iter().filter(|r| r.policy == Policy::Archive) {
@@ -471,14 +465,13 @@ impl Egress {
             Policy::Pinned(pins) => self.pinned(pins, canonical, &upstream),
             Policy::Recorded => self.recorded(canonical, &upstream),
             Policy::Archive => self.archive(&self.archives[&rule.host], canonical, path),
-            Policy::Registry => Answer::Refused {
-                code: 501,
-                status: Status::Miss,
-                reason: "policy not supported".into(),
-            },
+            Policy::Registry => self.registry(rule, canonical, path),
         };
         match &answer {
-            Answer::Blob(b, status) => self.note(lock, policy, *status, canonical, Some(b)),
+            Answer::Blob(b, status) | Answer::Oci(b, status, _) => {
+                self.note(lock, policy, *status, canonical, Some(b))
+            }
+            Answer::ApiBase => {}
             Answer::Refused { status, reason, .. } => {
                 tracing::warn!("egress: {canonical}: {reason}");
                 self.note(lock, policy, *status, canonical, None)
@@ -610,6 +603,125 @@ impl Egress {
         Answer::Blob(served, status)
     }
 
+    /// The Distribution API's pull routes (the query is ignored): `/v2/` answered here; a
+    /// manifest by tag resolved once (the pin under its canonical URL, like `recorded`: an
+    /// online run that finds the tag moved names the drift and serves the pin); a manifest
+    /// or blob by digest checked against it.
+    fn registry(&self, rule: &EgressRule, canonical: &str, path: &str) -> Answer {
+        use crate::inputs::registry::{self, RegistryClient, Route};
+        let path = path.split('?').next().unwrap_or(path);
+        let canonical = canonical.split('?').next().unwrap_or(canonical);
+        let Some(route) = registry::route(path) else {
+            return Answer::Refused {
+                code: 404,
+                status: Status::Miss,
+                reason: "not a Distribution API pull route".into(),
+            };
+        };
+        let repository = match route {
+            Route::Base => return Answer::ApiBase,
+            Route::Manifest { repository, .. } | Route::Blob { repository, .. } => repository,
+        };
+        let client = RegistryClient::new(&self.fetcher, &rule.location, repository);
+        let mut scratch = InputsLock::default();
+        let outcome =
+            |scratch: &InputsLock| scratch.entries.last().map_or(Status::Hit, |e| e.status);
+        let failed = |e: Error| match e {
+            Error::Tampered { .. } => self.failed(canonical, e),
+            _ if self.offline => offline_miss(),
+            _ => upstream_error(e),
+        };
+        let stored = |sha: &str| self.fetcher.store().blob(sha);
+        match route {
+            Route::Blob { digest, .. } => match client.blob(&mut scratch, digest) {
+                Ok(b) => Answer::Oci(b, outcome(&scratch), "application/octet-stream".into()),
+                Err(e) => failed(e),
+            },
+            Route::Manifest {
+                reference: digest, ..
+            } if digest.starts_with("sha256:") => match client.manifest(&mut scratch, digest) {
+                Ok((_, bytes)) => match stored(&digest["sha256:".len()..]) {
+                    Some(b) => {
+                        Answer::Oci(b, outcome(&scratch), registry::manifest_media_type(&bytes))
+                    }
+                    None => upstream_error(Error::network(canonical, "not in the store")),
+                },
+                Err(e) => failed(e),
+            },
+            Route::Manifest { reference, .. } => self.registry_tag(&client, canonical, reference),
+            Route::Base => Answer::ApiBase,
+        }
+    }
+
+    /// A manifest by tag: resolved once per run, pinned under `canonical`.
+    fn registry_tag(
+        &self,
+        client: &crate::inputs::registry::RegistryClient<'_>,
+        canonical: &str,
+        tag: &str,
+    ) -> Answer {
+        let typed = |b: Blob, status: Status| -> Answer {
+            let media = std::fs::read(&b.path)
+                .map(|bytes| crate::inputs::registry::manifest_media_type(&bytes))
+                .unwrap_or_default();
+            Answer::Oci(b, status, media)
+        };
+        if let Some(b) = self.checked.lock().expect("not poisoned").get(canonical) {
+            return typed(b.clone(), Status::Hit);
+        }
+        let pin = match self.fetcher.store().lookup_url(canonical) {
+            Ok(p) => p,
+            Err(e) => return upstream_error(e),
+        };
+        if self.offline {
+            return match pin {
+                Some(b) => typed(b, Status::Hit),
+                None => offline_miss(),
+            };
+        }
+        let mut scratch = InputsLock::default();
+        let now = client
+            .manifest_by_tag(&mut scratch, tag)
+            .map(|(_, bytes)| crate::digest::sha256_hex(&bytes))
+            .and_then(|sha| {
+                self.fetcher
+                    .store()
+                    .blob(&sha)
+                    .ok_or_else(|| Error::network(canonical, "the manifest is not in the store"))
+            });
+        let (served, status) = match (now, pin) {
+            (Ok(b), None) => {
+                self.pin(&b, canonical);
+                (b, Status::Fetched)
+            }
+            (Ok(b), Some(p)) => {
+                if b.sha256 != p.sha256 {
+                    tracing::warn!(
+                        "egress: drift: the tag {canonical} was pinned as {}, it now names {}",
+                        p.sha256,
+                        b.sha256
+                    );
+                    self.record.lock().expect("not poisoned").drift.push(Drift {
+                        url: canonical.to_string(),
+                        pinned: p.sha256.clone(),
+                        upstream: b.sha256.clone(),
+                    });
+                }
+                (p, Status::Fetched)
+            }
+            (Err(e), Some(p)) => {
+                tracing::warn!("egress: {canonical}: {e}; serving the pin");
+                (p, Status::Hit)
+            }
+            (Err(e), None) => return self.failed(canonical, e),
+        };
+        self.checked
+            .lock()
+            .expect("not poisoned")
+            .insert(canonical.to_string(), served.clone());
+        typed(served, status)
+    }
+
     /// Name `b` in the store's origin index under the canonical URL (the pin).
     fn pin(&self, b: &Blob, canonical: &str) {
         if let Err(e) = self.fetcher.store().record(b, canonical) {
@@ -654,6 +766,10 @@ fn upstream_error(e: Error) -> Answer {
 /// What a request gets.
 enum Answer {
     Blob(Blob, Status),
+    /// A Distribution API body: its media type, and its digest as `Docker-Content-Digest`.
+    Oci(Blob, Status, String),
+    /// The Distribution API's version check (`/v2/`).
+    ApiBase,
     Refused {
         code: u16,
         status: Status,
@@ -711,15 +827,16 @@ mod tests {
     }
 
     #[test]
-    fn registry_is_refused_at_configuration_and_hosts_once() {
+    fn every_policy_is_served_and_a_host_is_mapped_once() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::open(t.path()).unwrap();
-        for p in ["registry"] {
-            let r = EgressRule::parse(&format!("a.example=http://127.0.0.1:1:{p}")).unwrap();
-            let e = Egress::new(vec![r], store.clone(), false).unwrap_err();
-            assert_eq!(e.exit_code(), 2);
-            assert!(e.to_string().contains("not yet supported"), "{e}");
-        }
+        let rules: Vec<_> = ["archive", "registry", "recorded"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| EgressRule::parse(&format!("h{i}.example=http://127.0.0.1:1:{p}")))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert!(Egress::new(rules, store.clone(), false).is_ok());
         let r = EgressRule::parse("a.example=http://127.0.0.1:1").unwrap();
         let e = Egress::new(vec![r.clone(), r], store, false).unwrap_err();
         assert!(e.to_string().contains("mapped twice"), "{e}");
