@@ -89,6 +89,19 @@ pub struct EgressRule {
 }
 
 impl EgressRule {
+    /// A rule from a profile's `[[egress]]` entry (host, location URL, policy), checked like
+    /// `--egress`; `what` names the entry in the error (exit 2).
+    pub fn new(host: &str, location: &str, policy: Policy, what: &str) -> Result<EgressRule> {
+        let rule = EgressRule {
+            host: host.to_ascii_lowercase(),
+            location: location.trim_end_matches('/').to_string(),
+            policy,
+        };
+        rule.validate()
+            .map_err(|m| Error::bad_input(what.to_string(), m))?;
+        Ok(rule)
+    }
+
     /// Parse `--egress HOST=URL[:POLICY]`; POLICY is `recorded` (the default), `archive`,
     /// `registry` or `pinned=PATH@SHA256[,PATH@SHA256…]`.
     pub fn parse(s: &str) -> Result<EgressRule> {
@@ -191,6 +204,9 @@ pub struct Refusal {
     /// What was attempted (`CONNECT example.org:443`, `GET http://…`, `TLS`).
     pub what: String,
     pub reason: String,
+    /// The step whose job made the attempt (a reproduction; `run` has one job and none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// A `recorded` URL whose upstream bytes are no longer the pinned ones.
@@ -255,6 +271,8 @@ pub struct Egress {
     /// Canonical URL → pinned blob, as checked in this run (`recorded`).
     checked: Mutex<HashMap<String, Blob>>,
     record: Mutex<EgressRecord>,
+    /// The step whose job is running (a reproduction runs its jobs one at a time).
+    step: Mutex<Option<String>>,
     /// The run's temporary directory holding the job's CA bundle and hosts file.
     dir: tempfile::TempDir,
 }
@@ -322,6 +340,7 @@ impl Egress {
             archives,
             checked: Mutex::new(HashMap::new()),
             record: Mutex::new(record),
+            step: Mutex::new(None),
             dir,
         })
     }
@@ -413,12 +432,18 @@ impl Egress {
         Ok(())
     }
 
+    /// Name the step whose jobs run from now on, for the refusals they make.
+    pub fn set_step(&self, step: Option<&str>) {
+        *self.step.lock().expect("not poisoned") = step.map(str::to_string);
+    }
+
     fn rule(&self, host: &str) -> Option<&EgressRule> {
         self.rules.iter().find(|r| r.host == host)
     }
 
     fn refuse(&self, host: &str, port: u16, what: String, reason: &str) {
         tracing::info!("egress: refused {what} ({host}:{port}): {reason}");
+        let step = self.step.lock().expect("not poisoned").clone();
         self.record
             .lock()
             .expect("not poisoned")
@@ -428,6 +453,7 @@ impl Egress {
                 port,
                 what,
                 reason: reason.to_string(),
+                step,
             });
     }
 
