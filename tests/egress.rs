@@ -364,9 +364,16 @@ fn bad_rules_and_the_microvm_are_refused_before_any_work() {
     for (args, needle) in [
         (vec!["--egress", "nohost"], "--egress nohost"),
         (vec!["--egress", "1.1.1.1=http://127.0.0.1:1"], "1.1.1.1"),
+        // (archive and registry are served now: a host mapped twice is the rule refused
+        // at configuration.)
         (
-            vec!["--egress", "a.example=http://127.0.0.1:1:archive"],
-            "not yet supported",
+            vec![
+                "--egress",
+                "a.example=http://127.0.0.1:1",
+                "--egress",
+                "a.example=http://127.0.0.1:2:archive",
+            ],
+            "mapped twice",
         ),
         (
             vec![
