@@ -364,9 +364,16 @@ fn bad_rules_and_the_microvm_are_refused_before_any_work() {
     for (args, needle) in [
         (vec!["--egress", "nohost"], "--egress nohost"),
         (vec!["--egress", "1.1.1.1=http://127.0.0.1:1"], "1.1.1.1"),
+        // (archive and registry are served now: a host mapped twice is the rule refused
+        // at configuration.)
         (
-            vec!["--egress", "a.example=http://127.0.0.1:1:archive"],
-            "not yet supported",
+            vec![
+                "--egress",
+                "a.example=http://127.0.0.1:1",
+                "--egress",
+                "a.example=http://127.0.0.1:2:archive",
+            ],
+            "mapped twice",
         ),
         (
             vec![
@@ -388,4 +395,186 @@ fn bad_rules_and_the_microvm_are_refused_before_any_work() {
             r.why()
         );
     }
+}
+
+#[test]
+fn archive_policy_checks_packages_against_the_day_database_and_replays_offline() {
+    use reprobox::world::fixtures::{DAY1, MiniArchive};
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, _) = dirs(t.path());
+    let mini = MiniArchive::build().unwrap();
+    let server = FileServer::dir(mini.root()).unwrap();
+    let rule = vec![format!("{HOST}={}:archive", server.url())];
+    let hello = mini.pkg("hello", "1.0-1");
+    let url = format!(
+        "https://{HOST}/repos/{DAY1}/core/os/x86_64/{}",
+        hello.filename()
+    );
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &[],
+        &format!("curl -fsS {url} | sha256sum"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(r.stdout.starts_with(&hello.sha256()), "{}", r.why());
+    let line = format!(
+        "egress archive fetched {} {} 1 {url}\n",
+        hello.sha256(),
+        hello.bytes.len()
+    );
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("127.0.0.1"), "{}", r.lock());
+    // Upstream now sends other bytes for a package the (pinned) day database lists: refused
+    // (502), listed as tampered, nothing stored under it, the run fails.
+    let tools = mini.pkg("tools", "2.0-1");
+    let evil = b"not the package the database lists\n";
+    std::fs::write(
+        mini.day_dir(DAY1, "core").join(tools.filename()),
+        evil.as_slice(),
+    )
+    .unwrap();
+    let turl = format!(
+        "https://{HOST}/repos/{DAY1}/core/os/x86_64/{}",
+        tools.filename()
+    );
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &[],
+        &format!("curl -fsS {turl} >/dev/null; echo curl=$?"),
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.why());
+    assert!(r.stdout.contains("curl=22"), "{}", r.why());
+    let tampered = &r.record["egress"]["tampered"][0];
+    assert_eq!(tampered["url"], turl.as_str(), "{}", r.why());
+    assert_eq!(tampered["expected"], tools.sha256().as_str());
+    assert_eq!(tampered["actual"], sha(evil).as_str());
+    assert!(
+        r.lock()
+            .contains(&format!("egress archive tampered - - 1 {turl}")),
+        "{}",
+        r.lock()
+    );
+    let s = reprobox::inputs::store::Store::open(&store).unwrap();
+    assert!(s.blob(&sha(evil)).is_none(), "tampered bytes were stored");
+    // Stopped: offline, the package comes from the store.
+    server.stop();
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {url} | sha256sum"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(r.stdout.starts_with(&hello.sha256()), "{}", r.why());
+    let line = format!(
+        "egress archive hit {} {} 1 {url}\n",
+        hello.sha256(),
+        hello.bytes.len()
+    );
+    assert!(r.lock().contains(&line), "{}", r.lock());
+}
+
+#[test]
+fn registry_policy_pins_a_tag_to_its_digest_and_checks_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = dirs(t.path());
+    let layer = b"a layer's bytes\n".as_slice();
+    let manifest = |n: u8| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"digest":"sha256:{}","size":{n}}},"layers":[]}}"#,
+            sha(layer)
+        )
+        .into_bytes()
+    };
+    let (m1, m2) = (manifest(1), manifest(2));
+    let evil = b"not the layer\n".as_slice();
+    let v2 = "v2/library/x";
+    let server = upstream(
+        &up,
+        &[
+            (&format!("{v2}/manifests/3.23"), &m1),
+            (&format!("{v2}/blobs/sha256:{}", sha(layer)), layer),
+            (&format!("{v2}/blobs/sha256:{}", sha(b"other")), evil),
+        ],
+    );
+    let reg = "registry-1.docker.io";
+    let rule = vec![format!("{reg}={}:registry", server.url())];
+    let tag = format!("https://{reg}/v2/library/x/manifests/3.23");
+    let blob = format!("https://{reg}/v2/library/x/blobs/sha256:{}", sha(layer));
+    let bad = format!("https://{reg}/v2/library/x/blobs/sha256:{}", sha(b"other"));
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &[],
+        &format!(
+            "curl -fsS https://{reg}/v2/; echo; curl -fsS -D - {tag}; echo; curl -fsS {blob}; \
+             curl -fsS {bad}; echo curl=$?"
+        ),
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.why());
+    let out = &r.stdout;
+    assert!(out.starts_with("{}\n"), "{}", r.why());
+    assert!(
+        out.contains(std::str::from_utf8(&m1).unwrap()),
+        "{}",
+        r.why()
+    );
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("docker-content-digest: sha256:{}", sha(&m1))),
+        "{}",
+        r.why()
+    );
+    assert!(out.contains("a layer's bytes\n"), "{}", r.why());
+    assert!(out.contains("curl=22"), "{}", r.why());
+    // The lock pins the tag's digest under the canonical URL; the tampered blob is listed.
+    let pin = format!(
+        "egress registry fetched {} {} 1 {tag}\n",
+        sha(&m1),
+        m1.len()
+    );
+    assert!(r.lock().contains(&pin), "{}", r.lock());
+    assert!(
+        r.lock()
+            .contains(&format!("egress registry tampered - - 1 {bad}"))
+    );
+    assert_eq!(r.record["egress"]["tampered"][0]["url"], bad.as_str());
+    assert!(!r.lock().contains("127.0.0.1"), "{}", r.lock());
+    // The tag moves upstream: the job gets the pinned manifest and the drift is named.
+    std::fs::write(up.join(format!("{v2}/manifests/3.23")), &m2).unwrap();
+    let r = run(&store, &tmp, &rule, &[], &format!("curl -fsS {tag}; echo"));
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(&m1).unwrap()),
+        "{}",
+        r.why()
+    );
+    let drift = &r.record["egress"]["drift"][0];
+    assert_eq!(drift["url"], tag.as_str());
+    assert_eq!(drift["pinned"], sha(&m1).as_str());
+    assert_eq!(drift["upstream"], sha(&m2).as_str());
+    // Offline, server stopped: the pinned tag and the blob come from the store.
+    server.stop();
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {tag}; echo; curl -fsS {blob}; echo"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(&m1).unwrap()),
+        "{}",
+        r.why()
+    );
+    assert!(r.stdout.contains("a layer's bytes"), "{}", r.why());
+    let hit = format!("egress registry hit {} {} 1 {tag}\n", sha(&m1), m1.len());
+    assert!(r.lock().contains(&hit), "{}", r.lock());
 }

@@ -57,7 +57,9 @@ pub struct Args {
     pub backend: BackendArgs,
     /// Let the job reach HOST (and nothing else) through reprobox: requests for
     /// https://HOST/p or http://HOST/p are answered from URL/p under POLICY: `recorded`
-    /// (default; pinned on first use), or `pinned=PATH@SHA256[,…]` (repeatable; docs/egress.md).
+    /// (default; pinned on first use), `pinned=PATH@SHA256[,…]`, `archive` (the archive
+    /// mirror's rules) or `registry` (the OCI pull API, digests checked) (repeatable;
+    /// docs/egress.md).
     #[arg(long = "egress", value_name = "HOST=URL[:POLICY]")]
     pub egress: Vec<String>,
     /// Every egress answer comes from the store; a miss fails the request, and the run

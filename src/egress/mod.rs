@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::fetch::Fetcher;
 use crate::inputs::lock::{InputsLock, Status};
+use crate::inputs::mirror::ArchiveRules;
 use crate::inputs::store::{Blob, Store};
 use crate::job::{Bind, Job};
 
@@ -54,9 +55,14 @@ pub enum Policy {
     /// Trust on first use: the first online fetch is stored and pinned; later answers are
     /// the pinned bytes, and other bytes upstream are named as drift.
     Recorded,
-    /// The archive mirror's rules (not yet supported through the egress).
+    /// The archive mirror's rules (`inputs::mirror::ArchiveRules`): packages checked against
+    /// the day's database `%SHA256SUM%`, databases and other immutable paths pinned when
+    /// first fetched.
     Archive,
-    /// The OCI distribution API (not yet supported through the egress).
+    /// The OCI distribution API, pull only, through `inputs::registry` (Docker Hub's
+    /// anonymous bearer-token flow answered by reprobox): a tag is resolved once to a
+    /// manifest and pinned under its canonical URL (its lock line carries the digest);
+    /// manifests by digest and blobs are checked against their digest.
     Registry,
 }
 
@@ -83,6 +89,19 @@ pub struct EgressRule {
 }
 
 impl EgressRule {
+    /// A rule from a profile's `[[egress]]` entry (host, location URL, policy), checked like
+    /// `--egress`; `what` names the entry in the error (exit 2).
+    pub fn new(host: &str, location: &str, policy: Policy, what: &str) -> Result<EgressRule> {
+        let rule = EgressRule {
+            host: host.to_ascii_lowercase(),
+            location: location.trim_end_matches('/').to_string(),
+            policy,
+        };
+        rule.validate()
+            .map_err(|m| Error::bad_input(what.to_string(), m))?;
+        Ok(rule)
+    }
+
     /// Parse `--egress HOST=URL[:POLICY]`; POLICY is `recorded` (the default), `archive`,
     /// `registry` or `pinned=PATH@SHA256[,PATH@SHA256…]`.
     pub fn parse(s: &str) -> Result<EgressRule> {
@@ -185,6 +204,9 @@ pub struct Refusal {
     /// What was attempted (`CONNECT example.org:443`, `GET http://…`, `TLS`).
     pub what: String,
     pub reason: String,
+    /// The step whose job made the attempt (a reproduction; `run` has one job and none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// A `recorded` URL whose upstream bytes are no longer the pinned ones.
@@ -244,9 +266,13 @@ pub struct Egress {
     tls: HashMap<String, Arc<rustls::ServerConfig>>,
     fetcher: Fetcher,
     offline: bool,
+    /// The archive mirror's rules per host of an `archive` rule.
+    archives: HashMap<String, ArchiveRules>,
     /// Canonical URL → pinned blob, as checked in this run (`recorded`).
     checked: Mutex<HashMap<String, Blob>>,
     record: Mutex<EgressRecord>,
+    /// The step whose job is running (a reproduction runs its jobs one at a time).
+    step: Mutex<Option<String>>,
     /// The run's temporary directory holding the job's CA bundle and hosts file.
     dir: tempfile::TempDir,
 }
@@ -272,15 +298,15 @@ impl Egress {
                     "the host is mapped twice",
                 ));
             }
-            if matches!(r.policy, Policy::Archive | Policy::Registry) {
-                return Err(Error::bad_input(
-                    format!("egress rule {}={}:{}", r.host, r.location, r.policy.name()),
-                    format!(
-                        "the {} policy is not yet supported through the egress (use recorded or pinned)",
-                        r.policy.name()
-                    ),
-                ));
-            }
+        }
+        let mut archives = HashMap::new();
+        for r in rules.iter().filter(|r| r.policy == Policy::Archive) {
+            let fetcher = Fetcher::new(store.clone(), offline).with_progress(false);
+            let canonical = r.canonical("https", "");
+            archives.insert(
+                r.host.clone(),
+                ArchiveRules::new(fetcher, &r.location, &canonical)?,
+            );
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca = ca::RunCa::new()?;
@@ -311,8 +337,10 @@ impl Egress {
             tls,
             fetcher: Fetcher::new(store, offline).with_progress(false),
             offline,
+            archives,
             checked: Mutex::new(HashMap::new()),
             record: Mutex::new(record),
+            step: Mutex::new(None),
             dir,
         })
     }
@@ -404,12 +432,18 @@ impl Egress {
         Ok(())
     }
 
+    /// Name the step whose jobs run from now on, for the refusals they make.
+    pub fn set_step(&self, step: Option<&str>) {
+        *self.step.lock().expect("not poisoned") = step.map(str::to_string);
+    }
+
     fn rule(&self, host: &str) -> Option<&EgressRule> {
         self.rules.iter().find(|r| r.host == host)
     }
 
     fn refuse(&self, host: &str, port: u16, what: String, reason: &str) {
         tracing::info!("egress: refused {what} ({host}:{port}): {reason}");
+        let step = self.step.lock().expect("not poisoned").clone();
         self.record
             .lock()
             .expect("not poisoned")
@@ -419,6 +453,7 @@ impl Egress {
                 port,
                 what,
                 reason: reason.to_string(),
+                step,
             });
     }
 
@@ -455,14 +490,14 @@ impl Egress {
         let answer = match &rule.policy {
             Policy::Pinned(pins) => self.pinned(pins, canonical, &upstream),
             Policy::Recorded => self.recorded(canonical, &upstream),
-            Policy::Archive | Policy::Registry => Answer::Refused {
-                code: 501,
-                status: Status::Miss,
-                reason: "policy not supported".into(),
-            },
+            Policy::Archive => self.archive(&self.archives[&rule.host], canonical, path),
+            Policy::Registry => self.registry(rule, canonical, path),
         };
         match &answer {
-            Answer::Blob(b, status) => self.note(lock, policy, *status, canonical, Some(b)),
+            Answer::Blob(b, status) | Answer::Oci(b, status, _) => {
+                self.note(lock, policy, *status, canonical, Some(b))
+            }
+            Answer::ApiBase => {}
             Answer::Refused { status, reason, .. } => {
                 tracing::warn!("egress: {canonical}: {reason}");
                 self.note(lock, policy, *status, canonical, None)
@@ -493,25 +528,46 @@ impl Egress {
                 status: Status::Miss,
                 reason: "upstream has no such file".into(),
             },
-            Err(Error::Tampered {
-                expected, actual, ..
-            }) => {
-                self.record
-                    .lock()
-                    .expect("not poisoned")
-                    .tampered
-                    .push(Tampered {
-                        url: canonical.to_string(),
-                        expected: expected.clone(),
-                        actual: actual.clone(),
-                    });
-                Answer::Refused {
-                    code: 502,
-                    status: Status::Tampered,
-                    reason: format!("tampered: expected sha256 {expected}, got {actual}"),
-                }
-            }
-            Err(e) => upstream_error(e),
+            Err(e) => self.failed(canonical, e),
+        }
+    }
+
+    /// A failed fetch: bytes that were not the expected ones are listed as tampered.
+    fn failed(&self, canonical: &str, e: Error) -> Answer {
+        let Error::Tampered {
+            expected, actual, ..
+        } = e
+        else {
+            return upstream_error(e);
+        };
+        self.record
+            .lock()
+            .expect("not poisoned")
+            .tampered
+            .push(Tampered {
+                url: canonical.to_string(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        Answer::Refused {
+            code: 502,
+            status: Status::Tampered,
+            reason: format!("tampered: expected sha256 {expected}, got {actual}"),
+        }
+    }
+
+    /// The archive mirror's rules, for the path without its query.
+    fn archive(&self, rules: &ArchiveRules, canonical: &str, path: &str) -> Answer {
+        let path = path.split('?').next().unwrap_or(path);
+        match rules.resolve(path) {
+            Ok(Some((b, outcome))) => Answer::Blob(b, status_of(outcome)),
+            Ok(None) if self.offline => offline_miss(),
+            Ok(None) => Answer::Refused {
+                code: 404,
+                status: Status::Miss,
+                reason: "upstream has no such file".into(),
+            },
+            Err(e) => self.failed(canonical, e),
         }
     }
 
@@ -573,6 +629,125 @@ impl Egress {
         Answer::Blob(served, status)
     }
 
+    /// The Distribution API's pull routes (the query is ignored): `/v2/` answered here; a
+    /// manifest by tag resolved once (the pin under its canonical URL, like `recorded`: an
+    /// online run that finds the tag moved names the drift and serves the pin); a manifest
+    /// or blob by digest checked against it.
+    fn registry(&self, rule: &EgressRule, canonical: &str, path: &str) -> Answer {
+        use crate::inputs::registry::{self, RegistryClient, Route};
+        let path = path.split('?').next().unwrap_or(path);
+        let canonical = canonical.split('?').next().unwrap_or(canonical);
+        let Some(route) = registry::route(path) else {
+            return Answer::Refused {
+                code: 404,
+                status: Status::Miss,
+                reason: "not a Distribution API pull route".into(),
+            };
+        };
+        let repository = match route {
+            Route::Base => return Answer::ApiBase,
+            Route::Manifest { repository, .. } | Route::Blob { repository, .. } => repository,
+        };
+        let client = RegistryClient::new(&self.fetcher, &rule.location, repository);
+        let mut scratch = InputsLock::default();
+        let outcome =
+            |scratch: &InputsLock| scratch.entries.last().map_or(Status::Hit, |e| e.status);
+        let failed = |e: Error| match e {
+            Error::Tampered { .. } => self.failed(canonical, e),
+            _ if self.offline => offline_miss(),
+            _ => upstream_error(e),
+        };
+        let stored = |sha: &str| self.fetcher.store().blob(sha);
+        match route {
+            Route::Blob { digest, .. } => match client.blob(&mut scratch, digest) {
+                Ok(b) => Answer::Oci(b, outcome(&scratch), "application/octet-stream".into()),
+                Err(e) => failed(e),
+            },
+            Route::Manifest {
+                reference: digest, ..
+            } if digest.starts_with("sha256:") => match client.manifest(&mut scratch, digest) {
+                Ok((_, bytes)) => match stored(&digest["sha256:".len()..]) {
+                    Some(b) => {
+                        Answer::Oci(b, outcome(&scratch), registry::manifest_media_type(&bytes))
+                    }
+                    None => upstream_error(Error::network(canonical, "not in the store")),
+                },
+                Err(e) => failed(e),
+            },
+            Route::Manifest { reference, .. } => self.registry_tag(&client, canonical, reference),
+            Route::Base => Answer::ApiBase,
+        }
+    }
+
+    /// A manifest by tag: resolved once per run, pinned under `canonical`.
+    fn registry_tag(
+        &self,
+        client: &crate::inputs::registry::RegistryClient<'_>,
+        canonical: &str,
+        tag: &str,
+    ) -> Answer {
+        let typed = |b: Blob, status: Status| -> Answer {
+            let media = std::fs::read(&b.path)
+                .map(|bytes| crate::inputs::registry::manifest_media_type(&bytes))
+                .unwrap_or_default();
+            Answer::Oci(b, status, media)
+        };
+        if let Some(b) = self.checked.lock().expect("not poisoned").get(canonical) {
+            return typed(b.clone(), Status::Hit);
+        }
+        let pin = match self.fetcher.store().lookup_url(canonical) {
+            Ok(p) => p,
+            Err(e) => return upstream_error(e),
+        };
+        if self.offline {
+            return match pin {
+                Some(b) => typed(b, Status::Hit),
+                None => offline_miss(),
+            };
+        }
+        let mut scratch = InputsLock::default();
+        let now = client
+            .manifest_by_tag(&mut scratch, tag)
+            .map(|(_, bytes)| crate::digest::sha256_hex(&bytes))
+            .and_then(|sha| {
+                self.fetcher
+                    .store()
+                    .blob(&sha)
+                    .ok_or_else(|| Error::network(canonical, "the manifest is not in the store"))
+            });
+        let (served, status) = match (now, pin) {
+            (Ok(b), None) => {
+                self.pin(&b, canonical);
+                (b, Status::Fetched)
+            }
+            (Ok(b), Some(p)) => {
+                if b.sha256 != p.sha256 {
+                    tracing::warn!(
+                        "egress: drift: the tag {canonical} was pinned as {}, it now names {}",
+                        p.sha256,
+                        b.sha256
+                    );
+                    self.record.lock().expect("not poisoned").drift.push(Drift {
+                        url: canonical.to_string(),
+                        pinned: p.sha256.clone(),
+                        upstream: b.sha256.clone(),
+                    });
+                }
+                (p, Status::Fetched)
+            }
+            (Err(e), Some(p)) => {
+                tracing::warn!("egress: {canonical}: {e}; serving the pin");
+                (p, Status::Hit)
+            }
+            (Err(e), None) => return self.failed(canonical, e),
+        };
+        self.checked
+            .lock()
+            .expect("not poisoned")
+            .insert(canonical.to_string(), served.clone());
+        typed(served, status)
+    }
+
     /// Name `b` in the store's origin index under the canonical URL (the pin).
     fn pin(&self, b: &Blob, canonical: &str) {
         if let Err(e) = self.fetcher.store().record(b, canonical) {
@@ -617,6 +792,10 @@ fn upstream_error(e: Error) -> Answer {
 /// What a request gets.
 enum Answer {
     Blob(Blob, Status),
+    /// A Distribution API body: its media type, and its digest as `Docker-Content-Digest`.
+    Oci(Blob, Status, String),
+    /// The Distribution API's version check (`/v2/`).
+    ApiBase,
     Refused {
         code: u16,
         status: Status,
@@ -674,15 +853,16 @@ mod tests {
     }
 
     #[test]
-    fn archive_and_registry_are_refused_at_configuration_and_hosts_once() {
+    fn every_policy_is_served_and_a_host_is_mapped_once() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::open(t.path()).unwrap();
-        for p in ["archive", "registry"] {
-            let r = EgressRule::parse(&format!("a.example=http://127.0.0.1:1:{p}")).unwrap();
-            let e = Egress::new(vec![r], store.clone(), false).unwrap_err();
-            assert_eq!(e.exit_code(), 2);
-            assert!(e.to_string().contains("not yet supported"), "{e}");
-        }
+        let rules: Vec<_> = ["archive", "registry", "recorded"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| EgressRule::parse(&format!("h{i}.example=http://127.0.0.1:1:{p}")))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert!(Egress::new(rules, store.clone(), false).is_ok());
         let r = EgressRule::parse("a.example=http://127.0.0.1:1").unwrap();
         let e = Egress::new(vec![r.clone(), r], store, false).unwrap_err();
         assert!(e.to_string().contains("mapped twice"), "{e}");

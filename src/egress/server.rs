@@ -354,7 +354,9 @@ fn http_loop<S: Read + Write>(
         let rule: &EgressRule = st.egress.rule(&host).expect("checked above");
         let canonical = rule.canonical(scheme, &path);
         match st.egress.answer(rule, &canonical, &path, &st.lock) {
-            Answer::Blob(blob, _) => send_blob(r.get_mut(), &blob, head_only)?,
+            Answer::Blob(blob, _) => send_blob(r.get_mut(), &blob, head_only, None)?,
+            Answer::Oci(blob, _, media) => send_blob(r.get_mut(), &blob, head_only, Some(&media))?,
+            Answer::ApiBase => send_api_base(r.get_mut(), head_only)?,
             Answer::Refused { code, reason, .. } => {
                 respond_error(r.get_mut(), code, head_only, &reason)?
             }
@@ -470,21 +472,42 @@ fn respond_error(out: &mut impl Write, code: u16, head: bool, msg: &str) -> std:
     out.flush()
 }
 
+/// `oci`: a Distribution API body of that media type, sent with its digest.
 fn send_blob(
     out: &mut impl Write,
     blob: &crate::inputs::store::Blob,
     head: bool,
+    oci: Option<&str>,
 ) -> std::io::Result<()> {
     let mut file = std::fs::File::open(&blob.path)?;
     let size = file.metadata()?.len();
+    let sha = &blob.sha256;
+    let typed = match oci {
+        Some(media) => format!("Content-Type: {media}\r\nDocker-Content-Digest: sha256:{sha}\r\n"),
+        None => "Content-Type: application/octet-stream\r\n".to_string(),
+    };
     let h = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nX-Sha256: {}\r\nServer: reprobox-egress\r\n\r\n",
-        blob.sha256
+        "HTTP/1.1 200 OK\r\n{typed}Content-Length: {size}\r\nX-Sha256: {sha}\r\nServer: reprobox-egress\r\n\r\n"
     );
     out.write_all(h.as_bytes())?;
     if !head {
         std::io::copy(&mut file, out)?;
     }
+    out.flush()
+}
+
+/// The Distribution API's version check: reprobox answers every registry's authentication
+/// itself, so the job's client is never challenged.
+fn send_api_base(out: &mut impl Write, head: bool) -> std::io::Result<()> {
+    let body = "{}";
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: {}\r\nServer: reprobox-egress\r\n\r\n",
+        body.len()
+    );
+    if !head {
+        resp.push_str(body);
+    }
+    out.write_all(resp.as_bytes())?;
     out.flush()
 }
 

@@ -49,12 +49,26 @@ pub struct MirrorHandle {
 }
 
 struct State {
-    fetcher: Fetcher,
-    upstream: String,
+    rules: ArchiveRules,
     stop: AtomicBool,
     waker: crate::inputs::wake::Waker,
     active: AtomicUsize,
     lock: Mutex<InputsLock>,
+}
+
+/// The archive mirror's rules for answering a request path, shared by the mirror and the
+/// egress's `archive` policy: a package under `repos/<day>/<repo>/os/<arch>/` is checked
+/// against that day's database `%SHA256SUM%` (one under `packages/` against any database
+/// loaded), and immutable paths (day databases included) are pinned when first fetched:
+/// later answers come from the store without asking upstream.
+pub struct ArchiveRules {
+    fetcher: Fetcher,
+    /// Where misses are fetched from (`upstream + path`).
+    upstream: String,
+    /// The prefix the bytes are named under (`canonical + path`: the store's origin index,
+    /// the caches): `upstream` for the mirror, `https://HOST` for the egress, so that a
+    /// store filled from one location replays against another.
+    canonical: String,
     /// URL → blob for immutable paths already resolved (the hot path skips the index).
     cache: Mutex<HashMap<String, Blob>>,
     /// Database URL → parsed database, to check packages against `%SHA256SUM%`.
@@ -66,7 +80,6 @@ pub struct Mirror;
 impl Mirror {
     /// Serve on `listener` until [`MirrorHandle::stop`].
     pub fn serve(listener: TcpListener, config: MirrorConfig) -> Result<MirrorHandle> {
-        let upstream = archive::parse_base(&config.upstream)?;
         let addr = listener
             .local_addr()
             .ctx("query listener", "mirror listener")?;
@@ -75,16 +88,14 @@ impl Mirror {
             .ctx("configure listener", "mirror listener")?;
         // Many connections fetch at once: log misses as lines, no progress bars.
         let fetcher = Fetcher::new(config.store, config.offline).with_progress(false);
+        let rules = ArchiveRules::new(fetcher, &config.upstream, &config.upstream)?;
         let state = Arc::new(State {
-            fetcher,
-            upstream,
+            rules,
             stop: AtomicBool::new(false),
             waker: crate::inputs::wake::Waker::new()
                 .map_err(|e| Error::io("create an eventfd for", "the mirror", e))?,
             active: AtomicUsize::new(0),
             lock: Mutex::new(InputsLock::default()),
-            cache: Mutex::new(HashMap::new()),
-            dbs: Mutex::new(HashMap::new()),
         });
         let st = state.clone();
         let accept = std::thread::Builder::new()
@@ -264,8 +275,8 @@ fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
             }
             continue;
         }
-        let url = format!("{}{}", st.upstream, req.path);
-        match st.resolve(&req.path, &url) {
+        let url = format!("{}{}", st.rules.upstream, req.path);
+        match st.rules.resolve(&req.path) {
             Ok(Some((blob, outcome))) => {
                 let status = if outcome == Outcome::Hit {
                     Status::Hit
@@ -320,28 +331,76 @@ impl State {
             .expect("not poisoned")
             .record(status, url, blob);
     }
+}
 
-    fn resolve(&self, path: &str, url: &str) -> Result<Option<(Blob, Outcome)>> {
+impl ArchiveRules {
+    /// The rules over `fetcher`, fetching misses from `upstream` and naming bytes under
+    /// `canonical` (both archive roots: `file://`, `http://` or `https://`).
+    pub fn new(fetcher: Fetcher, upstream: &str, canonical: &str) -> Result<ArchiveRules> {
+        Ok(ArchiveRules {
+            fetcher,
+            upstream: archive::parse_base(upstream)?,
+            canonical: archive::parse_base(canonical)?,
+            cache: Mutex::new(HashMap::new()),
+            dbs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The bytes for `path` (absolute, safe, without a query): from the store or upstream,
+    /// checked against the day's database where one lists the file; `Ok(None)` when
+    /// upstream has no such file (or, offline, the store does not hold it);
+    /// `Error::Tampered` when the bytes are not the listed ones (nothing is stored).
+    pub fn resolve(&self, path: &str) -> Result<Option<(Blob, Outcome)>> {
+        let url = format!("{}{path}", self.canonical);
         let immutable = is_immutable(path);
-        if immutable && let Some(b) = self.cache.lock().expect("not poisoned").get(url) {
+        if immutable && let Some(b) = self.cache.lock().expect("not poisoned").get(&url) {
             return Ok(Some((b.clone(), Outcome::Hit)));
         }
         let expected = self.expected_sha256(path)?;
-        let r = self
-            .fetcher
-            .try_fetch(url, expected.as_deref(), immutable)?;
+        let r = self.fetch(path, expected.as_deref(), immutable)?;
         if immutable && let Some((b, _)) = &r {
             self.cache
                 .lock()
                 .expect("not poisoned")
-                .insert(url.to_string(), b.clone());
+                .insert(url, b.clone());
+        }
+        Ok(r)
+    }
+
+    /// `path` through the fetcher: looked up under its canonical URL, fetched from
+    /// upstream, and named under its canonical URL when that is not the upstream one.
+    fn fetch(
+        &self,
+        path: &str,
+        expected: Option<&str>,
+        immutable: bool,
+    ) -> Result<Option<(Blob, Outcome)>> {
+        let src = format!("{}{path}", self.upstream);
+        if self.canonical == self.upstream {
+            return self.fetcher.try_fetch(&src, expected, immutable);
+        }
+        let url = format!("{}{path}", self.canonical);
+        let store = self.fetcher.store();
+        let held = match expected {
+            Some(sha) => store.blob(sha),
+            None if immutable || self.fetcher.offline() => store.lookup_url(&url)?,
+            None => None,
+        };
+        if let Some(b) = held {
+            return Ok(Some((b, Outcome::Hit)));
+        }
+        let r = self.fetcher.try_fetch(&src, expected, immutable)?;
+        if let Some((b, Outcome::Fetched)) = &r
+            && let Err(e) = store.record(b, &url)
+        {
+            tracing::warn!("archive: cannot record {url} in the store's index: {e}");
         }
         Ok(r)
     }
 
     /// The `%SHA256SUM%` a repository database lists for this path, if one does:
     /// `repos/<day>/<repo>/os/<arch>/<file>` is checked against that day's `<repo>.db`;
-    /// `packages/…/<file>` against any database this mirror has loaded that lists the file.
+    /// `packages/…/<file>` against any database loaded so far that lists the file.
     fn expected_sha256(&self, path: &str) -> Result<Option<String>> {
         let segs: Vec<&str> = path[1..].split('/').collect();
         // Clients percent-encode `:` (epochs) and `+`; database file names are plain.
@@ -351,11 +410,11 @@ impl State {
             return Ok(None);
         }
         if segs.len() == 8 && segs[0] == "repos" && segs[5] == "os" {
-            let db_url = format!(
-                "{}/repos/{}/{}/{}/{}/os/{}/{}.db",
-                self.upstream, segs[1], segs[2], segs[3], segs[4], segs[6], segs[4]
+            let db_path = format!(
+                "/repos/{}/{}/{}/{}/os/{}/{}.db",
+                segs[1], segs[2], segs[3], segs[4], segs[6], segs[4]
             );
-            let db = self.db(&db_url, is_immutable(path))?;
+            let db = self.db(&db_path, is_immutable(path))?;
             return Ok(db.and_then(|d| d.by_filename(file).and_then(|e| e.sha256.clone())));
         }
         if segs.first() == Some(&"packages") {
@@ -367,18 +426,20 @@ impl State {
         Ok(None)
     }
 
-    fn db(&self, db_url: &str, immutable: bool) -> Result<Option<Arc<RepoDb>>> {
-        if immutable && let Some(d) = self.dbs.lock().expect("not poisoned").get(db_url) {
+    fn db(&self, db_path: &str, immutable: bool) -> Result<Option<Arc<RepoDb>>> {
+        let db_url = format!("{}{db_path}", self.canonical);
+        if immutable && let Some(d) = self.dbs.lock().expect("not poisoned").get(&db_url) {
             return Ok(Some(d.clone()));
         }
-        let Some((_, db)) = archive::load_repo_db(&self.fetcher, db_url)? else {
+        let Some((blob, _)) = self.fetch(db_path, None, true)? else {
             return Ok(None);
         };
-        let db = Arc::new(db);
+        let bytes = std::fs::read(&blob.path).ctx("read", &blob.path)?;
+        let db = Arc::new(archive::parse_repo_db(&bytes, &db_url)?);
         self.dbs
             .lock()
             .expect("not poisoned")
-            .insert(db_url.to_string(), db.clone());
+            .insert(db_url, db.clone());
         Ok(Some(db))
     }
 }

@@ -210,7 +210,7 @@ impl Run<'_> {
             call.line(&["image", "inspect", &call.tag])
         );
         let job = job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd]);
-        let (out, _) = ctx.run_job(&job)?;
+        let (out, _) = ctx.run_job(&step.name, &job)?;
         if out.exit_code == 0 {
             return read_local_image(&ctx.workspace.join(name)).map(Some);
         }
@@ -250,7 +250,7 @@ impl Run<'_> {
             ]),
         );
         let job = job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd]);
-        let (outcome, _) = ctx.run_job(&job)?;
+        let (outcome, _) = ctx.run_job(&step.name, &job)?;
         if outcome.exit_code != 0 {
             return Err(Error::Environment(format!(
                 "podman save of the rebuilt image exited {}",

@@ -26,6 +26,7 @@ pub mod steps;
 use std::path::{Path, PathBuf};
 
 use crate::backend::{Backend, BackendChoice, Container, EnvRoot, MicroVm, Services};
+use crate::egress::{Egress, EgressRecord, EgressRule, Policy};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::archive::Archive;
 use crate::inputs::fetch::Fetcher;
@@ -33,7 +34,8 @@ use crate::inputs::git::GitSource;
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::MirrorConfig;
 use crate::inputs::store::Store;
-use crate::plan::{Plan, Role};
+use crate::plan::profile::PIN_RELEASE_ROOTFS;
+use crate::plan::{EgressPolicy, Plan, Role};
 use crate::report::{Report, StepRecord};
 
 use steps::JobContext;
@@ -195,6 +197,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     // Declared after `work`: dropped (its overlay unmounted) before the work directory goes.
     let mut ctx = job_context(plan, o, &store, backend, workspace);
     ctx.job_log = job_log;
+    ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
 
     // 4. The environment.
     let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
@@ -202,6 +205,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
 
     // 5. The build: what is left of the steps.
     let build = run.build(&mut ctx, env, &selected.day)?;
+    if let Some(egress) = &ctx.services.egress {
+        note_egress(&egress.record(), &mut run.ledger.notes);
+    }
     run.lap("build steps");
 
     // 6. The rootfs check.
@@ -298,6 +304,73 @@ fn job_context(
     }
 }
 
+/// The reproduction's egress when the profile has an `[[egress]]` section: one for every
+/// job of the run (one CA, one record). A pin on the release's rootfs takes its sha256.
+fn egress_for(
+    plan: &Plan,
+    rootfs_sha256: &str,
+    store: &Store,
+    offline: bool,
+) -> Result<Option<std::sync::Arc<Egress>>> {
+    if plan.egress.is_empty() {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    for e in &plan.egress {
+        let policy = match e.policy {
+            EgressPolicy::Archive => Policy::Archive,
+            EgressPolicy::Recorded => Policy::Recorded,
+            EgressPolicy::Registry => Policy::Registry,
+            EgressPolicy::Pinned => Policy::Pinned(
+                e.pins
+                    .iter()
+                    .map(|(url, sha)| {
+                        let sha = if sha == PIN_RELEASE_ROOTFS {
+                            rootfs_sha256
+                        } else {
+                            sha
+                        };
+                        (url.clone(), sha.to_string())
+                    })
+                    .collect(),
+            ),
+        };
+        let what = format!("profile {}, egress {}", plan.profile, e.host);
+        rules.push(EgressRule::new(&e.host, &e.location, policy, &what)?);
+    }
+    Ok(Some(std::sync::Arc::new(Egress::new(
+        rules,
+        store.clone(),
+        offline,
+    )?)))
+}
+
+/// The report's account of what the egress refused, saw drift on, or found tampered.
+fn note_egress(r: &EgressRecord, notes: &mut Vec<String>) {
+    for x in &r.refusals {
+        notes.push(format!(
+            "egress: step {} was refused {} ({}:{}): {}",
+            x.step.as_deref().unwrap_or("-"),
+            x.what,
+            x.host,
+            x.port,
+            x.reason
+        ));
+    }
+    for d in &r.drift {
+        notes.push(format!(
+            "egress: drift: {} is pinned as {}, upstream now sends {} (the pinned bytes were used)",
+            d.url, d.pinned, d.upstream
+        ));
+    }
+    for t in &r.tampered {
+        notes.push(format!(
+            "egress: tampered: {} should have sha256 {}, upstream sent {} (refused, nothing stored)",
+            t.url, t.expected, t.actual
+        ));
+    }
+}
+
 /// Open the backend the options name; a microVM resolves its guest kernel for the
 /// environment's day now.
 fn open_backend(run: &mut Run, day: &str, work: &Path) -> Result<Box<dyn Backend>> {
@@ -371,6 +444,27 @@ fn finish(run: &mut Run, root: EnvRoot, work: tempfile::TempDir) -> Result<()> {
     }
     run.lap("clean up");
     Ok(())
+}
+
+#[test]
+fn the_real_profile_gets_its_egress_with_the_release_rootfs_pinned() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path()).unwrap();
+    let sha = "ab".repeat(32);
+    let eg = egress_for(&test_plan(), &sha, &store, true)
+        .unwrap()
+        .unwrap();
+    let rules = eg.rules();
+    assert_eq!(rules.len(), 5);
+    let Policy::Pinned(pins) = &rules[1].policy else {
+        panic!("{:?}", rules[1])
+    };
+    assert_eq!(
+        pins.get("https://gitlab.archlinux.org/api/v4/projects/10185/packages/generic/rootfs/20260518.0.532496/repro-20260518.0.532496.tar.zst"),
+        Some(&sha)
+    );
+    assert_eq!(rules[0].location, "https://archive.archlinux.org");
+    assert_eq!(rules[3].policy, Policy::Registry);
 }
 
 /// The real profile's plan for a real release (no I/O): what the stages' unit tests use.

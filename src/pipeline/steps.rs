@@ -57,12 +57,23 @@ pub struct JobContext {
 impl JobContext {
     /// Run one job on the backend with the services on its loopback; its outcome and every
     /// request the services answered.
-    pub fn run_job(&self, job: &Job) -> Result<(JobOutcome, InputsLock)> {
+    /// With the run's egress, the job gets its CA bundle, hosts file and proxy variables
+    /// here, and what it is refused is recorded under `step`. With a job log (a terminal,
+    /// or `--quiet`), the job's output goes there while it runs.
+    pub fn run_job(&self, step: &str, job: &Job) -> Result<(JobOutcome, InputsLock)> {
         let _to_log = match &self.job_log {
             Some(log) => Some(crate::progress::Redirect::to_file(log)?),
             None => None,
         };
-        self.backend.run(job, &self.services)
+        let Some(egress) = &self.services.egress else {
+            return self.backend.run(job, &self.services);
+        };
+        let mut job = job.clone();
+        egress.prepare_job(&mut job, Some(&self.root.dir()))?;
+        egress.set_step(Some(step));
+        let r = self.backend.run(&job, &self.services);
+        egress.set_step(None);
+        r
     }
 
     /// Make the host's copy of `guest_dir` current (see [`Backend::sync_root_dir`]).
@@ -134,7 +145,7 @@ pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, Inp
     };
     for argv in &step.commands {
         let job = job_for(ctx, step, argv.clone());
-        let (outcome, served) = ctx.run_job(&job)?;
+        let (outcome, served) = ctx.run_job(&step.name, &job)?;
         lock.entries.extend(served.entries);
         record.wall_time_ms += outcome.wall_time_ms;
         record.exit_code = outcome.exit_code;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use profile::{Isolation, LoadedProfile, Network, Profile, Role};
+pub use profile::{EgressPolicy, Isolation, LoadedProfile, Network, Profile, Role};
 use vars::Vars;
 pub use version::BuildVersion;
 
@@ -171,6 +171,26 @@ pub struct Plan {
     pub expected: PlannedExpected,
     pub artifacts: profile::Artifacts,
     pub steps: Vec<PlannedStep>,
+    /// The hosts every job may reach through the egress (the profile's `[[egress]]`), its
+    /// locations resolved after overrides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<PlannedEgress>,
+}
+
+/// One egress host of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedEgress {
+    pub host: String,
+    /// The location's URL (after `--location` and the environment).
+    pub location: String,
+    /// The location's name when the profile names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_name: Option<String>,
+    pub policy: profile::EgressPolicy,
+    /// Canonical URL (`https://HOST/path`) → sha256 or
+    /// [`profile::PIN_RELEASE_ROOTFS`] (resolved once the release is known).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
 }
 
 /// Location overrides from the command line, `NAME=URL`.
@@ -351,6 +371,26 @@ impl Plan {
                 commands,
             });
         }
+        let mut egress = Vec::new();
+        for e in &p.egress {
+            let ectx = format!("{ctx}, egress {}", e.host);
+            let (location, location_name) = match locations.get(&e.location) {
+                Some(l) => (l.url.clone(), Some(e.location.clone())),
+                None => (e.location.clone(), None),
+            };
+            let mut pins = BTreeMap::new();
+            for (path, sha) in &e.pins {
+                let path = vars.expand(path, &ectx)?;
+                pins.insert(format!("https://{}{path}", e.host), sha.clone());
+            }
+            egress.push(PlannedEgress {
+                host: e.host.clone(),
+                location: location.trim_end_matches('/').to_string(),
+                location_name,
+                policy: e.policy,
+                pins,
+            });
+        }
         Ok(Plan {
             schema: PLAN_SCHEMA,
             profile: p.name.clone(),
@@ -370,6 +410,7 @@ impl Plan {
             expected,
             artifacts: p.artifacts.clone(),
             steps,
+            egress,
         })
     }
 
@@ -440,6 +481,24 @@ impl Plan {
                 "  optional         {}",
                 self.rollback.optional_packages.join(" ")
             );
+        }
+        if !self.egress.is_empty() {
+            let _ = writeln!(
+                o,
+                "\negress (every job reaches these hosts through reprobox; anything else is refused)"
+            );
+            for e in &self.egress {
+                let policy = match e.policy {
+                    EgressPolicy::Archive => "archive",
+                    EgressPolicy::Pinned => "pinned",
+                    EgressPolicy::Recorded => "recorded",
+                    EgressPolicy::Registry => "registry",
+                };
+                let _ = writeln!(o, "  {:<24} {policy:<9} {}", e.host, e.location);
+                for (url, sha) in &e.pins {
+                    let _ = writeln!(o, "    pinned {url} @ {sha}");
+                }
+            }
         }
         let _ = writeln!(
             o,
@@ -570,6 +629,26 @@ mod tests {
         assert_eq!(url_port("http://h"), 0);
         assert_eq!(url_port("http://h:123456"), 0);
         assert_eq!(url_port("7878"), 0);
+    }
+
+    #[test]
+    fn egress_locations_follow_their_overrides() {
+        let p = plan(
+            &[("gitlab", "http://127.0.0.1:9/")],
+            &[("hub_auth", "http://127.0.0.1:8")],
+        )
+        .unwrap();
+        let at = |h: &str| p.egress.iter().find(|e| e.host == h).unwrap();
+        assert_eq!(at("gitlab.archlinux.org").location, "http://127.0.0.1:9");
+        assert_eq!(at("auth.docker.io").location, "http://127.0.0.1:8");
+        assert_eq!(
+            at("archive.archlinux.org").location_name.as_deref(),
+            Some("archive")
+        );
+        // The pin names the canonical URL, whatever the location.
+        assert!(at("gitlab.archlinux.org").pins.keys().all(|u| u.starts_with(
+            "https://gitlab.archlinux.org/api/v4/projects/10185/packages/generic/rootfs/20260518.0.532496/"
+        )));
     }
 
     #[test]

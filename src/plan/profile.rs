@@ -49,6 +49,95 @@ pub struct Profile {
     /// The steps run inside the build environment, in order.
     #[serde(rename = "step")]
     pub steps: Vec<Step>,
+    /// The hosts every step's jobs may reach through the hermetic egress (docs/egress.md);
+    /// none: the jobs reach the mirror alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressEntry>,
+}
+
+/// The value of a pin that is the release's own rootfs sha256 (`Dockerfile.repro`).
+pub const PIN_RELEASE_ROOTFS: &str = "release.rootfs_sha256";
+
+/// One `[[egress]]` entry: a host, where its bytes come from, how they are trusted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressEntry {
+    /// The host name the build asks for (`archive.archlinux.org`), lowercase.
+    pub host: String,
+    /// A location name of `[locations]` (overridable like every location) or a URL.
+    pub location: String,
+    pub policy: EgressPolicy,
+    /// `pinned` only: request path (with `{variables}`) → sha256, or
+    /// `"release.rootfs_sha256"` for the release's rootfs hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
+}
+
+/// How the bytes behind an egress host are trusted (`crate::egress::Policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressPolicy {
+    Archive,
+    Pinned,
+    Recorded,
+    Registry,
+}
+
+impl EgressEntry {
+    fn validate(&self, locations: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+        let h = &self.host;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if h.len() > 253
+            || !h.split('.').all(label_ok)
+            || h.split('.').all(|l| l.parse::<u8>().is_ok())
+        {
+            return Err(format!("egress host {h:?}: expected a lowercase host name"));
+        }
+        let is_url = ["http://", "https://", "file:///"]
+            .iter()
+            .any(|p| self.location.starts_with(p));
+        if !is_url && !locations.contains_key(&self.location) {
+            return Err(format!(
+                "egress host {h:?}: location {:?} is neither a URL nor one of [locations] ({})",
+                self.location,
+                locations.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        match (self.policy, self.pins.is_empty()) {
+            (EgressPolicy::Pinned, true) => {
+                return Err(format!("egress host {h:?}: policy pinned needs pins"));
+            }
+            (EgressPolicy::Pinned, false) => {}
+            (_, false) => {
+                return Err(format!("egress host {h:?}: pins need policy = \"pinned\""));
+            }
+            (_, true) => {}
+        }
+        for (path, sha) in &self.pins {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "egress host {h:?}: pin {path:?} is not a path starting with /"
+                ));
+            }
+            let hex = sha.len() == 64
+                && sha
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex && sha != PIN_RELEASE_ROOTFS {
+                return Err(format!(
+                    "egress host {h:?}: pin {path:?} = {sha:?}: expected a sha256 or {PIN_RELEASE_ROOTFS:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -269,6 +358,12 @@ impl Profile {
                 )));
             }
         }
+        for (i, e) in self.egress.iter().enumerate() {
+            e.validate(&self.locations).map_err(bad)?;
+            if self.egress[..i].iter().any(|o| o.host == e.host) {
+                return Err(bad(format!("egress host {:?} is listed twice", e.host)));
+            }
+        }
         if !self.artifacts.files.contains(&self.artifacts.rootfs) {
             return Err(bad(format!(
                 "artifacts.rootfs {:?} is not among artifacts.files",
@@ -419,6 +514,66 @@ mod tests {
         let text = real().replacen("schema = 1", "schema = 99", 1);
         let e = Profile::from_toml(&text, "y.toml").unwrap_err();
         assert!(e.to_string().contains("schema 99"), "{e}");
+    }
+
+    #[test]
+    fn the_egress_section_is_checked_naming_the_file() {
+        let p = Profile::from_toml(real(), "archlinux-repro.toml").unwrap();
+        let hosts: Vec<_> = p.egress.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "archive.archlinux.org",
+                "gitlab.archlinux.org",
+                "dl-cdn.alpinelinux.org",
+                "registry-1.docker.io",
+                "auth.docker.io"
+            ]
+        );
+        assert!(p.egress[1].pins.values().all(|v| v == PIN_RELEASE_ROOTFS));
+        let entry = |body: &str| format!("{}\n[[egress]]\n{body}\n", real());
+        for (body, want) in [
+            (
+                "host = \"x.example\"\nlocation = \"nowhere\"\npolicy = \"recorded\"",
+                "nowhere",
+            ),
+            (
+                "host = \"X_Y\"\nlocation = \"archive\"\npolicy = \"recorded\"",
+                "X_Y",
+            ),
+            (
+                "host = \"x.example\"\nlocation = \"archive\"\npolicy = \"pinned\"",
+                "needs pins",
+            ),
+            (
+                "host = \"x.example\"\nlocation = \"archive\"\npolicy = \"open\"",
+                "open",
+            ),
+            (
+                "host = \"x.example\"\nlocation = \"archive\"\npolicy = \"recorded\"\nport = 1",
+                "port",
+            ),
+            (
+                "host = \"x.example\"\nlocation = \"archive\"\npolicy = \"pinned\"\npins = { \"/a\" = \"nothex\" }",
+                "nothex",
+            ),
+            (
+                "host = \"x.example\"\nlocation = \"archive\"\npolicy = \"recorded\"\npins = { \"/a\" = \"release.rootfs_sha256\" }",
+                "pins need",
+            ),
+            (
+                "host = \"archive.archlinux.org\"\nlocation = \"archive\"\npolicy = \"archive\"",
+                "twice",
+            ),
+        ] {
+            let e = Profile::from_toml(&entry(body), "profiles/e.toml").unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{body}");
+            let m = e.to_string();
+            assert!(
+                m.contains("profiles/e.toml") && m.contains(want),
+                "{body}: {m}"
+            );
+        }
     }
 
     #[test]
