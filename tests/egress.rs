@@ -358,7 +358,7 @@ fn no_private_key_is_written_and_two_runs_have_different_cas() {
 }
 
 #[test]
-fn bad_rules_and_the_microvm_are_refused_before_any_work() {
+fn bad_rules_are_refused_before_any_work() {
     let t = tempfile::tempdir().unwrap();
     let (store, tmp, _) = dirs(t.path());
     for (args, needle) in [
@@ -374,15 +374,6 @@ fn bad_rules_and_the_microvm_are_refused_before_any_work() {
                 "a.example=http://127.0.0.1:2:archive",
             ],
             "mapped twice",
-        ),
-        (
-            vec![
-                "--egress",
-                "a.example=http://127.0.0.1:1",
-                "--backend",
-                "microvm",
-            ],
-            "microvm",
         ),
         (vec!["--offline"], "--offline"),
     ] {

@@ -199,11 +199,6 @@ impl Backend for MicroVm {
     }
 
     fn run(&self, job: &Job, services: &Services) -> Result<(JobOutcome, InputsLock)> {
-        if services.egress.is_some() {
-            // Never run a job without the egress it was given (issue 12: the guest's
-            // forwards, hosts file and CA bundle are not wired yet).
-            return Err(egress_unsupported());
-        }
         let mut listeners = Vec::new();
         let mut forwards: Vec<(u16, SocketAddr)> = Vec::new();
         for &port in &job.listen {
@@ -272,12 +267,4 @@ impl Backend for MicroVm {
             .as_ref()
             .map(|r| serde_json::to_value(r).expect("plain JSON"))
     }
-}
-
-/// The refusal to run a job with egress in a microVM (not wired yet): exit 2.
-pub fn egress_unsupported() -> Error {
-    Error::bad_input(
-        "--egress with --backend microvm",
-        "the egress is not yet supported on the microvm backend (use the container backend)",
-    )
 }

@@ -294,9 +294,6 @@ pub fn execute(a: Args) -> Result<i32> {
     let mut job = job_from_args(&a)?;
     let choice = a.backend.choice(crate::backend::microvm::RUN_MEMORY_MIB)?;
     let egress = egress_from_args(&a)?.map(std::sync::Arc::new);
-    if egress.is_some() && matches!(choice, crate::backend::BackendChoice::Microvm(_)) {
-        return Err(crate::backend::microvm::egress_unsupported());
-    }
     if let Some(eg) = &egress {
         // An archive root is unpacked by the backend: only the variables and the egress
         // directory then (its own bundle and /etc/hosts are not bound over).

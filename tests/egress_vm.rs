@@ -1,0 +1,242 @@
+//! The hermetic egress (`src/egress`, docs/egress.md) on the microVM backend, through the
+//! real `reprobox run --backend microvm` in the Debian test root, against loopback upstreams
+//! only: the guest reaches the same hosts as a container job, through qemu forwards of its
+//! 127.0.0.1:3128/443/80 to the egress's host listeners, with the run's CA bundle and hosts
+//! file given as read-only bind disks. A mapped host answers (proxy and /etc/hosts+443), is
+//! recorded under its canonical URL and replays offline with the server stopped; unlisted
+//! hosts are refused at once and recorded.
+//!
+//! Each run boots a guest (TCG here, tens of seconds); the tests run one at a time.
+
+mod sandbox_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Mutex, MutexGuard};
+
+use reprobox::world::fileserver::FileServer;
+use sandbox_common::*;
+
+const HOST: &str = "archive.archlinux.org";
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_vm() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Debian's kernel image under /boot (as tests/vm_guest.rs).
+fn debian_kernel() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .expect("read /boot")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    found.sort();
+    found.pop().expect(
+        "no /boot/vmlinuz-*: these tests need Debian's kernel (apt-get install linux-image-amd64)",
+    )
+}
+
+struct Run {
+    out: Output,
+    stdout: String,
+    record: serde_json::Value,
+}
+
+impl Run {
+    fn why(&self) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.out.status.code(),
+            self.stdout,
+            text(&self.out.stderr)
+        )
+    }
+    fn lock(&self) -> &str {
+        self.record["inputs_lock"].as_str().unwrap_or("")
+    }
+    fn rc(&self, name: &str) -> i32 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}: {}", self.why()))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// `reprobox run --backend microvm --json` in the Debian root with `egress` rules over
+/// `store`, running `script` with `bash -c`.
+fn run(store: &Path, tmp: &Path, egress: &[String], extra: &[&str], script: &str) -> Run {
+    require_root();
+    let r = debian_rootfs();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["run", "--backend", "microvm", "--vm-memory", "512"])
+        .args(["--vm-cpus", "1", "--kernel"])
+        .arg(debian_kernel())
+        .args(["--rootfs", r.to_str().unwrap(), "--read-only", "--json"])
+        .args(["--timeout", "300", "--store", store.to_str().unwrap()])
+        .env("TMPDIR", tmp)
+        .env_remove("REPROBOX_STORE");
+    for e in egress {
+        cmd.args(["--egress", e]);
+    }
+    cmd.args(extra).args(["--", "bash", "-c", script]);
+    let out = cmd.output().expect("run reprobox");
+    let stdout = text(&out.stdout);
+    let record = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Run {
+        out,
+        stdout,
+        record,
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    reprobox::digest::sha256_hex(b)
+}
+
+#[test]
+fn the_guest_reaches_mapped_hosts_replays_offline_and_is_refused_the_rest() {
+    let _one = one_vm();
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = (
+        t.path().join("store"),
+        t.path().join("tmp"),
+        t.path().join("up"),
+    );
+    for d in [&store, &tmp, &up] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let body = b"the archive's bytes, through a microVM\n";
+    std::fs::create_dir_all(up.join("some")).unwrap();
+    std::fs::write(up.join("some/file"), body).unwrap();
+    let server = FileServer::dir(&up).unwrap();
+    let rule = vec![format!("{HOST}={}", server.url())];
+    let url = format!("https://{HOST}/some/file");
+    // One boot: the file through the proxy (printed), then probes, each `name=rc`.
+    let script = format!(
+        r#"
+curl -fsS {url} || echo "curl failed: $?"
+probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
+connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
+  printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
+export -f connect
+probe curl_unlisted curl -fsS https://example.org/
+probe curl_mapped_noproxy curl -fsS --noproxy '*' {url}
+probe dns_unlisted getent hosts unlisted.example
+probe dns_mapped getent hosts {HOST}
+probe connect_unlisted bash -c 'connect unlisted.example'
+probe connect_mapped bash -c 'connect {HOST}'
+"#
+    );
+    let r = run(&store, &tmp, &rule, &[], &script);
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
+        "{}",
+        r.why()
+    );
+    for (refused, control) in [
+        ("curl_unlisted", "curl_mapped_noproxy"),
+        ("dns_unlisted", "dns_mapped"),
+        ("connect_unlisted", "connect_mapped"),
+    ] {
+        assert_eq!(r.rc(control), 0, "{control}: {}", r.why());
+        // Failed, and not by the 5 s timeout (124): refused at once.
+        let c = r.rc(refused);
+        assert!(c != 0 && c != 124, "{refused} = {c}: {}", r.why());
+    }
+    // Recorded under the canonical URL, never the location that served it. The proxy's
+    // request fetched it; the 443 listener's was a hit.
+    let line = format!(
+        "egress recorded fetched {} {} 1 {url}\n",
+        sha(body),
+        body.len()
+    );
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("127.0.0.1"), "{}", r.lock());
+    let refusals = r.record["egress"]["refusals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let refused = |host: &str, what: &str| {
+        refusals
+            .iter()
+            .any(|x| x["host"] == host && x["what"].as_str().is_some_and(|w| w.contains(what)))
+    };
+    assert!(
+        refused("example.org", "CONNECT example.org:443"),
+        "{refusals:?}"
+    );
+    assert!(
+        refused("unlisted.example", "CONNECT unlisted.example:443"),
+        "{refusals:?}"
+    );
+    assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
+    // The run's CA is in the record, its key nowhere in the store or the temporary dir.
+    let ca = r.record["egress"]["ca_certificate"].as_str().unwrap_or("");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{}", r.why());
+    for d in [&store, &tmp] {
+        for e in walkdir(d) {
+            let b = std::fs::read(&e).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&b).contains("PRIVATE KEY"),
+                "{}",
+                e.display()
+            );
+        }
+    }
+
+    // The server stopped: offline, the guest gets the same bytes from the store.
+    server.stop();
+    let r = run(
+        &store,
+        &tmp,
+        &rule,
+        &["--offline"],
+        &format!("curl -fsS {url}"),
+    );
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
+        "{}",
+        r.why()
+    );
+    let line = format!("egress recorded hit {} {} 1 {url}\n", sha(body), body.len());
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("fetched"), "{}", r.lock());
+}
+
+/// Every regular file under `d`.
+fn walkdir(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![d.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let md = match std::fs::symlink_metadata(e.path()) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            if md.is_dir() {
+                todo.push(e.path());
+            } else if md.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
