@@ -129,6 +129,18 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Where the jobs' own output goes when it does not go to the terminal (`--quiet`, a
+    /// spinner): `OUT/build.log`, started empty.
+    fn job_log(&self) -> Option<PathBuf> {
+        let log = self
+            .progress
+            .wants_job_log()
+            .then(|| self.o.out.join("build.log"))?;
+        let _ = std::fs::remove_file(&log);
+        self.say(&format!("the build's own output goes to {}", log.display()));
+        Some(log)
+    }
+
     /// End a phase of the run's wall time (debug log).
     pub fn lap(&mut self, phase: &str) {
         self.clock.lap(phase);
@@ -170,15 +182,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         .prefix(".reprobox-work-")
         .tempdir_in(&o.out)
         .ctx("create a work directory in", &o.out)?;
-    // The jobs' output, when it does not go to the terminal (`--quiet`, a spinner).
-    let job_log = run
-        .progress
-        .wants_job_log()
-        .then(|| o.out.join("build.log"));
-    if let Some(log) = &job_log {
-        let _ = std::fs::remove_file(log);
-        run.say(&format!("the build's own output goes to {}", log.display()));
-    }
+    let job_log = run.job_log();
     run.phase(&format!(
         "pinning the base root filesystem {}",
         plan.base.url
@@ -205,9 +209,6 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
 
     // 5. The build: what is left of the steps.
     let build = run.build(&mut ctx, env, &selected.day)?;
-    if let Some(egress) = &ctx.services.egress {
-        note_egress(&egress.record(), &mut run.ledger.notes);
-    }
     run.lap("build steps");
 
     // 6. The rootfs check.

@@ -281,6 +281,9 @@ impl Run<'_> {
             }
         }
         super::note_unpinned_clocks(&mut self.ledger);
+        if let Some(egress) = &ctx.services.egress {
+            super::note_egress(&egress.record(), &mut self.ledger.notes);
+        }
         let env_lock = match env_lock {
             Some(l) => l,
             None => {
