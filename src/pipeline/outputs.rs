@@ -294,11 +294,16 @@ mod tests {
     fn a_plan_on_loopback_hosts_is_a_local_world() {
         let lp = crate::plan::profile::Profile::load("archlinux-repro").unwrap();
         let v = crate::plan::version::BuildVersion::parse("20260518.0.532496").unwrap();
-        let all: Vec<(String, String)> = ["archive", "rootfs", "registry"]
-            .iter()
+        // Every location the profile names on loopback (git as a local file).
+        let real = Plan::with_overrides(&lp, &v, &[], &[]).unwrap();
+        let mut all: Vec<(String, String)> = real
+            .locations
+            .keys()
+            .filter(|k| *k != "git" && *k != "archive")
             .map(|k| (k.to_string(), "http://127.0.0.1:9".to_string()))
-            .chain([("git".to_string(), "file:///srv/up.git".to_string())])
             .collect();
+        all.insert(0, ("archive".to_string(), "http://127.0.0.1:9".to_string()));
+        all.push(("git".to_string(), "file:///srv/up.git".to_string()));
         let plan = Plan::with_overrides(&lp, &v, &[], &all).unwrap();
         let r = assemble_report(&plan, findings(Vec::new(), None));
         assert_eq!(r.hosts, Hosts::LocalWorld);
