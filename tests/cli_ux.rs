@@ -155,7 +155,7 @@ fn a_mistyped_location_gets_the_nearest_name() {
     assert!(err.contains("--location archiv"), "{err}");
     assert!(err.contains("did you mean \"archive\"?"), "{err}");
     assert!(
-        err.contains("expected one of: archive, git, registry, rootfs"),
+        err.contains("expected one of: alpine, archive, git, gitlab, hub_auth, registry, rootfs"),
         "{err}"
     );
     // The environment's overrides get the same.
