@@ -10,8 +10,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,6 +20,7 @@ use rustls::sign::CertifiedKey;
 use super::{Answer, EGRESS_HTTP_PORT, EGRESS_HTTPS_PORT, EGRESS_PROXY_PORT, Egress, EgressRule};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::lock::InputsLock;
+use crate::inputs::wake::Accepting;
 
 /// One certificate whatever the client asks (a CONNECT tunnel's host is known already).
 #[derive(Debug)]
@@ -42,9 +41,7 @@ pub(crate) struct EgressListener {
 struct State {
     egress: Arc<Egress>,
     port: u16,
-    stop: AtomicBool,
-    waker: crate::inputs::wake::Waker,
-    active: AtomicUsize,
+    accepting: Accepting,
     /// What this listener answered (the job's share of the run's record).
     lock: Mutex<InputsLock>,
 }
@@ -58,10 +55,8 @@ impl EgressListener {
         let state = Arc::new(State {
             egress,
             port,
-            stop: AtomicBool::new(false),
-            waker: crate::inputs::wake::Waker::new()
+            accepting: Accepting::new()
                 .map_err(|e| Error::io("create an eventfd for", "the egress", e))?,
-            active: AtomicUsize::new(0),
             lock: Mutex::new(InputsLock::default()),
         });
         let st = state.clone();
@@ -75,44 +70,22 @@ impl EgressListener {
     /// Stop accepting, let open connections end (a few seconds at most), and return every
     /// request answered on this port.
     pub(crate) fn stop(self) -> InputsLock {
-        self.state.stop.store(true, Ordering::SeqCst);
-        self.state.waker.wake();
-        let _ = self.accept.join();
-        for _ in 0..100 {
-            if self.state.active.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.state.accepting.stop(self.accept);
         self.state.lock.lock().expect("not poisoned").clone()
     }
 }
 
 fn accept_loop(listener: TcpListener, st: Arc<State>) {
-    let fd = listener.as_raw_fd();
-    while !st.stop.load(Ordering::SeqCst) {
-        if !st.waker.wait(fd) {
-            break;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => {
-                st.active.fetch_add(1, Ordering::SeqCst);
-                let st2 = st.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("egress-conn".into())
-                    .spawn(move || {
-                        if let Err(e) = serve_conn(stream, &st2) {
-                            tracing::debug!("egress: connection: {e}");
-                        }
-                        st2.active.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    st.active.fetch_sub(1, Ordering::SeqCst);
-                }
+    let st2 = st.clone();
+    st.accepting.run(
+        &listener,
+        "egress-conn",
+        Arc::new(move |stream| {
+            if let Err(e) = serve_conn(stream, &st2) {
+                tracing::debug!("egress: connection: {e}");
             }
-            Err(e) => tracing::warn!("egress: accept: {e}"),
-        }
-    }
+        }),
+    );
 }
 
 fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
@@ -201,7 +174,7 @@ fn serve_tls(
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if retry(&e) => {
-                if st.stop.load(Ordering::SeqCst) {
+                if st.accepting.stopping() {
                     return Ok(());
                 }
                 continue;
@@ -377,7 +350,7 @@ fn read_head<R: Read>(r: &mut BufReader<R>, st: &State) -> std::io::Result<Optio
             Ok(0) => return Ok(None),
             Ok(_) => {}
             Err(e) if retry(&e) => {
-                if st.stop.load(Ordering::SeqCst) {
+                if st.accepting.stopping() {
                     return Ok(None);
                 }
                 continue;

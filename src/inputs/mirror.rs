@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,6 +24,7 @@ use crate::inputs::archive::{self, RepoDb};
 use crate::inputs::fetch::{Fetcher, Outcome};
 use crate::inputs::lock::{InputsLock, Status};
 use crate::inputs::store::{Blob, Store};
+use crate::inputs::wake::Accepting;
 
 /// The mirror's port on a job's own loopback. Fixed: the job's network namespace holds
 /// nothing else, and the commands a plan renders name it (`plan::MIRROR_URL`); the one
@@ -50,9 +50,7 @@ pub struct MirrorHandle {
 
 struct State {
     rules: ArchiveRules,
-    stop: AtomicBool,
-    waker: crate::inputs::wake::Waker,
-    active: AtomicUsize,
+    accepting: Accepting,
     lock: Mutex<InputsLock>,
 }
 
@@ -91,10 +89,8 @@ impl Mirror {
         let rules = ArchiveRules::new(fetcher, &config.upstream, &config.upstream)?;
         let state = Arc::new(State {
             rules,
-            stop: AtomicBool::new(false),
-            waker: crate::inputs::wake::Waker::new()
+            accepting: Accepting::new()
                 .map_err(|e| Error::io("create an eventfd for", "the mirror", e))?,
-            active: AtomicUsize::new(0),
             lock: Mutex::new(InputsLock::default()),
         });
         let st = state.clone();
@@ -123,42 +119,20 @@ impl MirrorHandle {
     /// Stop accepting, let open connections finish (up to a few seconds), and return the
     /// record of every request.
     pub fn stop(self) -> InputsLock {
-        self.state.stop.store(true, Ordering::SeqCst);
-        self.state.waker.wake();
-        let _ = self.accept.join();
-        for _ in 0..100 {
-            if self.state.active.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.state.accepting.stop(self.accept);
         self.state.lock.lock().expect("not poisoned").clone()
     }
 }
 
 fn accept_loop(listener: TcpListener, st: Arc<State>) {
-    let fd = listener.as_raw_fd();
-    while !st.stop.load(Ordering::SeqCst) {
-        if !st.waker.wait(fd) {
-            break;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => {
-                st.active.fetch_add(1, Ordering::SeqCst);
-                let st2 = st.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("mirror-conn".into())
-                    .spawn(move || {
-                        let _ = serve_conn(stream, &st2);
-                        st2.active.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    st.active.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-            Err(e) => tracing::warn!("mirror: accept: {e}"),
-        }
-    }
+    let st2 = st.clone();
+    st.accepting.run(
+        &listener,
+        "mirror-conn",
+        Arc::new(move |stream| {
+            let _ = serve_conn(stream, &st2);
+        }),
+    );
 }
 
 struct Request {
@@ -186,7 +160,7 @@ fn read_request(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                if st.stop.load(Ordering::SeqCst) {
+                if st.accepting.stopping() {
                     return Ok(None);
                 }
                 continue;
