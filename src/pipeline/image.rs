@@ -344,11 +344,16 @@ pub fn image_checks(
             local.map(|l| l.config_digest.clone()),
             src.clone(),
         ),
+        // An empty list is no evidence: it makes that side unknown, never an equal pair.
         Check::compare(
             "image-diff-ids",
             true,
-            published.map(|p| p.diff_ids.join(",")),
-            local.map(|l| l.diff_ids.join(",")),
+            published
+                .filter(|p| !p.diff_ids.is_empty())
+                .map(|p| p.diff_ids.join(",")),
+            local
+                .filter(|l| !l.diff_ids.is_empty())
+                .map(|l| l.diff_ids.join(",")),
             src,
         ),
         Check::compare(
@@ -429,6 +434,26 @@ mod tests {
         assert_eq!(l.diff_ids, ["sha256:l1", "sha256:l2"]);
         let e = parse_local_image("not json", "inspect.json").unwrap_err();
         assert!(e.to_string().contains("inspect.json"), "{e}");
+
+        // Two empty diffID lists are not equal evidence: unknown, and so never reproduced.
+        let empty = parse_local_image(r#"{"Id":"abc"}"#, "inspect.json").unwrap();
+        assert!(empty.diff_ids.is_empty());
+        let published = PublishedImage {
+            reference: "r/i:t".into(),
+            manifest_digest: "sha256:m".into(),
+            index_digest: None,
+            config_digest: empty.config_digest.clone(),
+            diff_ids: Vec::new(),
+            layers: Vec::new(),
+            labels: Default::default(),
+        };
+        let checks = image_checks("r/i:t", Some(&published), Some(&empty));
+        let ids = checks.iter().find(|c| c.name == "image-diff-ids").unwrap();
+        assert_eq!(ids.status, Status::Unknown, "{ids:?}");
+        assert_eq!(
+            crate::report::Verdict::of(&checks),
+            crate::report::Verdict::Incomplete
+        );
 
         // Nothing published: every check is unknown, never a pass, and nothing is explained.
         let checks = image_checks("r/i:t", None, Some(&l));
