@@ -10,13 +10,28 @@ use std::process::Command;
 
 use sandbox_common::*;
 
+/// Run `script` in the Debian root, read-only. The job prints a marker before the script:
+/// a probe that "fails" because reprobox never started the job (a set-up error, exit 2 or 3
+/// from reprobox itself) fails the test here instead of passing as a refused escape.
 fn sh(extra: &[&str], script: &str) -> std::process::Output {
     require_root();
     let r = debian_rootfs();
     let mut args = vec!["--rootfs", r.to_str().unwrap(), "--read-only"];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "sh", "-c", script]);
-    run(&args)
+    let script = format!("echo JOB-STARTED; {script}");
+    args.extend_from_slice(&["--", "sh", "-c", &script]);
+    let mut o = run(&args);
+    let marker = b"JOB-STARTED\n";
+    assert!(
+        o.stdout.starts_with(marker),
+        "the job did not start (exit {:?}): {}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    // The probes read what the script printed, without the marker.
+    o.stdout.drain(..marker.len());
+    o
 }
 
 #[test]
@@ -82,6 +97,15 @@ fn cannot_read_a_planted_host_file() {
         !text(&o.stdout).contains("TOPSECRET-4711"),
         "{}",
         text(&o.stdout)
+    );
+    // Positive control: the same probe reads the file where it is allowed (bound in).
+    let bind = format!("{}:/mnt/planted:ro", t.path().display());
+    let o = sh(&["--bind", &bind], "cat /mnt/planted/planted-secret");
+    assert!(
+        text(&o.stdout).contains("TOPSECRET-4711"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
     );
 }
 
