@@ -27,13 +27,17 @@ fn store_verifies(store: &Path) {
 }
 
 /// The report's environment steps (rollback, install).
+/// The report's environment steps; never empty (the world's profile has both), so that a
+/// check over all of them cannot pass on none.
 fn env_steps(r: &serde_json::Value) -> Vec<&serde_json::Value> {
-    r["steps"]
+    let steps: Vec<&serde_json::Value> = r["steps"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|s| s["name"] == "rollback" || s["name"] == "install")
-        .collect()
+        .collect();
+    assert_eq!(steps.len(), 2, "rollback and install in the report: {r:#}");
+    steps
 }
 
 /// The config blob a `docker save` archive's manifest.json names (hex, without `.json`).

@@ -386,7 +386,7 @@ fn missing_qemu_is_an_environment_error() {
         assert!(e.to_string().contains("does not exist"), "{e}");
         return;
     }
-    let st = std::process::Command::new(std::env::current_exe().unwrap())
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "missing_qemu_is_an_environment_error",
@@ -394,9 +394,12 @@ fn missing_qemu_is_an_environment_error() {
         ])
         .env("REPROBOX_VM_TEST_CHILD", "1")
         .env("REPROBOX_QEMU", "/nonexistent/qemu-system-x86_64")
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    // The child ran this very test (a filter that matched nothing would also succeed).
+    assert!(out.contains("test result: ok. 1 passed"), "{out}");
 }
 
 fn qemu_children_of(pid: i32) -> Vec<i32> {
