@@ -57,7 +57,7 @@ reset_baseline() {
 root=$tmp/prepared
 
 now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 : > "$tmp/rb.times"; : > "$tmp/direct.times"; : > "$tmp/rb.own"
 run_reprobox() { # $1: run number
