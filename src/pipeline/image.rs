@@ -12,7 +12,7 @@ use super::steps::{JobContext, job_for};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::images::DigestRef;
 use crate::inputs::registry::PublishedImage;
-use crate::plan::{PlannedStep, WORKSPACE};
+use crate::plan::{PlannedStep, Role, WORKSPACE};
 use crate::report::{Check, Status as CheckStatus};
 
 /// The podman global flags and the `-t` tag of an image step's build command.
@@ -134,6 +134,26 @@ impl Run<'_> {
             &e.image,
             &e.image_tag,
         )
+    }
+
+    /// Stage 7, with the rebuilt image only when the image step ran and succeeded. Every
+    /// expected check is in the report: a profile without an image step gets them as not
+    /// run (unknown), so the rootfs alone never makes a reproduction.
+    pub(super) fn image_stage(
+        &mut self,
+        ctx: &JobContext,
+        build: &super::steps::Build,
+    ) -> Result<(Vec<Check>, Vec<String>)> {
+        let plan = self.plan;
+        let Some(step) = plan.steps.iter().find(|s| s.role == Role::Image) else {
+            return Ok((
+                not_run(&plan.expected_image_ref(), "the profile has no image step"),
+                Vec::new(),
+            ));
+        };
+        let ran = build.failed.is_none() && self.ledger.steps.iter().any(|r| r.name == step.name);
+        let built = build.image.as_ref().filter(|_| ran);
+        self.check_image(ctx, step, built)
     }
 
     /// Stage 7: compare the rebuilt image with the published one. `built`: the image step's
@@ -327,6 +347,27 @@ fn read_local_image(path: &Path) -> Result<LocalImage> {
 pub const MANIFEST_COMPRESSION_CAUSE: &str =
     "the local manifest lists uncompressed layers; the registry's lists compressed ones";
 
+/// The image checks when they could not be made at all (`why`): each is unknown, with its
+/// reason, so that the verdict cannot be `reproduced` without them.
+pub fn not_run(image_ref: &str, why: &str) -> Vec<Check> {
+    [
+        "image-config-digest",
+        "image-diff-ids",
+        "image-manifest-digest",
+    ]
+    .into_iter()
+    .map(|name| {
+        Check::compare(
+            name,
+            name != "image-manifest-digest",
+            None,
+            None,
+            format!("not run: {why} (published {image_ref})"),
+        )
+    })
+    .collect()
+}
+
 /// The image checks: config digest and diffIDs decide, the manifest digest is evidence.
 /// A side that could not be read makes a check unknown. A manifest digest that differs
 /// while both decisive checks pass has a known, harmless cause (layer compression).
@@ -434,6 +475,28 @@ mod tests {
         assert_eq!(l.diff_ids, ["sha256:l1", "sha256:l2"]);
         let e = parse_local_image("not json", "inspect.json").unwrap_err();
         assert!(e.to_string().contains("inspect.json"), "{e}");
+
+        // A profile without an image step: the image checks are in the report, not run, and
+        // a passing rootfs alone is not a reproduction.
+        let rootfs = Check::compare(
+            "rootfs-sha256",
+            true,
+            Some("a".into()),
+            Some("a".into()),
+            String::new(),
+        );
+        let mut all = vec![rootfs];
+        all.extend(not_run("r/i:t", "the profile has no image step"));
+        assert_eq!(all.len(), 4);
+        assert!(all[1..].iter().all(|c| {
+            c.status == Status::Unknown
+                && c.evidence
+                    .starts_with("not run: the profile has no image step")
+        }));
+        assert_eq!(
+            crate::report::Verdict::of(&all),
+            crate::report::Verdict::Incomplete
+        );
 
         // Two empty diffID lists are not equal evidence: unknown, and so never reproduced.
         let empty = parse_local_image(r#"{"Id":"abc"}"#, "inspect.json").unwrap();

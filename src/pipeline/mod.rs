@@ -35,7 +35,7 @@ use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::MirrorConfig;
 use crate::inputs::store::Store;
 use crate::plan::profile::PIN_RELEASE_ROOTFS;
-use crate::plan::{EgressPolicy, Plan, Role};
+use crate::plan::{EgressPolicy, Plan};
 use crate::report::{Report, StepRecord};
 
 use steps::JobContext;
@@ -218,15 +218,10 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let mut external_diffs = rootfs.kept;
     run.lap("rootfs checks");
 
-    // 7. The image check: only for a profile with an image step, and with the rebuilt
-    //    image only when that step ran and succeeded.
-    if let Some(step) = plan.steps.iter().find(|s| s.role == Role::Image) {
-        let ran = build.failed.is_none() && run.ledger.steps.iter().any(|r| r.name == step.name);
-        let built = build.image.as_ref().filter(|_| ran);
-        let (image_checks, kept) = run.check_image(&ctx, step, built)?;
-        checks.extend(image_checks);
-        external_diffs.extend(kept);
-    }
+    // 7. The image check.
+    let (image_checks, kept) = run.image_stage(&ctx, &build)?;
+    checks.extend(image_checks);
+    external_diffs.extend(kept);
     run.lap("image checks");
 
     // 8. The drift of the environment from the snapshot day.

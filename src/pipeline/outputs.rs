@@ -119,6 +119,8 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         schema: crate::report::REPORT_SCHEMA,
         reprobox_version: env!("CARGO_PKG_VERSION"),
         profile: plan.profile.clone(),
+        profile_origin: plan.profile_origin.clone(),
+        profile_sha256: plan.profile_sha256.clone(),
         version: plan.version.to_string(),
         snapshot: plan.snapshot.clone(),
         source_date_epoch: plan.source_date_epoch,

@@ -154,6 +154,10 @@ pub struct Plan {
     pub schema: &'static str,
     pub profile: String,
     pub profile_origin: profile::Origin,
+    /// sha256 of the profile's text (in the report; not in the plan's own output, which is
+    /// about what will happen).
+    #[serde(skip)]
+    pub profile_sha256: String,
     pub version: BuildVersion,
     /// `YYYY-MM-DD`.
     pub build_day: String,
@@ -395,6 +399,7 @@ impl Plan {
             schema: PLAN_SCHEMA,
             profile: p.name.clone(),
             profile_origin: loaded.origin.clone(),
+            profile_sha256: loaded.sha256.clone(),
             version: version.clone(),
             build_day: version.build_day().to_string(),
             snapshot: version.snapshot_path(),

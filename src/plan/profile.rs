@@ -299,6 +299,8 @@ impl std::fmt::Display for Origin {
 pub struct LoadedProfile {
     pub profile: Profile,
     pub origin: Origin,
+    /// sha256 of the profile's exact text, so that a report says which profile decided.
+    pub sha256: String,
 }
 
 impl Profile {
@@ -385,6 +387,7 @@ impl Profile {
             return Ok(LoadedProfile {
                 profile,
                 origin: Origin::File(path),
+                sha256: crate::digest::sha256_hex(text.as_bytes()),
             });
         }
         for dir in search_dirs() {
@@ -395,6 +398,7 @@ impl Profile {
                 return Ok(LoadedProfile {
                     profile,
                     origin: Origin::File(path),
+                    sha256: crate::digest::sha256_hex(text.as_bytes()),
                 });
             }
         }
@@ -403,6 +407,7 @@ impl Profile {
             return Ok(LoadedProfile {
                 profile,
                 origin: Origin::Embedded,
+                sha256: crate::digest::sha256_hex(text.as_bytes()),
             });
         }
         let known: Vec<String> = list()?.into_iter().map(|p| p.profile.name).collect();
@@ -450,6 +455,7 @@ pub fn list() -> Result<Vec<LoadedProfile>> {
             out.push(LoadedProfile {
                 profile,
                 origin: Origin::File(path),
+                sha256: crate::digest::sha256_hex(text.as_bytes()),
             });
         }
     }
@@ -458,6 +464,7 @@ pub fn list() -> Result<Vec<LoadedProfile>> {
             out.push(LoadedProfile {
                 profile: Profile::from_toml(text, &format!("{name} (built in)"))?,
                 origin: Origin::Embedded,
+                sha256: crate::digest::sha256_hex(text.as_bytes()),
             });
         }
     }

@@ -190,6 +190,11 @@ pub struct Report {
     pub schema: &'static str,
     pub reprobox_version: &'static str,
     pub profile: String,
+    /// Where the profile was found (a `./profiles` file overrides the built-in one of the
+    /// same name) and the sha256 of its text: the name alone does not say which rules
+    /// decided.
+    pub profile_origin: crate::plan::profile::Origin,
+    pub profile_sha256: String,
     pub version: String,
     pub snapshot: String,
     pub source_date_epoch: i64,
@@ -397,6 +402,8 @@ mod tests {
             schema: REPORT_SCHEMA,
             reprobox_version: "0",
             profile: "archlinux-repro".into(),
+            profile_origin: crate::plan::profile::Origin::Embedded,
+            profile_sha256: "0".repeat(64),
             version: "20260518.0.532496".into(),
             snapshot: "2026/05/17".into(),
             source_date_epoch: 1_779_062_400,
