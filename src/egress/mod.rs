@@ -532,6 +532,17 @@ impl Egress {
         }
     }
 
+    /// Upstream answers `canonical` with other bytes than the pin (`pinned`): logged and
+    /// recorded as drift; the job gets the pinned bytes. `what` says what upstream did.
+    fn note_drift(&self, canonical: &str, pinned: &str, upstream: &str, what: &str) {
+        tracing::warn!("egress: drift: {canonical} was pinned as {pinned}, {what} {upstream}");
+        self.record.lock().expect("not poisoned").drift.push(Drift {
+            url: canonical.to_string(),
+            pinned: pinned.to_string(),
+            upstream: upstream.to_string(),
+        });
+    }
+
     /// A failed fetch: bytes that were not the expected ones are listed as tampered.
     fn failed(&self, canonical: &str, e: Error) -> Answer {
         let Error::Tampered {
@@ -592,16 +603,7 @@ impl Egress {
             }
             (Ok(Some((b, _))), Some(p)) => {
                 if b.sha256 != p.sha256 {
-                    tracing::warn!(
-                        "egress: drift: {canonical} was pinned as {}, upstream now sends {}",
-                        p.sha256,
-                        b.sha256
-                    );
-                    self.record.lock().expect("not poisoned").drift.push(Drift {
-                        url: canonical.to_string(),
-                        pinned: p.sha256.clone(),
-                        upstream: b.sha256.clone(),
-                    });
+                    self.note_drift(canonical, &p.sha256, &b.sha256, "upstream now sends");
                 }
                 (p, Status::Fetched)
             }
@@ -722,16 +724,7 @@ impl Egress {
             }
             (Ok(b), Some(p)) => {
                 if b.sha256 != p.sha256 {
-                    tracing::warn!(
-                        "egress: drift: the tag {canonical} was pinned as {}, it now names {}",
-                        p.sha256,
-                        b.sha256
-                    );
-                    self.record.lock().expect("not poisoned").drift.push(Drift {
-                        url: canonical.to_string(),
-                        pinned: p.sha256.clone(),
-                        upstream: b.sha256.clone(),
-                    });
+                    self.note_drift(canonical, &p.sha256, &b.sha256, "the tag now names");
                 }
                 (p, Status::Fetched)
             }
