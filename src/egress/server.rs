@@ -424,23 +424,7 @@ fn path_is_safe(path: &str) -> bool {
 }
 
 fn respond_error(out: &mut impl Write, code: u16, head: bool, msg: &str) -> std::io::Result<()> {
-    let reason = match code {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        _ => "Bad Gateway",
-    };
-    let body = format!("{code} {reason}: {msg}\n");
-    let mut resp = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nServer: reprobox-egress\r\n\r\n",
-        body.len()
-    );
-    if !head {
-        resp.push_str(&body);
-    }
+    let resp = crate::inputs::mirror::error_response(code, head, msg, "reprobox-egress", true);
     out.write_all(resp.as_bytes())?;
     out.flush()
 }

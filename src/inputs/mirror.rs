@@ -441,23 +441,39 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn respond_error(out: &mut TcpStream, code: u16, head: bool, msg: &str) -> std::io::Result<()> {
+    out.write_all(error_response(code, head, msg, "reprobox", false).as_bytes())
+}
+
+/// A plain-text error answer of the loopback servers (the mirror, the egress): status line,
+/// headers naming `server` (and `Connection: close` with `close`), and the body unless the
+/// request was HEAD.
+pub(crate) fn error_response(
+    code: u16,
+    head: bool,
+    msg: &str,
+    server: &str,
+    close: bool,
+) -> String {
     let reason = match code {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         _ => "Bad Gateway",
     };
     let body = format!("{code} {reason}: {msg}\n");
+    let connection = if close { "Connection: close\r\n" } else { "" };
     let mut resp = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nServer: reprobox\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}Server: {server}\r\n\r\n",
         body.len()
     );
     if !head {
         resp.push_str(&body);
     }
-    out.write_all(resp.as_bytes())
+    resp
 }
 
 /// Parse a single `bytes=A-[B]` or `bytes=-N` range against `size`; `Err` when unsatisfiable.
