@@ -10,6 +10,7 @@ pub mod content;
 pub mod env_rootfs;
 pub mod fileserver;
 pub mod fixtures;
+pub mod pki;
 pub mod publish;
 pub mod registry;
 pub mod serve;
