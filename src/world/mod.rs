@@ -6,10 +6,13 @@
 
 pub mod alpm;
 pub mod archive_tree;
+pub mod ci;
 pub mod content;
 pub mod env_rootfs;
 pub mod fileserver;
 pub mod fixtures;
+pub mod from_upstream;
+pub mod gitlab;
 pub mod pki;
 pub mod publish;
 pub mod registry;

@@ -37,6 +37,9 @@ pub struct WorldServers {
     pub rootfs_url: String,
     pub registry_url: String,
     pub git_url: String,
+    /// The other locations of the real profile (gitlab, alpine, hub_auth) in the world made
+    /// from the real upstream; empty for the first world.
+    pub more: Vec<(&'static str, String)>,
     stop: Arc<AtomicBool>,
     http_addr: std::net::SocketAddr,
     http: Option<JoinHandle<()>>,
@@ -44,20 +47,33 @@ pub struct WorldServers {
 }
 
 impl WorldServers {
-    /// The `REPROBOX_LOCATION_*` exports for the test profile.
+    /// Every location the world serves, as (profile location name, URL).
+    pub fn locations(&self) -> Vec<(&'static str, String)> {
+        let mut l = vec![
+            ("archive", self.archive_url.clone()),
+            ("rootfs", self.rootfs_url.clone()),
+            ("registry", self.registry_url.clone()),
+            ("git", self.git_url.clone()),
+        ];
+        l.extend(self.more.iter().cloned());
+        l
+    }
+
+    /// The `REPROBOX_LOCATION_*` exports.
     pub fn exports(&self) -> String {
-        format!(
-            "export REPROBOX_LOCATION_ARCHIVE={}\nexport REPROBOX_LOCATION_ROOTFS={}\nexport REPROBOX_LOCATION_REGISTRY={}\nexport REPROBOX_LOCATION_GIT={}\n",
-            self.archive_url, self.rootfs_url, self.registry_url, self.git_url
-        )
+        self.locations()
+            .iter()
+            .map(|(k, v)| format!("export REPROBOX_LOCATION_{}={v}\n", k.to_uppercase()))
+            .collect()
     }
 
     /// The same as `--location` flags.
     pub fn location_flags(&self) -> String {
-        format!(
-            "--location archive={} --location rootfs={} --location registry={} --location git={}",
-            self.archive_url, self.rootfs_url, self.registry_url, self.git_url
-        )
+        self.locations()
+            .iter()
+            .map(|(k, v)| format!("--location {k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -91,19 +107,28 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         std::io::ErrorKind::NotFound => not_a_world(dir, "no such directory"),
         _ => Error::io("resolve", dir, e),
     })?;
-    for sub in ["archive", "published", "registry", "upstream.git"] {
+    // The world made from the real upstream has gitlab.archlinux.org's and the Alpine
+    // CDN's files; the first world has its own repository and published/ tree.
+    let upstream = dir.join("gitlab").is_dir();
+    let (subs, roots, bare): (&[&str], Roots, PathBuf) = if upstream {
+        (
+            &["archive", "gitlab", "alpine", "registry"],
+            Roots::upstream(&dir),
+            crate::world::gitlab::bare_repo(&dir.join("gitlab")),
+        )
+    } else {
+        (
+            &["archive", "published", "registry", "upstream.git"],
+            Roots::sample(&dir),
+            dir.join("upstream.git"),
+        )
+    };
+    for sub in subs {
         if !dir.join(sub).exists() {
             return Err(not_a_world(&dir, &format!("no {sub}/")));
         }
     }
-    // Dumb-HTTP git needs info/refs and objects/info/packs.
-    tools::run(
-        "git update-server-info",
-        Command::new("git")
-            .arg("--git-dir")
-            .arg(dir.join("upstream.git"))
-            .arg("update-server-info"),
-    )?;
+    crate::world::gitlab::update_server_info(&bare)?;
     let listener = TcpListener::bind(("127.0.0.1", ports.archive)).map_err(|e| {
         Error::Environment(format!(
             "world serve: cannot listen on 127.0.0.1:{}: {e}",
@@ -112,11 +137,7 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
     })?;
     let http_addr = listener.local_addr().ctx("listen", "127.0.0.1")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let roots = Arc::new(Roots {
-        archive: dir.join("archive"),
-        published: dir.join("published"),
-        git: dir.join("upstream.git"),
-    });
+    let roots = Arc::new(roots);
     let stop2 = stop.clone();
     let http = std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -176,11 +197,31 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         )));
     }
     let base = format!("http://{http_addr}");
+    let (rootfs_url, git_url, more) = if upstream {
+        let gitlab = format!("{base}/gitlab");
+        (
+            format!("{gitlab}/{}", crate::world::gitlab::PACKAGES_PATH),
+            format!("{gitlab}/{}", crate::world::gitlab::REPO_PATH),
+            vec![
+                ("gitlab", gitlab),
+                ("alpine", format!("{base}/alpine")),
+                // The world's registry asks for no token; Docker Hub's auth host maps to it.
+                ("hub_auth", registry_url.clone()),
+            ],
+        )
+    } else {
+        (
+            format!("{base}/rootfs"),
+            format!("{base}/git/upstream.git"),
+            Vec::new(),
+        )
+    };
     Ok(WorldServers {
         archive_url: base.clone(),
-        rootfs_url: format!("{base}/rootfs"),
+        rootfs_url,
         registry_url,
-        git_url: format!("{base}/git/upstream.git"),
+        git_url,
+        more,
         stop,
         http_addr,
         http: Some(http),
@@ -193,23 +234,46 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().ctx("listen", "127.0.0.1:0")?.port())
 }
 
+/// URL prefixes and the directories served under them; the first prefix that matches wins,
+/// so the archive's `/` comes last.
 struct Roots {
-    archive: PathBuf,
-    published: PathBuf,
-    git: PathBuf,
+    mounts: Vec<(&'static str, PathBuf)>,
+}
+
+impl Roots {
+    /// The first world's layout: `published/` at `/rootfs/`, `upstream.git` at
+    /// `/git/upstream.git/`, the archive at `/`.
+    fn sample(dir: &Path) -> Roots {
+        Roots {
+            mounts: vec![
+                ("/rootfs/", dir.join("published")),
+                ("/git/upstream.git/", dir.join("upstream.git")),
+                ("/", dir.join("archive")),
+            ],
+        }
+    }
+
+    /// The world made from the real upstream: gitlab.archlinux.org's files at `/gitlab/`,
+    /// the Alpine CDN's at `/alpine/`, the archive at `/`.
+    fn upstream(dir: &Path) -> Roots {
+        Roots {
+            mounts: vec![
+                ("/gitlab/", dir.join("gitlab")),
+                ("/alpine/", dir.join("alpine")),
+                ("/", dir.join("archive")),
+            ],
+        }
+    }
 }
 
 /// Maps a URL path to a file under one of the roots, refusing anything that escapes it.
 fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
     let path = url_path.split(['?', '#']).next().unwrap_or("");
     let path = percent_decode(path)?;
-    let (root, rest) = if let Some(r) = path.strip_prefix("/rootfs/") {
-        (&roots.published, r)
-    } else if let Some(r) = path.strip_prefix("/git/upstream.git/") {
-        (&roots.git, r)
-    } else {
-        (&roots.archive, path.trim_start_matches('/'))
-    };
+    let (root, rest) = roots
+        .mounts
+        .iter()
+        .find_map(|(prefix, root)| path.strip_prefix(prefix).map(|r| (root, r)))?;
     if rest
         .split('/')
         .any(|c| c == ".." || c.starts_with('.') && c.len() > 1 && c != ".")
@@ -299,11 +363,7 @@ mod tests {
         std::os::unix::fs::symlink("core.db.tar.gz", t.path().join("archive/repos/a/core.db"))
             .unwrap();
         std::os::unix::fs::symlink("../../secret", t.path().join("archive/repos/escape")).unwrap();
-        let roots = Roots {
-            archive: t.path().join("archive"),
-            published: t.path().join("published"),
-            git: t.path().join("git"),
-        };
+        let roots = Roots::sample(t.path());
         assert!(resolve(&roots, "/repos/a/core.db").is_some());
         assert!(resolve(&roots, "/repos/a/core.db.tar.gz?x=1").is_some());
         assert!(resolve(&roots, "/rootfs/1/r.tar.zst").is_some());

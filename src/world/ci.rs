@@ -1,0 +1,229 @@
+//! The world's release, made the way upstream's CI makes one (`.gitlab-ci.yml` of the source
+//! revision) and outside reprobox: the `rootfs` job, `pre-release` (upload to the generic
+//! package registry, the Dockerfile regenerated with the download line and the group title,
+//! committed to `releases` and tagged) and `image:publish:secure` (podman build with
+//! `--source-date-epoch … --rewrite-timestamp`, pushed to docker.io).
+//!
+//! Each job runs in a fresh copy of the world's build environment (standing in for the
+//! `archlinux/archlinux:latest` image of the build day: the bootstrap of the month rolled to
+//! the build day's repositories, which stand in for the live mirrors of that day), with the
+//! real host names served on the job's own loopback over HTTPS by [`PublisherNet`].
+//! The upstream scripts run unmodified, from a clone of the world's repository.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::world::env_rootfs::{self, EnvRun};
+use crate::world::from_upstream::Release;
+use crate::world::gitlab;
+
+/// Where the jobs check the project out (`$CI_PROJECT_DIR`); reprobox uses the same path
+/// for its workspace, which keeps paths in logs comparable (no path reaches the artifacts).
+pub const PROJECT_DIR: &str = crate::plan::WORKSPACE;
+
+/// What the `rootfs` job left, and what the later jobs need.
+#[derive(Debug, Clone)]
+pub struct RootfsJob {
+    /// `output/` of the job: repro.tar.zst, repro.tar.zst.SHA256, Dockerfile.repro.
+    pub output: PathBuf,
+    pub sha256: String,
+    /// `name version` of every package of the job's environment (`pacman -Q`).
+    pub env_packages: Vec<String>,
+}
+
+/// The image the publish job pushed.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// `sha256:…` of the built image's config (podman's image id).
+    pub config_digest: String,
+}
+
+/// The commands that make a fresh environment the CI image of the build day: the mirrors of
+/// that day, an initialised keyring (the real image has one), then the job's own
+/// `before_script`.
+fn ci_image_prelude(r: &Release) -> String {
+    format!(
+        "set -e; \
+         printf 'Server = https://archive.archlinux.org/repos/{day}/$repo/os/$arch\\n' > /etc/pacman.d/mirrorlist; \
+         pacman-key --init >&2; pacman-key --populate archlinux >&2; ",
+        day = r.build_day
+    )
+}
+
+/// `git clone` of the world's repository over HTTPS and a checkout of `rev`, as a runner
+/// fetches `$CI_COMMIT_SHA`.
+fn checkout(rev: &str) -> String {
+    format!(
+        "git config --global --add safe.directory {PROJECT_DIR}; \
+         git clone -q https://gitlab.archlinux.org/{repo} {PROJECT_DIR} >&2; \
+         cd {PROJECT_DIR}; git -c advice.detachedHead=false checkout -q {rev}; ",
+        repo = gitlab::REPO_PATH
+    )
+}
+
+/// The `rootfs` job for GROUP=repro: `before_script` then `make $PWD/output/Dockerfile.repro`
+/// with BUILD_VERSION from `get_version`'s dotenv. The Makefile's ARCHIVE_SNAPSHOT and
+/// SOURCE_DATE_EPOCH defaults come from the clock (`date -d "-1 day"`, `date -d 00:00:00`);
+/// the world passes the values they have on the build day instead of faking the clock.
+pub fn rootfs_job(
+    r: &Release,
+    net: &PublisherNet,
+    iso_tarball: &Path,
+    work: &Path,
+) -> Result<RootfsJob> {
+    let root = env_rootfs::unpack_bootstrap(iso_tarball, work)?;
+    let mut run = net.run(&root);
+    run.env.push(("BUILD_VERSION".into(), r.version.clone()));
+    let listing = run.sh(
+        "the rootfs job (upstream's .gitlab-ci.yml, GROUP=repro)",
+        &format!(
+            "{prelude}\
+             pacman -Syu --noconfirm git make fakechroot fakeroot >&2; \
+             pacman -Sdd --noconfirm devtools >&2; \
+             {checkout}\
+             make ARCHIVE_SNAPSHOT={snapshot} SOURCE_DATE_EPOCH={sde} $PWD/output/Dockerfile.repro >&2; \
+             pacman -Q",
+            prelude = ci_image_prelude(r),
+            checkout = checkout(&r.source_revision),
+            snapshot = r.snapshot,
+            sde = r.source_date_epoch,
+        ),
+    )?;
+    let ws = root.join(PROJECT_DIR.trim_start_matches('/'));
+    let output = ws.join("output");
+    let sha_file = output.join("repro.tar.zst.SHA256");
+    let text = std::fs::read_to_string(&sha_file).ctx("read", &sha_file)?;
+    let sha256 = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let actual = crate::digest::sha256_file(&output.join("repro.tar.zst"))?;
+    if sha256 != actual {
+        return Err(Error::Environment(format!(
+            "world: {} says {sha256} but the file hashes to {actual}",
+            sha_file.display()
+        )));
+    }
+    Ok(RootfsJob {
+        output,
+        sha256,
+        env_packages: String::from_utf8_lossy(&listing)
+            .lines()
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// `pre-release` for the repro group: rename the artifacts to `repro-VERSION.tar.zst(.SHA256)`,
+/// upload them to the generic package registry (files under the world's gitlab root),
+/// regenerate the Dockerfile with the curl download line and the group title, drop its COPY
+/// line, and commit it to `releases`, tagged `vVERSION`. Returns (Dockerfile bytes, tag commit).
+pub fn pre_release(
+    r: &Release,
+    job: &RootfsJob,
+    env_root: &Path,
+    gitlab_root: &Path,
+    work: &Path,
+) -> Result<(Vec<u8>, String)> {
+    let rootfs_file = format!("repro-{}.tar.zst", r.version);
+    let registry_url = format!(
+        "https://gitlab.archlinux.org/{}/{}",
+        gitlab::PACKAGES_PATH,
+        r.version
+    );
+    // The job's own script, in the rootfs job's checkout (the same source revision).
+    let mut run = EnvRun::new(env_root, true);
+    run.cwd = PROJECT_DIR.into();
+    run.env = vec![
+        ("BUILD_VERSION".into(), r.version.clone()),
+        ("CI_COMMIT_SHA".into(), r.source_revision.clone()),
+    ];
+    run.sh(
+        "pre-release (upstream's .gitlab-ci.yml)",
+        &format!(
+            "set -e; group=repro; rootfs_file={rootfs_file}; \
+             mv output/$group.tar.zst output/$rootfs_file; \
+             mv output/$group.tar.zst.SHA256 output/$rootfs_file.SHA256; \
+             sed -i \"s|$group.tar.zst|$rootfs_file|\" output/$rootfs_file.SHA256; \
+             bash ./scripts/make-dockerfile.sh \"$rootfs_file\" \"$group\" output \"curl -sOJL \\\"{registry_url}/$rootfs_file\\\"\" \"$group\" {sde} >&2; \
+             sed -i \"/^COPY $rootfs_file \\/$/d\" output/Dockerfile.$group",
+            sde = r.source_date_epoch,
+        ),
+    )?;
+    let pkg = gitlab::package_dir(gitlab_root, &r.version);
+    std::fs::create_dir_all(&pkg).ctx("create directory", &pkg)?;
+    for f in [rootfs_file.clone(), format!("{rootfs_file}.SHA256")] {
+        let tmp = pkg.join(format!(".{f}.tmp"));
+        std::fs::copy(job.output.join(&f), &tmp).ctx("copy", job.output.join(&f))?;
+        std::fs::rename(&tmp, pkg.join(&f)).ctx("rename", pkg.join(&f))?;
+    }
+    let dockerfile_path = job.output.join("Dockerfile.repro");
+    let dockerfile = std::fs::read(&dockerfile_path).ctx("read", &dockerfile_path)?;
+    let bare = gitlab::bare_repo(gitlab_root);
+    let tag_commit = gitlab::release_commit(
+        &bare,
+        &r.version,
+        &[("Dockerfile.repro", dockerfile.clone())],
+        &r.release_time,
+        work,
+    )?;
+    Ok((dockerfile, tag_commit))
+}
+
+/// `image:publish:secure` for GROUP=repro, pushing to docker.io only: a fresh CI image with
+/// `pacman -Syu podman`, a checkout of the tag, `podman build --source-date-epoch=SDE
+/// --rewrite-timestamp -f Dockerfile.repro -t archlinux:repro-V .`, then `podman tag` and
+/// `podman push` of `docker.io/archlinux/archlinux:repro-V` and `:repro`.
+pub fn publish_job(
+    r: &Release,
+    net: &PublisherNet,
+    iso_tarball: &Path,
+    work: &Path,
+) -> Result<Published> {
+    let root = env_rootfs::unpack_bootstrap(iso_tarball, work)?;
+    let run = net.run(&root);
+    let v = &r.version;
+    let out = run.sh(
+        "image:publish:secure (upstream's .gitlab-ci.yml, GROUP=repro)",
+        &format!(
+            "{prelude}\
+             pacman -Syu --noconfirm podman >&2; \
+             {checkout}\
+             podman build --source-date-epoch={sde} --rewrite-timestamp -f {PROJECT_DIR}/Dockerfile.repro -t archlinux:repro-{v} {PROJECT_DIR} >&2; \
+             for t in repro repro-{v}; do podman tag archlinux:repro-{v} docker.io/archlinux/archlinux:$t; podman push -q docker.io/archlinux/archlinux:$t >&2; done; \
+             podman image inspect --format '{{{{.Id}}}}' archlinux:repro-{v}",
+            prelude = ci_image_prelude(r),
+            checkout = checkout(&format!("v{v}")),
+            sde = r.source_date_epoch,
+        ),
+    )?;
+    let id = String::from_utf8_lossy(&out).trim().to_string();
+    if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Environment(format!(
+            "world: podman printed {id:?} as the image id"
+        )));
+    }
+    Ok(Published {
+        config_digest: format!("sha256:{id}"),
+    })
+}
+
+/// The network of a publishing job: the real host names on the job's own loopback, over
+/// HTTPS with the world CA's certificates, in front of the world's files and registry.
+pub struct PublisherNet {
+    pub world: PathBuf,
+    pub registry_config: PathBuf,
+}
+
+impl PublisherNet {
+    /// A runner for `root` with the world's hosts served in its network namespace.
+    pub fn run(&self, root: &Path) -> EnvRun {
+        let mut run = EnvRun::new(root, true);
+        run.services = env_rootfs::Services {
+            archive: Some(self.world.join("archive")),
+            registry: Some(self.registry_config.clone()),
+        };
+        run
+    }
+}
