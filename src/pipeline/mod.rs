@@ -10,7 +10,7 @@
 //! 5. the build: the remaining steps, one job per command on the backend;
 //! 6. the rootfs check (`checks.rs`);
 //! 7. the image check (`image.rs`);
-//! 8. the drift of the environment from the snapshot day (`outputs.rs`);
+//! 8. the drift of the environment from the profile's environment day (`outputs.rs`);
 //! 9. the outputs: report, summary, locks, artifacts, attestation (`outputs.rs`).
 //!
 //! Every input goes through the store and the inputs lock ([`Ledger`]); a failed step
@@ -201,6 +201,17 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     // Declared after `work`: dropped (its overlay unmounted) before the work directory goes.
     let mut ctx = job_context(plan, o, &store, backend, workspace);
     ctx.job_log = job_log;
+    ctx.scratch_dir = Some(work.path().to_path_buf());
+    if plan
+        .steps
+        .iter()
+        .any(|s| s.isolation == crate::plan::Isolation::NestedContainers)
+    {
+        let dir = work.path().join("nested-podman");
+        crate::job::NestedPodman::write(&dir)
+            .ctx("write the nested podman configuration in", &dir)?;
+        ctx.nested_podman = Some(dir);
+    }
     ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
 
     // 4. The environment.
@@ -224,8 +235,11 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     external_diffs.extend(kept);
     run.lap("image checks");
 
-    // 8. The drift of the environment from the snapshot day.
-    run.phase("comparing the environment with the snapshot day's packages");
+    // 8. The drift of the environment from the profile's environment day.
+    run.phase(&format!(
+        "comparing the environment with the packages of {}",
+        plan.env_day
+    ));
     let drift = run.drift(&build.env_lock);
     run.lap("drift");
 
@@ -297,6 +311,8 @@ fn job_context(
         id_map: environment::id_map(),
         scratch: Vec::new(),
         job_log: None,
+        nested_podman: None,
+        scratch_dir: None,
     }
 }
 

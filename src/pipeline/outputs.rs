@@ -64,17 +64,17 @@ impl Run<'_> {
     pub fn drift(&mut self, lock: &EnvLock) -> Vec<Drift> {
         let mut drift = Vec::new();
         for p in &lock.packages {
-            match self.archive.resolve(&self.plan.snapshot, &p.name) {
+            match self.archive.resolve(&self.plan.env_day, &p.name) {
                 Ok(r) if r.version != p.version => drift.push(Drift {
                     name: p.name.clone(),
                     a: Some(r.version),
                     b: Some(p.version.clone()),
                 }),
                 Ok(_) => {}
-                // Not in the snapshot day's repositories at all.
+                // Not in the environment day's repositories at all.
                 Err(e) if e.exit_code() == 2 => {}
                 Err(e) => self.ledger.notes.push(format!(
-                    "could not resolve the snapshot day's version of {}: {e}",
+                    "could not resolve the environment day's version of {}: {e}",
                     p.name
                 )),
             }
@@ -131,6 +131,8 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         hosts: Hosts::of(local_locations.len(), plan.locations.len()),
         local_locations,
         environment_day: f.environment_day,
+        profile_environment_day: plan.env_day.clone(),
+        profile_environment_day_reason: plan.env_day_reason.clone(),
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),

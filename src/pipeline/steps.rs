@@ -2,16 +2,18 @@
 //! backend, with the services the job needs on its loopback. This file turns a planned step
 //! into jobs ([`job_for`], pure) and runs lists of steps, keeping their records.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::environment::Environment;
 use super::{Options, Run};
 use crate::backend::{Backend, EnvRoot, Services};
 use crate::envlock::EnvLock;
+use crate::error::IoContext;
 use crate::error::Result;
 use crate::inputs::lock::InputsLock;
 use crate::job::{
-    Bind, CapsPolicy, Clock, IdRange, Job, JobOutcome, LandlockPolicy, Limits, RootfsSource,
+    Bind, CapsPolicy, Clock, IdRange, Job, JobOutcome, LandlockPolicy, Limits, NestedPodman,
+    RootfsSource,
 };
 use crate::plan::{Isolation, Plan, PlannedStep, Role, WORKSPACE};
 use crate::report::StepRecord;
@@ -52,6 +54,11 @@ pub struct JobContext {
     /// Where the jobs' stdout and stderr go instead of reprobox's own (`--quiet`, or a
     /// spinner on the terminal): appended to this file while each job runs.
     pub job_log: Option<PathBuf>,
+    /// The nested podman's configuration files of the run ([`NestedPodman::write`]), given
+    /// to every job of a nested-containers step.
+    pub nested_podman: Option<PathBuf>,
+    /// Where the steps' scratch directories are made (the run's work directory).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl JobContext {
@@ -98,6 +105,13 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
     });
     job.binds.extend(ctx.scratch.iter().cloned());
     job.workdir = PathBuf::from(&step.workdir);
+    job.env
+        .extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if step.isolation == Isolation::NestedContainers
+        && let Some(dir) = &ctx.nested_podman
+    {
+        NestedPodman::apply(&mut job, dir);
+    }
     job.listen = ctx.services.ports();
     job.clock = Clock {
         source_date_epoch: Some(ctx.source_date_epoch),
@@ -110,6 +124,11 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
         job.caps = CapsPolicy::List(FILESYSTEM_STEP_CAPS.iter().map(|c| c.to_string()).collect());
     }
     let mut writable: Vec<PathBuf> = step.writable.iter().map(PathBuf::from).collect();
+    for d in &step.scratch {
+        if !writable.iter().any(|w| w == Path::new(d)) {
+            writable.push(PathBuf::from(d));
+        }
+    }
     if confine {
         // /dev/null, /dev/tty and /dev/shm are the job's own (a tmpfs of its own nodes).
         writable.push(PathBuf::from("/dev"));
@@ -135,6 +154,7 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
 /// every request its jobs made.
 pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, InputsLock)> {
     let mut lock = InputsLock::default();
+    let (scratch, scratch_record) = scratch_binds(ctx, step)?;
     let mut record = StepRecord {
         name: step.name.clone(),
         optional: step.optional,
@@ -142,9 +162,15 @@ pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, Inp
         wall_time_ms: 0,
         enforcement: Vec::new(),
         cached: None,
+        env: step.env.clone(),
+        scratch: scratch_record,
+        nested_podman: (step.isolation == Isolation::NestedContainers
+            && ctx.nested_podman.is_some())
+        .then(NestedPodman::record),
     };
     for argv in &step.commands {
-        let job = job_for(ctx, step, argv.clone());
+        let mut job = job_for(ctx, step, argv.clone());
+        job.binds.extend(scratch.iter().cloned());
         let (outcome, served) = ctx.run_job(&step.name, &job)?;
         lock.entries.extend(served.entries);
         record.wall_time_ms += outcome.wall_time_ms;
@@ -157,6 +183,49 @@ pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, Inp
         }
     }
     Ok((record, lock))
+}
+
+/// The step's scratch directories (`scratch` in the profile): an empty directory of the run
+/// bound over each one the environment has empty or not at all (container backend), else
+/// the environment's own, written in place (Landlock lets the step write it either way).
+/// Nothing the environment holds is hidden. Returns the binds and, per directory, how it was
+/// given (for the step record).
+fn scratch_binds(ctx: &JobContext, step: &PlannedStep) -> Result<(Vec<Bind>, Vec<String>)> {
+    let mut binds = Vec::new();
+    let mut record = Vec::new();
+    for d in &step.scratch {
+        let inside = ctx.root.dir().join(d.trim_start_matches('/'));
+        let empty = match std::fs::read_dir(&inside) {
+            Ok(mut it) => it.next().is_none(),
+            Err(_) => !inside.exists(),
+        };
+        let on_container = ctx.backend.name() == "container";
+        match (&ctx.scratch_dir, empty && on_container) {
+            (Some(base), true) => {
+                let src = base.join(format!(
+                    "scratch-{}-{}",
+                    step.name,
+                    d.trim_matches('/').replace('/', "_")
+                ));
+                std::fs::create_dir_all(&src).ctx("create", &src)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755))
+                    .ctx("chmod", &src)?;
+                super::environment::give_to_job(&src)?;
+                binds.push(Bind {
+                    src,
+                    dst: PathBuf::from(d),
+                    read_only: false,
+                });
+                record.push(format!("{d}: an empty directory of the run"));
+            }
+            _ => record.push(format!(
+                "{d}: the environment's own, written in place{}",
+                if empty { "" } else { " (it is not empty)" }
+            )),
+        }
+    }
+    Ok((binds, record))
 }
 
 /// The profile's steps as this run executes them.
@@ -198,7 +267,7 @@ pub fn select(plan: &Plan, o: &Options, notes: &mut Vec<String>) -> Selected {
         steps,
         n_env,
         env_first,
-        day: o.env_day.clone().unwrap_or_else(|| plan.snapshot.clone()),
+        day: o.env_day.clone().unwrap_or_else(|| plan.env_day.clone()),
     }
 }
 
@@ -219,7 +288,7 @@ fn as_run(
     let mut s = step.clone();
     if let (Some(day), Role::Rollback | Role::Install) = (&o.env_day, step.role) {
         let (from, to) = (
-            format!("/repos/{}/", plan.snapshot),
+            format!("/repos/{}/", plan.env_day),
             format!("/repos/{day}/"),
         );
         for c in &mut s.commands {
@@ -228,8 +297,8 @@ fn as_run(
             }
         }
         notes.push(format!(
-            "step {}: the environment was rolled to {day}, not the snapshot day {}",
-            step.name, plan.snapshot
+            "step {}: the environment was rolled to {day} (--env-day), not the profile's day {} ({})",
+            step.name, plan.env_day, plan.env_day_reason
         ));
     }
     Some(s)
@@ -387,6 +456,8 @@ mod tests {
             id_map: Some(super::super::environment::ID_RANGE),
             scratch: Vec::new(),
             job_log: None,
+            nested_podman: None,
+            scratch_dir: None,
         }
     }
 
@@ -398,7 +469,11 @@ mod tests {
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(s.steps.len(), plan.steps.len());
         assert!(s.n_env >= 1 && s.env_first, "{s:?}");
-        assert_eq!(s.day, plan.snapshot);
+        assert_eq!(s.day, plan.env_day);
+        assert_ne!(
+            plan.env_day, plan.snapshot,
+            "the real profile rolls to the build day"
+        );
         assert!(s.env().iter().all(is_env_step));
     }
 
@@ -427,10 +502,10 @@ mod tests {
         let text = format!("{:?}", s.env());
         assert!(text.contains("/repos/2026/06/01/"), "{text}");
         assert!(
-            !text.contains(&format!("/repos/{}/", plan.snapshot)),
+            !text.contains(&format!("/repos/{}/", plan.env_day)),
             "{text}"
         );
-        assert!(notes.iter().any(|n| n.contains("not the snapshot day")));
+        assert!(notes.iter().any(|n| n.contains("not the profile's day")));
     }
 
     #[test]
