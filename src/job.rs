@@ -195,18 +195,23 @@ pub struct JobOutcome {
 }
 
 /// The nested podman's configuration for a job that runs containers (a profile step with
-/// `isolation = "nested-containers"`), given through podman's own configuration variables
-/// rather than the profile's command line: a `storage.conf` (the `vfs` driver, which needs
-/// no overlay inside the sandbox; graph and run roots where reprobox gives scratch space), a
-/// `containers.conf` (`cgroupfs`: the job has no systemd; events to a file: no journald) and
-/// `BUILDAH_ISOLATION=chroot` (a RUN step cannot create the namespaces of the default OCI
-/// isolation inside the sandbox). Both files are written in a directory of the run and bound
-/// read-only at [`NestedPodman::JOB_DIR`]; nothing is written into the environment.
+/// `isolation = "nested-containers"`), given through podman's own configuration rather than
+/// the profile's command line: a `storage.conf` named by `CONTAINERS_STORAGE_CONF` (the
+/// `vfs` driver, which needs no overlay inside the sandbox; graph and run roots where
+/// reprobox gives scratch space), a `containers.conf.d` drop-in (`cgroupfs`: the job has no
+/// systemd; events to a file: no journald), on top of the environment's own containers.conf
+/// (whose capability list a replacement would lose), and `BUILDAH_ISOLATION=chroot` (a RUN
+/// step cannot create the namespaces of the default OCI isolation inside the sandbox). Both
+/// files are written in a directory of the run and bound read-only; nothing is written into
+/// the environment but the drop-in's mount point. Works with podman 4.3.1 (Debian 12).
 pub struct NestedPodman;
 
 impl NestedPodman {
-    /// Where the files are inside the job.
+    /// Where the storage.conf is inside the job.
     pub const JOB_DIR: &'static str = "/run/reprobox-containers";
+    /// Where the containers.conf drop-in is bound inside the job.
+    pub const CONTAINERS_CONF_DROPIN: &'static str =
+        "/etc/containers/containers.conf.d/90-reprobox-nested.conf";
     /// Podman's storage (the run's scratch `/var/lib/containers` where reprobox gives one).
     pub const GRAPHROOT: &'static str = "/var/lib/containers/storage";
     pub const RUNROOT: &'static str = "/run/containers/storage";
@@ -244,10 +249,6 @@ impl NestedPodman {
                 "CONTAINERS_STORAGE_CONF".into(),
                 format!("{}/storage.conf", Self::JOB_DIR),
             ),
-            (
-                "CONTAINERS_CONF".into(),
-                format!("{}/containers.conf", Self::JOB_DIR),
-            ),
             ("BUILDAH_ISOLATION".into(), "chroot".into()),
         ]
     }
@@ -262,12 +263,18 @@ impl NestedPodman {
     }
 
     /// Give `job` the configuration written in `host_dir` by [`NestedPodman::write`]: the
-    /// directory bound read-only at [`NestedPodman::JOB_DIR`] and the variables (replacing
-    /// any of the same name).
+    /// directory bound read-only at [`NestedPodman::JOB_DIR`], the containers.conf drop-in
+    /// at [`NestedPodman::CONTAINERS_CONF_DROPIN`], and the variables (replacing any of the
+    /// same name).
     pub fn apply(job: &mut Job, host_dir: &std::path::Path) {
         job.binds.push(Bind {
             src: host_dir.to_path_buf(),
             dst: PathBuf::from(Self::JOB_DIR),
+            read_only: true,
+        });
+        job.binds.push(Bind {
+            src: host_dir.join("containers.conf"),
+            dst: PathBuf::from(Self::CONTAINERS_CONF_DROPIN),
             read_only: true,
         });
         for (k, v) in Self::env() {
@@ -280,7 +287,13 @@ impl NestedPodman {
     pub fn record() -> serde_json::Value {
         let files: serde_json::Map<String, serde_json::Value> = Self::files()
             .into_iter()
-            .map(|(n, t)| (format!("{}/{n}", Self::JOB_DIR), t.into()))
+            .map(|(n, t)| {
+                let at = match n {
+                    "containers.conf" => Self::CONTAINERS_CONF_DROPIN.to_string(),
+                    _ => format!("{}/{n}", Self::JOB_DIR),
+                };
+                (at, t.into())
+            })
             .collect();
         let env: serde_json::Map<String, serde_json::Value> = Self::env()
             .into_iter()
@@ -305,9 +318,14 @@ mod nested_podman_tests {
         let mut job = Job::new(RootfsSource::Dir("/r".into()), vec!["podman".into()]);
         job.env.push(("BUILDAH_ISOLATION".into(), "oci".into()));
         NestedPodman::apply(&mut job, t.path());
-        assert_eq!(job.binds.len(), 1);
-        assert!(job.binds[0].read_only);
+        assert_eq!(job.binds.len(), 2);
+        assert!(job.binds.iter().all(|b| b.read_only));
         assert_eq!(job.binds[0].dst, PathBuf::from(NestedPodman::JOB_DIR));
+        assert_eq!(
+            job.binds[1].dst,
+            PathBuf::from("/etc/containers/containers.conf.d/90-reprobox-nested.conf")
+        );
+        assert!(!job.env.iter().any(|(k, _)| k == "CONTAINERS_CONF"));
         let iso: Vec<_> = job
             .env
             .iter()
@@ -323,5 +341,6 @@ mod nested_podman_tests {
         );
         let r = NestedPodman::record();
         assert!(r["files"]["/run/reprobox-containers/storage.conf"].is_string());
+        assert!(r["files"][NestedPodman::CONTAINERS_CONF_DROPIN].is_string());
     }
 }
