@@ -87,6 +87,8 @@ impl Run<'_> {
 pub struct Findings {
     /// The archive day the environment was rolled to.
     pub environment_day: String,
+    /// Which Dockerfile the image step built.
+    pub image_from: super::ImageFrom,
     pub backend: &'static str,
     pub microvm: Option<serde_json::Value>,
     pub source_revision: String,
@@ -133,6 +135,7 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         environment_day: f.environment_day,
         profile_environment_day: plan.env_day.clone(),
         profile_environment_day_reason: plan.env_day_reason.clone(),
+        image_from: f.image_from.describe().to_string(),
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),
@@ -237,6 +240,7 @@ mod tests {
     fn findings(checks: Vec<Check>, failed: Option<&str>) -> Findings {
         Findings {
             environment_day: "2026/05/17".into(),
+            image_from: Default::default(),
             backend: "container",
             microvm: None,
             source_revision: "34b87485162b028c8d957bdcd2674359d883cd21".into(),

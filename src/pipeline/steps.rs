@@ -301,6 +301,33 @@ fn as_run(
             step.name, plan.env_day, plan.env_day_reason
         ));
     }
+    if step.role == Role::Image && o.image_from == super::ImageFrom::Published {
+        let file = &plan.source.release_file;
+        let mut changed = false;
+        for c in &mut s.commands {
+            for a in c.iter_mut() {
+                if a == file || a.ends_with(&format!("/{file}")) {
+                    let dir = &a[..a.len() - file.len()];
+                    *a = format!("{dir}{}", super::PUBLISHED_DOCKERFILE);
+                    changed = true;
+                }
+            }
+        }
+        notes.push(if changed {
+            format!(
+                "step {}: --image-from published: it builds the release's own {file} at {} (written as {}/{}), whose verify stage downloads the published rootfs, not the regenerated one over the rebuilt rootfs",
+                step.name,
+                plan.source.tag,
+                plan.artifacts.dir,
+                super::PUBLISHED_DOCKERFILE
+            )
+        } else {
+            format!(
+                "step {}: --image-from published, but no argument of its commands names {file}: it builds what the profile says",
+                step.name
+            )
+        });
+    }
     Some(s)
 }
 
@@ -376,6 +403,20 @@ impl Run<'_> {
         })
     }
 
+    /// `--image-from published`: the release's own file, as the tag holds it, into the
+    /// workspace's output directory as [`super::PUBLISHED_DOCKERFILE`], owned like the
+    /// rest of the workspace.
+    fn write_published_dockerfile(&mut self, ctx: &JobContext) -> Result<()> {
+        let dir = ctx.workspace.join(&self.plan.artifacts.dir);
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let path = dir.join(super::PUBLISHED_DOCKERFILE);
+        std::fs::write(&path, &self.release_text).ctx("write", &path)?;
+        if ctx.backend.name() == "container" {
+            super::environment::give_to_job(&path)?;
+        }
+        Ok(())
+    }
+
     /// Run `list` in order, one job per command, keeping each step's record, its requests
     /// and notes; an image step first gets its base images pinned and served. Stops at the
     /// first required step that fails.
@@ -387,6 +428,9 @@ impl Run<'_> {
         for step in list {
             self.interrupted()?;
             if step.role == Role::Image {
+                if self.o.image_from == super::ImageFrom::Published {
+                    self.write_published_dockerfile(ctx)?;
+                }
                 result.image = self.pin_base_images(ctx, step)?;
             }
             self.phase(&format!(
@@ -432,6 +476,7 @@ mod tests {
             keep_work: false,
             use_prepared_envs: true,
             backend: Default::default(),
+            image_from: Default::default(),
         }
     }
 
@@ -506,6 +551,109 @@ mod tests {
             "{text}"
         );
         assert!(notes.iter().any(|n| n.contains("not the profile's day")));
+    }
+
+    #[test]
+    fn image_from_published_builds_the_releases_own_dockerfile() {
+        let plan = super::super::test_plan();
+        let image = |o: &Options| {
+            let mut notes = Vec::new();
+            let s = select(&plan, o, &mut notes);
+            (
+                s.steps.into_iter().find(|s| s.role == Role::Image).unwrap(),
+                notes,
+            )
+        };
+        let (rebuilt, notes) = image(&options());
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(rebuilt.commands[0].contains(&"output/Dockerfile.repro".to_string()));
+        let (published, notes) = image(&Options {
+            image_from: super::super::ImageFrom::Published,
+            ..options()
+        });
+        assert!(
+            published.commands[0].contains(&"output/Dockerfile.published".to_string()),
+            "{:?}",
+            published.commands
+        );
+        assert!(!format!("{:?}", published.commands).contains("Dockerfile.repro"));
+        assert!(
+            notes.iter().any(|n| n.contains("--image-from published")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn the_make_step_gets_build_version_and_a_writable_pacman_cache() {
+        let plan = super::super::test_plan();
+        let c = ctx(EnvRoot::Owned(PathBuf::from("/nonexistent-root")));
+        let make = plan.steps.iter().find(|s| s.name == "make").unwrap();
+        let job = job_for(&c, make, vec!["true".into()]);
+        assert!(
+            job.env
+                .contains(&("BUILD_VERSION".into(), "20260518.0.532496".into()))
+        );
+        assert!(!job.env.iter().any(|(k, _)| k == "CI_COMMIT_SHA"));
+        assert!(!job.clock.faketime);
+        assert!(
+            job.landlock
+                .writable
+                .contains(&PathBuf::from("/var/cache/pacman/pkg"))
+        );
+        // An environment without the directory: an empty scratch directory of the run.
+        let t = tempfile::tempdir().unwrap();
+        let c = JobContext {
+            scratch_dir: Some(t.path().to_path_buf()),
+            ..ctx(EnvRoot::Owned(t.path().join("root")))
+        };
+        let (binds, record) = scratch_binds(&c, make).unwrap();
+        assert_eq!(binds.len(), 1, "{record:?}");
+        assert_eq!(binds[0].dst, PathBuf::from("/var/cache/pacman/pkg"));
+        assert!(binds[0].src.is_dir());
+        // One that holds files: written in place, nothing hidden.
+        std::fs::create_dir_all(t.path().join("root/var/cache/pacman/pkg")).unwrap();
+        std::fs::write(
+            t.path().join("root/var/cache/pacman/pkg/x.pkg.tar.zst"),
+            "x",
+        )
+        .unwrap();
+        let (binds, record) = scratch_binds(&c, make).unwrap();
+        assert!(binds.is_empty());
+        assert!(record[0].contains("written in place"), "{record:?}");
+    }
+
+    #[test]
+    fn a_nested_containers_step_gets_reproboxs_podman_configuration() {
+        let plan = super::super::test_plan();
+        let c = JobContext {
+            nested_podman: Some(PathBuf::from("/work/nested-podman")),
+            ..ctx(EnvRoot::Owned(PathBuf::from("/work/root")))
+        };
+        let image = plan.steps.iter().find(|s| s.role == Role::Image).unwrap();
+        let job = job_for(&c, image, image.commands[0].clone());
+        assert!(
+            job.env
+                .contains(&("BUILDAH_ISOLATION".into(), "chroot".into()))
+        );
+        assert!(
+            job.binds
+                .iter()
+                .any(|b| b.dst == Path::new(NestedPodman::JOB_DIR))
+        );
+        // Upstream's command exactly: no storage, cgroup, events or isolation flag.
+        let argv = image.commands[0].join(" ");
+        assert!(argv.starts_with("podman build --no-cache --source-date-epoch=1779062400 --rewrite-timestamp -f output/Dockerfile.repro"), "{argv}");
+        for flag in [
+            "--storage-driver",
+            "--cgroup-manager",
+            "--events-backend",
+            "--isolation",
+        ] {
+            assert!(!argv.contains(flag), "{argv}");
+        }
+        let make = plan.steps.iter().find(|s| s.name == "make").unwrap();
+        let job = job_for(&c, make, vec!["true".into()]);
+        assert!(!job.env.iter().any(|(k, _)| k == "BUILDAH_ISOLATION"));
     }
 
     #[test]

@@ -230,6 +230,10 @@ pub struct Report {
     pub profile_environment_day: String,
     #[serde(default)]
     pub profile_environment_day_reason: String,
+    /// Which Dockerfile the image step built (`--image-from`): the regenerated one over the
+    /// rebuilt rootfs, or the release's own over the published rootfs.
+    #[serde(default)]
+    pub image_from: String,
     pub backend: String,
     /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
     /// came from), memory, CPUs, root disk. Absent for the container backend.
@@ -305,6 +309,9 @@ impl Report {
             self.backend,
             self.environment_day
         );
+        if !self.image_from.is_empty() {
+            let _ = writeln!(o, "image built from {}", self.image_from);
+        }
         let _ = writeln!(
             o,
             "snapshot {}, SOURCE_DATE_EPOCH {}",
@@ -438,6 +445,7 @@ mod tests {
             profile_environment_day: "2026/05/17".into(),
             profile_environment_day_reason:
                 "the snapshot day: the profile's [rollback] env_day = \"snapshot\"".into(),
+            image_from: String::new(),
             backend: "container".into(),
             microvm: None,
             source_revision: Some("34b8748".into()),
