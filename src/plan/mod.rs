@@ -149,7 +149,7 @@ impl PlannedStep {
                 }
             ),
             Isolation::NestedContainers => format!(
-                "{ns}; capabilities: the set nested podman needs; Landlock: TCP and scopes only (filesystem rules forbid mount)"
+                "{ns}; capabilities: the set nested podman needs; Landlock: TCP and scopes only (filesystem rules forbid mount); podman configured by reprobox: storage.conf (vfs) through CONTAINERS_STORAGE_CONF, a containers.conf.d drop-in (cgroupfs, file events), BUILDAH_ISOLATION=chroot"
             ),
         }
     }
