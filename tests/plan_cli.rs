@@ -76,7 +76,11 @@ fn plan_of_every_real_release_agrees_with_the_table() {
         let snap = day.yesterday().unwrap().strftime("%Y/%m/%d").to_string();
         assert_eq!(v["snapshot"], snap, "{version}");
         // The environment is rolled to the build day (upstream's CI used its live mirrors).
-        assert_eq!(v["env_day"], day.strftime("%Y/%m/%d").to_string(), "{version}");
+        assert_eq!(
+            v["env_day"],
+            day.strftime("%Y/%m/%d").to_string(),
+            "{version}"
+        );
         let sde = day
             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
             .unwrap()
