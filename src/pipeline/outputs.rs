@@ -60,7 +60,7 @@ impl Run<'_> {
         Ok(lock)
     }
 
-    /// Stage 8: the environment's packages whose versions differ from the snapshot day's.
+    /// Stage 8: the environment's packages whose versions differ from the profile's environment day's (`Plan::env_day`).
     pub fn drift(&mut self, lock: &EnvLock) -> Vec<Drift> {
         let mut drift = Vec::new();
         for p in &lock.packages {

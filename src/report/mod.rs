@@ -244,7 +244,7 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Files that differ between the published and the rebuilt rootfs.
     pub file_diffs: Vec<FileDiff>,
-    /// Environment packages whose versions differ from the snapshot day's.
+    /// Environment packages whose versions differ from the profile's environment day's.
     pub environment_drift: Vec<Drift>,
     /// Timestamps newer than SOURCE_DATE_EPOCH in the outputs.
     pub late_timestamps: Vec<LateTimestamp>,
