@@ -193,3 +193,154 @@ pub struct JobOutcome {
     pub enforcement: Vec<Enforcement>,
     pub wall_time_ms: u64,
 }
+
+/// The nested podman's configuration for a job that runs containers (a profile step with
+/// `isolation = "nested-containers"`), given through podman's own configuration rather than
+/// the profile's command line: a `storage.conf` named by `CONTAINERS_STORAGE_CONF` (the
+/// `vfs` driver, which needs no overlay inside the sandbox; graph and run roots where
+/// reprobox gives scratch space), a `containers.conf.d` drop-in (`cgroupfs`: the job has no
+/// systemd; events to a file: no journald), on top of the environment's own containers.conf
+/// (whose capability list a replacement would lose), and `BUILDAH_ISOLATION=chroot` (a RUN
+/// step cannot create the namespaces of the default OCI isolation inside the sandbox). Both
+/// files are written in a directory of the run and bound read-only; nothing is written into
+/// the environment but the drop-in's mount point. Works with podman 4.3.1 (Debian 12).
+pub struct NestedPodman;
+
+impl NestedPodman {
+    /// Where the storage.conf is inside the job.
+    pub const JOB_DIR: &'static str = "/run/reprobox-containers";
+    /// Where the containers.conf drop-in is bound inside the job.
+    pub const CONTAINERS_CONF_DROPIN: &'static str =
+        "/etc/containers/containers.conf.d/90-reprobox-nested.conf";
+    /// Podman's storage (the run's scratch `/var/lib/containers` where reprobox gives one).
+    pub const GRAPHROOT: &'static str = "/var/lib/containers/storage";
+    pub const RUNROOT: &'static str = "/run/containers/storage";
+
+    /// The files, by name, with their exact text.
+    pub fn files() -> [(&'static str, String); 2] {
+        [
+            (
+                "storage.conf",
+                format!(
+                    "# written by reprobox for a nested-containers step (docs/profiles.md)\n\
+                     [storage]\n\
+                     driver = \"vfs\"\n\
+                     graphroot = \"{}\"\n\
+                     runroot = \"{}\"\n",
+                    Self::GRAPHROOT,
+                    Self::RUNROOT
+                ),
+            ),
+            (
+                "containers.conf",
+                "# written by reprobox for a nested-containers step (docs/profiles.md)\n\
+                 [engine]\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n"
+                    .to_string(),
+            ),
+        ]
+    }
+
+    /// The variables that point podman (and buildah) at the files, and the isolation.
+    pub fn env() -> Vec<(String, String)> {
+        vec![
+            (
+                "CONTAINERS_STORAGE_CONF".into(),
+                format!("{}/storage.conf", Self::JOB_DIR),
+            ),
+            ("BUILDAH_ISOLATION".into(), "chroot".into()),
+        ]
+    }
+
+    /// Write the files into `dir` (created if needed).
+    pub fn write(dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, text) in Self::files() {
+            std::fs::write(dir.join(name), text)?;
+        }
+        Ok(())
+    }
+
+    /// Give `job` the configuration written in `host_dir` by [`NestedPodman::write`]: the
+    /// directory bound read-only at [`NestedPodman::JOB_DIR`], the containers.conf drop-in
+    /// at [`NestedPodman::CONTAINERS_CONF_DROPIN`], and the variables (replacing any of the
+    /// same name).
+    pub fn apply(job: &mut Job, host_dir: &std::path::Path) {
+        job.binds.push(Bind {
+            src: host_dir.to_path_buf(),
+            dst: PathBuf::from(Self::JOB_DIR),
+            read_only: true,
+        });
+        job.binds.push(Bind {
+            src: host_dir.join("containers.conf"),
+            dst: PathBuf::from(Self::CONTAINERS_CONF_DROPIN),
+            read_only: true,
+        });
+        for (k, v) in Self::env() {
+            job.env.retain(|(ek, _)| *ek != k);
+            job.env.push((k, v));
+        }
+    }
+
+    /// The configuration as the run record states it: each file's text and the variables.
+    pub fn record() -> serde_json::Value {
+        let files: serde_json::Map<String, serde_json::Value> = Self::files()
+            .into_iter()
+            .map(|(n, t)| {
+                let at = match n {
+                    "containers.conf" => Self::CONTAINERS_CONF_DROPIN.to_string(),
+                    _ => format!("{}/{n}", Self::JOB_DIR),
+                };
+                (at, t.into())
+            })
+            .collect();
+        let env: serde_json::Map<String, serde_json::Value> = Self::env()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        serde_json::json!({ "files": files, "env": env })
+    }
+}
+
+#[cfg(test)]
+mod nested_podman_tests {
+    use super::*;
+
+    #[test]
+    fn nested_podman_gets_its_files_bound_read_only_and_the_variables() {
+        let t = tempfile::tempdir().unwrap();
+        NestedPodman::write(t.path()).unwrap();
+        let storage = std::fs::read_to_string(t.path().join("storage.conf")).unwrap();
+        assert!(storage.contains("driver = \"vfs\""), "{storage}");
+        let conf = std::fs::read_to_string(t.path().join("containers.conf")).unwrap();
+        assert!(conf.contains("cgroup_manager = \"cgroupfs\""), "{conf}");
+        let mut job = Job::new(RootfsSource::Dir("/r".into()), vec!["podman".into()]);
+        job.env.push(("BUILDAH_ISOLATION".into(), "oci".into()));
+        NestedPodman::apply(&mut job, t.path());
+        assert_eq!(job.binds.len(), 2);
+        assert!(job.binds.iter().all(|b| b.read_only));
+        assert_eq!(job.binds[0].dst, PathBuf::from(NestedPodman::JOB_DIR));
+        assert_eq!(
+            job.binds[1].dst,
+            PathBuf::from("/etc/containers/containers.conf.d/90-reprobox-nested.conf")
+        );
+        assert!(!job.env.iter().any(|(k, _)| k == "CONTAINERS_CONF"));
+        let iso: Vec<_> = job
+            .env
+            .iter()
+            .filter(|(k, _)| k == "BUILDAH_ISOLATION")
+            .collect();
+        assert_eq!(
+            iso,
+            [&("BUILDAH_ISOLATION".to_string(), "chroot".to_string())]
+        );
+        assert!(
+            job.env.iter().any(|(k, v)| k == "CONTAINERS_STORAGE_CONF"
+                && v == "/run/reprobox-containers/storage.conf")
+        );
+        let r = NestedPodman::record();
+        assert!(r["files"]["/run/reprobox-containers/storage.conf"].is_string());
+        assert!(r["files"][NestedPodman::CONTAINERS_CONF_DROPIN].is_string());
+    }
+}

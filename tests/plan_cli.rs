@@ -75,6 +75,12 @@ fn plan_of_every_real_release_agrees_with_the_table() {
         let day = jiff::civil::Date::strptime("%Y-%m-%dT00:00:00Z", created).unwrap();
         let snap = day.yesterday().unwrap().strftime("%Y/%m/%d").to_string();
         assert_eq!(v["snapshot"], snap, "{version}");
+        // The environment is rolled to the build day (upstream's CI used its live mirrors).
+        assert_eq!(
+            v["env_day"],
+            day.strftime("%Y/%m/%d").to_string(),
+            "{version}"
+        );
         let sde = day
             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
             .unwrap()
@@ -88,7 +94,13 @@ fn plan_of_every_real_release_agrees_with_the_table() {
 fn plan_golden_text_and_json_for_the_real_profile() {
     let o = run(&["plan", "archlinux-repro", "20260518.0.532496"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    golden("plan-archlinux-repro-20260518.0.532496.txt", &stdout(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("environment day    2026/05/18 (the build day: upstream's CI used the live mirrors of that day"),
+        "{text}"
+    );
+    assert!(text.contains("snapshot day       2026/05/17"), "{text}");
+    golden("plan-archlinux-repro-20260518.0.532496.txt", &text);
     let o = run(&["plan", "archlinux-repro", "20260518.0.532496", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     golden("plan-archlinux-repro-20260518.0.532496.json", &stdout(&o));

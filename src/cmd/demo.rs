@@ -76,6 +76,7 @@ pub fn execute(a: Args) -> Result<i32> {
         keep_work: false,
         use_prepared_envs: true,
         backend: Default::default(),
+        image_from: Default::default(),
     };
     pipeline::reproduce(&plan, store.clone(), &warm)?;
     drop(servers);

@@ -28,8 +28,9 @@ pub struct Args {
     /// Skip the profile's rollback steps: build in the environment as the base has it.
     #[arg(long)]
     pub no_rollback: bool,
-    /// Roll the build environment to this archive day (YYYY/MM/DD) instead of the snapshot
-    /// day, to see what a later (or earlier) environment does to the output.
+    /// Roll the build environment to this archive day (YYYY/MM/DD) instead of the profile's
+    /// (the build day, or the snapshot day: `reprobox plan` says which), to see what a later
+    /// (or earlier) environment does to the output.
     #[arg(long, value_name = "YYYY/MM/DD", conflicts_with = "no_rollback")]
     pub env_day: Option<String>,
     /// Kill any one command of the build after SECS seconds.
@@ -42,9 +43,24 @@ pub struct Args {
     /// the store's prepared environments (`reprobox store envs`).
     #[arg(long)]
     pub fresh_env: bool,
+    /// Which Dockerfile the image step builds: `rebuilt`, the one the build regenerated
+    /// (over the rebuilt rootfs); `published`, the release's own Dockerfile.repro at the tag,
+    /// whose verify stage downloads the published rootfs (through the egress, pinned by the
+    /// release's hash), to tell image drift from rootfs drift.
+    #[arg(long, value_enum, value_name = "FROM", default_value_t = ImageFromArg::Rebuilt)]
+    pub image_from: ImageFromArg,
     /// Print only the report (JSON) on stdout; the build's own output goes to stderr.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--image-from`: [`pipeline::ImageFrom`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFromArg {
+    /// The Dockerfile the build regenerated, over the rebuilt rootfs.
+    Rebuilt,
+    /// The release's own Dockerfile.repro, over the published rootfs.
+    Published,
 }
 
 /// Send fd 1 to stderr until dropped, so the build's output cannot mix with the JSON.
@@ -114,6 +130,10 @@ pub fn execute(a: Args) -> Result<i32> {
         keep_work: a.keep_work,
         use_prepared_envs: !a.fresh_env,
         backend,
+        image_from: match a.image_from {
+            ImageFromArg::Rebuilt => pipeline::ImageFrom::Rebuilt,
+            ImageFromArg::Published => pipeline::ImageFrom::Published,
+        },
     };
     let outcome = {
         let _redirect = if a.json {

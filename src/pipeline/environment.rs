@@ -222,6 +222,9 @@ impl Run<'_> {
                     wall_time_ms: 0,
                     enforcement: Vec::new(),
                     cached: Some(p.key.clone()),
+                    env: s.env.clone(),
+                    scratch: Vec::new(),
+                    nested_podman: None,
                 });
             }
             let lock = p.env_lock()?;

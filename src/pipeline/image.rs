@@ -46,6 +46,35 @@ impl PodmanCall {
     }
 }
 
+/// The `-f`/`--file` argument of a `podman build` argv.
+pub fn dockerfile_arg(argv: &[String]) -> Option<String> {
+    PodmanCall::find(argv)?;
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        if a == "-f" || a == "--file" {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix("--file=") {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+/// A path of the job (absolute, or relative to `workdir`) as the host's path in the
+/// workspace, which is bound at [`WORKSPACE`].
+fn in_workspace(workspace: &Path, workdir: &str, p: &str) -> std::path::PathBuf {
+    let abs = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("{}/{p}", workdir.trim_end_matches('/'))
+    };
+    match abs.strip_prefix(WORKSPACE) {
+        Some(rest) => workspace.join(rest.trim_start_matches('/')),
+        None => workspace.join(p),
+    }
+}
+
 /// `FROM` references pinned by digest in a Dockerfile; tags are returned separately (they
 /// cannot be pinned, and the report says so).
 pub fn from_refs(dockerfile: &str) -> (Vec<DigestRef>, Vec<String>) {
@@ -80,10 +109,17 @@ impl Run<'_> {
         step: &PlannedStep,
     ) -> Result<Option<PodmanCall>> {
         let plan = self.plan;
-        let df = ctx
-            .workspace
-            .join(&plan.artifacts.dir)
-            .join(&plan.source.release_file);
+        // The Dockerfile the step builds (its `-f`), else the release file's name.
+        let df = step
+            .commands
+            .iter()
+            .find_map(|c| dockerfile_arg(c))
+            .map(|f| in_workspace(&ctx.workspace, &step.workdir, &f))
+            .unwrap_or_else(|| {
+                ctx.workspace
+                    .join(&plan.artifacts.dir)
+                    .join(&plan.source.release_file)
+            });
         let dockerfile = std::fs::read_to_string(&df).unwrap_or_default();
         let (refs, tags) = from_refs(&dockerfile);
         for t in tags {
@@ -453,6 +489,22 @@ mod tests {
             "podman --storage-driver vfs image inspect repro:1"
         );
         assert!(PodmanCall::find(&["make".to_string()]).is_none());
+        let real: Vec<String> = "podman build --no-cache -f output/Dockerfile.repro -t x output/"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            dockerfile_arg(&real).as_deref(),
+            Some("output/Dockerfile.repro")
+        );
+        assert_eq!(
+            in_workspace(Path::new("/h/ws"), "/build", "output/Dockerfile.repro"),
+            Path::new("/h/ws/output/Dockerfile.repro")
+        );
+        assert_eq!(
+            in_workspace(Path::new("/h/ws"), "/", "/build/output/D"),
+            Path::new("/h/ws/output/D")
+        );
     }
 
     #[test]

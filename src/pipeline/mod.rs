@@ -10,13 +10,14 @@
 //! 5. the build: the remaining steps, one job per command on the backend;
 //! 6. the rootfs check (`checks.rs`);
 //! 7. the image check (`image.rs`);
-//! 8. the drift of the environment from the snapshot day (`outputs.rs`);
+//! 8. the drift of the environment from the profile's environment day (`outputs.rs`);
 //! 9. the outputs: report, summary, locks, artifacts, attestation (`outputs.rs`).
 //!
 //! Every input goes through the store and the inputs lock ([`Ledger`]); a failed step
 //! still ends in a report (verdict incomplete) saying how far the run got.
 
 pub mod checks;
+pub mod dockerfile;
 pub mod environment;
 pub mod image;
 pub mod outputs;
@@ -62,7 +63,41 @@ pub struct Options {
     pub use_prepared_envs: bool,
     /// Where the jobs run.
     pub backend: BackendChoice,
+    /// Which Dockerfile the image step builds (`--image-from`).
+    pub image_from: ImageFrom,
 }
+
+/// Which Dockerfile the image step builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFrom {
+    /// The Dockerfile the build regenerated (`output/Dockerfile.repro`), whose verify stage
+    /// takes the rebuilt rootfs: the whole release is rebuilt.
+    #[default]
+    Rebuilt,
+    /// The release's own Dockerfile.repro at the tag, written into the workspace as
+    /// `output/Dockerfile.published`: its verify stage downloads the published rootfs
+    /// (through the egress, pinned by the release's hash), so the image is rebuilt from the
+    /// published rootfs and image drift is told apart from rootfs drift.
+    Published,
+}
+
+impl ImageFrom {
+    /// What the report says was built.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ImageFrom::Rebuilt => {
+                "rebuilt: the Dockerfile the build regenerated, over the rebuilt rootfs"
+            }
+            ImageFrom::Published => {
+                "published: the release's own Dockerfile.repro at the tag (output/Dockerfile.published), whose verify stage downloads the published rootfs"
+            }
+        }
+    }
+}
+
+/// The file name the release's Dockerfile is written under for `--image-from published`.
+pub const PUBLISHED_DOCKERFILE: &str = "Dockerfile.published";
 
 /// What a reproduction produced.
 pub struct Outcome {
@@ -88,6 +123,9 @@ pub struct Run<'a> {
     /// The archive the plan names; its day databases are parsed once per run.
     pub archive: Archive<'a>,
     pub ledger: Ledger,
+    /// The release file's text at the tag (stage 1): the image step builds it with
+    /// `--image-from published`.
+    pub release_text: String,
     /// Phases and lines on stderr.
     pub progress: crate::progress::Progress,
     guard: crate::interrupt::Guard,
@@ -102,6 +140,7 @@ impl<'a> Run<'a> {
             fetcher,
             archive: Archive::new(archive_url(plan), fetcher),
             ledger: Ledger::default(),
+            release_text: String::new(),
             progress: crate::progress::Progress::new(o.progress),
             // SIGINT/SIGTERM from here on are recorded, not fatal: a running job is killed
             // by its backend, and between steps `interrupted` returns, dropping (removing)
@@ -171,6 +210,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     ));
     let git = GitSource::new(store.root(), &plan.source.git);
     let release = release::fetch(plan, &git, o.offline)?;
+    run.release_text = release.text.clone();
     run.lap("release");
 
     // 2. The steps this run executes.
@@ -201,6 +241,17 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     // Declared after `work`: dropped (its overlay unmounted) before the work directory goes.
     let mut ctx = job_context(plan, o, &store, backend, workspace);
     ctx.job_log = job_log;
+    ctx.scratch_dir = Some(work.path().to_path_buf());
+    if plan
+        .steps
+        .iter()
+        .any(|s| s.isolation == crate::plan::Isolation::NestedContainers)
+    {
+        let dir = work.path().join("nested-podman");
+        crate::job::NestedPodman::write(&dir)
+            .ctx("write the nested podman configuration in", &dir)?;
+        ctx.nested_podman = Some(dir);
+    }
     ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
 
     // 4. The environment.
@@ -215,6 +266,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let built = ctx.workspace.join(&plan.artifacts.dir);
     let rootfs = run.check_rootfs(&release.release, &built.join(&plan.artifacts.rootfs))?;
     let mut checks: Vec<_> = rootfs.check.into_iter().collect();
+    checks.push(run.check_dockerfile(&release, &built, &checks));
     let mut external_diffs = rootfs.kept;
     run.lap("rootfs checks");
 
@@ -224,8 +276,11 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     external_diffs.extend(kept);
     run.lap("image checks");
 
-    // 8. The drift of the environment from the snapshot day.
-    run.phase("comparing the environment with the snapshot day's packages");
+    // 8. The drift of the environment from the profile's environment day.
+    run.phase(&format!(
+        "comparing the environment with the packages of {}",
+        plan.env_day
+    ));
     let drift = run.drift(&build.env_lock);
     run.lap("drift");
 
@@ -235,6 +290,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         plan,
         outputs::Findings {
             environment_day: selected.day.clone(),
+            image_from: o.image_from,
             backend: ctx.backend.name(),
             microvm: ctx.backend.record(),
             source_revision: release.release.source_revision.clone(),
@@ -297,6 +353,8 @@ fn job_context(
         id_map: environment::id_map(),
         scratch: Vec::new(),
         job_log: None,
+        nested_podman: None,
+        scratch_dir: None,
     }
 }
 

@@ -60,21 +60,21 @@ impl Run<'_> {
         Ok(lock)
     }
 
-    /// Stage 8: the environment's packages whose versions differ from the snapshot day's.
+    /// Stage 8: the environment's packages whose versions differ from the profile's environment day's (`Plan::env_day`).
     pub fn drift(&mut self, lock: &EnvLock) -> Vec<Drift> {
         let mut drift = Vec::new();
         for p in &lock.packages {
-            match self.archive.resolve(&self.plan.snapshot, &p.name) {
+            match self.archive.resolve(&self.plan.env_day, &p.name) {
                 Ok(r) if r.version != p.version => drift.push(Drift {
                     name: p.name.clone(),
                     a: Some(r.version),
                     b: Some(p.version.clone()),
                 }),
                 Ok(_) => {}
-                // Not in the snapshot day's repositories at all.
+                // Not in the environment day's repositories at all.
                 Err(e) if e.exit_code() == 2 => {}
                 Err(e) => self.ledger.notes.push(format!(
-                    "could not resolve the snapshot day's version of {}: {e}",
+                    "could not resolve the environment day's version of {}: {e}",
                     p.name
                 )),
             }
@@ -87,6 +87,8 @@ impl Run<'_> {
 pub struct Findings {
     /// The archive day the environment was rolled to.
     pub environment_day: String,
+    /// Which Dockerfile the image step built.
+    pub image_from: super::ImageFrom,
     pub backend: &'static str,
     pub microvm: Option<serde_json::Value>,
     pub source_revision: String,
@@ -131,6 +133,9 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         hosts: Hosts::of(local_locations.len(), plan.locations.len()),
         local_locations,
         environment_day: f.environment_day,
+        profile_environment_day: plan.env_day.clone(),
+        profile_environment_day_reason: plan.env_day_reason.clone(),
+        image_from: f.image_from.describe().to_string(),
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),
@@ -235,6 +240,7 @@ mod tests {
     fn findings(checks: Vec<Check>, failed: Option<&str>) -> Findings {
         Findings {
             environment_day: "2026/05/17".into(),
+            image_from: Default::default(),
             backend: "container",
             microvm: None,
             source_revision: "34b87485162b028c8d957bdcd2674359d883cd21".into(),

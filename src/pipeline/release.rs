@@ -11,6 +11,8 @@ pub struct ReleaseAt {
     /// The commit the tag points to.
     pub tag_commit: String,
     pub release: Release,
+    /// The release file's text.
+    pub text: String,
 }
 
 /// Fetch the upstream repository into the store (online) or check it is there (offline),
@@ -28,10 +30,11 @@ pub fn fetch(plan: &Plan, git: &GitSource, offline: bool) -> Result<ReleaseAt> {
     }
     let tag_commit = git.resolve(&plan.source.tag)?;
     let text = git.show(&tag_commit, &plan.source.release_file)?;
-    let release = parse(plan, text)?;
+    let release = parse(plan, text.clone())?;
     Ok(ReleaseAt {
         tag_commit,
         release,
+        text: String::from_utf8(text).unwrap_or_default(),
     })
 }
 

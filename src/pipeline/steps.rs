@@ -2,16 +2,18 @@
 //! backend, with the services the job needs on its loopback. This file turns a planned step
 //! into jobs ([`job_for`], pure) and runs lists of steps, keeping their records.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::environment::Environment;
 use super::{Options, Run};
 use crate::backend::{Backend, EnvRoot, Services};
 use crate::envlock::EnvLock;
+use crate::error::IoContext;
 use crate::error::Result;
 use crate::inputs::lock::InputsLock;
 use crate::job::{
-    Bind, CapsPolicy, Clock, IdRange, Job, JobOutcome, LandlockPolicy, Limits, RootfsSource,
+    Bind, CapsPolicy, Clock, IdRange, Job, JobOutcome, LandlockPolicy, Limits, NestedPodman,
+    RootfsSource,
 };
 use crate::plan::{Isolation, Plan, PlannedStep, Role, WORKSPACE};
 use crate::report::StepRecord;
@@ -52,6 +54,11 @@ pub struct JobContext {
     /// Where the jobs' stdout and stderr go instead of reprobox's own (`--quiet`, or a
     /// spinner on the terminal): appended to this file while each job runs.
     pub job_log: Option<PathBuf>,
+    /// The nested podman's configuration files of the run ([`NestedPodman::write`]), given
+    /// to every job of a nested-containers step.
+    pub nested_podman: Option<PathBuf>,
+    /// Where the steps' scratch directories are made (the run's work directory).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl JobContext {
@@ -98,6 +105,13 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
     });
     job.binds.extend(ctx.scratch.iter().cloned());
     job.workdir = PathBuf::from(&step.workdir);
+    job.env
+        .extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if step.isolation == Isolation::NestedContainers
+        && let Some(dir) = &ctx.nested_podman
+    {
+        NestedPodman::apply(&mut job, dir);
+    }
     job.listen = ctx.services.ports();
     job.clock = Clock {
         source_date_epoch: Some(ctx.source_date_epoch),
@@ -110,6 +124,11 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
         job.caps = CapsPolicy::List(FILESYSTEM_STEP_CAPS.iter().map(|c| c.to_string()).collect());
     }
     let mut writable: Vec<PathBuf> = step.writable.iter().map(PathBuf::from).collect();
+    for d in &step.scratch {
+        if !writable.iter().any(|w| w == Path::new(d)) {
+            writable.push(PathBuf::from(d));
+        }
+    }
     if confine {
         // /dev/null, /dev/tty and /dev/shm are the job's own (a tmpfs of its own nodes).
         writable.push(PathBuf::from("/dev"));
@@ -135,6 +154,7 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
 /// every request its jobs made.
 pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, InputsLock)> {
     let mut lock = InputsLock::default();
+    let (scratch, scratch_record) = scratch_binds(ctx, step)?;
     let mut record = StepRecord {
         name: step.name.clone(),
         optional: step.optional,
@@ -142,9 +162,15 @@ pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, Inp
         wall_time_ms: 0,
         enforcement: Vec::new(),
         cached: None,
+        env: step.env.clone(),
+        scratch: scratch_record,
+        nested_podman: (step.isolation == Isolation::NestedContainers
+            && ctx.nested_podman.is_some())
+        .then(NestedPodman::record),
     };
     for argv in &step.commands {
-        let job = job_for(ctx, step, argv.clone());
+        let mut job = job_for(ctx, step, argv.clone());
+        job.binds.extend(scratch.iter().cloned());
         let (outcome, served) = ctx.run_job(&step.name, &job)?;
         lock.entries.extend(served.entries);
         record.wall_time_ms += outcome.wall_time_ms;
@@ -157,6 +183,49 @@ pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, Inp
         }
     }
     Ok((record, lock))
+}
+
+/// The step's scratch directories (`scratch` in the profile): an empty directory of the run
+/// bound over each one the environment has empty or not at all (container backend), else
+/// the environment's own, written in place (Landlock lets the step write it either way).
+/// Nothing the environment holds is hidden. Returns the binds and, per directory, how it was
+/// given (for the step record).
+fn scratch_binds(ctx: &JobContext, step: &PlannedStep) -> Result<(Vec<Bind>, Vec<String>)> {
+    let mut binds = Vec::new();
+    let mut record = Vec::new();
+    for d in &step.scratch {
+        let inside = ctx.root.dir().join(d.trim_start_matches('/'));
+        let empty = match std::fs::read_dir(&inside) {
+            Ok(mut it) => it.next().is_none(),
+            Err(_) => !inside.exists(),
+        };
+        let on_container = ctx.backend.name() == "container";
+        match (&ctx.scratch_dir, empty && on_container) {
+            (Some(base), true) => {
+                let src = base.join(format!(
+                    "scratch-{}-{}",
+                    step.name,
+                    d.trim_matches('/').replace('/', "_")
+                ));
+                std::fs::create_dir_all(&src).ctx("create", &src)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755))
+                    .ctx("chmod", &src)?;
+                super::environment::give_to_job(&src)?;
+                binds.push(Bind {
+                    src,
+                    dst: PathBuf::from(d),
+                    read_only: false,
+                });
+                record.push(format!("{d}: an empty directory of the run"));
+            }
+            _ => record.push(format!(
+                "{d}: the environment's own, written in place{}",
+                if empty { "" } else { " (it is not empty)" }
+            )),
+        }
+    }
+    Ok((binds, record))
 }
 
 /// The profile's steps as this run executes them.
@@ -198,7 +267,7 @@ pub fn select(plan: &Plan, o: &Options, notes: &mut Vec<String>) -> Selected {
         steps,
         n_env,
         env_first,
-        day: o.env_day.clone().unwrap_or_else(|| plan.snapshot.clone()),
+        day: o.env_day.clone().unwrap_or_else(|| plan.env_day.clone()),
     }
 }
 
@@ -219,7 +288,7 @@ fn as_run(
     let mut s = step.clone();
     if let (Some(day), Role::Rollback | Role::Install) = (&o.env_day, step.role) {
         let (from, to) = (
-            format!("/repos/{}/", plan.snapshot),
+            format!("/repos/{}/", plan.env_day),
             format!("/repos/{day}/"),
         );
         for c in &mut s.commands {
@@ -228,9 +297,36 @@ fn as_run(
             }
         }
         notes.push(format!(
-            "step {}: the environment was rolled to {day}, not the snapshot day {}",
-            step.name, plan.snapshot
+            "step {}: the environment was rolled to {day} (--env-day), not the profile's day {} ({})",
+            step.name, plan.env_day, plan.env_day_reason
         ));
+    }
+    if step.role == Role::Image && o.image_from == super::ImageFrom::Published {
+        let file = &plan.source.release_file;
+        let mut changed = false;
+        for c in &mut s.commands {
+            for a in c.iter_mut() {
+                if a == file || a.ends_with(&format!("/{file}")) {
+                    let dir = &a[..a.len() - file.len()];
+                    *a = format!("{dir}{}", super::PUBLISHED_DOCKERFILE);
+                    changed = true;
+                }
+            }
+        }
+        notes.push(if changed {
+            format!(
+                "step {}: --image-from published: it builds the release's own {file} at {} (written as {}/{}), whose verify stage downloads the published rootfs, not the regenerated one over the rebuilt rootfs",
+                step.name,
+                plan.source.tag,
+                plan.artifacts.dir,
+                super::PUBLISHED_DOCKERFILE
+            )
+        } else {
+            format!(
+                "step {}: --image-from published, but no argument of its commands names {file}: it builds what the profile says",
+                step.name
+            )
+        });
     }
     Some(s)
 }
@@ -307,6 +403,20 @@ impl Run<'_> {
         })
     }
 
+    /// `--image-from published`: the release's own file, as the tag holds it, into the
+    /// workspace's output directory as [`super::PUBLISHED_DOCKERFILE`], owned like the
+    /// rest of the workspace.
+    fn write_published_dockerfile(&mut self, ctx: &JobContext) -> Result<()> {
+        let dir = ctx.workspace.join(&self.plan.artifacts.dir);
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let path = dir.join(super::PUBLISHED_DOCKERFILE);
+        std::fs::write(&path, &self.release_text).ctx("write", &path)?;
+        if ctx.backend.name() == "container" {
+            super::environment::give_to_job(&path)?;
+        }
+        Ok(())
+    }
+
     /// Run `list` in order, one job per command, keeping each step's record, its requests
     /// and notes; an image step first gets its base images pinned and served. Stops at the
     /// first required step that fails.
@@ -318,6 +428,9 @@ impl Run<'_> {
         for step in list {
             self.interrupted()?;
             if step.role == Role::Image {
+                if self.o.image_from == super::ImageFrom::Published {
+                    self.write_published_dockerfile(ctx)?;
+                }
                 result.image = self.pin_base_images(ctx, step)?;
             }
             self.phase(&format!(
@@ -363,6 +476,7 @@ mod tests {
             keep_work: false,
             use_prepared_envs: true,
             backend: Default::default(),
+            image_from: Default::default(),
         }
     }
 
@@ -387,6 +501,8 @@ mod tests {
             id_map: Some(super::super::environment::ID_RANGE),
             scratch: Vec::new(),
             job_log: None,
+            nested_podman: None,
+            scratch_dir: None,
         }
     }
 
@@ -398,7 +514,11 @@ mod tests {
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(s.steps.len(), plan.steps.len());
         assert!(s.n_env >= 1 && s.env_first, "{s:?}");
-        assert_eq!(s.day, plan.snapshot);
+        assert_eq!(s.day, plan.env_day);
+        assert_ne!(
+            plan.env_day, plan.snapshot,
+            "the real profile rolls to the build day"
+        );
         assert!(s.env().iter().all(is_env_step));
     }
 
@@ -427,10 +547,113 @@ mod tests {
         let text = format!("{:?}", s.env());
         assert!(text.contains("/repos/2026/06/01/"), "{text}");
         assert!(
-            !text.contains(&format!("/repos/{}/", plan.snapshot)),
+            !text.contains(&format!("/repos/{}/", plan.env_day)),
             "{text}"
         );
-        assert!(notes.iter().any(|n| n.contains("not the snapshot day")));
+        assert!(notes.iter().any(|n| n.contains("not the profile's day")));
+    }
+
+    #[test]
+    fn image_from_published_builds_the_releases_own_dockerfile() {
+        let plan = super::super::test_plan();
+        let image = |o: &Options| {
+            let mut notes = Vec::new();
+            let s = select(&plan, o, &mut notes);
+            (
+                s.steps.into_iter().find(|s| s.role == Role::Image).unwrap(),
+                notes,
+            )
+        };
+        let (rebuilt, notes) = image(&options());
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(rebuilt.commands[0].contains(&"output/Dockerfile.repro".to_string()));
+        let (published, notes) = image(&Options {
+            image_from: super::super::ImageFrom::Published,
+            ..options()
+        });
+        assert!(
+            published.commands[0].contains(&"output/Dockerfile.published".to_string()),
+            "{:?}",
+            published.commands
+        );
+        assert!(!format!("{:?}", published.commands).contains("Dockerfile.repro"));
+        assert!(
+            notes.iter().any(|n| n.contains("--image-from published")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn the_make_step_gets_build_version_and_a_writable_pacman_cache() {
+        let plan = super::super::test_plan();
+        let c = ctx(EnvRoot::Owned(PathBuf::from("/nonexistent-root")));
+        let make = plan.steps.iter().find(|s| s.name == "make").unwrap();
+        let job = job_for(&c, make, vec!["true".into()]);
+        assert!(
+            job.env
+                .contains(&("BUILD_VERSION".into(), "20260518.0.532496".into()))
+        );
+        assert!(!job.env.iter().any(|(k, _)| k == "CI_COMMIT_SHA"));
+        assert!(!job.clock.faketime);
+        assert!(
+            job.landlock
+                .writable
+                .contains(&PathBuf::from("/var/cache/pacman/pkg"))
+        );
+        // An environment without the directory: an empty scratch directory of the run.
+        let t = tempfile::tempdir().unwrap();
+        let c = JobContext {
+            scratch_dir: Some(t.path().to_path_buf()),
+            ..ctx(EnvRoot::Owned(t.path().join("root")))
+        };
+        let (binds, record) = scratch_binds(&c, make).unwrap();
+        assert_eq!(binds.len(), 1, "{record:?}");
+        assert_eq!(binds[0].dst, PathBuf::from("/var/cache/pacman/pkg"));
+        assert!(binds[0].src.is_dir());
+        // One that holds files: written in place, nothing hidden.
+        std::fs::create_dir_all(t.path().join("root/var/cache/pacman/pkg")).unwrap();
+        std::fs::write(
+            t.path().join("root/var/cache/pacman/pkg/x.pkg.tar.zst"),
+            "x",
+        )
+        .unwrap();
+        let (binds, record) = scratch_binds(&c, make).unwrap();
+        assert!(binds.is_empty());
+        assert!(record[0].contains("written in place"), "{record:?}");
+    }
+
+    #[test]
+    fn a_nested_containers_step_gets_reproboxs_podman_configuration() {
+        let plan = super::super::test_plan();
+        let c = JobContext {
+            nested_podman: Some(PathBuf::from("/work/nested-podman")),
+            ..ctx(EnvRoot::Owned(PathBuf::from("/work/root")))
+        };
+        let image = plan.steps.iter().find(|s| s.role == Role::Image).unwrap();
+        let job = job_for(&c, image, image.commands[0].clone());
+        assert!(
+            job.env
+                .contains(&("BUILDAH_ISOLATION".into(), "chroot".into()))
+        );
+        assert!(
+            job.binds
+                .iter()
+                .any(|b| b.dst == Path::new(NestedPodman::JOB_DIR))
+        );
+        // Upstream's command exactly: no storage, cgroup, events or isolation flag.
+        let argv = image.commands[0].join(" ");
+        assert!(argv.starts_with("podman build --no-cache --source-date-epoch=1779062400 --rewrite-timestamp -f output/Dockerfile.repro"), "{argv}");
+        for flag in [
+            "--storage-driver",
+            "--cgroup-manager",
+            "--events-backend",
+            "--isolation",
+        ] {
+            assert!(!argv.contains(flag), "{argv}");
+        }
+        let make = plan.steps.iter().find(|s| s.name == "make").unwrap();
+        let job = job_for(&c, make, vec!["true".into()]);
+        assert!(!job.env.iter().any(|(k, _)| k == "BUILDAH_ISOLATION"));
     }
 
     #[test]

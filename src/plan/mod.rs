@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use profile::{EgressPolicy, Isolation, LoadedProfile, Network, Profile, Role};
+pub use profile::{EgressPolicy, EnvDay, Isolation, LoadedProfile, Network, Profile, Role};
 use vars::Vars;
 pub use version::BuildVersion;
 
@@ -113,6 +113,12 @@ pub struct PlannedStep {
     pub writable: Vec<String>,
     pub optional: bool,
     pub faketime: bool,
+    /// The step's environment variables, after substitution (every command of the step).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Scratch directories of the step (see [`profile::Step::scratch`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<String>,
     /// The exact argv of every command, after substitution.
     pub commands: Vec<Vec<String>>,
 }
@@ -143,7 +149,7 @@ impl PlannedStep {
                 }
             ),
             Isolation::NestedContainers => format!(
-                "{ns}; capabilities: the set nested podman needs; Landlock: TCP and scopes only (filesystem rules forbid mount)"
+                "{ns}; capabilities: the set nested podman needs; Landlock: TCP and scopes only (filesystem rules forbid mount); podman configured by reprobox: storage.conf (vfs) through CONTAINERS_STORAGE_CONF, a containers.conf.d drop-in (cgroupfs, file events), BUILDAH_ISOLATION=chroot"
             ),
         }
     }
@@ -163,6 +169,11 @@ pub struct Plan {
     pub build_day: String,
     /// `YYYY/MM/DD`, the ARCHIVE_SNAPSHOT.
     pub snapshot: String,
+    /// `YYYY/MM/DD`, the archive day the environment steps roll to (`{env_day}`): the build
+    /// day or the snapshot day, as the profile's `[rollback] env_day` says.
+    pub env_day: String,
+    /// Why the environment is rolled to that day, in words.
+    pub env_day_reason: String,
     pub source_date_epoch: i64,
     pub created: String,
     pub tag: String,
@@ -309,6 +320,17 @@ impl Plan {
             version.build_day().strftime("%Y%m%d").to_string(),
         );
         vars.set("snapshot", version.snapshot_path());
+        let (env_day, env_day_reason) = match p.rollback.env_day {
+            EnvDay::Build => (
+                version.build_day_path(),
+                "the build day: upstream's CI used the live mirrors of that day",
+            ),
+            EnvDay::Snapshot => (
+                version.snapshot_path(),
+                "the snapshot day: the profile's [rollback] env_day = \"snapshot\"",
+            ),
+        };
+        vars.set("env_day", env_day.clone());
         vars.set("source_date_epoch", version.source_date_epoch().to_string());
         vars.set("created", version.created());
         vars.set("tag", version.tag());
@@ -372,6 +394,16 @@ impl Plan {
                     .collect::<Result<_>>()?,
                 optional: s.optional,
                 faketime: s.faketime,
+                env: s
+                    .env
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), vars.expand(v, &format!("{sctx}, env {k}"))?)))
+                    .collect::<Result<_>>()?,
+                scratch: s
+                    .scratch
+                    .iter()
+                    .map(|d| vars.expand(d, &sctx))
+                    .collect::<Result<_>>()?,
                 commands,
             });
         }
@@ -403,6 +435,8 @@ impl Plan {
             version: version.clone(),
             build_day: version.build_day().to_string(),
             snapshot: version.snapshot_path(),
+            env_day,
+            env_day_reason: env_day_reason.to_string(),
             source_date_epoch: version.source_date_epoch(),
             created: version.created(),
             tag: version.tag(),
@@ -441,7 +475,16 @@ impl Plan {
         );
         let _ = writeln!(o, "build version      {}", self.version);
         let _ = writeln!(o, "build day          {}", self.build_day);
-        let _ = writeln!(o, "snapshot day       {}", self.snapshot);
+        let _ = writeln!(
+            o,
+            "snapshot day       {} (ARCHIVE_SNAPSHOT: the archive day make builds the rootfs from)",
+            self.snapshot
+        );
+        let _ = writeln!(
+            o,
+            "environment day    {} ({}; --env-day overrides)",
+            self.env_day, self.env_day_reason
+        );
         let _ = writeln!(o, "SOURCE_DATE_EPOCH  {}", self.source_date_epoch);
         let _ = writeln!(o, "created            {}", self.created);
         let _ = writeln!(o, "release tag        {}", self.tag);
@@ -534,6 +577,15 @@ impl Plan {
                     "     clock      dynamically linked tools see SOURCE_DATE_EPOCH (libfaketime of the environment)"
                 );
             }
+            for (k, v) in &s.env {
+                let _ = writeln!(o, "     env        {k}={v}");
+            }
+            for d in &s.scratch {
+                let _ = writeln!(
+                    o,
+                    "     scratch    {d} (writable; an empty directory of the run when the environment's is empty)"
+                );
+            }
             let _ = writeln!(o, "     workdir    {}", s.workdir);
             for c in &s.commands {
                 let _ = writeln!(o, "     $ {}", crate::shell::line(c));
@@ -588,9 +640,16 @@ mod tests {
             p.base.url,
             "https://archive.archlinux.org/iso/2026.05.01/archlinux-bootstrap-2026.05.01-x86_64.tar.zst"
         );
+        // The environment is rolled to the build day; make builds from the snapshot day.
+        assert_eq!(p.env_day, "2026/05/18");
+        assert!(
+            p.env_day_reason.starts_with("the build day"),
+            "{}",
+            p.env_day_reason
+        );
         assert_eq!(
             p.rollback.server,
-            "http://127.0.0.1:7878/repos/2026/05/17/$repo/os/$arch"
+            "http://127.0.0.1:7878/repos/2026/05/18/$repo/os/$arch"
         );
         let make = p.steps.iter().find(|s| s.name == "make").unwrap();
         assert_eq!(
@@ -600,6 +659,26 @@ mod tests {
                 "ARCHIVE_SNAPSHOT=2026/05/17",
                 "SOURCE_DATE_EPOCH=1779062400",
                 &*format!("{WORKSPACE}/output/Dockerfile.repro")
+            ]
+        );
+        // Upstream CI's BUILD_VERSION, never CI_COMMIT_SHA; no faketime (pacman >= 7.1).
+        assert_eq!(
+            make.env.get("BUILD_VERSION").map(String::as_str),
+            Some("20260518.0.532496")
+        );
+        assert!(!make.env.contains_key("CI_COMMIT_SHA"));
+        assert!(!make.faketime);
+        assert_eq!(make.scratch, ["/var/cache/pacman/pkg"]);
+        assert_eq!(
+            make.commands[1],
+            [
+                "scripts/make-dockerfile.sh",
+                "repro.tar.zst",
+                "repro",
+                "output/",
+                "true",
+                "repro",
+                "1779062400"
             ]
         );
         let install = p.steps.iter().find(|s| s.name == "install").unwrap();
@@ -620,6 +699,19 @@ mod tests {
         assert_eq!(
             p.expected_image_ref(),
             "registry-1.docker.io/archlinux/archlinux:repro-20260518.0.532496"
+        );
+    }
+
+    #[test]
+    fn the_test_world_keeps_its_environment_on_the_snapshot_day() {
+        let lp = Profile::load("test-world").unwrap();
+        let v = BuildVersion::parse("20260331.0.1").unwrap();
+        let p = Plan::with_overrides(&lp, &v, &[], &[]).unwrap();
+        assert_eq!(p.env_day, p.snapshot);
+        assert!(
+            p.rollback.server.contains("/repos/2026/03/30/"),
+            "{}",
+            p.rollback.server
         );
     }
 

@@ -166,6 +166,23 @@ pub struct Rollback {
     /// Packages whose absence does not stop the build (diffoscope, say).
     #[serde(default)]
     pub optional_packages: Vec<String>,
+    /// The archive day the environment steps roll to by default (`{env_day}`): the build
+    /// day (upstream's CI used the live mirrors of that day) or the snapshot day.
+    /// `--env-day` overrides it for one run.
+    #[serde(default)]
+    pub env_day: EnvDay,
+}
+
+/// Which day the build environment is rolled to by default (`[rollback] env_day`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvDay {
+    /// The build day, the day of SOURCE_DATE_EPOCH: upstream's CI ran on that day's live
+    /// mirrors (the default).
+    #[default]
+    Build,
+    /// The snapshot day (ARCHIVE_SNAPSHOT), the day before the build day.
+    Snapshot,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -270,6 +287,16 @@ pub struct Step {
     /// environment's own libfaketime (DESIGN.md decision 4).
     #[serde(default)]
     pub faketime: bool,
+    /// Environment variables of every command of the step (values are templates), on top of
+    /// the job's fixed set (PATH, HOME, TERM, LANG, TZ, SOURCE_DATE_EPOCH).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Directories of the environment (absolute paths, templates) the step writes as
+    /// scratch: an empty directory of the run bound there when the environment's own is
+    /// empty or absent (nothing is hidden), else the environment's own, written in place;
+    /// writable either way, and nothing of them outlives the run's root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<String>,
     /// Command lines (argv vectors), run in order; the first failure stops the step.
     pub run: Vec<Vec<String>>,
 }
@@ -348,6 +375,25 @@ impl Profile {
                     "step {:?}: allow_hosts needs network = \"egress\"",
                     s.name
                 )));
+            }
+            for k in s.env.keys() {
+                let ok = k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !k.is_empty()
+                    && !k.as_bytes()[0].is_ascii_digit();
+                if !ok {
+                    return Err(bad(format!(
+                        "step {:?}: env {k:?}: expected a variable name (letters, digits, _)",
+                        s.name
+                    )));
+                }
+            }
+            for d in &s.scratch {
+                if !d.starts_with('/') || d == "/" || d.split('/').any(|c| c == "..") {
+                    return Err(bad(format!(
+                        "step {:?}: scratch {d:?}: expected an absolute directory below /",
+                        s.name
+                    )));
+                }
             }
         }
         for name in self.locations.keys() {

@@ -129,6 +129,11 @@ impl BuildVersion {
         self.snapshot_day().strftime("%Y/%m/%d").to_string()
     }
 
+    /// `YYYY/MM/DD` of the build day (an archive day, like [`Self::snapshot_path`]).
+    pub fn build_day_path(&self) -> String {
+        self.day.strftime("%Y/%m/%d").to_string()
+    }
+
     /// Seconds since the epoch at 00:00:00 UTC of the build day.
     pub fn source_date_epoch(&self) -> i64 {
         self.day

@@ -183,6 +183,17 @@ pub struct StepRecord {
     /// (its key in the store's `envs/`), made earlier by the very same steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached: Option<String>,
+    /// The environment variables the profile gave the step's commands (after substitution).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The step's scratch directories, each with how it was given (an empty directory of
+    /// the run, or the environment's own written in place).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<String>,
+    /// For a nested-containers step: the podman configuration reprobox gave its jobs (the
+    /// files' text and the variables pointing at them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_podman: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,6 +223,17 @@ pub struct Report {
     pub local_locations: Vec<String>,
     /// The archive day the environment was rolled to (the snapshot day unless `--env-day`).
     pub environment_day: String,
+    /// The profile's environment day for this release (the build day or the snapshot day,
+    /// `[rollback] env_day`), and why; `environment_day` differs from it only with
+    /// `--env-day`.
+    #[serde(default)]
+    pub profile_environment_day: String,
+    #[serde(default)]
+    pub profile_environment_day_reason: String,
+    /// Which Dockerfile the image step built (`--image-from`): the regenerated one over the
+    /// rebuilt rootfs, or the release's own over the published rootfs.
+    #[serde(default)]
+    pub image_from: String,
     pub backend: String,
     /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
     /// came from), memory, CPUs, root disk. Absent for the container backend.
@@ -222,7 +244,7 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Files that differ between the published and the rebuilt rootfs.
     pub file_diffs: Vec<FileDiff>,
-    /// Environment packages whose versions differ from the snapshot day's.
+    /// Environment packages whose versions differ from the profile's environment day's.
     pub environment_drift: Vec<Drift>,
     /// Timestamps newer than SOURCE_DATE_EPOCH in the outputs.
     pub late_timestamps: Vec<LateTimestamp>,
@@ -272,10 +294,13 @@ impl Report {
             self.registry,
             self.hosts_text()
         );
-        let day = if self.environment_day == self.snapshot {
-            "the snapshot day"
+        let day = if self.environment_day == self.profile_environment_day {
+            self.profile_environment_day_reason.clone()
         } else {
-            "not the snapshot day"
+            format!(
+                "--env-day: not the profile's day {}",
+                self.profile_environment_day
+            )
         };
         let _ = writeln!(
             o,
@@ -284,6 +309,9 @@ impl Report {
             self.backend,
             self.environment_day
         );
+        if !self.image_from.is_empty() {
+            let _ = writeln!(o, "image built from {}", self.image_from);
+        }
         let _ = writeln!(
             o,
             "snapshot {}, SOURCE_DATE_EPOCH {}",
@@ -343,8 +371,8 @@ impl Report {
         if !self.environment_drift.is_empty() {
             let _ = writeln!(
                 o,
-                "\nenvironment packages that differ from the snapshot day ({})",
-                self.snapshot
+                "\nenvironment packages that differ from the profile's environment day ({})",
+                self.profile_environment_day
             );
             for d in &self.environment_drift {
                 let _ = writeln!(o, "  {d}");
@@ -414,6 +442,10 @@ mod tests {
             hosts,
             local_locations: local.iter().map(|s| s.to_string()).collect(),
             environment_day: "2026/05/17".into(),
+            profile_environment_day: "2026/05/17".into(),
+            profile_environment_day_reason:
+                "the snapshot day: the profile's [rollback] env_day = \"snapshot\"".into(),
+            image_from: String::new(),
             backend: "container".into(),
             microvm: None,
             source_revision: Some("34b8748".into()),
@@ -455,7 +487,7 @@ mod tests {
         assert!(lines[1].ends_with("— the real hosts"), "{s}");
         assert_eq!(
             lines[2],
-            "rebuilt: source revision 34b8748 on backend container, environment day 2026/05/17 (the snapshot day)"
+            "rebuilt: source revision 34b8748 on backend container, environment day 2026/05/17 (the snapshot day: the profile's [rollback] env_day = \"snapshot\")"
         );
         assert!(s.contains("  rootfs-sha256            pass\n"), "{s}");
         assert!(
