@@ -10,7 +10,12 @@
 //! (dl-cdn.alpinelinux.org), `registry/` (registry-1.docker.io), `pki/` (the world CA),
 //! `work/` (scratch), `world.json` (schema [`SCHEMA`]).
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
 
 /// Schema of the manifest of a world made from the real upstream.
 pub const SCHEMA: &str = "reprobox.world/v2";
@@ -58,4 +63,47 @@ mod tests {
         assert_eq!(p.snapshot_path(), r.snapshot);
         assert_eq!(p.source_date_epoch(), r.source_date_epoch);
     }
+}
+
+/// `DIR/world.json` of a world made from the real upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamWorld {
+    pub schema: String,
+    pub release: Release,
+    /// The release's tag and its commit on `releases`.
+    pub tag: String,
+    pub tag_commit: String,
+    /// The published rootfs: its sha256, its URL at the real host, and the packages of the
+    /// rootfs job's environment.
+    pub rootfs: PublishedRootfs,
+    /// `archlinux/archlinux:repro-VERSION` as pushed to the world's Docker Hub.
+    pub image: crate::world::registry::ImageRecord,
+    /// The archive, its days, packages, bootstraps and drifts (world::arch).
+    pub arch: serde_json::Value,
+    /// Docker Hub's `library/alpine:3.23` and the Alpine repository (world::alpine).
+    pub alpine: serde_json::Value,
+    /// Real host → the world's directory that stands in for it.
+    pub hosts: BTreeMap<String, String>,
+    pub notes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishedRootfs {
+    pub sha256: String,
+    pub url: String,
+    pub env_packages: Vec<String>,
+}
+
+/// Reads `DIR/world.json` of a world made from the real upstream.
+pub fn load(dir: &Path) -> Result<UpstreamWorld> {
+    let p = dir.join("world.json");
+    let text = std::fs::read_to_string(&p).ctx("read", &p)?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::bad_input(
+            format!("world manifest {}", p.display()),
+            format!(
+                "expected a {SCHEMA} manifest (written by `reprobox world build DIR --upstream BUNDLE`): {e}"
+            ),
+        )
+    })
 }
