@@ -5,7 +5,7 @@
 //!
 //! - The image, written natively into the registry storage (one layer, deterministic bytes:
 //!   its digest depends only on the Debian root and the world CA): Debian's static busybox
-//!   (`/bin/*` applets), glibc's loader and libraries, the world CA as the root of trust in
+//!   (`/bin/*` applets; `/bin/sh` is Debian's dash), glibc's loader and libraries, the world CA as the root of trust in
 //!   `/etc/ssl/certs/ca-certificates.crt`, `/etc/apk/repositories` naming the real URL, and
 //!   `/sbin/apk`, the stand-in of `world/standins/apk` with its private transport (Debian's
 //!   curl and its libraries under `/usr/lib/reprobox-world/apk/`).
@@ -57,9 +57,10 @@ const GLIBC: [&str; 7] = [
 ];
 
 /// Busybox applets linked in `/bin` (a subset of Alpine's; `tar` stays busybox's until
-/// `apk add tar` puts GNU tar first on PATH, as on Alpine).
-const APPLETS: [&str; 40] = [
-    "sh",
+/// `apk add tar` puts GNU tar first on PATH, as on Alpine). `/bin/sh` is Debian's dash, not
+/// busybox: Debian's static busybox prefers its own applets to PATH (standalone shell), so
+/// its `sh` would run busybox tar even after `apk add tar`, unlike Alpine's.
+const APPLETS: [&str; 39] = [
     "ash",
     "sha256sum",
     "sha1sum",
@@ -241,7 +242,11 @@ fn read(p: &Path) -> Result<Vec<u8>> {
 
 /// The base image's files.
 fn image_entries(busybox: &Path, debian: &Path, ca: &WorldCa) -> Result<Vec<Entry>> {
-    let mut e = vec![dir("bin"), file_entry("bin/busybox", 0o755, read(busybox)?)];
+    let mut e = vec![
+        dir("bin"),
+        file_entry("bin/busybox", 0o755, read(busybox)?),
+        file_entry("bin/sh", 0o755, read(&debian.join("usr/bin/dash"))?),
+    ];
     let mut applets = APPLETS.to_vec();
     applets.sort();
     for a in applets {
