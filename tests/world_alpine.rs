@@ -153,49 +153,53 @@ fn the_verify_stage_runs_on_the_worlds_alpine_through_the_egress() {
     let gitlab = FileServer::dir(&gitlab_dir).unwrap();
 
     let script = SCRIPT.replace("@V@", V).replace("@SHA@", &rootfs_sha);
-    let containers = job_writable_dir(t.path(), "containers");
-    let vartmp = job_writable_dir(t.path(), "vartmp");
-    // Short-name resolution records the alias it used (short-name-aliases.conf).
-    let cache = job_writable_dir(t.path(), "cache");
     let tmp = t.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let started = std::time::Instant::now();
-    let o = Command::new(bin())
-        .args(["run", "--rootfs", debian.to_str().unwrap(), "--read-only"])
-        .args(["--timeout", "600", "--json", "--store"])
-        .arg(t.path().join("store"))
-        .arg("--bind")
-        .arg(format!("{}:/var/lib/containers", containers.display()))
-        .arg("--bind")
-        .arg(format!("{}:/var/tmp", vartmp.display()))
-        .arg("--bind")
-        .arg(format!("{}:/var/cache/containers", cache.display()))
-        .args(["--egress", &format!("dl-cdn.alpinelinux.org={}", cdn.url())])
-        .args([
-            "--egress",
-            &format!("gitlab.archlinux.org={}", gitlab.url()),
-        ])
-        .args([
-            "--egress",
-            &format!("registry-1.docker.io={}:registry", reg.1),
-        ])
-        .args(["--", "sh", "-c", &script])
-        .env("TMPDIR", &tmp)
-        .env_remove("REPROBOX_STORE")
-        .output()
-        .expect("run reprobox");
-    eprintln!("the nested build: {:?}", started.elapsed());
-    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
-    let why = format!(
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        o.status.code()
-    );
-    assert_eq!(o.status.code(), Some(0), "{why}");
-    assert!(stdout.contains("MARKER=world rootfs\n"), "{why}");
-    // GNU tar (not busybox's) did the unpacking, with zstd beside it.
-    // (busybox's tar cannot read zstd: "tar: short read").
-    assert!(stdout.contains("TAR=gnu zstd\n"), "{why}");
-    assert!(stdout.contains("repro-20260520.0.1.tar.zst: OK"), "{why}");
+    let (cdn_url, gitlab_url, reg_url) = (cdn.url(), gitlab.url(), reg.1.clone());
+    // One nested build in fresh podman storage; online, or offline from the store.
+    let run = |n: &str, offline: bool| {
+        let containers = job_writable_dir(t.path(), &format!("containers{n}"));
+        let vartmp = job_writable_dir(t.path(), &format!("vartmp{n}"));
+        // Short-name resolution records the alias it used (short-name-aliases.conf).
+        let cache = job_writable_dir(t.path(), &format!("cache{n}"));
+        let started = std::time::Instant::now();
+        let o = Command::new(bin())
+            .args(["run", "--rootfs", debian.to_str().unwrap(), "--read-only"])
+            .args(["--timeout", "600", "--json", "--store"])
+            .arg(t.path().join("store"))
+            .arg("--bind")
+            .arg(format!("{}:/var/lib/containers", containers.display()))
+            .arg("--bind")
+            .arg(format!("{}:/var/tmp", vartmp.display()))
+            .arg("--bind")
+            .arg(format!("{}:/var/cache/containers", cache.display()))
+            .args(["--egress", &format!("dl-cdn.alpinelinux.org={cdn_url}")])
+            .args(["--egress", &format!("gitlab.archlinux.org={gitlab_url}")])
+            .args([
+                "--egress",
+                &format!("registry-1.docker.io={reg_url}:registry"),
+            ])
+            .args(if offline { &["--offline"][..] } else { &[][..] })
+            .args(["--", "sh", "-c", &script])
+            .env("TMPDIR", &tmp)
+            .env_remove("REPROBOX_STORE")
+            .output()
+            .expect("run reprobox");
+        eprintln!("the nested build ({n}): {:?}", started.elapsed());
+        let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+        let why = format!(
+            "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            o.status.code()
+        );
+        assert_eq!(o.status.code(), Some(0), "{why}");
+        assert!(stdout.contains("MARKER=world rootfs\n"), "{why}");
+        // GNU tar (not busybox's, which cannot read zstd: "tar: short read") did the
+        // unpacking, with zstd beside it.
+        assert!(stdout.contains("TAR=gnu zstd\n"), "{why}");
+        assert!(stdout.contains("repro-20260520.0.1.tar.zst: OK"), "{why}");
+        (stdout, why)
+    };
+    let (stdout, why) = run("1", false);
     let installed = stdout
         .lines()
         .find_map(|l| l.strip_prefix("INSTALLED="))
@@ -233,4 +237,20 @@ fn the_verify_stage_runs_on_the_worlds_alpine_through_the_egress() {
         Some(0),
         "{why}"
     );
+
+    // The servers stopped, fresh podman storage: offline, the same build from the store
+    // (the tag's pinned manifest, the apk index and packages, the rootfs), every request a hit.
+    drop(reg);
+    cdn.stop();
+    gitlab.stop();
+    let (stdout, why) = run("2", true);
+    let record: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default();
+    let lock = record["inputs_lock"].as_str().unwrap_or("");
+    assert!(lock.contains("egress registry hit"), "{lock}\n{why}");
+    assert!(
+        lock.contains(&format!("egress recorded hit {} ", curl.sha256)),
+        "{lock}"
+    );
+    assert!(!lock.contains(" fetched "), "{lock}");
 }
