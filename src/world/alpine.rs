@@ -367,12 +367,12 @@ fn debian_version(debian: &Path, package: &str) -> Result<String> {
     let p = debian.join("var/lib/dpkg/status");
     let status = std::fs::read_to_string(&p).ctx("read", &p)?;
     for stanza in status.split("\n\n") {
-        if stanza.lines().any(|l| l == format!("Package: {package}")) {
-            if let Some(v) = stanza.lines().find_map(|l| l.strip_prefix("Version: ")) {
-                let v = v.split_once(':').map_or(v, |(_, v)| v);
-                let v = v.rsplit_once('-').map_or(v, |(u, _)| u);
-                return Ok(v.split('+').next().unwrap_or(v).to_string());
-            }
+        if stanza.lines().any(|l| l == format!("Package: {package}"))
+            && let Some(v) = stanza.lines().find_map(|l| l.strip_prefix("Version: "))
+        {
+            let v = v.split_once(':').map_or(v, |(_, v)| v);
+            let v = v.rsplit_once('-').map_or(v, |(u, _)| u);
+            return Ok(v.split('+').next().unwrap_or(v).to_string());
         }
     }
     Err(Error::Environment(format!(
