@@ -2,8 +2,9 @@
 //! builds"), as root on the container backend in the Debian test root, against a loopback
 //! upstream only: a RUN step fetches `https://archive.archlinux.org/some/file` (a mapped
 //! host, `recorded` policy) through the proxy variables podman passes to RUN containers,
-//! trusting the run's CA through the job's bundle bound into the RUN container; online, then
-//! offline with the upstream stopped and fresh podman storage (the bytes from the store).
+//! trusting the run's CA through the bundle the job's containers.conf binds into every RUN
+//! container (the build command names no volume); online, then offline with the upstream
+//! stopped and fresh podman storage (the bytes from the store).
 
 mod sandbox_common;
 
@@ -27,9 +28,7 @@ P="podman --root /var/lib/containers/storage --runroot /run/containers --storage
 $P import -q /tmp/base.tar localhost/base:1 >/dev/null
 mkdir /tmp/ctx
 printf 'FROM localhost/base:1\nRUN curl -fsS https://archive.archlinux.org/some/file > /got.txt\n' > /tmp/ctx/Containerfile
-$P build -q --isolation chroot --no-cache --timestamp 0 \
-  --volume /run/reprobox-egress/ca-bundle.pem:/etc/ssl/certs/ca-certificates.crt:ro \
-  -t t1 /tmp/ctx >/tmp/build.log 2>&1 || { cat /tmp/build.log >&2; exit 1; }
+$P build -q --isolation chroot --no-cache --timestamp 0 -t t1 /tmp/ctx >/tmp/build.log 2>&1 || { cat /tmp/build.log >&2; exit 1; }
 echo "GOT=$(cat "$($P image mount localhost/t1)/got.txt")"
 "#;
 

@@ -45,6 +45,37 @@ pub const CA_BUNDLE_PATHS: &[&str] = &[
     "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
 ];
 
+/// The containers' system configuration (Debian's and Arch's `containers-common`): when
+/// it is a regular file in the job's root, the job gets a copy of it whose `[containers]
+/// volumes` also bind the run's bundle at [`RUN_CA_BUNDLE_PATH`] into every container
+/// podman starts, a `podman build`'s RUN steps included.
+pub const CONTAINERS_CONF_PATH: &str = "/usr/share/containers/containers.conf";
+
+/// Where a nested container (a RUN step) gets the run's bundle: Debian's and Alpine's path,
+/// and Arch's through its symlink (`/etc/ssl/certs/ca-certificates.crt` →
+/// `../../ca-certificates/extracted/tls-ca-bundle.pem`). Only this path: buildah leaves an
+/// empty file at a volume's destination when the image lacks it, so every path listed here
+/// that an image lacks would appear in that image.
+pub const RUN_CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// `text` (a containers.conf) with the run's bundle added to `[containers] volumes`, or
+/// None when it is not TOML.
+fn containers_conf_with_ca(text: &str) -> Option<String> {
+    let mut conf: toml::Table = toml::from_str(text).ok()?;
+    let containers = conf
+        .entry("containers")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()?;
+    let volumes = containers
+        .entry("volumes")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+        .as_array_mut()?;
+    volumes.push(toml::Value::String(format!(
+        "{JOB_EGRESS_DIR}/ca-bundle.pem:{RUN_CA_BUNDLE_PATH}:ro"
+    )));
+    toml::to_string(&conf).ok()
+}
+
 /// How the bytes behind a mapped host are trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "pins")]
@@ -400,6 +431,20 @@ impl Egress {
                 job.binds.push(Bind {
                     src: bundle_path.clone(),
                     dst: p.into(),
+                    read_only: true,
+                });
+            }
+        }
+        // RUN containers of a nested `podman build`: the root's own containers.conf, with
+        // the bundle added to `[containers] volumes`, bound over it (docs/egress.md).
+        if let Some(conf) = file_in(CONTAINERS_CONF_PATH) {
+            let text = std::fs::read_to_string(&conf).unwrap_or_default();
+            if let Some(ours) = containers_conf_with_ca(&text) {
+                let p = dir.join("containers.conf");
+                std::fs::write(&p, ours).ctx("write", &p)?;
+                job.binds.push(Bind {
+                    src: p,
+                    dst: CONTAINERS_CONF_PATH.into(),
                     read_only: true,
                 });
             }
@@ -826,6 +871,26 @@ mod tests {
     }
 
     #[test]
+    fn a_containers_conf_gets_the_bundle_among_its_volumes() {
+        let ours = format!("{JOB_EGRESS_DIR}/ca-bundle.pem:{RUN_CA_BUNDLE_PATH}:ro");
+        let parse = |t: &str| -> toml::Table { toml::from_str(t).unwrap() };
+        // Debian's: every key commented out under [containers].
+        let c = parse(
+            &containers_conf_with_ca("# c\n[containers]\n#volumes = []\n[engine]\nx = 1\n")
+                .unwrap(),
+        );
+        assert_eq!(c["containers"]["volumes"].as_array().unwrap().len(), 1);
+        assert_eq!(c["containers"]["volumes"][0].as_str(), Some(ours.as_str()));
+        assert_eq!(c["engine"]["x"].as_integer(), Some(1));
+        // The root's own volumes are kept; a missing table is made.
+        let c = parse(&containers_conf_with_ca("[containers]\nvolumes = [\"/a:/b\"]\n").unwrap());
+        assert_eq!(c["containers"]["volumes"].as_array().unwrap().len(), 2);
+        let c = parse(&containers_conf_with_ca("").unwrap());
+        assert_eq!(c["containers"]["volumes"][0].as_str(), Some(ours.as_str()));
+        assert!(containers_conf_with_ca("[containers\n").is_none());
+    }
+
+    #[test]
     fn bad_rules_are_named() {
         for bad in [
             "nohost",
@@ -869,6 +934,9 @@ mod tests {
         std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
         std::fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), "ROOTS\n").unwrap();
         std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::create_dir_all(root.join("usr/share/containers")).unwrap();
+        let conf = "[containers]\n#volumes = []\n";
+        std::fs::write(root.join("usr/share/containers/containers.conf"), conf).unwrap();
         let r = EgressRule::parse("a.example=http://127.0.0.1:1").unwrap();
         let eg = Egress::new(vec![r], store, false).unwrap();
         let mut job = Job::new(
@@ -886,15 +954,27 @@ mod tests {
             [
                 JOB_EGRESS_DIR,
                 "/etc/ssl/certs/ca-certificates.crt",
+                CONTAINERS_CONF_PATH,
                 "/etc/hosts"
             ]
+        );
+        let ours = std::fs::read_to_string(&job.binds[2].src).unwrap();
+        assert!(
+            ours.contains(
+                "/run/reprobox-egress/ca-bundle.pem:/etc/ssl/certs/ca-certificates.crt:ro"
+            ),
+            "{ours}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/share/containers/containers.conf")).unwrap(),
+            conf
         );
         assert!(job.binds.iter().all(|b| b.read_only));
         let bundle = std::fs::read_to_string(&job.binds[1].src).unwrap();
         assert!(bundle.starts_with("ROOTS\n-----BEGIN CERTIFICATE-----"));
         assert!(bundle.ends_with(&eg.ca_pem()));
         assert!(!bundle.contains("PRIVATE KEY"));
-        let hosts = std::fs::read_to_string(&job.binds[2].src).unwrap();
+        let hosts = std::fs::read_to_string(&job.binds[3].src).unwrap();
         assert!(hosts.contains("127.0.0.1\ta.example\n"));
         assert_eq!(
             std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),

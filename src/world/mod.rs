@@ -4,6 +4,7 @@
 //!
 //! `build(dir)` makes (or completes) the world; `serve(dir, ports)` serves it.
 
+pub mod alpine;
 pub mod alpm;
 pub mod archive_tree;
 pub mod ci;
