@@ -85,14 +85,12 @@ fn as_released(ours: &str, release: &str, version: &str) -> (Vec<String>, Vec<St
             ));
             continue;
         }
-        if l == "RUN true && \\" {
-            if let Some(d) = download {
-                applied.push(format!(
-                    "the download line: ours `{l}`, the release's `{d}`"
-                ));
-                out.push(d.to_string());
-                continue;
-            }
+        if let (true, Some(d)) = (l == "RUN true && \\", download) {
+            applied.push(format!(
+                "the download line: ours `{l}`, the release's `{d}`"
+            ));
+            out.push(d.to_string());
+            continue;
         }
         let t = l.trim_start();
         if (t.starts_with("echo \"")
@@ -197,7 +195,7 @@ pub fn check(
             name: CHECK.into(),
             status: Status::Pass,
             decisive: false,
-            expected: Some(format!("{release_name}")),
+            expected: Some(release_name.to_string()),
             actual: Some("the same lines, but for the expected differences".into()),
             evidence: format!("{what}; {expected_text}"),
             known_cause: None,

@@ -23,6 +23,7 @@ pub mod image;
 pub mod outputs;
 pub mod release;
 pub mod steps;
+pub mod workspace;
 
 use std::path::{Path, PathBuf};
 
@@ -231,6 +232,8 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let workspace = work.path().join("workspace");
     run.phase(&format!("checking out {}", release.release.source_revision));
     git.checkout(&release.release.source_revision, &workspace)?;
+    let checkout = workspace::verify(plan, &workspace, &release.release.source_revision)?;
+    run.ledger.notes.extend(workspace::notes(&checkout));
     run.lap("checkout");
     let backend = open_backend(&mut run, &selected.day, work.path())?;
     if o.backend == BackendChoice::Container {
@@ -294,6 +297,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             backend: ctx.backend.name(),
             microvm: ctx.backend.record(),
             source_revision: release.release.source_revision.clone(),
+            workspace: checkout,
             failed_step: build.failed,
             checks,
             file_diffs: rootfs.file_diffs,

@@ -92,6 +92,8 @@ pub struct Findings {
     pub backend: &'static str,
     pub microvm: Option<serde_json::Value>,
     pub source_revision: String,
+    /// The checkout the build ran in, as it was before the first step.
+    pub workspace: super::workspace::WorkspaceRecord,
     /// The step that failed, if one did: the verdict is then incomplete.
     pub failed_step: Option<String>,
     pub checks: Vec<Check>,
@@ -136,6 +138,7 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         profile_environment_day: plan.env_day.clone(),
         profile_environment_day_reason: plan.env_day_reason.clone(),
         image_from: f.image_from.describe().to_string(),
+        workspace: f.workspace,
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),
@@ -241,6 +244,7 @@ mod tests {
         Findings {
             environment_day: "2026/05/17".into(),
             image_from: Default::default(),
+            workspace: Default::default(),
             backend: "container",
             microvm: None,
             source_revision: "34b87485162b028c8d957bdcd2674359d883cd21".into(),

@@ -234,6 +234,9 @@ pub struct Report {
     /// rebuilt rootfs, or the release's own over the published rootfs.
     #[serde(default)]
     pub image_from: String,
+    /// The source checkout before the build: its revision, whether git saw it clean, and
+    /// the committed artifacts removed so that the build makes them.
+    pub workspace: crate::pipeline::workspace::WorkspaceRecord,
     pub backend: String,
     /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
     /// came from), memory, CPUs, root disk. Absent for the container backend.
@@ -302,9 +305,17 @@ impl Report {
                 self.profile_environment_day
             )
         };
+        let checkout = match (
+            self.workspace.revision.is_empty(),
+            self.workspace.clean_checkout,
+        ) {
+            (true, _) => "",
+            (false, true) => ", a clean checkout",
+            (false, false) => ", a checkout git did not see clean",
+        };
         let _ = writeln!(
             o,
-            "rebuilt: source revision {} on backend {}, environment day {} ({day})",
+            "rebuilt: source revision {}{checkout} on backend {}, environment day {} ({day})",
             self.source_revision.as_deref().unwrap_or("(unknown)"),
             self.backend,
             self.environment_day
@@ -446,6 +457,7 @@ mod tests {
             profile_environment_day_reason:
                 "the snapshot day: the profile's [rollback] env_day = \"snapshot\"".into(),
             image_from: String::new(),
+            workspace: Default::default(),
             backend: "container".into(),
             microvm: None,
             source_revision: Some("34b8748".into()),
