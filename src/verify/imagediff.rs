@@ -1205,14 +1205,51 @@ pub fn diff(a: &Image, b: &Image) -> Result<ImageDiff> {
 }
 
 /// Write `image-diff.txt` and `image-diff.json` (the semantic view when `semantic`) into
-/// `dir`. Returns their names.
+/// `dir`; the text lists what `--semantic` hid after what it shows. Returns their names.
 pub fn write_files(dir: &Path, d: &ImageDiff, semantic: bool) -> Result<Vec<String>> {
     let txt = dir.join("image-diff.txt");
-    std::fs::write(&txt, d.text(semantic)).ctx("write", &txt)?;
+    let mut text = format!(
+        "reprobox image diff{} {} {}\n",
+        if semantic { " --semantic" } else { "" },
+        d.a,
+        d.b
+    );
+    text.push_str(&d.text(semantic));
+    for h in d.hidden(semantic) {
+        let why = h.ignored.expect("hidden").as_str();
+        text.push_str(&format!("  ignored ({why}): {h}\n"));
+    }
+    std::fs::write(&txt, text).ctx("write", &txt)?;
     let json = dir.join("image-diff.json");
     let body = serde_json::to_string_pretty(&d.json(semantic)).expect("plain JSON");
     std::fs::write(&json, body + "\n").ctx("write", &json)?;
     Ok(vec!["image-diff.txt".into(), "image-diff.json".into()])
+}
+
+/// For a reproduction whose image differs: the semantic diff of the two saved archives
+/// (`published`, `rebuilt`) kept as `image-diff.txt` and `image-diff.json` in `out`. Returns
+/// the file names and a one-line summary for the report, or a note saying why it could not
+/// be made.
+pub fn for_report(
+    out: &Path,
+    published: &Path,
+    rebuilt: &Path,
+) -> std::result::Result<(Vec<String>, String), String> {
+    let run = || -> Result<(Vec<String>, String)> {
+        let a = Image::open_path(&published.display().to_string(), published)?;
+        let b = Image::open_path(&rebuilt.display().to_string(), rebuilt)?;
+        let d = diff(&a, &b)?;
+        let files = write_files(out, &d, true)?;
+        Ok((
+            files,
+            format!(
+                "native image diff (published -> rebuilt, --semantic): {}; the lists are in image-diff.txt and image-diff.json (`reprobox image diff --report {}` shows every difference, without --semantic)",
+                d.summary(true),
+                out.display()
+            ),
+        ))
+    };
+    run().map_err(|e| format!("the native image diff could not be made: {e}"))
 }
 
 #[cfg(test)]
