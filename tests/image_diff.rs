@@ -481,3 +481,122 @@ fn report_dir_compares_the_published_and_the_rebuilt_image() {
     let (code, _, _) = diff(&["--report", &dir, "x.tar", "y.tar"]);
     assert_eq!(code, 2);
 }
+
+/// A read-only registry on 127.0.0.1 answering `GET /v2/…` paths from `routes` (404
+/// otherwise), one request per connection. Returns its `host:port`.
+fn serve(routes: std::collections::BTreeMap<String, (String, Vec<u8>)>) -> String {
+    use std::io::{BufRead, BufReader};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let head = line.starts_with("HEAD ");
+            let (status, ctype, body) = match routes.get(&path) {
+                Some((t, b)) => ("200 OK", t.clone(), b.clone()),
+                None => ("404 Not Found", "text/plain".into(), b"not found".to_vec()),
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if !head {
+                let _ = s.write_all(&body);
+            }
+        }
+    });
+    addr
+}
+
+/// The routes of `s` pushed as `REPO:TAG` (OCI manifest, gzip layers), and its manifest digest.
+fn pushed(
+    repo: &str,
+    tag: &str,
+    s: &Spec,
+) -> (
+    std::collections::BTreeMap<String, (String, Vec<u8>)>,
+    String,
+) {
+    let mut routes = std::collections::BTreeMap::new();
+    let plain: Vec<Vec<u8>> = s.layers.iter().map(|l| layer_tar(l)).collect();
+    let mut blob = |bytes: Vec<u8>| -> (String, usize) {
+        let d = digest(&bytes);
+        let n = bytes.len();
+        routes.insert(
+            format!("/v2/{repo}/blobs/{d}"),
+            ("application/octet-stream".to_string(), bytes),
+        );
+        (d, n)
+    };
+    let (cd, cs) = blob(config(s, &plain));
+    let layers: Vec<Value> = plain
+        .iter()
+        .map(|l| {
+            let (d, n) = blob(gzip(l));
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layers,
+    }))
+    .unwrap();
+    let md = digest(&manifest);
+    let t = "application/vnd.oci.image.manifest.v1+json".to_string();
+    routes.insert(
+        format!("/v2/{repo}/manifests/{tag}"),
+        (t.clone(), manifest.clone()),
+    );
+    routes.insert(format!("/v2/{repo}/manifests/{md}"), (t, manifest));
+    (routes, md)
+}
+
+#[test]
+fn registry_references_are_read_through_the_registry_client() {
+    let t = Images::new();
+    let mut changed = base();
+    changed.labels = vec![("org.opencontainers.image.version", "2")];
+    let (mut routes, md) = pushed("team/app", "1", &base());
+    routes.extend(pushed("team/app", "2", &changed).0);
+    let host = serve(routes);
+    let store = t.path.join("store");
+    let store = store.to_str().unwrap();
+    let local = t.oci("local.oci.tar", &base());
+
+    // By tag with a scheme, by digest without one (loopback is plain HTTP): the same image as
+    // the local archive but for its name annotations.
+    let by_tag = format!("http://{host}/team/app:1");
+    let by_digest = format!("{host}/team/app@{md}");
+    let (code, out, err) = diff(&["--store", store, &by_tag, &local]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.lines().all(|l| l.starts_with("index annotation ")),
+        "{out}"
+    );
+    let (code, out, err) = diff(&["--store", store, &by_digest, &local, "--semantic"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = diff(&["--store", store, &by_tag, &format!("{host}/team/app:2")]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        out,
+        "config .config.Labels[\"org.opencontainers.image.version\"]: 1 -> 2\n"
+    );
+    // Offline, what the store holds is enough for a digest.
+    let (code, _, err) = diff(&["--store", store, "--offline", &by_digest, &by_digest]);
+    assert_eq!(code, 0, "{err}");
+}
