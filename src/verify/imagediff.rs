@@ -249,11 +249,11 @@ impl Image {
         if blobs.exists("index.json") {
             let mut img = Image::from_oci(input, blobs, dir)?;
             // docker save (25+) writes an OCI layout with manifest.json beside it.
-            if img.blobs.exists("manifest.json") {
-                if let Ok(m) = docker_manifest(input, &img.blobs) {
-                    img.names = repo_tags(&m);
-                    img.format = Format::DockerArchive;
-                }
+            if img.blobs.exists("manifest.json")
+                && let Ok(m) = docker_manifest(input, &img.blobs)
+            {
+                img.names = repo_tags(&m);
+                img.format = Format::DockerArchive;
             }
             return Ok(img);
         }
@@ -552,17 +552,17 @@ fn tar_blobs(input: &str, path: &Path) -> Result<Blobs> {
         let kind = e.header().entry_type();
         if kind.is_file() {
             members.insert(name, (e.raw_file_position(), e.size()));
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            if let Some(target) = e.link_name_bytes() {
-                let target = String::from_utf8_lossy(&target).into_owned();
-                let resolved = if kind.is_symlink() {
-                    let parent = Path::new(&name).parent().unwrap_or(Path::new(""));
-                    resolve(&parent.join(&target))
-                } else {
-                    tarindex::normalise(&target)
-                };
-                links.push((name, resolved));
-            }
+        } else if (kind.is_symlink() || kind.is_hard_link())
+            && let Some(target) = e.link_name_bytes()
+        {
+            let target = String::from_utf8_lossy(&target).into_owned();
+            let resolved = if kind.is_symlink() {
+                let parent = Path::new(&name).parent().unwrap_or(Path::new(""));
+                resolve(&parent.join(&target))
+            } else {
+                tarindex::normalise(&target)
+            };
+            links.push((name, resolved));
         }
     }
     for (name, target) in links {
@@ -1338,7 +1338,7 @@ mod tests {
             "x/a:1",
             json!({"v": "1"}),
             "2026-01-01T00:00:00Z",
-            &[l1.clone()],
+            std::slice::from_ref(&l1),
         );
         // Same content, gzip-compressed, another name and created.
         docker_archive(
