@@ -1508,6 +1508,84 @@ mod tests {
     }
 
     #[test]
+    fn the_report_files_for_a_reproduction_s_two_saved_archives() {
+        use crate::inputs::images::{DigestRef, PinnedImage};
+        use crate::verify::imagearchive::{PUBLISHED_NAME, REBUILT_NAME, write_docker_archive};
+        let d = tempfile::tempdir().unwrap();
+        let images = d.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        // The published image as the pipeline writes it: from store blobs, gzip layers.
+        let l = layer(&[("etc/os-release", "ID=arch\n", 0o644, 100)]);
+        let ids = [crate::digest::sha256_digest(&l)];
+        let store = crate::inputs::store::Store::open(d.path().join("store")).unwrap();
+        let cfg = store
+            .put_reader(
+                &config(json!({"v": "1"}), "2026-01-01T00:00:00Z", &ids)[..],
+                None,
+                "test:config",
+            )
+            .unwrap();
+        let gl = store.put_reader(&gz(&l)[..], None, "test:layer").unwrap();
+        let pinned = PinnedImage {
+            reference: DigestRef::parse(&format!("127.0.0.1:1/x@sha256:{}", "0".repeat(64)))
+                .unwrap(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            blobs: vec![
+                format!("sha256:{}", cfg.sha256),
+                format!("sha256:{}", gl.sha256),
+            ],
+        };
+        let published = images.join("published.tar");
+        write_docker_archive(&store, &pinned, PUBLISHED_NAME, &published).unwrap();
+        // The rebuilt one as podman saves it: plain layers, another name, a later created,
+        // one file changed.
+        let rebuilt = images.join("rebuilt.tar");
+        let l2 = layer(&[("etc/os-release", "ID=arch2\n", 0o644, 100)]);
+        docker_archive(
+            &rebuilt,
+            REBUILT_NAME,
+            json!({"v": "1"}),
+            "2026-03-01T00:00:00Z",
+            &[l2],
+        );
+
+        let (files, summary) = for_report(d.path(), &published, &rebuilt).unwrap();
+        assert_eq!(files, ["image-diff.txt", "image-diff.json"]);
+        assert!(
+            summary.starts_with("native image diff (published -> rebuilt, --semantic): 3 semantic differences (config 1, layer 1 files 1, layers 1); first: "),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("; 5 ignored by --semantic: 1 name, 2 timestamp, 2 compression; "),
+            "{summary}"
+        );
+        let text = std::fs::read_to_string(d.path().join("image-diff.txt")).unwrap();
+        assert!(text.contains("layer 1 etc/os-release content: "), "{text}");
+        assert!(text.contains("  ignored (name): image name: "), "{text}");
+        assert!(
+            text.contains("  ignored (timestamp): config .created: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("  ignored (compression): layer 1 mediaType: "),
+            "{text}"
+        );
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("image-diff.json")).unwrap())
+                .unwrap();
+        assert_eq!(v["semantic"], true);
+        assert_eq!(v["differences"].as_array().unwrap().len(), 3, "{v}");
+        assert_eq!(v["ignored"].as_array().unwrap().len(), 5, "{v}");
+
+        // An archive that is not there: a note, not an error.
+        let note = for_report(d.path(), &images.join("absent.tar"), &rebuilt).unwrap_err();
+        assert!(
+            note.starts_with("the native image diff could not be made: "),
+            "{note}"
+        );
+    }
+
+    #[test]
     fn registry_references() {
         let r = parse_reference("127.0.0.1:5000/archlinux/archlinux:repro").unwrap();
         assert_eq!(
