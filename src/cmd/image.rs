@@ -37,7 +37,8 @@ pub struct DiffArgs {
     pub report: Option<PathBuf>,
     /// Ignore what does not make the image different: image names (RepoTags, ref.name and
     /// containerd name annotations), config and history `created`, the created annotation,
-    /// layer compression, empty versus absent config fields. File mtimes are still compared.
+    /// layer compression, empty versus absent config fields, the config's JSON encoding.
+    /// File mtimes are still compared.
     #[arg(long)]
     pub semantic: bool,
     /// Print JSON: {a, b, semantic, differences: [{kind, where, a, b}], ignored: [… reason]}.

@@ -28,7 +28,8 @@
 //!   spelling) differs, its compressed size and compressed digest, and the manifest media
 //!   type's docker/OCI spelling; the uncompressed digest and every file are still compared;
 //! - **empty versus absent**: a config field that is `null`, `[]` or `{}` on one side and
-//!   missing on the other.
+//!   missing on the other;
+//! - **encoding**: the config's bytes when every field is equal (key order, spacing).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -161,6 +162,8 @@ pub struct Image {
     pub manifest_annotations: BTreeMap<String, String>,
     /// The config document as JSON.
     pub config: Value,
+    /// sha256 of the config's bytes (the image ID).
+    pub config_digest: String,
     pub layers: Vec<LayerDesc>,
     blobs: Blobs,
 }
@@ -269,11 +272,22 @@ impl Image {
     }
 
     fn json(input: &str, blobs: &Blobs, key: &str, what: &str) -> Result<Value> {
+        Image::json_and_digest(input, blobs, key, what).map(|(v, _)| v)
+    }
+
+    /// A JSON document and the sha256 of its bytes.
+    fn json_and_digest(
+        input: &str,
+        blobs: &Blobs,
+        key: &str,
+        what: &str,
+    ) -> Result<(Value, String)> {
         let bytes = blobs
             .read(key)
             .map_err(|e| bad(input, format!("cannot read {what} {key}: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| bad(input, format!("{what} {key} is not JSON: {e}")))
+        let v = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(input, format!("{what} {key} is not JSON: {e}")))?;
+        Ok((v, crate::digest::sha256_digest(&bytes)))
     }
 
     fn from_oci(input: &str, blobs: Blobs, dir: bool) -> Result<Image> {
@@ -305,7 +319,8 @@ impl Image {
         let config_digest = m["config"]["digest"]
             .as_str()
             .ok_or_else(|| bad(input, "the manifest has no config.digest"))?;
-        let config = Image::json(input, &blobs, &blob_key(config_digest), "the config")?;
+        let (config, config_digest) =
+            Image::json_and_digest(input, &blobs, &blob_key(config_digest), "the config")?;
         let layers = m["layers"]
             .as_array()
             .into_iter()
@@ -338,6 +353,7 @@ impl Image {
             )),
             manifest_annotations: string_map(&m["annotations"]),
             config,
+            config_digest,
             layers,
             blobs,
         })
@@ -348,7 +364,8 @@ impl Image {
         let config_key = m["Config"]
             .as_str()
             .ok_or_else(|| bad(input, "manifest.json names no Config"))?;
-        let config = Image::json(input, &blobs, config_key, "the config")?;
+        let (config, config_digest) =
+            Image::json_and_digest(input, &blobs, config_key, "the config")?;
         let mut layers = Vec::new();
         for l in m["Layers"].as_array().into_iter().flatten() {
             let key = l
@@ -390,6 +407,7 @@ impl Image {
             manifest_media_type: None,
             manifest_annotations: BTreeMap::new(),
             config,
+            config_digest,
             layers,
             blobs,
         })
@@ -429,6 +447,7 @@ impl Image {
         let (curl, cbytes) = c.blob_bytes(&mut lock, config_digest)?;
         let config: Value = serde_json::from_slice(&cbytes)
             .map_err(|e| Error::network(&curl, format!("the config is not JSON: {e}")))?;
+        let config_digest = crate::digest::sha256_digest(&cbytes);
         let mut stored = BTreeMap::new();
         let mut layers = Vec::new();
         for l in m["layers"].as_array().into_iter().flatten() {
@@ -452,6 +471,7 @@ impl Image {
             manifest_media_type: Some(crate::inputs::registry::manifest_media_type(&body)),
             manifest_annotations: string_map(&m["annotations"]),
             config,
+            config_digest,
             layers,
             blobs: Blobs::Store(stored),
         })
@@ -691,6 +711,8 @@ pub enum Ignored {
     Compression,
     /// `null`, empty and absent config fields.
     Empty,
+    /// The config's JSON encoding (key order, spacing) when every field is equal.
+    Encoding,
 }
 
 impl Ignored {
@@ -700,6 +722,7 @@ impl Ignored {
             Ignored::Timestamp => "timestamp",
             Ignored::Compression => "compression",
             Ignored::Empty => "empty",
+            Ignored::Encoding => "encoding",
         }
     }
 }
@@ -1126,7 +1149,18 @@ pub fn diff(a: &Image, b: &Image) -> Result<ImageDiff> {
         &a.manifest_annotations,
         &b.manifest_annotations,
     );
+    let before = out.len();
     diff_json(&mut out, "", Some(&a.config), Some(&b.config));
+    // The same fields in other bytes: say so (the digest is what a registry compares).
+    if out.len() == before && a.config_digest != b.config_digest {
+        out.push(Difference {
+            kind: Kind::Config,
+            location: "config digest (same fields, other JSON bytes)".into(),
+            a: Some(a.config_digest.clone()),
+            b: Some(b.config_digest.clone()),
+            ignored: Some(Ignored::Encoding),
+        });
+    }
 
     if a.layers.len() != b.layers.len() {
         out.push(Difference {
@@ -1582,6 +1616,34 @@ mod tests {
         assert!(
             note.starts_with("the native image diff could not be made: "),
             "{note}"
+        );
+    }
+
+    #[test]
+    fn the_same_config_fields_in_other_bytes_are_an_encoding_difference() {
+        let image = |bytes: &[u8]| Image {
+            input: "x".into(),
+            format: Format::OciLayout,
+            names: Vec::new(),
+            index_annotations: BTreeMap::new(),
+            manifest_media_type: None,
+            manifest_annotations: BTreeMap::new(),
+            config: serde_json::from_slice(bytes).unwrap(),
+            config_digest: crate::digest::sha256_digest(bytes),
+            layers: Vec::new(),
+            blobs: Blobs::Store(BTreeMap::new()),
+        };
+        let a = image(br#"{"os":"linux","architecture":"amd64"}"#);
+        let b = image(br#"{"architecture":"amd64", "os":"linux"}"#);
+        let d = diff(&a, &b).unwrap();
+        assert_eq!(d.all.len(), 1);
+        assert_eq!(d.all[0].ignored, Some(Ignored::Encoding));
+        assert!(d.shown(true).is_empty());
+        let c = image(br#"{"os":"linux","architecture":"arm64"}"#);
+        let d = diff(&a, &c).unwrap();
+        assert_eq!(
+            d.all.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ["config .architecture: amd64 -> arm64"]
         );
     }
 
