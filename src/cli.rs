@@ -53,6 +53,8 @@ pub enum Command {
     Mirror(cmd::mirror::Args),
     /// Compare two environment locks: which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
+    /// Work with container images: `image diff A B` compares two images natively.
+    Image(cmd::image::Args),
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
     World(cmd::world::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -76,6 +78,7 @@ impl Command {
             Command::Archive(a) => cmd::archive::execute(a),
             Command::Mirror(a) => cmd::mirror::execute(a),
             Command::Drift(a) => cmd::drift::execute(a),
+            Command::Image(a) => cmd::image::execute(a),
             Command::World(a) => cmd::world::execute(a),
             Command::Completions(a) => cmd::completions::execute(a, Cli::command()),
             Command::Man(a) => cmd::man::execute(a, Cli::command()),

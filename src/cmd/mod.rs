@@ -9,6 +9,7 @@ pub mod completions;
 pub mod demo;
 pub mod doctor;
 pub mod drift;
+pub mod image;
 pub mod man;
 pub mod mirror;
 pub mod plan;

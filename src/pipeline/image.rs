@@ -1,7 +1,8 @@
 //! The image step's inputs and stage 7, the image check: the Dockerfile's base images
 //! pinned by digest and served to the job, the rebuilt image read from the environment's
 //! podman, the published one from the registry (or the store), their comparison, and on a
-//! difference both saved as archives for the diff tools.
+//! difference both saved as archives, compared by the native image diff
+//! (`verify::imagediff`, `image-diff.txt`/`.json`) and by diffoci when it is installed.
 
 use std::path::Path;
 
@@ -235,11 +236,16 @@ impl Run<'_> {
                     kept.extend(files);
                     let out = &self.o.out;
                     let dir = out.join("images");
-                    match crate::verify::imagearchive::run_diffoci(
-                        out,
-                        &dir.join("published.tar"),
-                        &dir.join("rebuilt.tar"),
-                    ) {
+                    let (published, rebuilt) = (dir.join("published.tar"), dir.join("rebuilt.tar"));
+                    // The native diff always; diffoci as well when it is installed.
+                    match crate::verify::imagediff::for_report(out, &published, &rebuilt) {
+                        Ok((files, summary)) => {
+                            kept.extend(files);
+                            self.ledger.notes.push(summary);
+                        }
+                        Err(note) => self.ledger.notes.push(note),
+                    }
+                    match crate::verify::imagearchive::run_diffoci(out, &published, &rebuilt) {
                         Ok(files) => kept.extend(files),
                         Err(note) => self.ledger.notes.push(note),
                     }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod imagearchive;
+pub mod imagediff;
 pub mod tardiff;
 pub mod tarindex;
 

@@ -40,7 +40,13 @@ pub fn normalise(p: &str) -> String {
 
 /// Read a tarball (any compression) into an index.
 pub fn read_index(path: &Path) -> Result<TarIndex> {
-    let mut ar = tar::Archive::new(open_decompressed(path)?);
+    index_reader(open_decompressed(path)?, path)
+}
+
+/// Read an uncompressed tar stream into an index; `path` names it in errors (an image
+/// layer read from inside an archive, `verify::imagediff`).
+pub fn index_reader(r: impl std::io::Read, path: &Path) -> Result<TarIndex> {
+    let mut ar = tar::Archive::new(r);
     let mut out = TarIndex::new();
     let bad = |e: std::io::Error| Error::io("read tar entry in", path, e);
     // One read buffer for every member's content hash.
