@@ -5,6 +5,7 @@
 //! `build(dir)` makes (or completes) the world; `serve(dir, ports)` serves it.
 
 pub mod alpm;
+pub mod arch;
 pub mod archive_tree;
 pub mod content;
 pub mod env_rootfs;
