@@ -431,6 +431,9 @@ pub fn build_archive(world_dir: &Path, ca: &WorldCa, devtools_bundle: &Path) -> 
     })
 }
 
+/// Bumped when [`bootstrap`] changes what it makes (cached bootstraps are then remade).
+const BOOTSTRAP_RECIPE: u32 = 2;
+
 /// Makes `iso/<iso>/archlinux-bootstrap-<iso>-x86_64.tar.zst` + `sha256sums.txt` (see the
 /// module doc); reused when its marker lists the same packages and Debian root.
 fn bootstrap(
@@ -445,7 +448,12 @@ fn bootstrap(
     let isodir = archive.join("iso").join(iso);
     let name = format!("archlinux-bootstrap-{iso}-x86_64.tar.zst");
     let out = isodir.join(&name);
-    let mut listing = format!("debian {}\nca {}\n", debian.display(), crate::digest::sha256_hex(ca.cert_pem.as_bytes()));
+    let mut listing = format!(
+        "recipe {BOOTSTRAP_RECIPE}\ndebian {}\nca {}\nconf {}\n",
+        debian.display(),
+        crate::digest::sha256_hex(ca.cert_pem.as_bytes()),
+        crate::digest::sha256_hex(format!("{ENV_PACMAN_CONF}{ENV_MIRRORLIST}").as_bytes())
+    );
     for (r, _) in pkgs {
         listing.push_str(&format!("{} {}\n", r.file, r.sha256));
     }
@@ -477,6 +485,10 @@ fn bootstrap(
     }
     for f in ["archlinux.gpg", "archlinux-trusted", "archlinux-revoked"] {
         let _ = std::fs::remove_file(root.join("usr/share/keyrings").join(f));
+    }
+    // As Arch's filesystem package has it (pacman's CheckSpace reads the mount table).
+    if std::fs::symlink_metadata(root.join("etc/mtab")).is_err() {
+        std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab")).ctx("symlink", &root)?;
     }
     std::fs::create_dir_all(root.join("etc/pacman.d")).ctx("create directory", &root)?;
     std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF).ctx("write", &root)?;

@@ -113,6 +113,10 @@ fn arch_name(debian_pkg: &str) -> String {
     .into()
 }
 
+/// Shell function: the Debian package owning a path (dpkg knows some libraries under /lib,
+/// others under /usr/lib: merged-usr).
+const OWN: &str = "own() { { dpkg -S \"$1\" || dpkg -S \"/usr$1\" || dpkg -S \"${1#/usr}\"; } 2>/dev/null | head -1 | cut -d: -f1; };";
+
 /// The Debian programs of the rootfs: (Arch package, Debian package, program paths).
 fn programs(debian: &Path) -> Result<Vec<(&'static str, &'static str, Vec<String>)>> {
     let coreutils = tools::output(
@@ -142,7 +146,7 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
     // ldd of every program, in the Debian root: which library (and Debian package) each needs.
     let all: Vec<&String> = progs.iter().flat_map(|(_, _, p)| p).collect();
     let script = format!(
-        "set -e; for b in {}; do ldd \"$b\" | while read -r a b2 c rest; do case \"$c\" in /*) p=$(dpkg -S \"$c\" | head -1 | cut -d: -f1); v=$(dpkg-query -W -f='${{Version}}' \"$p\"); echo \"$b $c $p $v\";; esac; done; done; \
+        "set -e; {OWN} for b in {}; do ldd \"$b\" | while read -r a b2 c rest; do case \"$c\" in /*) p=$(own \"$c\"); v=$(dpkg-query -W -f='${{Version}}' \"$p\"); echo \"$b $c $p $v\";; esac; done; done; \
          for p in bash coreutils sed grep findutils libc6 systemd; do printf 'VERSION %s %s\\n' \"$p\" \"$(dpkg-query -W -f='${{Version}}' $p 2>/dev/null || echo 0)\"; done",
         all.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
     );
@@ -184,7 +188,7 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
     let mut lib_deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     if !lib_paths.is_empty() {
         let script = format!(
-            "set -e; for b in {}; do ldd \"$b\" | while read -r a b2 c rest; do case \"$c\" in /*) echo \"$b $(dpkg -S \"$c\" | head -1 | cut -d: -f1)\";; esac; done; done; for b in {0}; do echo \"$b $(dpkg -S \"$b\" | head -1 | cut -d: -f1)\"; done",
+            "set -e; {OWN} for b in {}; do ldd \"$b\" | while read -r a b2 c rest; do case \"$c\" in /*) echo \"$b $(own \"$c\")\";; esac; done; done; for b in {0}; do echo \"$b $(own \"$b\")\"; done",
             lib_paths.join(" ")
         );
         let out = EnvRun::new(debian, false).sh("list the libraries' libraries", &script)?;
@@ -369,6 +373,7 @@ fn filesystem() -> PkgSpec {
         link("usr/sbin", "bin"),
         link("usr/lib64", "lib"),
         link("var/run", "../run"),
+        link("etc/mtab", "../proc/self/mounts"),
         link("var/lock", "../run/lock"),
         link("var/mail", "spool/mail"),
         dir("boot", 0o755),
