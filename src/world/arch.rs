@@ -83,14 +83,26 @@ pub const ARCHIVE_HOST: &str = "archive.archlinux.org";
 /// The loopback address of its TLS front inside a build's network namespace.
 pub const ARCHIVE_TLS_IP: &str = "127.0.0.2";
 /// The devtools tag of each devtools version (1.5.1-1 is synthetic, from v1.5.0).
-pub const DEVTOOLS: [(&str, &str); 3] = [("1.4.0-1", "v1.4.0"), ("1.5.0-1", "v1.5.0"), ("1.5.1-1", "v1.5.0")];
+pub const DEVTOOLS: [(&str, &str); 3] = [
+    ("1.4.0-1", "v1.4.0"),
+    ("1.5.0-1", "v1.5.0"),
+    ("1.5.1-1", "v1.5.0"),
+];
 
 /// devtools of each day and bootstrap.
 fn devtools_of_day(day: &str) -> &'static str {
-    if day == LATER_DAY { "1.5.1-1" } else { "1.5.0-1" }
+    if day == LATER_DAY {
+        "1.5.1-1"
+    } else {
+        "1.5.0-1"
+    }
 }
 fn devtools_of_iso(iso: &str) -> &'static str {
-    if iso == "2026.05.01" { "1.4.0-1" } else { "1.5.1-1" }
+    if iso == "2026.05.01" {
+        "1.4.0-1"
+    } else {
+        "1.5.1-1"
+    }
 }
 
 /// The synthetic devtools 1.5.1-1's change to v1.5.0's extra.conf.
@@ -157,9 +169,15 @@ impl SigningKey {
     fn gpg(&self) -> Result<Command> {
         let gpg = tools::require("gpg", "gnupg")?;
         let mut c = Command::new(gpg);
-        c.arg("--homedir")
-            .arg(&self.home)
-            .args(["--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]);
+        c.arg("--homedir").arg(&self.home).args([
+            "--batch",
+            "--yes",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
         Ok(c)
     }
 
@@ -177,8 +195,15 @@ impl SigningKey {
                 .ctx("chmod", &home)?;
             tools::run(
                 "make the world's package signing key",
-                k.gpg()?
-                    .args(["--faked-system-time", KEY_CREATED, "--quick-generate-key", KEY_UID, "ed25519", "sign", "never"]),
+                k.gpg()?.args([
+                    "--faked-system-time",
+                    KEY_CREATED,
+                    "--quick-generate-key",
+                    KEY_UID,
+                    "ed25519",
+                    "sign",
+                    "never",
+                ]),
             )?;
             std::fs::write(home.join(".complete"), "").ctx("write", &home)?;
         }
@@ -188,8 +213,13 @@ impl SigningKey {
         )?;
         k.fingerprint = String::from_utf8_lossy(&out)
             .lines()
-            .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_string()))
-            .ok_or_else(|| Error::Environment("world: the signing key has no fingerprint".into()))?;
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .ok_or_else(|| {
+                Error::Environment("world: the signing key has no fingerprint".into())
+            })?;
         Ok(k)
     }
 
@@ -207,7 +237,17 @@ impl SigningKey {
         tools::run(
             "sign a package",
             self.gpg()?
-                .args(["--faked-system-time", &format!("{time}!"), "--digest-algo", "SHA256", "-u", &self.fingerprint, "--detach-sign", "--no-armor", "-o"])
+                .args([
+                    "--faked-system-time",
+                    &format!("{time}!"),
+                    "--digest-algo",
+                    "SHA256",
+                    "-u",
+                    &self.fingerprint,
+                    "--detach-sign",
+                    "--no-armor",
+                    "-o",
+                ])
                 .arg(&sig)
                 .arg(file),
         )?;
@@ -231,39 +271,79 @@ struct Planned {
     isos: Vec<&'static str>,
 }
 
-fn plan(debian: &Path, ca: &WorldCa, key: &SigningKey, devtools_git: &Path) -> Result<Vec<Planned>> {
+fn plan(
+    debian: &Path,
+    ca: &WorldCa,
+    key: &SigningKey,
+    devtools_git: &Path,
+) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     let all_days = DAYS.to_vec();
     let all_isos: Vec<&str> = ISOS.iter().map(|(i, _)| *i).collect();
     for p in content::rootfs_packages(debian, &ca.cert_pem)? {
-        out.push(Planned { pkg: p, days: all_days.clone(), isos: vec![] });
+        out.push(Planned {
+            pkg: p,
+            days: all_days.clone(),
+            isos: vec![],
+        });
     }
     out.push(Planned {
-        pkg: ArchPkg { spec: content::pacman(), repo: "core", env: true },
+        pkg: ArchPkg {
+            spec: content::pacman(),
+            repo: "core",
+            env: true,
+        },
         days: all_days.clone(),
         isos: all_isos.clone(),
     });
     out.push(Planned {
-        pkg: ArchPkg { spec: content::keyring(&key.public_key()?, &key.fingerprint), repo: "core", env: true },
+        pkg: ArchPkg {
+            spec: content::keyring(&key.public_key()?, &key.fingerprint),
+            repo: "core",
+            env: true,
+        },
         days: all_days.clone(),
         isos: all_isos.clone(),
     });
     out.push(Planned {
-        pkg: ArchPkg { spec: content::podman(), repo: "extra", env: true },
+        pkg: ArchPkg {
+            spec: content::podman(),
+            repo: "extra",
+            env: true,
+        },
         days: all_days.clone(),
         isos: vec![],
     });
     for p in content::meta_packages(debian)? {
-        out.push(Planned { pkg: p, days: all_days.clone(), isos: vec![] });
+        out.push(Planned {
+            pkg: p,
+            days: all_days.clone(),
+            isos: vec![],
+        });
     }
     for (ver, tag) in DEVTOOLS {
-        let edit: Option<&dyn Fn(&str) -> String> =
-            if ver == "1.5.1-1" { Some(&devtools_151_edit) } else { None };
+        let edit: Option<&dyn Fn(&str) -> String> = if ver == "1.5.1-1" {
+            Some(&devtools_151_edit)
+        } else {
+            None
+        };
         let spec = content::devtools(devtools_git, tag, ver, edit)?;
         out.push(Planned {
-            pkg: ArchPkg { spec, repo: "extra", env: true },
-            days: DAYS.iter().copied().filter(|d| devtools_of_day(d) == ver).collect(),
-            isos: all_isos.iter().copied().filter(|i| devtools_of_iso(i) == ver).collect(),
+            pkg: ArchPkg {
+                spec,
+                repo: "extra",
+                env: true,
+            },
+            days: DAYS
+                .iter()
+                .copied()
+                .filter(|d| devtools_of_day(d) == ver)
+                .collect(),
+            isos: all_isos
+                .iter()
+                .copied()
+                .filter(|i| devtools_of_iso(i) == ver)
+                .collect(),
         });
     }
     Ok(out)
@@ -278,7 +358,12 @@ fn devtools_repo(world_dir: &Path, bundle: &Path) -> Result<PathBuf> {
     remove_tree(&git_dir)?;
     tools::run(
         "clone the devtools bundle",
-        Command::new("git").arg("clone").arg("-q").arg("--bare").arg(bundle).arg(&git_dir),
+        Command::new("git")
+            .arg("clone")
+            .arg("-q")
+            .arg("--bare")
+            .arg(bundle)
+            .arg(&git_dir),
     )?;
     std::fs::write(git_dir.join(".complete"), "").ctx("write", &git_dir)?;
     Ok(git_dir)
@@ -342,9 +427,15 @@ pub fn build_archive(world_dir: &Path, ca: &WorldCa, devtools_bundle: &Path) -> 
                 .map(|(_, b)| b)
                 .collect();
             for (r, _) in &mine {
-                per_day.entry(day.to_string()).or_default().insert(r.name.clone(), r.clone());
+                per_day
+                    .entry(day.to_string())
+                    .or_default()
+                    .insert(r.name.clone(), r.clone());
             }
-            let listing: String = mine.iter().map(|(r, _)| format!("{} {}\n", r.file, r.sha256)).collect();
+            let listing: String = mine
+                .iter()
+                .map(|(r, _)| format!("{} {}\n", r.file, r.sha256))
+                .collect();
             let marker = dir.join(".complete");
             if std::fs::read_to_string(&marker).is_ok_and(|m| m == listing) {
                 continue;
@@ -356,7 +447,10 @@ pub fn build_archive(world_dir: &Path, ca: &WorldCa, devtools_bundle: &Path) -> 
             for (r, src) in &mine {
                 for (from, name) in [
                     (src.clone(), r.file.clone()),
-                    (PathBuf::from(format!("{}.sig", src.display())), format!("{}.sig", r.file)),
+                    (
+                        PathBuf::from(format!("{}.sig", src.display())),
+                        format!("{}.sig", r.file),
+                    ),
                 ] {
                     let dst = dir.join(&name);
                     if std::fs::hard_link(&from, &dst).is_err() {
@@ -367,7 +461,10 @@ pub fn build_archive(world_dir: &Path, ca: &WorldCa, devtools_bundle: &Path) -> 
             }
             EnvRun::new(&debian, false).bind(&dir, "/mnt").sh(
                 &format!("repo-add repos/{day}/{repo}"),
-                &format!("cd /mnt && repo-add -q {repo}.db.tar.gz {}", names.join(" ")),
+                &format!(
+                    "cd /mnt && repo-add -q {repo}.db.tar.gz {}",
+                    names.join(" ")
+                ),
             )?;
             std::fs::write(&marker, &listing).ctx("write", &marker)?;
         }
@@ -389,9 +486,16 @@ pub fn build_archive(world_dir: &Path, ca: &WorldCa, devtools_bundle: &Path) -> 
         let (path, sha) = bootstrap(&archive, iso, date, &debian, ca, &pkgs, &work)?;
         bootstraps.push(BootstrapRecord {
             iso: iso.into(),
-            path: path.strip_prefix(&archive).unwrap_or(&path).display().to_string(),
+            path: path
+                .strip_prefix(&archive)
+                .unwrap_or(&path)
+                .display()
+                .to_string(),
             sha256: sha,
-            packages: pkgs.iter().map(|(r, _)| (r.name.clone(), r.version.clone())).collect(),
+            packages: pkgs
+                .iter()
+                .map(|(r, _)| (r.name.clone(), r.version.clone()))
+                .collect(),
         });
     }
 
@@ -400,7 +504,10 @@ pub fn build_archive(world_dir: &Path, ca: &WorldCa, devtools_bundle: &Path) -> 
         .map(|(d, m)| {
             (
                 d.clone(),
-                m.values().filter(|r| r.env).map(|r| (r.name.clone(), r.version.clone())).collect(),
+                m.values()
+                    .filter(|r| r.env)
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .collect(),
             )
         })
         .collect();
@@ -469,7 +576,11 @@ fn bootstrap(
     let root = stage.join("root.x86_64");
     tools::run(
         "copy the Debian root",
-        Command::new("cp").arg("-a").arg("--reflink=auto").arg(debian).arg(&root),
+        Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
+            .arg(debian)
+            .arg(&root),
     )?;
     let _ = std::fs::remove_file(root.join(".complete"));
     // Debian's pacman and podman move aside; the world's stand-ins take their names.
@@ -488,7 +599,8 @@ fn bootstrap(
     }
     // As Arch's filesystem package has it (pacman's CheckSpace reads the mount table).
     if std::fs::symlink_metadata(root.join("etc/mtab")).is_err() {
-        std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab")).ctx("symlink", &root)?;
+        std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab"))
+            .ctx("symlink", &root)?;
     }
     std::fs::create_dir_all(root.join("etc/pacman.d")).ctx("create directory", &root)?;
     std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF).ctx("write", &root)?;
@@ -530,7 +642,8 @@ fn bootstrap(
     )?;
     let sha = crate::world::sha256_file(&tmp)?;
     std::fs::rename(&tmp, &out).ctx("rename", &out)?;
-    std::fs::write(isodir.join("sha256sums.txt"), format!("{sha}  {name}\n")).ctx("write", &isodir)?;
+    std::fs::write(isodir.join("sha256sums.txt"), format!("{sha}  {name}\n"))
+        .ctx("write", &isodir)?;
     std::fs::write(&marker, &listing).ctx("write", &marker)?;
     remove_tree(&stage)?;
     Ok((out, sha))

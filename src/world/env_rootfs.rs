@@ -82,7 +82,10 @@ impl TlsFront {
         ip: &str,
         backend: &str,
     ) -> Result<TlsFront> {
-        let (cert, key) = (dir.join(format!("{host}.pem")), dir.join(format!("{host}.key")));
+        let (cert, key) = (
+            dir.join(format!("{host}.pem")),
+            dir.join(format!("{host}.key")),
+        );
         if !(cert.is_file() && key.is_file()) {
             std::fs::create_dir_all(dir).ctx("create directory", dir)?;
             let (c, k) = ca.issue(&[host])?;

@@ -76,7 +76,14 @@ fn link(path: &str, target: &str) -> Entry {
     }
 }
 
-fn spec(name: &str, version: &str, arch: &str, desc: &str, depends: &[String], entries: Vec<Entry>) -> PkgSpec {
+fn spec(
+    name: &str,
+    version: &str,
+    arch: &str,
+    desc: &str,
+    depends: &[String],
+    entries: Vec<Entry>,
+) -> PkgSpec {
     PkgSpec {
         name: name.into(),
         version: version.into(),
@@ -121,7 +128,9 @@ const OWN: &str = "own() { { dpkg -S \"$1\" || dpkg -S \"/usr$1\" || dpkg -S \"$
 fn programs(debian: &Path) -> Result<Vec<(&'static str, &'static str, Vec<String>)>> {
     let coreutils = tools::output(
         "list Debian's coreutils",
-        Command::new("chroot").arg(debian).args(["dpkg", "-L", "coreutils"]),
+        Command::new("chroot")
+            .arg(debian)
+            .args(["dpkg", "-L", "coreutils"]),
     )?;
     let mut cu: Vec<String> = String::from_utf8_lossy(&coreutils)
         .lines()
@@ -134,7 +143,11 @@ fn programs(debian: &Path) -> Result<Vec<(&'static str, &'static str, Vec<String
         ("coreutils", "coreutils", cu),
         ("sed", "sed", vec!["/bin/sed".into()]),
         ("grep", "grep", vec!["/bin/grep".into()]),
-        ("findutils", "findutils", vec!["/usr/bin/find".into(), "/usr/bin/xargs".into()]),
+        (
+            "findutils",
+            "findutils",
+            vec!["/usr/bin/find".into(), "/usr/bin/xargs".into()],
+        ),
     ])
 }
 
@@ -150,7 +163,8 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
          for p in bash coreutils sed grep findutils libc6 systemd; do printf 'VERSION %s %s\\n' \"$p\" \"$(dpkg-query -W -f='${{Version}}' $p 2>/dev/null || echo 0)\"; done",
         all.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
     );
-    let out = EnvRun::new(debian, false).sh("list the libraries of the rootfs programs", &script)?;
+    let out =
+        EnvRun::new(debian, false).sh("list the libraries of the rootfs programs", &script)?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let mut versions: BTreeMap<String, String> = BTreeMap::new();
     // program -> libs (path, debian pkg)
@@ -196,7 +210,10 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
         let text = String::from_utf8_lossy(&out).into_owned();
         let lines: Vec<(String, String)> = text
             .lines()
-            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect();
         // The last block names each library's own package.
         for (p, d) in lines.iter().rev().take(lib_paths.len()) {
@@ -212,7 +229,14 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
     for (dpkg, paths) in &libs {
         let name = arch_name(dpkg);
         let mut deps: Vec<String> = vec!["glibc".into()];
-        deps.extend(lib_deps.get(dpkg).into_iter().flatten().filter(|d| *d != "glibc").cloned());
+        deps.extend(
+            lib_deps
+                .get(dpkg)
+                .into_iter()
+                .flatten()
+                .filter(|d| *d != "glibc")
+                .cloned(),
+        );
         let mut entries = Vec::new();
         for p in paths {
             entries.push(file(&format!("usr/lib/{}", base_name(p)), 0o755, read(p)?));
@@ -234,10 +258,16 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
     // glibc: Debian's libc6 libraries and loader in usr/lib, its static ldconfig.
     let libc = tools::output(
         "list Debian's libc6",
-        Command::new("chroot").arg(debian).args(["dpkg", "-L", "libc6"]),
+        Command::new("chroot")
+            .arg(debian)
+            .args(["dpkg", "-L", "libc6"]),
     )?;
     let mut entries = vec![
-        file("etc/ld.so.conf", 0o644, "# See ld.so(8)\ninclude /etc/ld.so.conf.d/*.conf\n"),
+        file(
+            "etc/ld.so.conf",
+            0o644,
+            "# See ld.so(8)\ninclude /etc/ld.so.conf.d/*.conf\n",
+        ),
         dir("etc/ld.so.conf.d", 0o755),
         dir("var/cache/ldconfig", 0o755),
         file("usr/bin/ldconfig", 0o755, read("/sbin/ldconfig")?),
@@ -349,8 +379,17 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
             "any",
             "Minimal package set to define a basic Arch Linux installation (reprobox test world)",
             &[
-                "filesystem", "glibc", "bash", "coreutils", "sed", "grep", "findutils",
-                "ca-certificates", "pacman", "systemd", "archlinux-keyring",
+                "filesystem",
+                "glibc",
+                "bash",
+                "coreutils",
+                "sed",
+                "grep",
+                "findutils",
+                "ca-certificates",
+                "pacman",
+                "systemd",
+                "archlinux-keyring",
             ]
             .map(String::from),
             vec![],
@@ -402,11 +441,27 @@ fn filesystem() -> PkgSpec {
         file("etc/group", 0o644, "root:x:0:root\n"),
         file("etc/shadow", 0o600, "root::14871::::::\n"),
         file("etc/gshadow", 0o600, "root:::root\n"),
-        file("etc/hosts", 0o644, "# Static table lookup for hostnames.\n# See hosts(5) for details.\n"),
+        file(
+            "etc/hosts",
+            0o644,
+            "# Static table lookup for hostnames.\n# See hosts(5) for details.\n",
+        ),
         file("etc/host.conf", 0o644, "multi on\n"),
-        file("etc/nsswitch.conf", 0o644, "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\nethers: files\nrpc: files\n"),
-        file("etc/shells", 0o644, "/bin/sh\n/bin/bash\n/usr/bin/sh\n/usr/bin/bash\n"),
-        file("etc/profile", 0o644, "# /etc/profile (reprobox test world)\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n"),
+        file(
+            "etc/nsswitch.conf",
+            0o644,
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\nethers: files\nrpc: files\n",
+        ),
+        file(
+            "etc/shells",
+            0o644,
+            "/bin/sh\n/bin/bash\n/usr/bin/sh\n/usr/bin/bash\n",
+        ),
+        file(
+            "etc/profile",
+            0o644,
+            "# /etc/profile (reprobox test world)\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/bin\n",
+        ),
         file("etc/issue", 0o644, "Arch Linux \\r (\\l)\n\n"),
         file("usr/lib/os-release", 0o644, os_release),
     ];
@@ -463,7 +518,11 @@ pub fn keyring(pubkey: &[u8], fingerprint: &str) -> PkgSpec {
         &[],
         vec![
             file("usr/share/keyrings/archlinux.gpg", 0o644, pubkey.to_vec()),
-            file("usr/share/keyrings/archlinux-trusted", 0o644, format!("{fingerprint}:4:\n")),
+            file(
+                "usr/share/keyrings/archlinux-trusted",
+                0o644,
+                format!("{fingerprint}:4:\n"),
+            ),
             file("usr/share/keyrings/archlinux-revoked", 0o644, ""),
         ],
     )
@@ -489,7 +548,11 @@ pub fn meta_packages(debian: &Path) -> Result<Vec<ArchPkg>> {
         let Some((name, ver)) = l.split_once(' ') else {
             continue;
         };
-        let repo = if matches!(name, "make" | "fakeroot") { "core" } else { "extra" };
+        let repo = if matches!(name, "make" | "fakeroot") {
+            "core"
+        } else {
+            "extra"
+        };
         v.push(ArchPkg {
             spec: spec(
                 name,
@@ -524,10 +587,12 @@ pub fn devtools(
 ) -> Result<PkgSpec> {
     let ls = tools::output(
         "list devtools' pacman configs",
-        Command::new("git")
-            .arg("--git-dir")
-            .arg(git_dir)
-            .args(["ls-tree", "--name-only", tag, "config/pacman/"]),
+        Command::new("git").arg("--git-dir").arg(git_dir).args([
+            "ls-tree",
+            "--name-only",
+            tag,
+            "config/pacman/",
+        ]),
     )?;
     let mut entries = Vec::new();
     for p in String::from_utf8_lossy(&ls).lines() {
@@ -543,7 +608,11 @@ pub fn devtools(
             ("extra.conf", Some(f)) => f(&String::from_utf8_lossy(&data)).into_bytes(),
             _ => data,
         };
-        entries.push(file(&format!("usr/share/devtools/pacman.conf.d/{name}"), 0o644, data));
+        entries.push(file(
+            &format!("usr/share/devtools/pacman.conf.d/{name}"),
+            0o644,
+            data,
+        ));
     }
     if entries.is_empty() {
         return Err(Error::Environment(format!(
@@ -554,7 +623,9 @@ pub fn devtools(
         "devtools",
         version,
         "any",
-        &format!("Tools for Arch Linux package maintainers (reprobox test world: only pacman.conf.d from devtools {tag})"),
+        &format!(
+            "Tools for Arch Linux package maintainers (reprobox test world: only pacman.conf.d from devtools {tag})"
+        ),
         &[],
         entries,
     ))
