@@ -52,6 +52,54 @@ pub struct Services {
     pub archive: Option<PathBuf>,
     /// Run Debian's docker-registry with this config file (listening on 127.0.0.1:7879).
     pub registry: Option<PathBuf>,
+    /// TLS fronts for real host names (e.g. `https://archive.archlinux.org` in front of the
+    /// archive): each listens on `ip:443` of the namespace's loopback and `/etc/hosts` inside
+    /// the root maps `ip` to the host (the file is bound over the root's own).
+    pub tls: Vec<TlsFront>,
+}
+
+/// One TLS front on the build's loopback: the host's `socat` terminates TLS for `host` on
+/// `ip:443` (no client certificate asked) with `cert`/`key` (PEM files on the host, e.g. a
+/// [`crate::world::pki::WorldCa`] leaf) and forwards each connection to `backend`
+/// (`addr:port`, plain TCP, e.g. the archive's busybox httpd on [`archive_addr`]).
+#[derive(Debug, Clone)]
+pub struct TlsFront {
+    pub host: String,
+    /// A loopback address (127.0.0.2, 127.0.0.3, …): each host its own, so 443 is free.
+    pub ip: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub backend: String,
+}
+
+impl TlsFront {
+    /// The front for `host` on `ip`, with a leaf for `host` from the world CA written (once)
+    /// to `dir/<host>.{pem,key}`.
+    pub fn issue(
+        ca: &crate::world::pki::WorldCa,
+        dir: &Path,
+        host: &str,
+        ip: &str,
+        backend: &str,
+    ) -> Result<TlsFront> {
+        let (cert, key) = (
+            dir.join(format!("{host}.pem")),
+            dir.join(format!("{host}.key")),
+        );
+        if !(cert.is_file() && key.is_file()) {
+            std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+            let (c, k) = ca.issue(&[host])?;
+            std::fs::write(&key, k).ctx("write", &key)?;
+            std::fs::write(&cert, c).ctx("write", &cert)?;
+        }
+        Ok(TlsFront {
+            host: host.into(),
+            ip: ip.into(),
+            cert,
+            key,
+            backend: backend.into(),
+        })
+    }
 }
 
 /// One command inside a root filesystem.
@@ -91,6 +139,18 @@ impl EnvRun {
     pub fn sh(&self, what: &str, script: &str) -> Result<Vec<u8>> {
         let bwrap = tools::require("bwrap", "bubblewrap")?;
         let mut args: Vec<String> = vec![bwrap.display().to_string()];
+        // /etc/hosts for the TLS fronts' names (kept until the command ends).
+        let hosts_file = if self.services.tls.is_empty() {
+            None
+        } else {
+            let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+            for t in &self.services.tls {
+                text.push_str(&format!("{} {}\n", t.ip, t.host));
+            }
+            let f = tempfile::NamedTempFile::new().ctx("create", "a hosts file")?;
+            std::fs::write(f.path(), text).ctx("write", f.path())?;
+            Some(f)
+        };
         let rootbind = if self.writable_root {
             "--bind"
         } else {
@@ -115,6 +175,13 @@ impl EnvRun {
         );
         for (h, i) in &self.binds {
             args.extend(["--bind".into(), h.display().to_string(), i.clone()]);
+        }
+        if let Some(f) = &hosts_file {
+            args.extend([
+                "--ro-bind".into(),
+                f.path().display().to_string(),
+                "/etc/hosts".into(),
+            ]);
         }
         args.extend(
             [
@@ -160,7 +227,10 @@ impl EnvRun {
             script.into(),
         ]);
 
-        if self.services.archive.is_none() && self.services.registry.is_none() {
+        if self.services.archive.is_none()
+            && self.services.registry.is_none()
+            && self.services.tls.is_empty()
+        {
             let mut cmd = Command::new(&args[0]);
             cmd.args(&args[1..]);
             return tools::output(what, &mut cmd);
@@ -187,6 +257,21 @@ impl EnvRun {
                 reg.display(),
                 bb = busybox.display()
             ));
+        }
+        if !self.services.tls.is_empty() {
+            let socat = tools::require("socat", "socat")?;
+            for t in &self.services.tls {
+                pre.push_str(&format!(
+                    "{s} OPENSSL-LISTEN:443,bind={ip},reuseaddr,fork,cert='{c}',key='{k}',verify=0 TCP:{b} 2>/dev/null & \
+                     i=0; until {s} -u OPEN:/dev/null TCP:{ip}:443 2>/dev/null; do i=$((i+1)); [ $i -lt 300 ] || {{ echo TLS front {h} did not start >&2; exit 1; }}; sleep 0.1; done; ",
+                    s = socat.display(),
+                    ip = t.ip,
+                    c = t.cert.display(),
+                    k = t.key.display(),
+                    b = t.backend,
+                    h = t.host,
+                ));
+            }
         }
         pre.push_str("exec \"$@\"");
         let mut cmd = Command::new("unshare");

@@ -6,6 +6,7 @@
 
 pub mod alpine;
 pub mod alpm;
+pub mod arch;
 pub mod archive_tree;
 pub mod ci;
 pub mod content;

@@ -65,6 +65,7 @@ pub fn build_rootfs(
     run.services = Services {
         archive: Some(archive.clone()),
         registry: None,
+        ..Default::default()
     };
     run.faketime = Some(SDE);
     let listing = run.sh(
@@ -82,6 +83,7 @@ pub fn build_rootfs(
     make.services = Services {
         archive: Some(archive),
         registry: None,
+        ..Default::default()
     };
     make.cwd = WORKSPACE.into();
     make.sh(
@@ -127,6 +129,7 @@ pub fn build_image(
     run.services = Services {
         archive: None,
         registry: Some(registry_config.to_path_buf()),
+        ..Default::default()
     };
     run.cwd = WORKSPACE.into();
     let flags = "--storage-driver vfs --cgroup-manager cgroupfs --events-backend file";
