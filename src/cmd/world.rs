@@ -21,6 +21,15 @@ pub enum Action {
     Build {
         /// Directory of the world (created if missing; existing complete parts are reused).
         dir: PathBuf,
+        /// Make the world from the real upstream: this git bundle (or repository) of
+        /// archlinux-docker is its gitlab.archlinux.org repository, and its release is made
+        /// from a real source revision by upstream's own CI jobs (docs/world.md).
+        #[arg(long, value_name = "BUNDLE")]
+        upstream: Option<PathBuf>,
+        /// devtools' git bundle, for the world's devtools packages (with --upstream; default:
+        /// devtools.bundle next to the upstream bundle).
+        #[arg(long, value_name = "BUNDLE", requires = "upstream")]
+        devtools: Option<PathBuf>,
     },
     /// Serve DIR's archive, published artifacts, git repository and registry on 127.0.0.1
     /// until interrupted; prints the location overrides for the test profile.
@@ -37,7 +46,37 @@ pub enum Action {
 
 pub fn execute(args: Args) -> Result<i32> {
     match args.action {
-        Action::Build { dir } => {
+        Action::Build {
+            dir,
+            upstream: Some(bundle),
+            devtools,
+        } => {
+            let devtools = devtools.unwrap_or_else(|| {
+                bundle
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("devtools.bundle")
+            });
+            let m = world::from_upstream::build(&dir, &bundle, &devtools)?;
+            let r = &m.release;
+            println!(
+                "world {} built in {} from {}",
+                r.version,
+                dir.display(),
+                bundle.display()
+            );
+            println!("  rootfs sha256  {}", m.rootfs.sha256);
+            println!(
+                "  image          {}:{} config {} manifest {}",
+                m.image.repository, m.image.tag, m.image.config_digest, m.image.manifest_digest
+            );
+            println!(
+                "  source         {} (tag {} at {})",
+                r.source_revision, m.tag, m.tag_commit
+            );
+            Ok(0)
+        }
+        Action::Build { dir, .. } => {
             let m = world::build(&dir)?;
             println!("world {} built in {}", m.version, dir.display());
             println!("  rootfs sha256  {}", m.rootfs.sha256);
@@ -71,9 +110,12 @@ pub fn execute(args: Args) -> Result<i32> {
                 dir.display()
             );
             print!("{}", servers.exports());
+            let (profile, version) = match world::from_upstream::load(&dir) {
+                Ok(m) => ("archlinux-repro", m.release.version),
+                Err(_) => ("test-world", world::VERSION.to_string()),
+            };
             println!(
-                "# or: reprobox reproduce test-world {} {}",
-                world::VERSION,
+                "# or: reprobox reproduce {profile} {version} {}",
                 servers.location_flags()
             );
             use std::io::Write;

@@ -664,6 +664,7 @@ pub fn archive_services(world_dir: &Path, ca: &WorldCa) -> Result<Services> {
         archive: Some(world_dir.join("archive")),
         registry: None,
         tls: vec![front],
+        files: Vec::new(),
     })
 }
 

@@ -13,9 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::world::env_rootfs::{self, EnvRun};
+use crate::world::env_rootfs::{self, EnvRun, TlsFront};
 use crate::world::from_upstream::Release;
 use crate::world::gitlab;
+use crate::world::pki::WorldCa;
 
 /// Where the jobs check the project out (`$CI_PROJECT_DIR`); reprobox uses the same path
 /// for its workspace, which keeps paths in logs comparable (no path reaches the artifacts).
@@ -182,7 +183,9 @@ pub fn publish_job(
     work: &Path,
 ) -> Result<Published> {
     let root = env_rootfs::unpack_bootstrap(iso_tarball, work)?;
-    let run = net.run(&root);
+    configure_podman(&root)?;
+    let mut run = net.run(&root);
+    run.env.push(("BUILDAH_ISOLATION".into(), "chroot".into()));
     let v = &r.version;
     let out = run.sh(
         "image:publish:secure (upstream's .gitlab-ci.yml, GROUP=repro)",
@@ -210,20 +213,85 @@ pub fn publish_job(
 }
 
 /// The network of a publishing job: the real host names on the job's own loopback, over
-/// HTTPS with the world CA's certificates, in front of the world's files and registry.
+/// HTTPS with the world CA's certificates (each host its own loopback address, its TLS
+/// front's leaf kept in `DIR/work/tls/`), in front of the world's files and registry.
 pub struct PublisherNet {
-    pub world: PathBuf,
-    pub registry_config: PathBuf,
+    services: env_rootfs::Services,
 }
 
+/// Plain servers behind the fronts, on the job's loopback.
+const GITLAB_ADDR: &str = "127.0.0.1:7880";
+const ALPINE_ADDR: &str = "127.0.0.1:7881";
+
 impl PublisherNet {
+    /// The hosts of the real build for the world in `world`, with Docker Hub's registry
+    /// over `storage`.
+    pub fn new(world: &Path, ca: &WorldCa, storage: &Path) -> Result<PublisherNet> {
+        let tls_dir = world.join("work").join("tls");
+        let registry_config = crate::world::registry::write_config(
+            &world.join("work").join("registry-publish.yml"),
+            storage,
+            env_rootfs::REGISTRY_ADDR,
+        )?;
+        let archive = env_rootfs::archive_addr();
+        let mut tls = Vec::new();
+        for (host, ip, backend) in [
+            (
+                crate::world::arch::ARCHIVE_HOST,
+                crate::world::arch::ARCHIVE_TLS_IP,
+                archive.as_str(),
+            ),
+            ("gitlab.archlinux.org", "127.0.0.3", GITLAB_ADDR),
+            ("dl-cdn.alpinelinux.org", "127.0.0.4", ALPINE_ADDR),
+            (
+                "registry-1.docker.io",
+                "127.0.0.5",
+                env_rootfs::REGISTRY_ADDR,
+            ),
+        ] {
+            tls.push(TlsFront::issue(ca, &tls_dir, host, ip, backend)?);
+        }
+        Ok(PublisherNet {
+            services: env_rootfs::Services {
+                archive: Some(world.join("archive")),
+                registry: Some(registry_config),
+                tls,
+                files: vec![
+                    (world.join("gitlab"), GITLAB_ADDR.into()),
+                    (world.join("alpine"), ALPINE_ADDR.into()),
+                ],
+            },
+        })
+    }
+
     /// A runner for `root` with the world's hosts served in its network namespace.
     pub fn run(&self, root: &Path) -> EnvRun {
         let mut run = EnvRun::new(root, true);
-        run.services = env_rootfs::Services {
-            archive: Some(self.world.join("archive")),
-            registry: Some(self.registry_config.clone()),
-        };
+        run.services = self.services.clone();
         run
     }
+}
+
+/// The podman configuration of the publishing job's machine. Upstream's runs on a VM with
+/// podman's defaults; the world's job runs in bwrap on this host, where podman needs the
+/// vfs driver, cgroupfs and chroot isolation (written into the job's own copy of the
+/// environment, as a CI machine's configuration is).
+fn configure_podman(root: &Path) -> Result<()> {
+    for (path, text) in [
+        (
+            "etc/containers/storage.conf",
+            "[storage]\ndriver = \"vfs\"\nrunroot = \"/run/containers/storage\"\ngraphroot = \"/var/lib/containers/storage\"\n",
+        ),
+        (
+            "etc/containers/containers.conf.d/90-world-publisher.conf",
+            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        ),
+    ] {
+        let p = root.join(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).ctx("create directory", d)?;
+        }
+        std::fs::write(&p, text).ctx("write", &p)?;
+    }
+    Ok(())
 }

@@ -56,6 +56,9 @@ pub struct Services {
     /// archive): each listens on `ip:443` of the namespace's loopback and `/etc/hosts` inside
     /// the root maps `ip` to the host (the file is bound over the root's own).
     pub tls: Vec<TlsFront>,
+    /// More directories served like the archive (busybox httpd), each on its own address
+    /// (`127.0.0.1:PORT`): the world's gitlab and Alpine trees behind their TLS fronts.
+    pub files: Vec<(PathBuf, String)>,
 }
 
 /// One TLS front on the build's loopback: the host's `socat` terminates TLS for `host` on
@@ -230,6 +233,7 @@ impl EnvRun {
         if self.services.archive.is_none()
             && self.services.registry.is_none()
             && self.services.tls.is_empty()
+            && self.services.files.is_empty()
         {
             let mut cmd = Command::new(&args[0]);
             cmd.args(&args[1..]);
@@ -245,6 +249,13 @@ impl EnvRun {
                 "{bb} httpd -p {addr} -h '{}'; ",
                 a.display(),
                 addr = archive_addr(),
+                bb = busybox.display()
+            ));
+        }
+        for (root, addr) in &self.services.files {
+            pre.push_str(&format!(
+                "{bb} httpd -p {addr} -h '{}'; ",
+                root.display(),
                 bb = busybox.display()
             ));
         }

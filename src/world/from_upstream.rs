@@ -16,6 +16,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::world::pki::WorldCa;
+use crate::world::{ci, env_rootfs, gitlab, registry, tools};
 
 /// Schema of the manifest of a world made from the real upstream.
 pub const SCHEMA: &str = "reprobox.world/v2";
@@ -106,4 +108,144 @@ pub fn load(dir: &Path) -> Result<UpstreamWorld> {
             ),
         )
     })
+}
+
+/// Builds (or completes) the world made from the real upstream in `dir`, from `bundle` (a git
+/// bundle or repository of archlinux-docker) and `devtools` (one of devtools). Every part
+/// that is complete is reused; the release is made once.
+pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld> {
+    crate::error::dir_or_absent(dir, "world directory")?;
+    for (what, p) in [("upstream bundle", bundle), ("devtools bundle", devtools)] {
+        if !p.exists() {
+            return Err(Error::bad_input(
+                format!("{what} {}", p.display()),
+                "an existing git bundle or repository (see ../shared/upstream/README.md)",
+            ));
+        }
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::Environment(
+            "world: building the test world needs root (bwrap with full capabilities, podman, bind mounts)".into(),
+        ));
+    }
+    tools::require_host_tools()?;
+    std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    let dir = &std::fs::canonicalize(dir).ctx("resolve", dir)?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).ctx("create", &lock_path)?;
+    fs2::FileExt::lock_exclusive(&lock).ctx("lock", &lock_path)?;
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).ctx("create directory", &work)?;
+
+    let r = Release::world();
+    let gitlab_root = dir.join("gitlab");
+    let bare = gitlab::mirror_bundle(bundle, &gitlab_root)?;
+    if gitlab::rev_parse(&bare, &r.source_revision).is_err() {
+        return Err(Error::bad_input(
+            bundle.display().to_string(),
+            format!(
+                "a repository holding archlinux-docker's revision {}",
+                r.source_revision
+            ),
+        ));
+    }
+    let ca = WorldCa::load_or_create(dir)?;
+    let debian = env_rootfs::debian_root()?;
+    let arch = crate::world::arch::build_archive(dir, &ca, devtools)?;
+    let storage = dir.join("registry");
+    let alpine = crate::world::alpine::build(dir, &ca, &storage, &debian)?;
+
+    let done = dir.join(".release-complete");
+    let env_list = dir.join(".release-env-packages");
+    if !done.exists() {
+        eprintln!(
+            "world: making release {} from {} with upstream's CI jobs (outside reprobox)",
+            r.version, r.source_revision
+        );
+        let iso = arch
+            .bootstraps
+            .first()
+            .ok_or_else(|| Error::Environment("world: the archive has no bootstrap".into()))?;
+        let iso = dir.join("archive").join(&iso.path);
+        let net = ci::PublisherNet::new(dir, &ca, &storage)?;
+        let rootfs_work = work.join("rootfs-job");
+        let job = ci::rootfs_job(&r, &net, &iso, &rootfs_work)?;
+        ci::pre_release(
+            &r,
+            &job,
+            &rootfs_work.join("root.x86_64"),
+            &gitlab_root,
+            &work,
+        )?;
+        let publish_work = work.join("publish-job");
+        let pushed = ci::publish_job(&r, &net, &iso, &publish_work)?;
+        let image = registry::read_image(
+            &storage,
+            registry::IMAGE_REPO,
+            &format!("repro-{}", r.version),
+        )?;
+        if image.config_digest != pushed.config_digest {
+            return Err(Error::Environment(format!(
+                "world: the registry holds config {} but podman built {}",
+                image.config_digest, pushed.config_digest
+            )));
+        }
+        std::fs::write(&env_list, job.env_packages.join("\n")).ctx("write", &env_list)?;
+        std::fs::write(&done, "").ctx("write", &done)?;
+        env_rootfs::remove_tree(&rootfs_work)?;
+        env_rootfs::remove_tree(&publish_work)?;
+    }
+    let tag = format!("v{}", r.version);
+    let tag_commit = gitlab::rev_parse(&bare, &format!("refs/tags/{tag}"))?;
+    let rootfs_file = format!("repro-{}.tar.zst", r.version);
+    let rootfs_path = gitlab::package_dir(&gitlab_root, &r.version).join(&rootfs_file);
+    let manifest = UpstreamWorld {
+        schema: SCHEMA.into(),
+        tag,
+        tag_commit,
+        rootfs: PublishedRootfs {
+            sha256: crate::digest::sha256_file(&rootfs_path)?,
+            url: format!(
+                "https://gitlab.archlinux.org/{}/{}/{rootfs_file}",
+                gitlab::PACKAGES_PATH,
+                r.version
+            ),
+            env_packages: std::fs::read_to_string(&env_list)
+                .ctx("read", &env_list)?
+                .lines()
+                .map(String::from)
+                .collect(),
+        },
+        image: registry::read_image(
+            &storage,
+            registry::IMAGE_REPO,
+            &format!("repro-{}", r.version),
+        )?,
+        arch: serde_json::to_value(&arch).map_err(|e| Error::Environment(format!("world: {e}")))?,
+        alpine: serde_json::to_value(&alpine)
+            .map_err(|e| Error::Environment(format!("world: {e}")))?,
+        hosts: [
+            ("archive.archlinux.org", "archive/"),
+            ("gitlab.archlinux.org", "gitlab/"),
+            ("dl-cdn.alpinelinux.org", "alpine/"),
+            (
+                "registry-1.docker.io",
+                "registry/ (Debian's docker-registry)",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        notes: BTreeMap::new(),
+        release: r,
+    };
+    let p = dir.join("world.json");
+    let tmp = dir.join(".world.json.tmp");
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| Error::Environment(format!("world: world.json: {e}")))?;
+    std::fs::write(&tmp, text + "\n").ctx("write", &tmp)?;
+    std::fs::rename(&tmp, &p).ctx("rename", &p)?;
+    eprintln!("world: ready in {}", dir.display());
+    Ok(manifest)
 }
