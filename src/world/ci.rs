@@ -186,6 +186,8 @@ pub fn publish_job(
     configure_podman(&root)?;
     let mut run = net.run(&root);
     run.env.push(("BUILDAH_ISOLATION".into(), "chroot".into()));
+    // podman reads the cgroup hierarchy's type from /sys (a CI machine has one).
+    run.binds.push((PathBuf::from("/sys"), "/sys".into()));
     let v = &r.version;
     let out = run.sh(
         "image:publish:secure (upstream's .gitlab-ci.yml, GROUP=repro)",
@@ -228,11 +230,13 @@ impl PublisherNet {
     /// over `storage`.
     pub fn new(world: &Path, ca: &WorldCa, storage: &Path) -> Result<PublisherNet> {
         let tls_dir = world.join("work").join("tls");
-        let registry_config = crate::world::registry::write_config(
-            &world.join("work").join("registry-publish.yml"),
-            storage,
-            env_rootfs::REGISTRY_ADDR,
-        )?;
+        // Behind its TLS front the registry must say `https://registry-1.docker.io` in the
+        // upload locations it returns, not the plain address it listens on.
+        let registry_config = world.join("work").join("registry-publish.yml");
+        std::fs::create_dir_all(storage).ctx("create directory", storage)?;
+        let text = crate::world::registry::config_text(storage, env_rootfs::REGISTRY_ADDR)
+            + "  host: https://registry-1.docker.io\n";
+        std::fs::write(&registry_config, text).ctx("write", &registry_config)?;
         let archive = env_rootfs::archive_addr();
         let mut tls = Vec::new();
         for (host, ip, backend) in [

@@ -65,9 +65,11 @@ pub fn mirror_bundle(bundle: &Path, gitlab_root: &Path) -> Result<PathBuf> {
     tools::require("git", "git")?;
     let bare = bare_repo(gitlab_root);
     if !bare.join("HEAD").is_file() {
+        // Both a bundle and a repository answer ls-remote; anything else does not.
         let verify = Command::new("git")
-            .arg("bundle")
-            .arg("verify")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .arg("ls-remote")
             .arg(bundle)
             .current_dir(std::env::temp_dir())
             .output();
