@@ -100,6 +100,20 @@ pub fn from_refs(dockerfile: &str) -> (Vec<DigestRef>, Vec<String>) {
     (pinned, tags)
 }
 
+/// The registry host a tag reference is pulled from: its own host when it names one
+/// (`quay.io/x:1`), else Docker Hub's (a short name such as `alpine:3.23` resolves to
+/// `docker.io/library/alpine` through the environment's short-name aliases).
+fn tag_registry_host(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or_default();
+    let names_host =
+        reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    match first {
+        _ if !names_host => "registry-1.docker.io".into(),
+        "docker.io" | "index.docker.io" => "registry-1.docker.io".into(),
+        h => h.to_string(),
+    }
+}
+
 impl Run<'_> {
     /// Before an image step: pin the Dockerfile's base images by digest, serve them on the
     /// job's loopback, and tell the environment's podman where they are. Returns the
@@ -124,7 +138,15 @@ impl Run<'_> {
         let dockerfile = std::fs::read_to_string(&df).unwrap_or_default();
         let (refs, tags) = from_refs(&dockerfile);
         for t in tags {
-            self.ledger.notes.push(format!("base image {t} is a tag, not a digest: it cannot be pinned, and the sandbox cannot pull it"));
+            let host = tag_registry_host(&t);
+            let through_egress = plan.egress.iter().any(|e| {
+                e.host == host && e.policy == crate::plan::profile::EgressPolicy::Registry
+            });
+            self.ledger.notes.push(if through_egress {
+                format!("base image {t} is a tag, not a digest: the build pulls it through the egress's registry policy for {host}, which resolves the tag once and pins its manifest by digest (an `egress registry` line of inputs.lock); later runs get those bytes")
+            } else {
+                format!("base image {t} is a tag, not a digest: it cannot be pinned, and the sandbox cannot pull it (no egress registry rule for {host})")
+            });
         }
         let registry = plan
             .locations
@@ -471,6 +493,15 @@ fn mark_known_causes(checks: &mut [Check]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_is_pulled_from_its_host_or_docker_hub() {
+        assert_eq!(tag_registry_host("alpine:3.23"), "registry-1.docker.io");
+        assert_eq!(tag_registry_host("library/alpine:3.23"), "registry-1.docker.io");
+        assert_eq!(tag_registry_host("docker.io/library/alpine:3.23"), "registry-1.docker.io");
+        assert_eq!(tag_registry_host("quay.io/a/b:1"), "quay.io");
+        assert_eq!(tag_registry_host("127.0.0.1:5000/a:1"), "127.0.0.1:5000");
+    }
     use crate::report::Status;
 
     #[test]
