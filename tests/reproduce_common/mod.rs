@@ -1,6 +1,8 @@
 //! What the end-to-end reproduction tests share (tests/reproduce_e2e.rs,
-//! tests/reproduce_microvm.rs): the test world, built once per machine under a lock and
-//! served on loopback, and `reprobox reproduce` through the real binary.
+//! tests/reproduce_microvm.rs, tests/world_build.rs, tests/world_arch.rs): the world made
+//! from the real upstream repository (`world::from_upstream`), built once per machine under a
+//! lock and served on loopback, and `reprobox reproduce archlinux-repro` — the real profile —
+//! through the real binary.
 
 #![allow(dead_code)]
 
@@ -8,28 +10,62 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use reprobox::world::{self, WorldManifest, WorldServers};
+use reprobox::world::from_upstream::{self, UpstreamWorld};
+use reprobox::world::{self, WorldServers};
 
-/// The world, built once per machine and reused (world::build is idempotent), under a lock
-/// so test binaries never build it twice at once.
-pub fn world() -> &'static (PathBuf, WorldManifest) {
-    static W: OnceLock<(PathBuf, WorldManifest)> = OnceLock::new();
+/// The real upstream's bundles (`archlinux-docker.bundle`, `devtools.bundle`):
+/// $REPROBOX_UPSTREAM_DIR, else `../shared/upstream` beside the project, else
+/// /work/shared/upstream. Missing, the tests fail with the reason; they never skip.
+pub fn upstream_dir() -> PathBuf {
+    let candidates: Vec<PathBuf> = match std::env::var_os("REPROBOX_UPSTREAM_DIR") {
+        Some(d) => vec![PathBuf::from(d)],
+        None => vec![
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/upstream"),
+            PathBuf::from("/work/shared/upstream"),
+        ],
+    };
+    candidates
+        .iter()
+        .find(|d| d.join("archlinux-docker.bundle").is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the real upstream's bundles are not in {candidates:?} (set REPROBOX_UPSTREAM_DIR to the directory holding archlinux-docker.bundle and devtools.bundle)"
+            )
+        })
+}
+
+/// The world, built once per machine and reused (the build is idempotent), under the world's
+/// own lock so test binaries never build it twice at once.
+pub fn world() -> &'static (PathBuf, UpstreamWorld) {
+    static W: OnceLock<(PathBuf, UpstreamWorld)> = OnceLock::new();
     W.get_or_init(|| {
-        // A world someone already built (for example with `reprobox world build DIR`).
+        // A world someone already built (`reprobox world build DIR --upstream BUNDLE`).
         if let Some(dir) = std::env::var_os("REPROBOX_TEST_WORLD") {
             let dir = PathBuf::from(dir);
-            let m = world::load(&dir).unwrap_or_else(|e| panic!("REPROBOX_TEST_WORLD: {e}"));
+            let m = from_upstream::load(&dir).unwrap_or_else(|e| panic!("REPROBOX_TEST_WORLD: {e}"));
             return (dir, m);
         }
-        let cache = PathBuf::from(std::env::var("REPROBOX_TEST_CACHE").unwrap_or("/var/cache/reprobox-tests".into()));
-        std::fs::create_dir_all(&cache).unwrap();
-        let lock = std::fs::File::create(cache.join(".world-e2e.lock")).unwrap();
-        fs2::FileExt::lock_exclusive(&lock).unwrap();
-        let dir = cache.join("world-e2e");
-        let m = world::build(&dir)
-            .unwrap_or_else(|e| panic!("the test world could not be built (needs root, bwrap, debootstrap, docker-registry, linux-image-amd64): {e}"));
+        let cache = PathBuf::from(
+            std::env::var("REPROBOX_TEST_CACHE").unwrap_or("/var/cache/reprobox-tests".into()),
+        );
+        let dir = cache.join("world-upstream");
+        let up = upstream_dir();
+        let m = from_upstream::build(
+            &dir,
+            &up.join("archlinux-docker.bundle"),
+            &up.join("devtools.bundle"),
+        )
+        .unwrap_or_else(|e| {
+            panic!("the test world could not be built (needs root, bwrap, debootstrap, docker-registry, socat, gpg): {e}")
+        });
         (dir, m)
     })
+}
+
+/// The world's release version.
+pub fn version() -> &'static str {
+    &world().1.release.version
 }
 
 pub fn serve() -> WorldServers {
@@ -43,21 +79,31 @@ pub fn serve() -> WorldServers {
     .expect("serve the world")
 }
 
+/// `NAME=URL` for every location the world serves.
 pub fn locations(s: &WorldServers) -> Vec<String> {
-    vec![
-        format!("archive={}", s.archive_url),
-        format!("rootfs={}", s.rootfs_url),
-        format!("registry={}", s.registry_url),
-        format!("git={}", s.git_url),
-    ]
+    s.locations()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
-/// `reprobox reproduce test-world VERSION --store STORE --location …` from the project's
-/// root; callers add the rest.
+/// `locs` with location `name` replaced by `url`.
+pub fn with_location(locs: &[String], name: &str, url: &str) -> Vec<String> {
+    let mut l: Vec<String> = locs
+        .iter()
+        .filter(|l| !l.starts_with(&format!("{name}=")))
+        .cloned()
+        .collect();
+    l.push(format!("{name}={url}"));
+    l
+}
+
+/// `reprobox reproduce archlinux-repro VERSION --store STORE --location …` from the
+/// project's root; callers add the rest.
 pub fn reproduce_cmd(version: &str, store: &Path, locs: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_reprobox"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.args(["reproduce", "test-world", version, "--store"])
+    c.args(["reproduce", "archlinux-repro", version, "--store"])
         .arg(store);
     for l in locs {
         c.args(["--location", l]);
@@ -71,7 +117,7 @@ pub fn reproduce(
     locs: &[String],
     extra: &[&str],
 ) -> (Output, serde_json::Value) {
-    let o = reproduce_cmd(&world().1.version, store, locs)
+    let o = reproduce_cmd(version(), store, locs)
         .arg("--json")
         .arg("--out")
         .arg(out)
