@@ -321,6 +321,25 @@ fn plan(
             isos: vec![],
         });
     }
+    // The real profile's optional step installs diffoscope from [extra], as a user of
+    // REPRO.md does; reprobox itself runs the host's diffoscope on the two tarballs. An
+    // empty package, so that the step succeeds as it does against Arch's archive.
+    out.push(Planned {
+        pkg: ArchPkg {
+            spec: content::spec(
+                "diffoscope",
+                "303-1",
+                "any",
+                "diffoscope (reprobox test world: empty; the real profile's optional install step asks for it, reprobox runs the host's)",
+                &[],
+                vec![],
+            ),
+            repo: "extra",
+            env: true,
+        },
+        days: all_days.clone(),
+        isos: vec![],
+    });
     for (ver, tag) in DEVTOOLS {
         let edit: Option<&dyn Fn(&str) -> String> = if ver == "1.5.1-1" {
             Some(&devtools_151_edit)

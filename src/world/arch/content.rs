@@ -76,7 +76,7 @@ fn link(path: &str, target: &str) -> Entry {
     }
 }
 
-fn spec(
+pub(crate) fn spec(
     name: &str,
     version: &str,
     arch: &str,
