@@ -427,6 +427,71 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     store_verifies(&store);
 }
 
+/// A real release's tag, in the world's copy of the real repository: its real
+/// Dockerfile.repro is read (the real hash, the real source revision), and the run goes as
+/// far as the world allows — the world's archive has no day 2026/05/18 and its registry no
+/// published image of that release — and is never called reproduced.
+#[test]
+fn a_real_release_goes_as_far_as_the_world_allows_and_is_never_reproduced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let servers = serve();
+    let locs = locations(&servers);
+    let out = tmp.path().join("out");
+    let o = reproduce_cmd("20260518.0.532496", &tmp.path().join("store"), &locs)
+        .arg("--json")
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "incomplete", "{r:#}");
+    assert_eq!(r["hosts"], "local-world", "{r:#}");
+    // The tag's real Dockerfile.repro was parsed.
+    assert_eq!(
+        r["source_revision"],
+        "34b87485162b028c8d957bdcd2674359d883cd21"
+    );
+    assert_eq!(
+        check(&r, "rootfs-sha256")["expected"],
+        "2fd2e5f7c5b08ebe3ac829083995f3f5faf7fa80d6f36fe080a6740bc341005c"
+    );
+    assert_ne!(check(&r, "rootfs-sha256")["status"], "pass");
+    for c in ["image-config-digest", "image-diff-ids"] {
+        assert_ne!(check(&r, c)["status"], "pass", "{c}: {r:#}");
+    }
+    // Why, in the report's own words: the environment day is not in the world's archive,
+    // and the published image is not in its registry.
+    let notes: Vec<&str> = r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("step rollback failed")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("repos/2026/05/18")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("the published image could not be read")
+                && n.contains("repro-20260518.0.532496")),
+        "{notes:#?}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(
+        summary.contains("INCOMPLETE") && summary.contains("local world"),
+        "{summary}"
+    );
+    drop(servers);
+}
+
 #[test]
 fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     let tmp = tempfile::tempdir().unwrap();
