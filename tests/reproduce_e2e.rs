@@ -163,6 +163,29 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
             "no egress line for {host}:\n{lock1}"
         );
     }
+    // The report carries the egress's record: the run CA's certificate (never a key), and
+    // every request, none refused.
+    let eg = &r["egress"];
+    assert!(
+        eg["ca_certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"),
+        "{eg:#}"
+    );
+    assert!(eg["requests"].as_array().unwrap().len() > 10, "{eg:#}");
+    assert!(eg["refusals"].as_array().unwrap().is_empty(), "{eg:#}");
+    let o = Command::new("grep")
+        .args(["-rl", "PRIVATE KEY"])
+        .arg(&out1)
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        o.stdout.is_empty(),
+        "a private key in the outputs or the store: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let summary = std::fs::read_to_string(out1.join("summary.txt")).unwrap();
     assert!(summary.contains("REPRODUCED"), "{summary}");
     assert!(summary.contains("a clean checkout"), "{summary}");

@@ -258,8 +258,9 @@ pub struct Tampered {
     pub actual: String,
 }
 
-/// Everything the egress did in a run (every job): the run record's `egress`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Everything the egress did in a run (every job): the run record's and the report's
+/// `egress`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EgressRecord {
     /// The run's CA certificate (PEM), the one the jobs trusted. Never its key.
     pub ca_certificate: String,

@@ -113,6 +113,8 @@ pub struct Ledger {
     pub inputs: InputsLock,
     pub notes: Vec<String>,
     pub steps: Vec<StepRecord>,
+    /// What the egress did, once the steps are over (a profile with `[[egress]]`).
+    pub egress: Option<EgressRecord>,
 }
 
 /// One reproduction in progress: what every stage reads (the plan, the options, the
@@ -306,6 +308,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             steps: std::mem::take(&mut run.ledger.steps),
             external_diffs,
             notes: std::mem::take(&mut run.ledger.notes),
+            egress: run.ledger.egress.take(),
         },
     );
     outputs::write_outputs(

@@ -103,6 +103,8 @@ pub struct Findings {
     pub steps: Vec<StepRecord>,
     pub external_diffs: Vec<String>,
     pub notes: Vec<String>,
+    /// The egress's record: its CA certificate, rules, requests, refusals, drift.
+    pub egress: Option<crate::egress::EgressRecord>,
 }
 
 /// The report of a reproduction: the verdict is incomplete when a required step failed,
@@ -139,6 +141,7 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         profile_environment_day_reason: plan.env_day_reason.clone(),
         image_from: f.image_from.describe().to_string(),
         workspace: f.workspace,
+        egress: f.egress,
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),

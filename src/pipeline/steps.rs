@@ -378,7 +378,9 @@ impl Run<'_> {
         }
         super::note_unpinned_clocks(&mut self.ledger);
         if let Some(egress) = &ctx.services.egress {
-            super::note_egress(&egress.record(), &mut self.ledger.notes);
+            let record = egress.record();
+            super::note_egress(&record, &mut self.ledger.notes);
+            self.ledger.egress = Some(record);
         }
         let env_lock = match env_lock {
             Some(l) => l,

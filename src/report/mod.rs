@@ -237,6 +237,11 @@ pub struct Report {
     /// The source checkout before the build: its revision, whether git saw it clean, and
     /// the committed artifacts removed so that the build makes them.
     pub workspace: crate::pipeline::workspace::WorkspaceRecord,
+    /// The egress (a profile with `[[egress]]`): the run CA's certificate (never its key),
+    /// the rules, every request with its status, every refusal with its step, drift and
+    /// tampered bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::EgressRecord>,
     pub backend: String,
     /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
     /// came from), memory, CPUs, root disk. Absent for the container backend.
@@ -458,6 +463,7 @@ mod tests {
                 "the snapshot day: the profile's [rollback] env_day = \"snapshot\"".into(),
             image_from: String::new(),
             workspace: Default::default(),
+            egress: None,
             backend: "container".into(),
             microvm: None,
             source_revision: Some("34b8748".into()),
