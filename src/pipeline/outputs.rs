@@ -259,6 +259,7 @@ mod tests {
             steps: Vec::new(),
             external_diffs: Vec::new(),
             notes: vec!["n".into()],
+            egress: None,
         }
     }
 
