@@ -279,7 +279,7 @@ impl Report {
     fn hosts_text(&self) -> String {
         match self.hosts {
             Hosts::Real => "the real hosts".into(),
-            Hosts::LocalWorld => "a local world (loopback hosts, not the real ones)".into(),
+            Hosts::LocalWorld => "a local world (loopback hosts, not the real ones): this shows what upstream's scripts give with the world's packages and images; only a run against the real hosts shows it for Arch's and Docker Hub's".into(),
             Hosts::Mixed => format!(
                 "the real hosts, but {} local (loopback or file://)",
                 self.local_locations.join(", ")
