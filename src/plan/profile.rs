@@ -22,7 +22,6 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "archlinux-repro",
         include_str!("../../profiles/archlinux-repro.toml"),
     ),
-    ("test-world", include_str!("../../profiles/test-world.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -130,6 +130,7 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
         ));
     }
     tools::require_host_tools()?;
+    gitlab::check_bundle(bundle)?;
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let dir = &std::fs::canonicalize(dir).ctx("resolve", dir)?;
     let lock_path = dir.join(".lock");
