@@ -56,7 +56,10 @@ pub fn upstream_dir_candidates() -> Vec<PathBuf> {
 /// place looked at.
 pub fn default_bundle() -> Result<PathBuf> {
     let candidates = upstream_dir_candidates();
-    if let Some(d) = candidates.iter().find(|d| d.join(UPSTREAM_BUNDLE).is_file()) {
+    if let Some(d) = candidates
+        .iter()
+        .find(|d| d.join(UPSTREAM_BUNDLE).is_file())
+    {
         return Ok(d.join(UPSTREAM_BUNDLE));
     }
     let looked: Vec<String> = candidates
