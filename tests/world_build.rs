@@ -99,6 +99,25 @@ fn world_is_complete_and_a_second_build_reuses_it() {
     assert_eq!(&w::load(dir).unwrap(), m);
 }
 
+/// `world build DIR` without `--upstream` finds the bundle (`$REPROBOX_UPSTREAM_DIR`, else
+/// `../shared/upstream` beside the current directory: a relative path) and reuses the world.
+#[test]
+fn cli_build_finds_the_bundle_and_reuses_the_world() {
+    let (dir, m) = world();
+    let out = world_cmd("build", dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("world {VERSION} built in {}", dir.display())),
+        "{text}"
+    );
+    assert!(text.contains(&m.rootfs.sha256), "{text}");
+    assert_eq!(&w::load(dir).unwrap(), m);
+}
+
 #[test]
 fn world_json_agrees_with_the_release_on_disk() {
     let (dir, m) = world();
