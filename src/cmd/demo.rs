@@ -41,6 +41,16 @@ pub fn execute(a: Args) -> Result<i32> {
     let devtools = a
         .devtools
         .unwrap_or_else(|| crate::world::devtools_beside(&bundle));
+    // Refused before the store or the world is touched.
+    for (what, p) in [("upstream bundle", &bundle), ("devtools bundle", &devtools)] {
+        if !p.exists() {
+            return Err(crate::error::Error::bad_input(
+                format!("{what} {}", p.display()),
+                "an existing git bundle or repository (--upstream BUNDLE, --devtools BUNDLE)",
+            ));
+        }
+    }
+    crate::world::gitlab::check_bundle(&bundle)?;
     let store = a.store.open()?;
     let dir = a
         .world
