@@ -39,17 +39,17 @@ want=$(j rootfs.sha256)
 # Warm the store: the first run fetches every input and prepares the environment (kept in the
 # store's envs/). The baseline gets its own copy of that prepared environment.
 "$rb" reproduce archlinux-repro "$version" --store "$tmp/store" --out "$tmp/warm" > "$tmp/warm.log" 2>&1 || { echo "warm-up failed:"; tail -20 "$tmp/warm.log"; exit 1; }
-cached=$(ls -d "$tmp"/store/envs/*/root | head -1)
+cached=$(ls -d "$tmp"/store/envs/*/root 2>/dev/null | head -1 || true)
+boot=
+if [ -n "$cached" ]; then
 # The baseline gets one copy of that prepared environment, made before the first run, and
 # starts every run from it as reprobox starts from the prepared environment: what a build
-# leaves there (podman's storage and lock files, /var/tmp) is removed after each run, outside
-# the clock, so both sides pull the pinned base image once per run and neither keeps images
-# or layers between runs. (Copying the whole environment afresh for every run, as this script
-# once did, deletes and recreates ~450 MB of files per run: on a filesystem without a journal,
-# like this machine's, ext4 then skips every recently deleted inode for a minute when it
-# allocates one, and whichever side ran next paid for it.)
-# (make-rootfs.sh downloads into the environment's pacman cache: a scratch directory in
-# reprobox's make step, emptied here too.)
+# leaves there (podman's storage and lock files, /var/tmp, pacman's package cache) is removed
+# after each run, outside the clock, so both sides pull the pinned base image once per run
+# and neither keeps images or layers between runs. (Copying the whole environment afresh for
+# every run, as this script once did, deletes and recreates ~450 MB of files per run: on a
+# filesystem without a journal, like this machine's, ext4 then skips every recently deleted
+# inode for a minute when it allocates one, and whichever side ran next paid for it.)
 cp -a "$cached" "$tmp/prepared"
 reset_baseline() {
   rm -rf "$tmp/prepared/var/lib/containers" "$tmp/prepared/var/tmp" \
@@ -61,6 +61,20 @@ reset_baseline() {
   return 0
 }
 root=$tmp/prepared
+mode="in one copy of the environment reprobox prepared"
+else
+# reprobox kept no prepared environment (it keeps one only when every environment step
+# succeeded: against the world, whose archive has no diffoscope, the optional install step
+# fails), so each of its runs unpacks the base and runs the environment steps again; the
+# baseline does the same in the clock: it unpacks the same bootstrap tarball and runs the
+# rollback and install steps before make (examples/world_direct.rs BOOTSTRAP).
+boot=$("$rb" plan archlinux-repro "$version" --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["base"]["url"])')
+boot=$world/archive/${boot#"$REPROBOX_LOCATION_ARCHIVE"/}
+[ -f "$boot" ] || { echo "no bootstrap tarball at $boot" >&2; exit 3; }
+root=$tmp/fresh
+reset_baseline() { rm -rf "$root"; }
+mode="from the bootstrap tarball, with the environment steps, as reprobox (no prepared environment)"
+fi
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -84,7 +98,7 @@ run_direct() { # $1: run number
   # Both sides start with nothing left to write back.
   sync
   t0=$(now)
-  "$direct" "$world" "$root" "$ws" "bench:$1" > "$tmp/direct$1.log" 2>&1 || { echo "direct run $1 failed:"; tail -20 "$tmp/direct$1.log"; exit 1; }
+  "$direct" "$world" "$root" "$ws" "bench:$1" $boot > "$tmp/direct$1.log" 2>&1 || { echo "direct run $1 failed:"; tail -20 "$tmp/direct$1.log"; exit 1; }
   t1=$(now); echo "$t1 - $t0" | bc >> "$tmp/direct.times"
   # Same commands, same bytes: the baseline must have built the published rootfs too.
   got=$(sha256sum "$ws/output/repro.tar.zst" | cut -d' ' -f1)
@@ -100,7 +114,7 @@ done
 echo "per run (reprobox, direct): $(paste -d, "$tmp/rb.times" "$tmp/direct.times" | tr '\n' ' ')"
 r=$(median < "$tmp/rb.times"); d=$(median < "$tmp/direct.times")
 echo "reprobox reproduce --offline (warm store), median of $runs: ${r}s"
-echo "make + make-dockerfile.sh + podman build directly in a prepared environment, median of $runs: ${d}s"
+echo "make + make-dockerfile.sh + podman build directly ($mode), median of $runs: ${d}s"
 echo "ratio reprobox/direct: $(echo "scale=2; $r / $d" | bc) (ratio of the medians)"
 # Each pair ran back to back, so a slow spell of this shared machine hits both of its runs:
 # the median of the per-pair ratios is the steadier figure.
