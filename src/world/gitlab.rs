@@ -63,6 +63,8 @@ fn git_out(dir: &Path, date: &str, args: &[&str]) -> Result<String> {
 /// `git ls-remote`, anything else does not.
 pub fn check_bundle(bundle: &Path) -> Result<()> {
     tools::require("git", "git")?;
+    // git runs in another directory: a relative path is resolved here first.
+    let bundle = &std::path::absolute(bundle).ctx("resolve", bundle)?;
     let verify = Command::new("git")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")

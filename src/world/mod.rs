@@ -60,7 +60,8 @@ pub fn default_bundle() -> Result<PathBuf> {
         .iter()
         .find(|d| d.join(UPSTREAM_BUNDLE).is_file())
     {
-        return Ok(d.join(UPSTREAM_BUNDLE));
+        let b = d.join(UPSTREAM_BUNDLE);
+        return Ok(std::fs::canonicalize(&b).unwrap_or(b));
     }
     let looked: Vec<String> = candidates
         .iter()
