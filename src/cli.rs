@@ -32,7 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Reproduce a published release and say whether the bytes are the same, and why not.
     Reproduce(cmd::reproduce::Args),
-    /// Build (or reuse) the local test world and reproduce its sample release.
+    /// Build (or reuse) the test world made from the real upstream and reproduce its release
+    /// with the real profile, online then offline.
     Demo(cmd::demo::Args),
     /// Report what this host can do (namespaces, idmapped mounts, Landlock, KVM, tools…);
     /// exit 0 when `reproduce` can run here.

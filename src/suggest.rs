@@ -37,14 +37,14 @@ mod tests {
 
     #[test]
     fn a_typo_finds_its_name_and_another_word_finds_nothing() {
-        let profiles = ["archlinux-repro", "test-world"];
+        let profiles = ["archlinux-repro", "local-world"];
         assert_eq!(nearest("archlinux-rpro", profiles), Some("archlinux-repro"));
         assert_eq!(
             nearest("archlinux-ropre", profiles),
             Some("archlinux-repro")
         );
-        assert_eq!(nearest("Test-World", profiles), Some("test-world"));
-        assert_eq!(nearest("testworld", profiles), Some("test-world"));
+        assert_eq!(nearest("Local-World", profiles), Some("local-world"));
+        assert_eq!(nearest("localworld", profiles), Some("local-world"));
         assert_eq!(nearest("debian", profiles), None);
         assert_eq!(nearest("x", profiles), None);
         let locations = ["archive", "git", "registry", "rootfs"];

@@ -87,7 +87,7 @@ fn failing_reproduce(quiet: bool) -> Output {
     }
     args.extend([
         "reproduce",
-        "test-world",
+        "archlinux-repro",
         VERSION,
         "--offline",
         "--store",

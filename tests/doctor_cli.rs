@@ -401,6 +401,29 @@ fn demo_refuses_before_building_when_a_world_tool_is_missing() {
     assert!(!t.path().join("out").exists());
 }
 
+#[test]
+fn demo_refuses_a_missing_bundle_before_building() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let absent = t.path().join("absent.bundle");
+    let o = Command::new(BIN)
+        .args(["demo", "--store"])
+        .arg(&store)
+        .arg("--out")
+        .arg(t.path().join("out"))
+        .arg("--upstream")
+        .arg(&absent)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(absent.to_str().unwrap()), "{err}");
+    // Nothing built, nothing written.
+    assert!(!store.exists());
+    assert!(!t.path().join("out").exists());
+}
+
 /// A user without privileges (made once, as `tests/sandbox_run.rs` does).
 fn plain_user(name: &str) {
     if !Command::new("id")

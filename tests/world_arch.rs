@@ -3,23 +3,19 @@
 //! rollback and install steps, with pacman downloading from https://archive.archlinux.org
 //! (a TLS front on the build's loopback) and checking the world's package signatures.
 //! Needs root, bwrap, gpg, socat, the Debian root and /work/shared/upstream (or
-//! REPROBOX_UPSTREAM_DIR); it fails with the reason, never skips. The world is cached in
-//! $REPROBOX_TEST_CACHE/world-arch (build_archive is idempotent).
+//! REPROBOX_UPSTREAM_DIR); it fails with the reason, never skips. The archive is the shared
+//! test world's (tests/reproduce_common: $REPROBOX_TEST_CACHE/world-upstream, built once).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod reproduce_common;
 
 use reprobox::world::arch::{self, ArchRecord};
 use reprobox::world::env_rootfs::{EnvRun, unpack_bootstrap};
 use reprobox::world::pki::WorldCa;
 
 const REVISION: &str = "34b87485162b028c8d957bdcd2674359d883cd21";
-
-fn upstream_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("REPROBOX_UPSTREAM_DIR").unwrap_or_else(|_| "/work/shared/upstream".into()),
-    )
-}
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
@@ -31,24 +27,12 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Built once per test process (the tests share it; build_archive is not safe to run twice
-/// at once on one directory).
+/// The shared test world's directory, CA and archive record.
 fn world() -> (PathBuf, WorldCa, ArchRecord) {
-    static W: std::sync::OnceLock<(PathBuf, ArchRecord)> = std::sync::OnceLock::new();
-    let (dir, rec) = W.get_or_init(build_world).clone();
-    let ca = WorldCa::load_or_create(&dir).unwrap();
-    (dir, ca, rec)
-}
-
-fn build_world() -> (PathBuf, ArchRecord) {
-    let cache =
-        std::env::var("REPROBOX_TEST_CACHE").unwrap_or_else(|_| "/var/cache/reprobox-tests".into());
-    let dir = Path::new(&cache).join("world-arch");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = WorldCa::load_or_create(&dir).unwrap();
-    let rec = arch::build_archive(&dir, &ca, &upstream_dir().join("devtools.bundle"))
-        .unwrap_or_else(|e| panic!("build_archive: {e}"));
-    (dir, rec)
+    let (dir, m) = reproduce_common::world();
+    let rec: ArchRecord = serde_json::from_value(m.arch.clone()).expect("world.json's arch");
+    let ca = WorldCa::load_or_create(dir).unwrap();
+    (dir.clone(), ca, rec)
 }
 
 /// The real profile's rollback and install steps, in an unpacked bootstrap.
@@ -81,7 +65,9 @@ fn make(dir: &Path, ca: &WorldCa, env: &Path, tmp: &Path, n: u32) -> PathBuf {
     std::fs::create_dir_all(env.join("build")).unwrap();
     sh(&format!(
         "git clone -q '{}' '{}' && git -C '{1}' -c advice.detachedHead=false checkout -q {REVISION}",
-        upstream_dir().join("archlinux-docker.bundle").display(),
+        reproduce_common::upstream_dir()
+            .join("archlinux-docker.bundle")
+            .display(),
         ws.display()
     ));
     let mut run = EnvRun::new(env, false)

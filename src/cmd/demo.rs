@@ -1,5 +1,6 @@
-//! `reprobox demo`: build (or reuse) the test world under the cache, serve it on loopback,
-//! fill the store from it, stop every server and reproduce its sample release offline.
+//! `reprobox demo`: build (or reuse) the test world made from the real upstream, serve it on
+//! loopback, reproduce its release with the real profile `archlinux-repro` (filling the
+//! store), stop every server and reproduce it again offline from the store alone.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,14 @@ pub struct Args {
     /// The world's directory [default: STORE/world].
     #[arg(long, value_name = "DIR")]
     pub world: Option<PathBuf>,
+    /// archlinux-docker's git bundle the world is made from [default: archlinux-docker.bundle
+    /// in $REPROBOX_UPSTREAM_DIR, else in ../shared/upstream beside the current directory or
+    /// the project].
+    #[arg(long, value_name = "BUNDLE")]
+    pub upstream: Option<PathBuf>,
+    /// devtools' git bundle [default: devtools.bundle next to the upstream bundle].
+    #[arg(long, value_name = "BUNDLE")]
+    pub devtools: Option<PathBuf>,
     /// Output directory [default: reprobox-out/demo].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -25,6 +34,23 @@ pub fn execute(a: Args) -> Result<i32> {
     // Root, the sandbox's essentials and the world's host tools, before anything is built
     // (`reprobox doctor`; a missing tool is named with the apt-get line that installs it).
     crate::doctor::preflight(crate::doctor::Needs::DEMO)?;
+    let bundle = match a.upstream {
+        Some(b) => b,
+        None => crate::world::default_bundle()?,
+    };
+    let devtools = a
+        .devtools
+        .unwrap_or_else(|| crate::world::devtools_beside(&bundle));
+    // Refused before the store or the world is touched.
+    for (what, p) in [("upstream bundle", &bundle), ("devtools bundle", &devtools)] {
+        if !p.exists() {
+            return Err(crate::error::Error::bad_input(
+                format!("{what} {}", p.display()),
+                "an existing git bundle or repository (--upstream BUNDLE, --devtools BUNDLE)",
+            ));
+        }
+    }
+    crate::world::gitlab::check_bundle(&bundle)?;
     let store = a.store.open()?;
     let dir = a
         .world
@@ -44,7 +70,7 @@ pub fn execute(a: Args) -> Result<i32> {
         } else {
             None
         };
-        let manifest = crate::world::build(&dir)?;
+        let manifest = crate::world::build(&dir, &bundle, &devtools)?;
         let servers = crate::world::serve(
             &dir,
             crate::world::Ports {
@@ -54,17 +80,16 @@ pub fn execute(a: Args) -> Result<i32> {
         )?;
         (manifest, servers)
     };
-    let overrides = vec![
-        ("archive".to_string(), servers.archive_url.clone()),
-        ("rootfs".to_string(), servers.rootfs_url.clone()),
-        ("registry".to_string(), servers.registry_url.clone()),
-        ("git".to_string(), servers.git_url.clone()),
-    ];
-    let loaded = Profile::load("test-world")?;
-    let version = BuildVersion::parse(&manifest.version)?;
+    let overrides: Vec<(String, String)> = servers
+        .locations()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let loaded = Profile::load("archlinux-repro")?;
+    let version = BuildVersion::parse(&manifest.release.version)?;
     let plan = Plan::with_overrides(&loaded, &version, &[], &overrides)?;
-    // First pass against the loopback servers: fills the store with every input (nothing
-    // leaves the machine; the world is all there is).
+    // First pass against the loopback servers: the real profile, every location pointed at
+    // the world; fills the store with every input (nothing leaves the machine).
     progress::line("pass 1 of 2: warming the store from the world's loopback servers");
     let warm = Options {
         offline: false,

@@ -1,5 +1,5 @@
-//! `reprobox world build DIR` and `reprobox world serve DIR`: the local test world (see
-//! docs/world.md).
+//! `reprobox world build DIR` and `reprobox world serve DIR`: the test world made from the
+//! real upstream (see docs/world.md).
 
 use std::path::PathBuf;
 
@@ -16,26 +16,28 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Action {
-    /// Build (or complete) the test world in DIR: archive, environment, upstream git
-    /// repository, published rootfs and image, registry. Needs root.
+    /// Build (or complete) the test world in DIR from the real upstream: the archive and its
+    /// build environments, Docker Hub's alpine and the Alpine CDN, gitlab.archlinux.org with
+    /// archlinux-docker's repository, and one release made by upstream's own CI jobs. Needs
+    /// root.
     Build {
         /// Directory of the world (created if missing; existing complete parts are reused).
         dir: PathBuf,
-        /// Make the world from the real upstream: this git bundle (or repository) of
-        /// archlinux-docker is its gitlab.archlinux.org repository, and its release is made
-        /// from a real source revision by upstream's own CI jobs (docs/world.md).
+        /// archlinux-docker's git bundle (or repository): the world's gitlab.archlinux.org
+        /// repository [default: archlinux-docker.bundle in $REPROBOX_UPSTREAM_DIR, else in
+        /// ../shared/upstream beside the current directory or the project].
         #[arg(long, value_name = "BUNDLE")]
         upstream: Option<PathBuf>,
-        /// devtools' git bundle, for the world's devtools packages (with --upstream; default:
-        /// devtools.bundle next to the upstream bundle).
-        #[arg(long, value_name = "BUNDLE", requires = "upstream")]
+        /// devtools' git bundle, for the world's devtools packages [default: devtools.bundle
+        /// next to the upstream bundle].
+        #[arg(long, value_name = "BUNDLE")]
         devtools: Option<PathBuf>,
     },
-    /// Serve DIR's archive, published artifacts, git repository and registry on 127.0.0.1
-    /// until interrupted; prints the location overrides for the test profile.
+    /// Serve DIR's archive, gitlab, Alpine CDN and registry on 127.0.0.1 until interrupted;
+    /// prints the location overrides for the archlinux-repro profile.
     Serve {
         dir: PathBuf,
-        /// Port of the archive (also serving /rootfs and /git); 0 picks a free one.
+        /// Port of the archive (also serving /gitlab and /alpine); 0 picks a free one.
         #[arg(long, default_value_t = crate::inputs::mirror::MIRROR_PORT)]
         archive_port: u16,
         /// Port of the OCI registry; 0 picks a free one.
@@ -48,16 +50,15 @@ pub fn execute(args: Args) -> Result<i32> {
     match args.action {
         Action::Build {
             dir,
-            upstream: Some(bundle),
+            upstream,
             devtools,
         } => {
-            let devtools = devtools.unwrap_or_else(|| {
-                bundle
-                    .parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .join("devtools.bundle")
-            });
-            let m = world::from_upstream::build(&dir, &bundle, &devtools)?;
+            let bundle = match upstream {
+                Some(b) => b,
+                None => world::default_bundle()?,
+            };
+            let devtools = devtools.unwrap_or_else(|| world::devtools_beside(&bundle));
+            let m = world::build(&dir, &bundle, &devtools)?;
             let r = &m.release;
             println!(
                 "world {} built in {} from {}",
@@ -76,20 +77,6 @@ pub fn execute(args: Args) -> Result<i32> {
             );
             Ok(0)
         }
-        Action::Build { dir, .. } => {
-            let m = world::build(&dir)?;
-            println!("world {} built in {}", m.version, dir.display());
-            println!("  rootfs sha256  {}", m.rootfs.sha256);
-            println!(
-                "  image          {}:{} config {} manifest {}",
-                m.image.repository, m.image.tag, m.image.config_digest, m.image.manifest_digest
-            );
-            println!(
-                "  source         {} (tag {} at {})",
-                m.git.source_revision, m.git.tag, m.git.tag_commit
-            );
-            Ok(0)
-        }
         Action::Serve {
             dir,
             archive_port,
@@ -105,17 +92,15 @@ pub fn execute(args: Args) -> Result<i32> {
                     registry: registry_port,
                 },
             )?;
+            let m = world::load(&dir)?;
             println!(
                 "# test world {} served on loopback; stop with Ctrl-C",
                 dir.display()
             );
             print!("{}", servers.exports());
-            let (profile, version) = match world::from_upstream::load(&dir) {
-                Ok(m) => ("archlinux-repro", m.release.version),
-                Err(_) => ("test-world", world::VERSION.to_string()),
-            };
             println!(
-                "# or: reprobox reproduce {profile} {version} {}",
+                "# or: reprobox reproduce archlinux-repro {} {}",
+                m.release.version,
                 servers.location_flags()
             );
             use std::io::Write;

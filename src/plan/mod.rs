@@ -703,8 +703,17 @@ mod tests {
     }
 
     #[test]
-    fn the_test_world_keeps_its_environment_on_the_snapshot_day() {
-        let lp = Profile::load("test-world").unwrap();
+    fn env_day_snapshot_keeps_the_environment_on_the_snapshot_day() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("snapshot-env.toml");
+        let text = include_str!("../../profiles/archlinux-repro.toml");
+        assert!(text.contains("env_day = \"build\""));
+        std::fs::write(
+            &f,
+            text.replace("env_day = \"build\"", "env_day = \"snapshot\""),
+        )
+        .unwrap();
+        let lp = Profile::load(f.to_str().unwrap()).unwrap();
         let v = BuildVersion::parse("20260331.0.1").unwrap();
         let p = Plan::with_overrides(&lp, &v, &[], &[]).unwrap();
         assert_eq!(p.env_day, p.snapshot);
@@ -713,6 +722,7 @@ mod tests {
             "{}",
             p.rollback.server
         );
+        assert!(p.env_day_reason.contains("env_day = \"snapshot\""));
     }
 
     #[test]

@@ -17,13 +17,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Profiles compiled into the binary, so `reprobox plan archlinux-repro …` works from any
 /// directory. A file of the same name in a search directory takes precedence.
-pub const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "archlinux-repro",
-        include_str!("../../profiles/archlinux-repro.toml"),
-    ),
-    ("test-world", include_str!("../../profiles/test-world.toml")),
-];
+pub const EMBEDDED: &[(&str, &str)] = &[(
+    "archlinux-repro",
+    include_str!("../../profiles/archlinux-repro.toml"),
+)];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

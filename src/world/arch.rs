@@ -60,11 +60,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::world::alpm;
-use crate::world::archive_tree::PkgRecord;
 use crate::world::env_rootfs::{self, EnvRun, Services, TlsFront, remove_tree};
 use crate::world::pki::WorldCa;
 use crate::world::tools;
 use content::ArchPkg;
+
+/// One package file in the archive.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PkgRecord {
+    pub name: String,
+    pub version: String,
+    pub repo: String,
+    pub file: String,
+    pub sha256: String,
+    pub env: bool,
+}
 
 /// The snapshot day (ARCHIVE_SNAPSHOT).
 pub const SNAPSHOT_DAY: &str = "2026/05/19";

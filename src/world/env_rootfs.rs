@@ -1,8 +1,8 @@
-//! The build environment: the Debian root filesystem of `scripts/debian-rootfs.sh`, with the
-//! world's environment packages (the devtools-like package) installed by its own pacman,
-//! published as an Arch-style bootstrap tarball (`iso/YYYY.MM.DD/…`, unpacking to
-//! `root.x86_64/`), and the runner that executes commands inside such a root (bwrap, with the
-//! world's archive and registry served on the root's own loopback when asked).
+//! The build environment: the Debian root filesystem of `scripts/debian-rootfs.sh` (the
+//! world's tools: debootstrap's root that builds the archive and the Alpine image), the
+//! unpacking of the archive's bootstrap tarballs (`root.x86_64/`, made by `world::arch`), and
+//! the runner that executes commands inside such a root (bwrap, with the world's archive,
+//! registry and TLS fronts served on the root's own loopback when asked).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -315,88 +315,6 @@ pub fn busybox() -> Result<PathBuf> {
     tools::require("busybox", "busybox-static")
 }
 
-/// pacman.conf of the bootstrap environment: the world's repos through the mirrorlist.
-const ENV_PACMAN_CONF: &str = "# pacman.conf of the test world's build environment\n[options]\nHoldPkg = pacman glibc\nArchitecture = x86_64\nSigLevel = Never\nLocalFileSigLevel = Never\n\n[core]\nInclude = /etc/pacman.d/mirrorlist\n\n[extra]\nInclude = /etc/pacman.d/mirrorlist\n";
-
-/// The bootstrap mirrorlist (on [`archive_addr`]); rolling back rewrites it to one archive
-/// day.
-pub fn env_mirrorlist() -> String {
-    let a = archive_addr();
-    format!(
-        "## Test world mirrorlist. Roll back to a day with\n## Server = http://{a}/repos/YYYY/MM/DD/$repo/os/$arch\n## and `pacman -Syyuu`.\nServer = http://{a}/repos/last/$repo/os/$arch\n"
-    )
-}
-
-/// Makes `iso/<iso>/archlinux-bootstrap-<iso>-x86_64.tar.zst` + `sha256sums.txt` from the
-/// Debian root with `env_pkgs` installed by its pacman at `date` (libfaketime).
-pub fn bootstrap_tarball(
-    archive: &Path,
-    iso: &str,
-    debian: &Path,
-    env_pkgs: &[PathBuf],
-    date: i64,
-    work: &Path,
-) -> Result<PathBuf> {
-    let isodir = archive.join("iso").join(iso);
-    let name = format!("archlinux-bootstrap-{iso}-x86_64.tar.zst");
-    let out = isodir.join(&name);
-    if isodir.join("sha256sums.txt").exists() && out.exists() {
-        return Ok(out);
-    }
-    eprintln!("world: building the environment bootstrap tarball iso/{iso}");
-    let stage = work.join(format!("bootstrap-{iso}"));
-    remove_tree(&stage)?;
-    std::fs::create_dir_all(&stage).ctx("create directory", &stage)?;
-    let root = stage.join("root.x86_64");
-    tools::run(
-        "copy the Debian root",
-        Command::new("cp")
-            .arg("-a")
-            .arg("--reflink=auto")
-            .arg(debian)
-            .arg(&root),
-    )?;
-    let _ = std::fs::remove_file(root.join(".complete"));
-    std::fs::create_dir_all(root.join("etc/pacman.d")).ctx("create directory", &root)?;
-    std::fs::write(root.join("etc/pacman.conf"), ENV_PACMAN_CONF)
-        .ctx("write", root.join("etc/pacman.conf"))?;
-    std::fs::write(root.join("etc/pacman.d/mirrorlist"), env_mirrorlist()).ctx("write", &root)?;
-    std::fs::create_dir_all(root.join("var/lib/pacman")).ctx("create directory", &root)?;
-    let pkgdir = stage.join("pkgs");
-    std::fs::create_dir_all(&pkgdir).ctx("create directory", &pkgdir)?;
-    let mut names = Vec::new();
-    for p in env_pkgs {
-        let n = p.file_name().unwrap().to_string_lossy().into_owned();
-        std::fs::copy(p, pkgdir.join(&n)).ctx("copy", p)?;
-        names.push(format!("/mnt/{n}"));
-    }
-    let mut run = EnvRun::new(&root, true).bind(&pkgdir, "/mnt");
-    run.faketime = Some(date);
-    run.sh(
-        &format!("install the environment packages into iso/{iso}"),
-        &format!(
-            "pacman -U --noconfirm --logfile /dev/null {} && rm -rf /var/cache/pacman/pkg/* /var/cache/ldconfig/aux-cache",
-            names.join(" ")
-        ),
-    )?;
-    std::fs::remove_dir(root.join("mnt")).ok();
-    std::fs::create_dir_all(root.join("mnt")).ctx("create directory", &root)?;
-    std::fs::create_dir_all(&isodir).ctx("create directory", &isodir)?;
-    let tmp = isodir.join(format!(".{name}.tmp"));
-    tools::run(
-        &format!("pack iso/{iso}"),
-        Command::new("bash").arg("-c").arg(
-            "set -o pipefail; tar --numeric-owner --xattrs --acls --sort=name --mtime=@\"$3\" --clamp-mtime --pax-option=delete=atime,delete=ctime -C \"$1\" -c root.x86_64 | zstd -q -T0 -3 > \"$2\"",
-        ).arg("sh").arg(&stage).arg(&tmp).arg(date.to_string()),
-    )?;
-    let sha = crate::world::sha256_file(&tmp)?;
-    std::fs::rename(&tmp, &out).ctx("rename", &out)?;
-    std::fs::write(isodir.join("sha256sums.txt"), format!("{sha}  {name}\n"))
-        .ctx("write", &isodir)?;
-    remove_tree(&stage)?;
-    Ok(out)
-}
-
 /// Unpacks a bootstrap tarball into `dest` (which must not exist) and returns the root.
 pub fn unpack_bootstrap(tarball: &Path, dest: &Path) -> Result<PathBuf> {
     remove_tree(dest)?;
@@ -431,10 +349,6 @@ mod tests {
     #[test]
     fn the_archive_is_where_the_mirror_is() {
         assert_eq!(archive_addr(), "127.0.0.1:7878");
-        assert_eq!(
-            env_mirrorlist(),
-            "## Test world mirrorlist. Roll back to a day with\n## Server = http://127.0.0.1:7878/repos/YYYY/MM/DD/$repo/os/$arch\n## and `pacman -Syyuu`.\nServer = http://127.0.0.1:7878/repos/last/$repo/os/$arch\n"
-        );
         assert_eq!(
             crate::world::Ports::default().archive,
             crate::inputs::mirror::MIRROR_PORT

@@ -115,6 +115,11 @@ pub fn load(dir: &Path) -> Result<UpstreamWorld> {
 /// that is complete is reused; the release is made once.
 pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld> {
     crate::error::dir_or_absent(dir, "world directory")?;
+    // Absolute: git reads them from other directories.
+    let (bundle, devtools) = (
+        &std::path::absolute(bundle).ctx("resolve", bundle)?,
+        &std::path::absolute(devtools).ctx("resolve", devtools)?,
+    );
     for (what, p) in [("upstream bundle", bundle), ("devtools bundle", devtools)] {
         if !p.exists() {
             return Err(Error::bad_input(
@@ -130,6 +135,7 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
         ));
     }
     tools::require_host_tools()?;
+    gitlab::check_bundle(bundle)?;
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let dir = &std::fs::canonicalize(dir).ctx("resolve", dir)?;
     let lock_path = dir.join(".lock");

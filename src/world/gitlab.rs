@@ -59,29 +59,35 @@ fn git_out(dir: &Path, date: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
+/// Bad input (exit 2) unless `bundle` is a git bundle or repository: both answer
+/// `git ls-remote`, anything else does not.
+pub fn check_bundle(bundle: &Path) -> Result<()> {
+    tools::require("git", "git")?;
+    // git runs in another directory: a relative path is resolved here first.
+    let bundle = &std::path::absolute(bundle).ctx("resolve", bundle)?;
+    let verify = Command::new("git")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .arg("ls-remote")
+        .arg(bundle)
+        .current_dir(std::env::temp_dir())
+        .output();
+    match verify {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(Error::bad_input(
+            bundle.display().to_string(),
+            "a git bundle or repository of archlinux-docker (for example ../shared/upstream/archlinux-docker.bundle)",
+        )),
+    }
+}
+
 /// Mirrors `bundle` (every branch and tag) into the bare repository under `gitlab_root`,
 /// unless it is there; refreshes the dumb-HTTP index either way.
 pub fn mirror_bundle(bundle: &Path, gitlab_root: &Path) -> Result<PathBuf> {
     tools::require("git", "git")?;
     let bare = bare_repo(gitlab_root);
     if !bare.join("HEAD").is_file() {
-        // Both a bundle and a repository answer ls-remote; anything else does not.
-        let verify = Command::new("git")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .arg("ls-remote")
-            .arg(bundle)
-            .current_dir(std::env::temp_dir())
-            .output();
-        match verify {
-            Ok(o) if o.status.success() => {}
-            _ => {
-                return Err(Error::bad_input(
-                    bundle.display().to_string(),
-                    "a git bundle or repository of archlinux-docker (for example ../shared/upstream/archlinux-docker.bundle)",
-                ));
-            }
-        }
+        check_bundle(bundle)?;
         eprintln!(
             "world: mirroring the upstream repository from {}",
             bundle.display()

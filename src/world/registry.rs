@@ -1,9 +1,9 @@
 //! The test world's registry server: its configuration and its storage. The server itself is
 //! Debian's `docker-registry` (distribution 2.8) over a storage directory `DIR/registry/`
 //! (started by `world::serve`); this module runs no server and holds no client (reprobox's
-//! registry client is `inputs::registry`). The verify-stage base image is written straight
-//! into that storage in the registry's own layout (deterministic bytes, so its digest can be
-//! pinned in the upstream Dockerfile.template); the published image is pushed there by podman.
+//! registry client is `inputs::registry`). Docker Hub's `library/alpine` is written straight
+//! into that storage in the registry's own layout (deterministic bytes: `world::alpine`); the
+//! published image is pushed there by podman (upstream's publish job, `world::ci`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +13,6 @@ use serde_json::json;
 use crate::error::{Error, IoContext, Result};
 use crate::world::alpm::Entry;
 
-/// Repository of the verify-stage base image.
-pub const VERIFY_REPO: &str = "reprobox-world/verify";
 /// Repository of the published image.
 pub const IMAGE_REPO: &str = "archlinux/archlinux";
 
@@ -218,84 +216,4 @@ fn path_of(e: &Entry) -> &str {
     match e {
         Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
     }
-}
-
-/// The verify-stage base image's files: busybox (sh, sha256sum, tar, …) and zstd with the
-/// shared libraries it needs, all taken from the Debian root of the build environment.
-pub fn verify_entries(busybox: &Path, debian: &Path) -> Result<Vec<Entry>> {
-    let mut out = vec![
-        Entry::Dir {
-            path: "bin".into(),
-            mode: 0o755,
-        },
-        Entry::File {
-            path: "bin/busybox".into(),
-            mode: 0o755,
-            data: std::fs::read(busybox).ctx("read", busybox)?,
-        },
-    ];
-    for a in [
-        "sh",
-        "sha256sum",
-        "tar",
-        "mkdir",
-        "echo",
-        "cat",
-        "ls",
-        "rm",
-        "true",
-    ] {
-        out.push(Entry::Symlink {
-            path: format!("bin/{a}"),
-            target: "busybox".into(),
-        });
-    }
-    // zstd and its libraries, at the paths its ELF interpreter looks for them.
-    let libs = [
-        "lib64/ld-linux-x86-64.so.2",
-        "lib/x86_64-linux-gnu/libc.so.6",
-        "lib/x86_64-linux-gnu/liblzma.so.5",
-        "lib/x86_64-linux-gnu/liblz4.so.1",
-        "lib/x86_64-linux-gnu/libz.so.1",
-    ];
-    out.push(Entry::Dir {
-        path: "lib".into(),
-        mode: 0o755,
-    });
-    out.push(Entry::Dir {
-        path: "lib/x86_64-linux-gnu".into(),
-        mode: 0o755,
-    });
-    out.push(Entry::Dir {
-        path: "lib64".into(),
-        mode: 0o755,
-    });
-    for l in libs {
-        let src = debian.join(l);
-        let data = std::fs::read(&src).ctx("read", &src)?;
-        out.push(Entry::File {
-            path: l.into(),
-            mode: 0o755,
-            data,
-        });
-    }
-    out.push(Entry::Dir {
-        path: "tmp".into(),
-        mode: 0o1777,
-    });
-    out.push(Entry::Dir {
-        path: "usr".into(),
-        mode: 0o755,
-    });
-    out.push(Entry::Dir {
-        path: "usr/bin".into(),
-        mode: 0o755,
-    });
-    let z = debian.join("usr/bin/zstd");
-    out.push(Entry::File {
-        path: "usr/bin/zstd".into(),
-        mode: 0o755,
-        data: std::fs::read(&z).ctx("read", &z)?,
-    });
-    Ok(out)
 }

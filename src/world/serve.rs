@@ -1,7 +1,8 @@
-//! Serving the world on 127.0.0.1: a small static HTTP server for `archive/` (at `/`),
-//! `published/` (at `/rootfs/`, the profile's `rootfs` location) and the upstream repository
-//! (at `/git/upstream.git`, git's dumb HTTP protocol), plus Debian's docker-registry over
-//! `registry/`. Everything stops when the returned `WorldServers` is dropped.
+//! Serving the world on 127.0.0.1: a small static HTTP server for `archive/` (at `/`,
+//! archive.archlinux.org), `gitlab/` (at `/gitlab/`, gitlab.archlinux.org: the repository by
+//! git's dumb HTTP protocol, the package registry's files) and `alpine/` (at `/alpine/`, the
+//! Alpine CDN), plus Debian's docker-registry over `registry/` (Docker Hub). Everything stops
+//! when the returned `WorldServers` is dropped.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,9 +38,10 @@ pub struct WorldServers {
     pub rootfs_url: String,
     pub registry_url: String,
     pub git_url: String,
-    /// The other locations of the real profile (gitlab, alpine, hub_auth) in the world made
-    /// from the real upstream; empty for the first world.
-    pub more: Vec<(&'static str, String)>,
+    pub gitlab_url: String,
+    pub alpine_url: String,
+    /// Docker Hub's auth host: the world's registry asks for no token, so it is the registry.
+    pub hub_auth_url: String,
     stop: Arc<AtomicBool>,
     http_addr: std::net::SocketAddr,
     http: Option<JoinHandle<()>>,
@@ -49,14 +51,15 @@ pub struct WorldServers {
 impl WorldServers {
     /// Every location the world serves, as (profile location name, URL).
     pub fn locations(&self) -> Vec<(&'static str, String)> {
-        let mut l = vec![
+        vec![
             ("archive", self.archive_url.clone()),
             ("rootfs", self.rootfs_url.clone()),
             ("registry", self.registry_url.clone()),
             ("git", self.git_url.clone()),
-        ];
-        l.extend(self.more.iter().cloned());
-        l
+            ("gitlab", self.gitlab_url.clone()),
+            ("alpine", self.alpine_url.clone()),
+            ("hub_auth", self.hub_auth_url.clone()),
+        ]
     }
 
     /// The `REPROBOX_LOCATION_*` exports.
@@ -92,7 +95,7 @@ impl Drop for WorldServers {
     }
 }
 
-/// Serves the world in `dir` (built by `world::build`).
+/// Serves the world in `dir` (built by `world::build`) on the given ports of 127.0.0.1.
 pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
     let not_a_world = |dir: &Path, why: &str| {
         Error::bad_input(
@@ -107,27 +110,13 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         std::io::ErrorKind::NotFound => not_a_world(dir, "no such directory"),
         _ => Error::io("resolve", dir, e),
     })?;
-    // The world made from the real upstream has gitlab.archlinux.org's and the Alpine
-    // CDN's files; the first world has its own repository and published/ tree.
-    let upstream = dir.join("gitlab").is_dir();
-    let (subs, roots, bare): (&[&str], Roots, PathBuf) = if upstream {
-        (
-            &["archive", "gitlab", "alpine", "registry"],
-            Roots::upstream(&dir),
-            crate::world::gitlab::bare_repo(&dir.join("gitlab")),
-        )
-    } else {
-        (
-            &["archive", "published", "registry", "upstream.git"],
-            Roots::sample(&dir),
-            dir.join("upstream.git"),
-        )
-    };
-    for sub in subs {
+    for sub in ["archive", "gitlab", "alpine", "registry"] {
         if !dir.join(sub).exists() {
             return Err(not_a_world(&dir, &format!("no {sub}/")));
         }
     }
+    let roots = Roots::of(&dir);
+    let bare = crate::world::gitlab::bare_repo(&dir.join("gitlab"));
     crate::world::gitlab::update_server_info(&bare)?;
     let listener = TcpListener::bind(("127.0.0.1", ports.archive)).map_err(|e| {
         Error::Environment(format!(
@@ -197,31 +186,15 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
         )));
     }
     let base = format!("http://{http_addr}");
-    let (rootfs_url, git_url, more) = if upstream {
-        let gitlab = format!("{base}/gitlab");
-        (
-            format!("{gitlab}/{}", crate::world::gitlab::PACKAGES_PATH),
-            format!("{gitlab}/{}", crate::world::gitlab::REPO_PATH),
-            vec![
-                ("gitlab", gitlab),
-                ("alpine", format!("{base}/alpine")),
-                // The world's registry asks for no token; Docker Hub's auth host maps to it.
-                ("hub_auth", registry_url.clone()),
-            ],
-        )
-    } else {
-        (
-            format!("{base}/rootfs"),
-            format!("{base}/git/upstream.git"),
-            Vec::new(),
-        )
-    };
+    let gitlab = format!("{base}/gitlab");
     Ok(WorldServers {
         archive_url: base.clone(),
-        rootfs_url,
+        rootfs_url: format!("{gitlab}/{}", crate::world::gitlab::PACKAGES_PATH),
+        git_url: format!("{gitlab}/{}", crate::world::gitlab::REPO_PATH),
+        gitlab_url: gitlab,
+        alpine_url: format!("{base}/alpine"),
+        hub_auth_url: registry_url.clone(),
         registry_url,
-        git_url,
-        more,
         stop,
         http_addr,
         http: Some(http),
@@ -241,21 +214,9 @@ struct Roots {
 }
 
 impl Roots {
-    /// The first world's layout: `published/` at `/rootfs/`, `upstream.git` at
-    /// `/git/upstream.git/`, the archive at `/`.
-    fn sample(dir: &Path) -> Roots {
-        Roots {
-            mounts: vec![
-                ("/rootfs/", dir.join("published")),
-                ("/git/upstream.git/", dir.join("upstream.git")),
-                ("/", dir.join("archive")),
-            ],
-        }
-    }
-
-    /// The world made from the real upstream: gitlab.archlinux.org's files at `/gitlab/`,
-    /// the Alpine CDN's at `/alpine/`, the archive at `/`.
-    fn upstream(dir: &Path) -> Roots {
+    /// gitlab.archlinux.org's files at `/gitlab/`, the Alpine CDN's at `/alpine/`, the
+    /// archive at `/`.
+    fn of(dir: &Path) -> Roots {
         Roots {
             mounts: vec![
                 ("/gitlab/", dir.join("gitlab")),
@@ -358,22 +319,33 @@ mod tests {
         };
         mk("archive/repos/a/core.db.tar.gz");
         mk("archive/repos/a/.complete");
-        mk("published/1/r.tar.zst");
+        mk("gitlab/api/v4/projects/p/packages/generic/rootfs/1/r.tar.zst");
+        mk("gitlab/archlinux/archlinux-docker.git/HEAD");
+        mk("alpine/v3.23/main/x86_64/APKINDEX.tar.gz");
         mk("secret");
         std::os::unix::fs::symlink("core.db.tar.gz", t.path().join("archive/repos/a/core.db"))
             .unwrap();
         std::os::unix::fs::symlink("../../secret", t.path().join("archive/repos/escape")).unwrap();
-        let roots = Roots::sample(t.path());
+        let roots = Roots::of(t.path());
         assert!(resolve(&roots, "/repos/a/core.db").is_some());
         assert!(resolve(&roots, "/repos/a/core.db.tar.gz?x=1").is_some());
-        assert!(resolve(&roots, "/rootfs/1/r.tar.zst").is_some());
+        assert!(
+            resolve(
+                &roots,
+                "/gitlab/api/v4/projects/p/packages/generic/rootfs/1/r.tar.zst"
+            )
+            .is_some()
+        );
+        assert!(resolve(&roots, "/gitlab/archlinux/archlinux-docker.git/HEAD").is_some());
+        assert!(resolve(&roots, "/alpine/v3.23/main/x86_64/APKINDEX.tar.gz").is_some());
         for bad in [
             "/repos/a/.complete",
             "/../secret",
             "/%2e%2e/secret",
             "/repos/escape",
             "/repos/a",
-            "/rootfs/../secret",
+            "/gitlab/../secret",
+            "/alpine/%2e%2e/secret",
         ] {
             assert!(resolve(&roots, bad).is_none(), "{bad} resolved");
         }

@@ -19,6 +19,10 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("debootstrap", "debootstrap"),
     ("busybox", "busybox-static"),
+    // The TLS fronts of the real host names (env_rootfs::TlsFront).
+    ("socat", "socat"),
+    // The archive's package signatures (world::arch).
+    ("gpg", "gnupg"),
 ];
 
 /// Those of [`HOST_TOOLS`] this host lacks, as (tool, Debian package).
