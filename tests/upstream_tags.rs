@@ -34,7 +34,12 @@ fn ok(o: &Output, what: &str) -> serde_json::Value {
 
 /// A clone of the real upstream repository from the bundle.
 fn upstream(dir: &Path) -> PathBuf {
-    let bundle = manifest().join("../shared/upstream/archlinux-docker.bundle");
+    // $REPROBOX_UPSTREAM_DIR (scripts/test sets it), else `../shared/upstream` beside the
+    // project.
+    let bundle = std::env::var_os("REPROBOX_UPSTREAM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest().join("../shared/upstream"))
+        .join("archlinux-docker.bundle");
     assert!(
         bundle.is_file(),
         "{} is missing: this test reads the real upstream repository from that bundle (../shared/upstream/README.md); without it nothing can be checked",
