@@ -247,16 +247,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let mut ctx = job_context(plan, o, &store, backend, workspace);
     ctx.job_log = job_log;
     ctx.scratch_dir = Some(work.path().to_path_buf());
-    if plan
-        .steps
-        .iter()
-        .any(|s| s.isolation == crate::plan::Isolation::NestedContainers)
-    {
-        let dir = work.path().join("nested-podman");
-        crate::job::NestedPodman::write(&dir)
-            .ctx("write the nested podman configuration in", &dir)?;
-        ctx.nested_podman = Some(dir);
-    }
+    ctx.nested_podman = nested_podman_config(plan, work.path())?;
     ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
 
     // 4. The environment.
@@ -331,6 +322,21 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     run.progress.end();
     let exit_code = report.verdict.exit_code();
     Ok(Outcome { report, exit_code })
+}
+
+/// The nested podman's configuration (`job::NestedPodman`), written into the work directory
+/// when a step of the plan runs nested containers.
+fn nested_podman_config(plan: &Plan, work: &Path) -> Result<Option<PathBuf>> {
+    if !plan
+        .steps
+        .iter()
+        .any(|s| s.isolation == crate::plan::Isolation::NestedContainers)
+    {
+        return Ok(None);
+    }
+    let dir = work.join("nested-podman");
+    crate::job::NestedPodman::write(&dir).ctx("write the nested podman configuration in", &dir)?;
+    Ok(Some(dir))
 }
 
 /// What every job of the reproduction shares; its root is set by stage 4.

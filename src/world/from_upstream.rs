@@ -162,46 +162,7 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
     let storage = dir.join("registry");
     let alpine = crate::world::alpine::build(dir, &ca, &storage, &debian)?;
 
-    let done = dir.join(".release-complete");
-    let env_list = dir.join(".release-env-packages");
-    if !done.exists() {
-        eprintln!(
-            "world: making release {} from {} with upstream's CI jobs (outside reprobox)",
-            r.version, r.source_revision
-        );
-        let iso = arch
-            .bootstraps
-            .first()
-            .ok_or_else(|| Error::Environment("world: the archive has no bootstrap".into()))?;
-        let iso = dir.join("archive").join(&iso.path);
-        let net = ci::PublisherNet::new(dir, &ca, &storage)?;
-        let rootfs_work = work.join("rootfs-job");
-        let job = ci::rootfs_job(&r, &net, &iso, &rootfs_work)?;
-        ci::pre_release(
-            &r,
-            &job,
-            &rootfs_work.join("root.x86_64"),
-            &gitlab_root,
-            &work,
-        )?;
-        let publish_work = work.join("publish-job");
-        let pushed = ci::publish_job(&r, &net, &iso, &publish_work)?;
-        let image = registry::read_image(
-            &storage,
-            registry::IMAGE_REPO,
-            &format!("repro-{}", r.version),
-        )?;
-        if image.config_digest != pushed.config_digest {
-            return Err(Error::Environment(format!(
-                "world: the registry holds config {} but podman built {}",
-                image.config_digest, pushed.config_digest
-            )));
-        }
-        std::fs::write(&env_list, job.env_packages.join("\n")).ctx("write", &env_list)?;
-        std::fs::write(&done, "").ctx("write", &done)?;
-        env_rootfs::remove_tree(&rootfs_work)?;
-        env_rootfs::remove_tree(&publish_work)?;
-    }
+    let env_list = make_release(dir, &r, &ca, &arch, &gitlab_root, &storage)?;
     let tag = format!("v{}", r.version);
     let tag_commit = gitlab::rev_parse(&bare, &format!("refs/tags/{tag}"))?;
     let rootfs_file = format!("repro-{}.tar.zst", r.version);
@@ -254,4 +215,58 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
     std::fs::rename(&tmp, &p).ctx("rename", &p)?;
     eprintln!("world: ready in {}", dir.display());
     Ok(manifest)
+}
+
+/// The release, made once by upstream's CI jobs ([`ci`]) outside reprobox; returns the file
+/// listing the rootfs job's environment packages.
+fn make_release(
+    dir: &Path,
+    r: &Release,
+    ca: &WorldCa,
+    arch: &crate::world::arch::ArchRecord,
+    gitlab_root: &Path,
+    storage: &Path,
+) -> Result<std::path::PathBuf> {
+    let work = dir.join("work");
+    let done = dir.join(".release-complete");
+    let env_list = dir.join(".release-env-packages");
+    if !done.exists() {
+        eprintln!(
+            "world: making release {} from {} with upstream's CI jobs (outside reprobox)",
+            r.version, r.source_revision
+        );
+        let iso = arch
+            .bootstraps
+            .first()
+            .ok_or_else(|| Error::Environment("world: the archive has no bootstrap".into()))?;
+        let iso = dir.join("archive").join(&iso.path);
+        let net = ci::PublisherNet::new(dir, ca, storage)?;
+        let rootfs_work = work.join("rootfs-job");
+        let job = ci::rootfs_job(r, &net, &iso, &rootfs_work)?;
+        ci::pre_release(
+            r,
+            &job,
+            &rootfs_work.join("root.x86_64"),
+            gitlab_root,
+            &work,
+        )?;
+        let publish_work = work.join("publish-job");
+        let pushed = ci::publish_job(r, &net, &iso, &publish_work)?;
+        let image = registry::read_image(
+            storage,
+            registry::IMAGE_REPO,
+            &format!("repro-{}", r.version),
+        )?;
+        if image.config_digest != pushed.config_digest {
+            return Err(Error::Environment(format!(
+                "world: the registry holds config {} but podman built {}",
+                image.config_digest, pushed.config_digest
+            )));
+        }
+        std::fs::write(&env_list, job.env_packages.join("\n")).ctx("write", &env_list)?;
+        std::fs::write(&done, "").ctx("write", &done)?;
+        env_rootfs::remove_tree(&rootfs_work)?;
+        env_rootfs::remove_tree(&publish_work)?;
+    }
+    Ok(env_list)
 }
