@@ -105,8 +105,8 @@ pub fn from_refs(dockerfile: &str) -> (Vec<DigestRef>, Vec<String>) {
 /// `docker.io/library/alpine` through the environment's short-name aliases).
 fn tag_registry_host(reference: &str) -> String {
     let first = reference.split('/').next().unwrap_or_default();
-    let names_host =
-        reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let names_host = reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
     match first {
         _ if !names_host => "registry-1.docker.io".into(),
         "docker.io" | "index.docker.io" => "registry-1.docker.io".into(),
@@ -497,8 +497,14 @@ mod tests {
     #[test]
     fn a_tag_is_pulled_from_its_host_or_docker_hub() {
         assert_eq!(tag_registry_host("alpine:3.23"), "registry-1.docker.io");
-        assert_eq!(tag_registry_host("library/alpine:3.23"), "registry-1.docker.io");
-        assert_eq!(tag_registry_host("docker.io/library/alpine:3.23"), "registry-1.docker.io");
+        assert_eq!(
+            tag_registry_host("library/alpine:3.23"),
+            "registry-1.docker.io"
+        );
+        assert_eq!(
+            tag_registry_host("docker.io/library/alpine:3.23"),
+            "registry-1.docker.io"
+        );
         assert_eq!(tag_registry_host("quay.io/a/b:1"), "quay.io");
         assert_eq!(tag_registry_host("127.0.0.1:5000/a:1"), "127.0.0.1:5000");
     }
