@@ -3,7 +3,8 @@
 //! world's release reproduces in qemu microVMs (TCG on machines where KVM does not work) with
 //! the host's Debian kernel (`--kernel`: the world's archive has no `linux` package), and its
 //! rootfs and image config are the container backend's and the world's (the same bytes from
-//! both backends is the point); again offline with every server stopped.
+//! both backends is the point); again offline with every server stopped, the environment
+//! rolled back in the VM from the store.
 //!
 //! Needs root (the world and the container backend), qemu-system-x86, busybox-static,
 //! e2fsprogs and linux-image-amd64 (scripts/apt/vm.txt, world.txt): without them it fails
