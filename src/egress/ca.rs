@@ -24,9 +24,9 @@ fn ca_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl RunCa {
-    /// A fresh CA, valid from a day ago for thirty days (the job's clock may be pinned to an
-    /// older date only by libfaketime, which TLS libraries in the job do not consult for
-    /// certificate checks in the cases reprobox serves).
+    /// A fresh CA, valid from the Unix epoch until thirty days from now: a microVM job's
+    /// wall clock is the build time (SOURCE_DATE_EPOCH, docs/vm.md), months or years ago, and
+    /// its TLS clients check validity against it; the key never leaves this run's memory.
     pub(crate) fn new() -> Result<RunCa> {
         let key = KeyPair::generate().map_err(|e| ca_error("generate a key", e))?;
         let mut params = CertificateParams::default();
@@ -76,9 +76,11 @@ impl RunCa {
     }
 }
 
+/// Valid from 1970-01-01 (any build time a job's clock can be set to) until thirty days
+/// from now.
 fn set_validity(params: &mut CertificateParams) {
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
+    params.not_before = time::OffsetDateTime::UNIX_EPOCH;
     params.not_after = now + time::Duration::days(30);
 }
 
@@ -111,6 +113,13 @@ mod tests {
         let now = rustls::pki_types::UnixTime::now();
         verifier
             .verify_server_cert(&leaf.cert[0], &[], &name, &[], now)
+            .unwrap();
+        // A guest whose clock is an old build time (a microVM job) accepts it too.
+        let build_time = rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(1_000_000_000),
+        );
+        verifier
+            .verify_server_cert(&leaf.cert[0], &[], &name, &[], build_time)
             .unwrap();
         let mut other = rustls::RootCertStore::empty();
         other.add(b.der()).unwrap();
