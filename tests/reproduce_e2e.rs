@@ -178,7 +178,11 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     // (The prepared environments are left out: they are the build environment's files,
     // whose binaries name PEM headers and whose pacman keyring has its own secret key.)
     let o = Command::new("grep")
-        .args(["-rlE", "--exclude-dir=envs", "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----"])
+        .args([
+            "-rlE",
+            "--exclude-dir=envs",
+            "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----",
+        ])
         .arg(&out1)
         .arg(&store)
         .output()
@@ -541,20 +545,20 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     assert!(stderr(&o).contains("v20260520.0.999"), "{}", stderr(&o));
     // An unreachable archive, online: exit 3 naming the URL.
     let bad = with_location(&locs, "archive", "http://127.0.0.1:9");
-    let o = run(&version(), &bad, &[]);
+    let o = run(version(), &bad, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("http://127.0.0.1:9"), "{}", stderr(&o));
     // An unreachable git remote, online: exit 3 naming it; and it leaves no empty cache
     // that an offline run would mistake for the repository.
     let nogit = with_location(&locs, "git", "http://127.0.0.1:9/upstream.git");
-    let o = run(&version(), &nogit, &[]);
+    let o = run(version(), &nogit, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("http://127.0.0.1:9/upstream.git"),
         "{}",
         stderr(&o)
     );
-    let o = run(&version(), &nogit, &["--offline"]);
+    let o = run(version(), &nogit, &["--offline"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("offline and the store holds no copy"),
@@ -563,7 +567,7 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     );
     // Offline with an empty store: exit 3, nothing fetched.
     let empty = tmp.path().join("empty-store");
-    let o = reproduce_cmd(&version(), &empty, &locs)
+    let o = reproduce_cmd(version(), &empty, &locs)
         .arg("--offline")
         .output()
         .unwrap();
@@ -574,7 +578,7 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "mine").unwrap();
     let fresh = tmp.path().join("store-for-out");
-    let o = reproduce_cmd(&version(), &fresh, &locs)
+    let o = reproduce_cmd(version(), &fresh, &locs)
         .arg("--out")
         .arg(&file)
         .output()
@@ -654,7 +658,7 @@ fn interrupt_when(
     ready: impl Fn(&Path) -> bool,
     delay_ms: u64,
 ) {
-    let mut c = reproduce_cmd(&version(), store, locs);
+    let mut c = reproduce_cmd(version(), store, locs);
     c.arg("--out").arg(out);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
