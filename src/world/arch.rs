@@ -331,6 +331,16 @@ fn plan(
             isos: vec![],
         });
     }
+    // The microVM backend's default guest kernel: the archive's `linux` of the day.
+    out.push(Planned {
+        pkg: ArchPkg {
+            spec: content::linux()?,
+            repo: "core",
+            env: false,
+        },
+        days: all_days.clone(),
+        isos: vec![],
+    });
     // The real profile's optional step installs diffoscope from [extra], as a user of
     // REPRO.md does; reprobox itself runs the host's diffoscope on the two tarballs. An
     // empty package, so that the step succeeds as it does against Arch's archive.

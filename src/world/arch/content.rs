@@ -643,3 +643,46 @@ mod tests {
         assert_eq!(alpm_version("1.2~rc1.3-2"), "1.2_rc1.3-1");
     }
 }
+
+/// The guest kernel of the microVM backend, as Arch's `linux` package lays it out, made from
+/// the host's Debian kernel (`linux-image-amd64`): `usr/lib/modules/<release>/vmlinuz`,
+/// `pkgbase`, `modules.builtin` and only the modules the guest init loads (with their
+/// dependencies), compressed `.ko.zst` as Arch ships them and without `modules.dep` (Arch's
+/// depmod runs in a pacman hook). In [core] every day, never installed in an environment:
+/// the microVM takes it from the archive of the environment's day.
+pub fn linux() -> Result<PkgSpec> {
+    let host = crate::vm::HostKernel::newest().map_err(|e| {
+        Error::Environment(format!(
+            "world: the `linux` package is made from the host's Debian kernel: {e}"
+        ))
+    })?;
+    let bytes = std::fs::read(&host.kernel).ctx("read", &host.kernel)?;
+    let release = &host.release;
+    let mods = &host.modules_dir;
+    let base = format!("usr/lib/modules/{release}");
+    let mut entries = vec![
+        file(&format!("{base}/vmlinuz"), 0o644, bytes),
+        file(&format!("{base}/pkgbase"), 0o644, "linux\n"),
+    ];
+    let builtin = mods.join("modules.builtin");
+    entries.push(file(
+        &format!("{base}/modules.builtin"),
+        0o644,
+        std::fs::read(&builtin).ctx("read", &builtin)?,
+    ));
+    for m in host.guest_modules()? {
+        let rel = m.path;
+        let z = zstd::encode_all(&m.elf[..], 19).ctx("zstd", mods.join(&rel))?;
+        let plain = rel.strip_suffix(".zst").unwrap_or(&rel);
+        entries.push(file(&format!("{base}/{plain}.zst"), 0o644, z));
+    }
+    // pkgver cannot hold '-': 6.1.0-48-amd64 → 6.1.0.48.amd64.
+    Ok(spec(
+        "linux",
+        &format!("{}-1", release.replace('-', ".")),
+        "x86_64",
+        &format!("The Linux kernel and modules (test world: Debian's {release}, guest modules only)"),
+        &[],
+        entries,
+    ))
+}
