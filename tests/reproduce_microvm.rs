@@ -1,10 +1,10 @@
 //! `reprobox reproduce archlinux-repro VERSION --backend microvm` end to end against the
 //! world made from the real upstream (tests/reproduce_common), through the real binary: the
 //! world's release reproduces in qemu microVMs (TCG on machines where KVM does not work) with
-//! the host's Debian kernel (`--kernel`: the world's archive has no `linux` package), and its
+//! the default guest kernel (the archive's `linux` package of the environment's day), and its
 //! rootfs and image config are the container backend's and the world's (the same bytes from
-//! both backends is the point); again offline with every server stopped, the environment
-//! rolled back in the VM from the store.
+//! both backends is the point); again offline with every server stopped, the kernel package
+//! from the store and the environment the container run prepared.
 //!
 //! Needs root (the world and the container backend), qemu-system-x86, busybox-static,
 //! e2fsprogs and linux-image-amd64 (scripts/apt/vm.txt, world.txt): without them it fails
@@ -15,7 +15,6 @@ mod reproduce_common;
 use std::path::Path;
 use std::process::Output;
 
-use reprobox::vm::HostKernel;
 use reprobox::world::WorldServers;
 use reproduce_common::*;
 
@@ -49,9 +48,12 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
     let (_, m) = world();
-    // The guest kernel: the host's Debian kernel (the world's archive has no `linux`).
-    let host = HostKernel::newest().expect("a Debian kernel (linux-image-amd64) in /boot");
-    let kernel = host.kernel.to_str().unwrap();
+    // The default guest kernel: the archive's `linux` of the environment's day.
+    let linux = &m.arch["packages"][&m.release.build_day]["linux"];
+    let linux_sha = linux["sha256"]
+        .as_str()
+        .expect("a linux package in the world");
+    let linux_version = linux["version"].as_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let servers = serve();
@@ -80,7 +82,7 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
         &store,
         &out_v,
         &servers,
-        &["--backend", "microvm", "--kernel", kernel, "--fresh-env"],
+        &["--backend", "microvm", "--fresh-env"],
     );
     eprintln!("microVM backend: {:.0} s", t.elapsed().as_secs_f64());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -104,10 +106,11 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
         "{vm:#}"
     );
     assert!(!vm["accel_detail"].as_str().unwrap().is_empty());
-    assert_eq!(vm["kernel_origin"]["kind"], "path", "{vm:#}");
-    assert_eq!(vm["kernel_origin"]["source"], kernel, "{vm:#}");
+    assert_eq!(vm["kernel_origin"]["kind"], "package", "{vm:#}");
+    assert_eq!(vm["kernel_origin"]["package_sha256"], linux_sha, "{vm:#}");
+    assert_eq!(vm["kernel_origin"]["package_version"], linux_version);
     let release = vm["kernel_release"].as_str().unwrap();
-    assert_eq!(release, host.release);
+    assert_eq!(linux_version, format!("{}-1", release.replace('-', ".")));
     let kernel_sha = vm["kernel_sha256"].as_str().unwrap();
     assert_eq!(kernel_sha.len(), 64);
     let mut clock_pinned = Vec::new();
@@ -171,7 +174,7 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
         &store,
         &out_o,
         &locations,
-        &["--backend", "microvm", "--kernel", kernel, "--offline"],
+        &["--backend", "microvm", "--offline"],
     );
     eprintln!(
         "microVM backend, offline: {:.0} s",
@@ -185,6 +188,7 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
         m.image.config_digest.as_str()
     );
     assert_eq!(ro["microvm"]["kernel_sha256"], kernel_sha);
+    assert_eq!(ro["microvm"]["kernel_origin"]["package_sha256"], linux_sha);
     let lock = std::fs::read_to_string(out_o.join("inputs.lock")).unwrap();
     // Every request, the build's own through the egress included (`egress POLICY STATUS …`),
     // is a hit; the only misses are the days' database signatures, which the archive does
@@ -204,13 +208,10 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
             .all(|f| f[0] == "hit" || (f[0] == "miss" && f[4].ends_with(".db.sig"))),
         "an offline run fetched something:\n{lock}"
     );
-    // No prepared environment to take: the container run did not keep one, because its
-    // optional step failed (the world's archive has no `diffoscope`, and an environment is
-    // kept only when every environment step exits 0). So this run rolled its environment
-    // back itself, in the VM, from the store; its lock is the container run's all the same.
-    // (When the world gains a `diffoscope`, the container run keeps its environment and this
-    // run takes it as it is: then assert the environment steps `cached`, one prepared
-    // environment, and no pinned-registry file written into it.)
+    assert!(lock.contains(linux_sha), "{lock}");
+    // This run took the environment the container run prepared, as it is: its steps did
+    // not run again, its lock is the one recorded then, and nothing was written into it
+    // (the pinned-registry file went onto the VM's disk only).
     let cached: Vec<&str> = ro["steps"]
         .as_array()
         .unwrap()
@@ -218,19 +219,17 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
         .filter(|s| s.get("cached").is_some())
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert!(cached.is_empty(), "{ro:#}");
-    assert!(
-        ro["notes"].as_array().unwrap().iter().any(|n| n
-            .as_str()
-            .unwrap()
-            .contains("--backend microvm and no environment prepared earlier")),
+    assert_eq!(
+        cached,
+        ["rollback", "install", "install-optional"],
         "{ro:#}"
     );
     let envs = prepared_envs(&store);
+    assert_eq!(envs.len(), 1, "{envs:?}");
+    let pinned_conf = "root/etc/containers/registries.conf.d/90-reprobox-pinned.conf";
     assert!(
-        envs.is_empty(),
-        "the store holds a prepared environment now ({envs:?}): the container run kept it, so \
-         the offline microVM run should take it (see above)"
+        !envs[0].join(pinned_conf).exists(),
+        "the run wrote into the prepared environment"
     );
     let env_lock_c = std::fs::read_to_string(out_c.join("env.lock")).unwrap();
     assert_eq!(

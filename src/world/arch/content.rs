@@ -631,19 +631,6 @@ pub fn devtools(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debian_versions_become_alpm_versions() {
-        assert_eq!(alpm_version("2.36-9+deb12u14"), "2.36-1");
-        assert_eq!(alpm_version("1:2.39.5-0+deb12u2"), "2.39.5-1");
-        assert_eq!(alpm_version("9.1-1"), "9.1-1");
-        assert_eq!(alpm_version("1.2~rc1.3-2"), "1.2_rc1.3-1");
-    }
-}
-
 /// The guest kernel of the microVM backend, as Arch's `linux` package lays it out, made from
 /// the host's Debian kernel (`linux-image-amd64`): `usr/lib/modules/<release>/vmlinuz`,
 /// `pkgbase`, `modules.builtin` and only the modules the guest init loads (with their
@@ -681,8 +668,23 @@ pub fn linux() -> Result<PkgSpec> {
         "linux",
         &format!("{}-1", release.replace('-', ".")),
         "x86_64",
-        &format!("The Linux kernel and modules (test world: Debian's {release}, guest modules only)"),
+        &format!(
+            "The Linux kernel and modules (test world: Debian's {release}, guest modules only)"
+        ),
         &[],
         entries,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_versions_become_alpm_versions() {
+        assert_eq!(alpm_version("2.36-9+deb12u14"), "2.36-1");
+        assert_eq!(alpm_version("1:2.39.5-0+deb12u2"), "2.39.5-1");
+        assert_eq!(alpm_version("9.1-1"), "9.1-1");
+        assert_eq!(alpm_version("1.2~rc1.3-2"), "1.2_rc1.3-1");
+    }
 }
