@@ -11,21 +11,13 @@ use std::process::Command;
 
 mod reproduce_common;
 
+use reproduce_common::sh;
+
 use reprobox::world::arch::{self, ArchRecord};
 use reprobox::world::env_rootfs::{EnvRun, unpack_bootstrap};
 use reprobox::world::pki::WorldCa;
 
 const REVISION: &str = "34b87485162b028c8d957bdcd2674359d883cd21";
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The shared test world's directory, CA and archive record.
 fn world() -> (PathBuf, WorldCa, ArchRecord) {

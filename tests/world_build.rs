@@ -13,21 +13,11 @@ use std::process::Command;
 mod reproduce_common;
 
 use reprobox::world::{self as w, Release, alpine, gitlab, registry};
-use reproduce_common::{locations, serve, upstream_dir, world};
+use reproduce_common::{locations, serve, sh, upstream_dir, world};
 
 /// The real releases branch's head in the bundle: the parent of the world's release commit.
 const BUNDLE_RELEASES_HEAD: &str = "b470c1d860164f60ab0d2c0eed8993962f9a8d3a";
 const VERSION: &str = "20260520.0.1";
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn git(bare: &Path, args: &str) -> String {
     sh(&format!("git --git-dir '{}' {args}", bare.display()))

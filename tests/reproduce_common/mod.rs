@@ -166,3 +166,14 @@ pub fn prepared_envs(store: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// `bash -c CMD`'s stdout; a failure fails the test with the command and its stderr.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
