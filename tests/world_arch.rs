@@ -7,7 +7,6 @@
 //! test world's (tests/reproduce_common: $REPROBOX_TEST_CACHE/world-upstream, built once).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod reproduce_common;
 
