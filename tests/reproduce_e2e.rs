@@ -693,3 +693,82 @@ fn interrupt_when(
         "a mount of the run remains:\n{mounts}"
     );
 }
+
+/// The published rootfs tarball gone (upstream's package registry deletes packages older
+/// than 60 days; its URL answers 404): on a rootfs mismatch the files are diffed against the
+/// published image's `COPY --from=verify` layer instead, and the report says so.
+#[test]
+fn with_the_published_tarball_gone_the_rootfs_is_diffed_against_the_image_layer() {
+    let (_, m) = world();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let servers = serve();
+    // Only the `rootfs` location is gone: a server that answers 404 for everything. (The
+    // build's own pinned fetch of the release rootfs goes through the `gitlab` location, and
+    // the default image build does not make it.)
+    let empty = tmp.path().join("gone");
+    std::fs::create_dir(&empty).unwrap();
+    let gone = reprobox::world::fileserver::FileServer::dir(&empty).unwrap();
+    let locs = with_location(&locations(&servers), "rootfs", &gone.url());
+    let out = tmp.path().join("out");
+    let (o, r) = reproduce(&store, &out, &locs, &["--env-day", "2026/06/02"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "differs", "{r:#}");
+    assert_eq!(check(&r, "rootfs-sha256")["status"], "fail", "{r:#}");
+    assert_eq!(
+        check(&r, "rootfs-sha256")["expected"],
+        m.rootfs.sha256.as_str()
+    );
+    let files = r["file_diffs"].as_array().unwrap();
+    assert!(
+        files.iter().any(|f| f["path"] == "etc/pacman.conf"
+            && f["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["what"] == "content")),
+        "{files:?}"
+    );
+    assert_eq!(
+        r["file_diffs_source"],
+        "published image layer 1 (COPY --from=verify), the tarball being gone",
+        "{r:#}"
+    );
+    let notes: Vec<&str> = r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let has = |s: &str| notes.iter().any(|n| n.contains(s));
+    assert!(has("could not fetch the published rootfs"), "{notes:#?}");
+    assert!(
+        has("the published rootfs tarball is gone: the file diff is against the published image"),
+        "{notes:#?}"
+    );
+    assert!(
+        has("what the image layer cannot show") && has("etc/ld.so.cache"),
+        "{notes:#?}"
+    );
+    // The tarball was asked for at the gone location, and never got.
+    assert!(
+        gone.requests().iter().any(|q| q.path.ends_with(".tar.zst")),
+        "{:?}",
+        gone.requests()
+    );
+    // No diffoscope on a tarball that was never fetched.
+    assert!(!out.join("diffoscope.txt").exists());
+    // The layer came through the registry client: recorded in the inputs lock.
+    let lock = std::fs::read_to_string(out.join("inputs.lock")).unwrap();
+    assert!(
+        lock.lines()
+            .any(|l| l.contains("/v2/archlinux/archlinux/blobs/sha256:")),
+        "{lock}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(
+        summary.contains("files that differ (published image layer 1 (COPY --from=verify)"),
+        "{summary}"
+    );
+    assert!(summary.contains("etc/pacman.conf"), "{summary}");
+}

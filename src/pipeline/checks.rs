@@ -1,15 +1,21 @@
 //! Stage 6, the rootfs check: the rebuilt tarball's sha256 against the release's, its
 //! timestamps against SOURCE_DATE_EPOCH, and on a difference the published tarball fetched
-//! and diffed file by file (diffoscope too when installed).
+//! and diffed file by file (diffoscope too when installed). When the published tarball is
+//! gone (upstream's package registry deletes packages older than 60 days), the files are
+//! taken from the published image instead: its layer made by `COPY --from=verify /rootfs/ /`.
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 use super::Run;
-use crate::error::Result;
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::registry::RegistryClient;
 use crate::plan::release::Release;
 use crate::report::Check;
 use crate::verify::audit::LateTimestamp;
 use crate::verify::tardiff::FileDiff;
+use crate::verify::tarindex::TarIndex;
 
 /// What the rootfs check found.
 #[derive(Debug, Default)]
@@ -19,6 +25,8 @@ pub struct RootfsEvidence {
     pub file_diffs: Vec<FileDiff>,
     /// Files kept for external diff tools (names under the output directory).
     pub kept: Vec<String>,
+    /// What `file_diffs` compared the rebuilt rootfs with, when not the published tarball.
+    pub source: Option<String>,
 }
 
 impl Run<'_> {
@@ -73,12 +81,186 @@ impl Run<'_> {
                     self.ledger.notes.push("the two rootfs tarballs hold the same files with the same metadata: the bytes differ in tar layout or compression".into());
                 }
             }
-            Err(e) => self.ledger.notes.push(format!(
-                "could not fetch the published rootfs to compare files: {e}"
-            )),
+            Err(e) => {
+                self.ledger.notes.push(format!(
+                    "could not fetch the published rootfs to compare files: {e}"
+                ));
+                match self.diff_against_image_layer(rootfs) {
+                    Ok((diffs, source)) => {
+                        ev.file_diffs = diffs;
+                        ev.source = Some(source);
+                    }
+                    Err(e) => self.ledger.notes.push(format!(
+                        "the published image's rootfs layer could not be read either, so no file was compared: {e}"
+                    )),
+                }
+            }
         }
         Ok(ev)
     }
+
+    /// The published tarball being gone: the rebuilt `rootfs` diffed against the published
+    /// image's layer that `COPY --from=verify /rootfs/ /` made from that tarball, fetched
+    /// through the registry client (into the store, recorded). Returns the differences and
+    /// what they were diffed against.
+    fn diff_against_image_layer(&mut self, rootfs: &Path) -> Result<(Vec<FileDiff>, String)> {
+        let plan = self.plan;
+        let e = &plan.expected;
+        let fetcher = self.fetcher;
+        self.phase(&format!(
+            "the published rootfs is gone: reading its files from the image {}",
+            plan.expected_image_ref()
+        ));
+        let published = crate::inputs::registry::published_image(
+            fetcher,
+            &mut self.ledger.inputs,
+            &e.registry,
+            &e.image,
+            &e.image_tag,
+        )?;
+        let c = RegistryClient::new(fetcher, &e.registry, &e.image);
+        let (curl, config) = c.blob_bytes(&mut self.ledger.inputs, &published.config_digest)?;
+        let config: serde_json::Value = serde_json::from_slice(&config)
+            .map_err(|e| Error::network(&curl, format!("the config is not JSON: {e}")))?;
+        let pick = rootfs_layer(&config, published.layers.len())
+            .ok_or_else(|| Error::network(&curl, "the published image has no layer"))?;
+        let digest = &published.layers[pick.index];
+        let blob = c.blob(&mut self.ledger.inputs, digest)?;
+        let (layer, diff_id) = layer_index(&blob.path)?;
+        if published.diff_ids.get(pick.index) != Some(&diff_id) {
+            return Err(Error::Tampered {
+                what: format!(
+                    "{} (layer {} uncompressed)",
+                    c.blob_url(digest),
+                    pick.index + 1
+                ),
+                expected: published
+                    .diff_ids
+                    .get(pick.index)
+                    .cloned()
+                    .unwrap_or_else(|| "no diffID in the config".into()),
+                actual: diff_id,
+            });
+        }
+        let mut rebuilt = crate::verify::tarindex::read_index(rootfs)?;
+        // An image layer never holds the root directory itself; the tarball does.
+        if !layer.contains_key(".") {
+            rebuilt.remove(".");
+        }
+        let diffs = crate::verify::tardiff::diff(&layer, &rebuilt);
+        let n = pick.index + 1;
+        let source = format!(
+            "published image layer {n} ({}), the tarball being gone",
+            pick.label()
+        );
+        self.ledger.notes.push(format!(
+            "the published rootfs tarball is gone: the file diff is against the published image {}, layer {n} of {} ({}; history: {:?}; diffID {diff_id}), which holds the files the tarball had as podman copied them; diffoscope was not run",
+            published.reference,
+            published.layers.len(),
+            pick.label(),
+            pick.created_by,
+        ));
+        self.ledger.notes.push(format!(
+            "what the image layer cannot show: the image's own RUN step (ldconfig, the os-release sed, the aux-cache rm) changes {} in the next layer, so these paths may differ for that reason; the layer's modes, owners and mtimes are as podman wrote them (with --timestamp / --rewrite-timestamp), not necessarily the tarball's; and the layer has no entry for the root directory",
+            RUN_STEP_PATHS.join(", ")
+        ));
+        if diffs.is_empty() {
+            self.ledger.notes.push("the rebuilt rootfs holds the same files with the same metadata as the published image layer: the bytes differ in tar layout or compression, or in what the layer cannot show".into());
+        }
+        Ok((diffs, source))
+    }
+}
+
+/// The paths the release image's own RUN step changes (in the layer after the rootfs's).
+pub const RUN_STEP_PATHS: [&str; 3] = ["etc/ld.so.cache", "etc/os-release", "var/cache/ldconfig"];
+
+/// The published image's layer that holds the rootfs, and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsLayer {
+    /// 0-based, in the manifest's (and the diffIDs') order.
+    pub index: usize,
+    /// The history entry's `created_by` (empty when the history does not name the layer).
+    pub created_by: String,
+    /// The history says a COPY made it (else it is the first layer, by default).
+    pub by_copy: bool,
+}
+
+impl RootfsLayer {
+    /// How the layer was chosen, for the report.
+    pub fn label(&self) -> &'static str {
+        if self.by_copy {
+            "COPY --from=verify"
+        } else {
+            "the first layer: no history entry names the COPY"
+        }
+    }
+}
+
+/// Which of `layers` layers holds the rootfs, from the image config's history: the layer
+/// whose `created_by` says `COPY --from=verify` (BuildKit and Docker's spelling), else the
+/// first layer a COPY made (buildah and podman write `/bin/sh -c #(nop) COPY dir:<hash> in /`),
+/// else the first layer. History entries with `empty_layer` make no layer; a history that does
+/// not account for every layer names none. `None` without layers.
+pub fn rootfs_layer(config: &serde_json::Value, layers: usize) -> Option<RootfsLayer> {
+    if layers == 0 {
+        return None;
+    }
+    let made: Vec<&str> = config["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+        .map(|h| h["created_by"].as_str().unwrap_or_default())
+        .collect();
+    if made.len() == layers {
+        let is_copy = |c: &&str| {
+            let c = c.trim_start();
+            c.starts_with("COPY ") || c.contains("#(nop) COPY ")
+        };
+        let pick = made
+            .iter()
+            .position(|c| c.contains("COPY --from=verify"))
+            .or_else(|| made.iter().position(is_copy));
+        if let Some(index) = pick {
+            return Some(RootfsLayer {
+                index,
+                created_by: made[index].to_string(),
+                by_copy: true,
+            });
+        }
+    }
+    Some(RootfsLayer {
+        index: 0,
+        created_by: made.first().map(|c| c.to_string()).unwrap_or_default(),
+        by_copy: false,
+    })
+}
+
+/// An image layer blob (any compression) as an index of its files, and the sha256 of its
+/// uncompressed stream (its diffID, to check against the config's).
+pub fn layer_index(path: &Path) -> Result<(TarIndex, String)> {
+    struct Hashing<R> {
+        inner: R,
+        hasher: Sha256,
+    }
+    impl<R: std::io::Read> std::io::Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut r = Hashing {
+        inner: crate::verify::tarindex::open_decompressed(path)?,
+        hasher: Sha256::new(),
+    };
+    let index = crate::verify::tarindex::index_reader(&mut r, path)?;
+    // The end-of-archive padding too, so that the digest covers the whole stream.
+    std::io::copy(&mut r, &mut std::io::sink()).ctx("read", path)?;
+    Ok((
+        index,
+        format!("sha256:{}", hex::encode(r.hasher.finalize())),
+    ))
 }
 
 /// diffoscope on the two rootfs tarballs, when it is installed: its text and JSON output
@@ -115,5 +297,88 @@ fn run_diffoscope(
             notes.push(format!("diffoscope could not run: {e}"));
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn made(entries: &[(&str, bool)]) -> serde_json::Value {
+        let h: Vec<_> = entries
+            .iter()
+            .map(|(c, empty)| json!({"created_by": c, "empty_layer": empty}))
+            .collect();
+        json!({ "history": h })
+    }
+
+    #[test]
+    fn the_rootfs_layer_is_the_one_the_copy_from_verify_made() {
+        // What podman (buildah) writes for the release Dockerfile: LABELs make no layer,
+        // the COPY is spelt `COPY dir:<hash> in /`, the RUN makes the second layer.
+        let podman = made(&[
+            (
+                "/bin/sh -c #(nop) LABEL org.opencontainers.image.title=\"x\"",
+                true,
+            ),
+            ("/bin/sh -c #(nop) COPY dir:db5fb4f5 in / ", false),
+            (
+                "/bin/sh -c ldconfig &&     sed -i '/BUILD_ID/a VERSION_ID=1' /etc/os-release",
+                false,
+            ),
+            ("/bin/sh -c #(nop) ENV LANG=C.UTF-8", true),
+        ]);
+        let l = rootfs_layer(&podman, 2).unwrap();
+        assert_eq!((l.index, l.by_copy), (0, true));
+        assert!(l.created_by.contains("COPY dir:"), "{l:?}");
+        assert_eq!(l.label(), "COPY --from=verify");
+
+        // Docker's spelling, after a layer the history says an ADD made: the COPY's layer,
+        // not the first one.
+        let docker = made(&[
+            ("ADD file:abc in / ", false),
+            ("COPY --from=verify /rootfs/ / # buildkit", false),
+            ("RUN /bin/sh -c ldconfig # buildkit", false),
+        ]);
+        assert_eq!(rootfs_layer(&docker, 3).unwrap().index, 1);
+        // `COPY --from=verify` wins over an earlier COPY.
+        let two = made(&[
+            ("COPY a.txt / # buildkit", false),
+            ("COPY --from=verify /rootfs/ / # buildkit", false),
+        ]);
+        assert_eq!(rootfs_layer(&two, 2).unwrap().index, 1);
+    }
+
+    #[test]
+    fn without_a_history_naming_the_copy_the_first_layer_is_taken() {
+        // No history at all.
+        let l = rootfs_layer(&json!({}), 2).unwrap();
+        assert_eq!((l.index, l.by_copy, l.created_by.as_str()), (0, false, ""));
+        assert!(l.label().starts_with("the first layer"));
+        // A history that does not account for every layer names none, even a COPY.
+        let short = made(&[("/bin/sh -c #(nop) COPY dir:x in / ", false)]);
+        let l = rootfs_layer(&short, 2).unwrap();
+        assert_eq!((l.index, l.by_copy), (0, false));
+        // A history without a COPY.
+        let runs = made(&[("RUN a", false), ("RUN b", false)]);
+        assert_eq!(rootfs_layer(&runs, 2).unwrap().index, 0);
+        assert!(!rootfs_layer(&runs, 2).unwrap().by_copy);
+        // No layer, no choice.
+        assert_eq!(rootfs_layer(&runs, 0), None);
+    }
+
+    #[test]
+    fn a_layer_is_read_into_its_files_and_its_diff_id() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("layer.tar.zst");
+        crate::verify::tardiff::tests::make_tar(
+            &p,
+            &[("etc/pacman.conf", "NoExtract = a", 0o644, 100, None)],
+        );
+        let (index, diff_id) = layer_index(&p).unwrap();
+        assert_eq!(index.keys().collect::<Vec<_>>(), ["etc/pacman.conf"]);
+        let plain = zstd::decode_all(std::fs::File::open(&p).unwrap()).unwrap();
+        assert_eq!(diff_id, crate::digest::sha256_digest(&plain));
     }
 }

@@ -294,6 +294,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             failed_step: build.failed,
             checks,
             file_diffs: rootfs.file_diffs,
+            file_diffs_source: rootfs.source,
             drift,
             late: rootfs.late,
             steps: std::mem::take(&mut run.ledger.steps),

@@ -252,6 +252,10 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Files that differ between the published and the rebuilt rootfs.
     pub file_diffs: Vec<FileDiff>,
+    /// What `file_diffs` took the published side from when it is not the published tarball
+    /// (the tarball being gone: a layer of the published image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_diffs_source: Option<String>,
     /// Environment packages whose versions differ from the profile's environment day's.
     pub environment_drift: Vec<Drift>,
     /// Timestamps newer than SOURCE_DATE_EPOCH in the outputs.
@@ -397,7 +401,8 @@ impl Report {
         if !self.file_diffs.is_empty() {
             let _ = writeln!(
                 o,
-                "\nfiles that differ (published -> rebuilt): {}",
+                "\nfiles that differ ({} -> rebuilt): {}",
+                self.file_diffs_source.as_deref().unwrap_or("published"),
                 self.file_diffs.len()
             );
             for d in self.file_diffs.iter().take(200) {
@@ -470,6 +475,7 @@ mod tests {
             verdict: Verdict::of(&checks),
             checks,
             file_diffs: Vec::new(),
+            file_diffs_source: None,
             environment_drift: Vec::new(),
             late_timestamps: Vec::new(),
             steps: Vec::new(),
