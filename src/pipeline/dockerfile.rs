@@ -236,13 +236,10 @@ mod tests {
     /// The real upstream repository, cloned from the bundle (test data, never copied into
     /// the project).
     fn upstream() -> (tempfile::TempDir, PathBuf) {
-        let bundle = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/upstream/archlinux-docker.bundle");
-        assert!(
-            bundle.is_file(),
-            "{} is missing: these tests read the real upstream repository from it (see ../shared/upstream/README.md)",
-            bundle.display()
-        );
+        // $REPROBOX_UPSTREAM_DIR (scripts/test sets it), else ../shared/upstream.
+        let bundle = crate::world::default_bundle().unwrap_or_else(|e| {
+            panic!("these tests read the real upstream repository from its bundle: {e}")
+        });
         let t = tempfile::tempdir().unwrap();
         let repo = t.path().join("upstream");
         let ok = Command::new("git")
