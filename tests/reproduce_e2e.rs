@@ -178,7 +178,11 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     // (The prepared environments are left out: they are the build environment's files,
     // whose binaries name PEM headers and whose pacman keyring has its own secret key.)
     let o = Command::new("grep")
-        .args(["-rlE", "--exclude-dir=envs", "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----"])
+        .args([
+            "-rlE",
+            "--exclude-dir=envs",
+            "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----",
+        ])
         .arg(&out1)
         .arg(&store)
         .output()
