@@ -16,8 +16,9 @@
 //!   ([`manifest_url`], [`blob_url`]) and parsed ([`route`]) here only, for this client and
 //!   for the servers that answer them (`inputs::images::PinnedImageServer`).
 //!
-//! The verdict compares the published image's config digest and diffIDs (reference/oci.md);
-//! the manifest digest is kept as compression-dependent evidence.
+//! The verdict compares the published image's config digest and diffIDs (reference/oci.md),
+//! and its manifest digest with the rebuilt image's pushed in the same manifest type and
+//! layer compression (`media_type`, `layer_media_types`).
 
 use std::cell::RefCell;
 
