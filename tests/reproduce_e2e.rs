@@ -117,6 +117,12 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
         m.image.config_digest.as_str()
     );
     assert_eq!(check(&r, "image-diff-ids")["status"], "pass");
+    // Pushed by the environment's podman as the publish job pushed it (OCI, gzip), the
+    // rebuilt image has the published manifest digest: the image users pull.
+    let md = check(&r, "image-manifest-digest");
+    assert_eq!(md["status"], "pass", "{r:#}");
+    assert_eq!(md["decisive"], true, "{md:#}");
+    assert_eq!(md["actual"], m.image.manifest_digest.as_str(), "{md:#}");
     // The regenerated Dockerfile differs from the release's only where the two
     // make-dockerfile.sh invocations differ.
     assert_eq!(check(&r, "dockerfile")["status"], "pass", "{r:#}");
@@ -195,6 +201,10 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     let summary = std::fs::read_to_string(out1.join("summary.txt")).unwrap();
     assert!(summary.contains("REPRODUCED"), "{summary}");
     assert!(summary.contains("a clean checkout"), "{summary}");
+    assert!(
+        summary.contains("the rebuilt image is the one users pull, digest for digest"),
+        "{summary}"
+    );
     // The environment steps ran, and their result was kept as a prepared environment.
     assert!(
         env_steps(&r).iter().all(|s| s.get("cached").is_none()),
@@ -210,6 +220,11 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     let (o, r) = reproduce(&store, &out2, &locs, &["--offline"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(r["verdict"], "reproduced");
+    assert_eq!(
+        check(&r, "image-manifest-digest")["status"],
+        "pass",
+        "{r:#}"
+    );
     let lock = std::fs::read_to_string(out2.join("inputs.lock")).unwrap();
     let statuses = lock_statuses(&lock);
     assert!(
@@ -290,6 +305,10 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(r["verdict"], "differs");
     assert_eq!(check(&r, "rootfs-sha256")["status"], "fail");
+    // Another image: its pushed manifest differs too, with no harmless cause.
+    let md = check(&r, "image-manifest-digest");
+    assert_eq!(md["status"], "fail", "{md:#}");
+    assert!(md.get("known_cause").is_none(), "{md:#}");
     let drift = r["environment_drift"].as_array().unwrap();
     assert!(
         drift.iter().any(|d| d["name"] == "devtools"

@@ -16,8 +16,9 @@
 //!   ([`manifest_url`], [`blob_url`]) and parsed ([`route`]) here only, for this client and
 //!   for the servers that answer them (`inputs::images::PinnedImageServer`).
 //!
-//! The verdict compares the published image's config digest and diffIDs (reference/oci.md);
-//! the manifest digest is kept as compression-dependent evidence.
+//! The verdict compares the published image's config digest and diffIDs (reference/oci.md),
+//! and its manifest digest with the rebuilt image's pushed in the same manifest type and
+//! layer compression (`media_type`, `layer_media_types`).
 
 use std::cell::RefCell;
 
@@ -268,6 +269,12 @@ pub struct PublishedImage {
     pub diff_ids: Vec<String>,
     /// The layer descriptors' (compressed) digests.
     pub layers: Vec<String>,
+    /// The platform manifest's media type (OCI or Docker v2s2).
+    pub media_type: String,
+    /// The layer descriptors' media types (their compression: `…tar+gzip`, `…diff.tar.gzip`,
+    /// `…tar+zstd`, or none) and compressed sizes, in the manifest's order.
+    pub layer_media_types: Vec<String>,
+    pub layer_sizes: Vec<u64>,
     /// `org.opencontainers.image.*` labels of the config.
     pub labels: std::collections::BTreeMap<String, String>,
 }
@@ -313,6 +320,19 @@ pub fn published_image(
         .flatten()
         .filter_map(|l| l["digest"].as_str().map(str::to_string))
         .collect();
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_string();
+    let descriptors = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let layer_media_types = descriptors
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let layer_sizes = descriptors
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap_or_default())
+        .collect();
     let parsed: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config).map_err(|e| {
             Error::network(
@@ -335,6 +355,9 @@ pub fn published_image(
         config_digest,
         diff_ids,
         layers,
+        media_type,
+        layer_media_types,
+        layer_sizes,
         labels,
     })
 }

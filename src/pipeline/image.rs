@@ -243,10 +243,16 @@ impl Run<'_> {
                 None
             }
         };
+        let pushed = match (built, &published) {
+            (Some(call), Some(p)) if local.is_some() => self.push_rebuilt(ctx, step, call, p)?,
+            _ => None,
+        };
+        self.lap("image push");
         let checks = image_checks(
             &plan.expected_image_ref(),
             published.as_ref(),
             local.as_ref(),
+            pushed.as_ref(),
         );
         let mut kept = Vec::new();
         if let (Some(p), Some(l), Some(call)) = (&published, &local, built)
@@ -303,6 +309,57 @@ impl Run<'_> {
             call.tag, out.exit_code
         ));
         Ok(None)
+    }
+
+    /// The rebuilt image published the way the publisher did: `podman push` by the
+    /// environment's own podman, in the manifest type and layer compression the published
+    /// manifest shows, to a `dir:` sink in the workspace (nothing leaves the job). Returns
+    /// the manifest podman wrote, or `None` (with a note) when the push failed.
+    fn push_rebuilt(
+        &mut self,
+        ctx: &JobContext,
+        step: &PlannedStep,
+        call: &PodmanCall,
+        published: &PublishedImage,
+    ) -> Result<Option<PushedManifest>> {
+        let format = PushFormat::of(published);
+        let (sink, copy) = (".reprobox-pushed", ".reprobox-pushed-manifest.json");
+        let mut args = vec!["push".to_string()];
+        args.extend(format.args());
+        args.push(call.tag.clone());
+        args.push(format!("dir:{WORKSPACE}/{sink}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmd = format!(
+            "rm -rf {WORKSPACE}/{sink} {WORKSPACE}/{copy} && {} >&2 && cp {WORKSPACE}/{sink}/manifest.json {WORKSPACE}/{copy}; rc=$?; rm -rf {WORKSPACE}/{sink}; exit $rc",
+            call.line(&args)
+        );
+        self.phase(&format!(
+            "pushing the rebuilt image ({})",
+            format.describe()
+        ));
+        let job = job_for(ctx, step, vec!["sh".into(), "-c".into(), cmd]);
+        let (out, _) = ctx.run_job(&step.name, &job)?;
+        let path = ctx.workspace.join(copy);
+        if out.exit_code != 0 {
+            self.ledger.notes.push(format!(
+                "podman push of {} ({}) to a dir: sink failed (exit {}): the manifest digest users pull could not be rebuilt",
+                call.tag,
+                format.describe(),
+                out.exit_code
+            ));
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).ctx("read", &path)?;
+        let _ = std::fs::remove_file(&path);
+        match PushedManifest::parse(&bytes, format) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                self.ledger
+                    .notes
+                    .push(format!("the manifest podman push wrote is unreadable: {e}"));
+                Ok(None)
+            }
+        }
     }
 
     /// Both images of a failed image check as `docker save` archives in `out/images/`: the
@@ -407,9 +464,195 @@ fn read_local_image(path: &Path) -> Result<LocalImage> {
     parse_local_image(&text, &path.display().to_string())
 }
 
-/// Why the manifest digests differ when the config digest and the diffIDs are the same.
-pub const MANIFEST_COMPRESSION_CAUSE: &str =
-    "the local manifest lists uncompressed layers; the registry's lists compressed ones";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Layer compression, as a layer descriptor's media type shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// From a layer media type: `…tar+gzip` (OCI), `…diff.tar.gzip` (Docker), `…tar+zstd`;
+    /// anything else is taken as uncompressed.
+    pub fn of_media_type(t: &str) -> Compression {
+        if t.ends_with("+gzip") || t.ends_with(".gzip") {
+            Compression::Gzip
+        } else if t.ends_with("+zstd") || t.ends_with(".zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// How the rebuilt image is pushed: the published manifest's type (`--format oci|v2s2`)
+/// and its layers' compression (`--compress --compression-format …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushFormat {
+    pub docker: bool,
+    pub compression: Compression,
+}
+
+impl PushFormat {
+    /// The format of the published platform manifest (the linux/amd64 entry when the tag
+    /// is an index: `PublishedImage` already is that entry).
+    pub fn of(p: &PublishedImage) -> PushFormat {
+        PushFormat {
+            docker: p.media_type == DOCKER_MANIFEST,
+            compression: p
+                .layer_media_types
+                .first()
+                .map_or(Compression::Gzip, |t| Compression::of_media_type(t)),
+        }
+    }
+
+    /// `podman push` arguments.
+    pub fn args(self) -> Vec<String> {
+        let mut a = vec![
+            "--format".to_string(),
+            if self.docker { "v2s2" } else { "oci" }.to_string(),
+        ];
+        match self.compression {
+            Compression::Gzip => {
+                a.extend(["--compress", "--compression-format", "gzip"].map(String::from))
+            }
+            Compression::Zstd => {
+                a.extend(["--compress", "--compression-format", "zstd"].map(String::from))
+            }
+            Compression::None => {}
+        }
+        a
+    }
+
+    pub fn describe(self) -> String {
+        format!(
+            "{} manifest, {} layers",
+            if self.docker { "Docker v2s2" } else { "OCI" },
+            match self.compression {
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+                Compression::None => "uncompressed",
+            }
+        )
+    }
+}
+
+/// The manifest the environment's podman wrote when it pushed the rebuilt image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedManifest {
+    /// sha256 of the manifest's exact bytes.
+    pub digest: String,
+    pub media_type: String,
+    pub config_digest: String,
+    pub layers: Vec<String>,
+    pub layer_media_types: Vec<String>,
+    pub layer_sizes: Vec<u64>,
+    /// How it was pushed.
+    pub format: PushFormat,
+}
+
+impl PushedManifest {
+    pub fn parse(bytes: &[u8], format: PushFormat) -> Result<PushedManifest> {
+        let v: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Environment(format!("pushed manifest: {e}")))?;
+        let layers = v["layers"].as_array().cloned().unwrap_or_default();
+        let field = |k: &str| -> Vec<String> {
+            layers
+                .iter()
+                .map(|l| l[k].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        Ok(PushedManifest {
+            digest: crate::digest::sha256_digest(bytes),
+            media_type: v["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string(),
+            config_digest: v["config"]["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            layers: field("digest"),
+            layer_media_types: field("mediaType"),
+            layer_sizes: layers
+                .iter()
+                .map(|l| l["size"].as_u64().unwrap_or_default())
+                .collect(),
+            format,
+        })
+    }
+}
+
+/// Why the pushed manifest's digest differs from the published one. `Ok(cause)`: the
+/// difference is known and harmless — the same config and diffIDs (`same_image`), the same
+/// manifest type and layer count, and only the layers' compressed bytes differ (their media
+/// type, size or digest): the compressor differs, not the content. `Err(why)`: anything else,
+/// a real difference.
+pub fn manifest_difference(
+    published: &PublishedImage,
+    pushed: &PushedManifest,
+    same_image: bool,
+) -> std::result::Result<String, String> {
+    if published.media_type != pushed.media_type {
+        return Err(format!(
+            "the manifest types differ: published {}, pushed {}",
+            published.media_type, pushed.media_type
+        ));
+    }
+    if published.config_digest != pushed.config_digest {
+        return Err(format!(
+            "the manifests name different configs: published {}, pushed {}",
+            published.config_digest, pushed.config_digest
+        ));
+    }
+    if !same_image {
+        return Err("the images differ (config digest or diffIDs)".into());
+    }
+    if published.layers.len() != pushed.layers.len() {
+        return Err(format!(
+            "the layer counts differ: published {}, pushed {}",
+            published.layers.len(),
+            pushed.layers.len()
+        ));
+    }
+    let types: Vec<usize> = (0..pushed.layers.len())
+        .filter(|&i| published.layer_media_types.get(i) != pushed.layer_media_types.get(i))
+        .collect();
+    let sizes: Vec<usize> = (0..pushed.layers.len())
+        .filter(|&i| published.layer_sizes.get(i) != pushed.layer_sizes.get(i))
+        .collect();
+    let digests: Vec<usize> = (0..pushed.layers.len())
+        .filter(|&i| published.layers.get(i) != pushed.layers.get(i))
+        .collect();
+    if digests.is_empty() {
+        return Err(
+            "the manifests differ beyond their config and layers (annotations or serialization)"
+                .into(),
+        );
+    }
+    let what = if let Some(&i) = types.first() {
+        format!(
+            "layer {i}'s media type is {} published, {} pushed",
+            published.layer_media_types[i], pushed.layer_media_types[i]
+        )
+    } else if let Some(&i) = sizes.first() {
+        format!(
+            "layer {i} compresses to {} bytes published, {} pushed",
+            published.layer_sizes[i], pushed.layer_sizes[i]
+        )
+    } else {
+        format!(
+            "layer {} compresses to other bytes of the same size",
+            digests[0]
+        )
+    };
+    Ok(format!(
+        "{what}, over the same diffIDs ({} of {} layers' compressed bytes differ): the compressor differs, not the content",
+        digests.len(),
+        pushed.layers.len()
+    ))
+}
 
 /// The image checks when they could not be made at all (`why`): each is unknown, with its
 /// reason, so that the verdict cannot be `reproduced` without them.
@@ -423,7 +666,7 @@ pub fn not_run(image_ref: &str, why: &str) -> Vec<Check> {
     .map(|name| {
         Check::compare(
             name,
-            name != "image-manifest-digest",
+            true,
             None,
             None,
             format!("not run: {why} (published {image_ref})"),
@@ -432,13 +675,17 @@ pub fn not_run(image_ref: &str, why: &str) -> Vec<Check> {
     .collect()
 }
 
-/// The image checks: config digest and diffIDs decide, the manifest digest is evidence.
-/// A side that could not be read makes a check unknown. A manifest digest that differs
-/// while both decisive checks pass has a known, harmless cause (layer compression).
+/// The image checks, each decisive: the config digest, the diffIDs, and the manifest
+/// digest of the rebuilt image pushed the way the publisher pushed (`pushed`) against the
+/// published one. A side that could not be read makes a check unknown. A manifest digest
+/// that differs only because the layers' compressed bytes differ, over the same config and
+/// diffIDs, has a known, harmless cause (the compressor): that check alone is then not
+/// part of the verdict.
 pub fn image_checks(
     image_ref: &str,
     published: Option<&PublishedImage>,
     local: Option<&LocalImage>,
+    pushed: Option<&PushedManifest>,
 ) -> Vec<Check> {
     let src = format!("published {image_ref}; rebuilt by the image step");
     let mut checks = vec![
@@ -461,33 +708,39 @@ pub fn image_checks(
                 .map(|l| l.diff_ids.join(",")),
             src,
         ),
-        Check::compare(
-            "image-manifest-digest",
-            false,
-            published.map(|p| p.manifest_digest.clone()),
-            local.and_then(|l| l.manifest_digest.clone()),
-            format!(
-                "published {image_ref} from the registry; rebuilt: podman's local manifest (evidence only: it depends on layer compression)"
-            ),
-        ),
     ];
-    mark_known_causes(&mut checks);
-    checks
-}
-
-/// The manifest digests differ for a known, harmless reason when the config digest and the
-/// diffIDs both pass (the same image, its layers compressed or not): say so in the check.
-/// With a decisive check failed or unknown, the difference stays unexplained.
-fn mark_known_causes(checks: &mut [Check]) {
-    let decisive_pass = checks
-        .iter()
-        .filter(|c| c.decisive)
-        .all(|c| c.status == CheckStatus::Pass);
-    for c in checks.iter_mut() {
-        if decisive_pass && c.name == "image-manifest-digest" && c.status == CheckStatus::Fail {
-            c.known_cause = Some(MANIFEST_COMPRESSION_CAUSE.into());
-        }
+    let same_image = checks.iter().all(|c| c.status == CheckStatus::Pass);
+    let how = pushed.map_or_else(
+        || "the rebuilt image could not be pushed".to_string(),
+        |m| {
+            format!(
+                "rebuilt: pushed by the environment's podman ({}) to a dir: sink of the job",
+                m.format.describe()
+            )
+        },
+    );
+    let mut manifest = Check::compare(
+        "image-manifest-digest",
+        true,
+        published.map(|p| p.manifest_digest.clone()),
+        pushed.map(|m| m.digest.clone()),
+        format!("published {image_ref} from the registry; {how}"),
+    );
+    match (manifest.status, published, pushed) {
+        (CheckStatus::Pass, _, _) => manifest
+            .evidence
+            .push_str(": the rebuilt image is the one users pull, digest for digest"),
+        (CheckStatus::Fail, Some(p), Some(m)) => match manifest_difference(p, m, same_image) {
+            Ok(cause) => {
+                manifest.decisive = false;
+                manifest.known_cause = Some(cause);
+            }
+            Err(why) => manifest.evidence.push_str(&format!(": {why}")),
+        },
+        _ => {}
     }
+    checks.push(manifest);
+    checks
 }
 
 #[cfg(test)]
@@ -603,9 +856,12 @@ mod tests {
             config_digest: empty.config_digest.clone(),
             diff_ids: Vec::new(),
             layers: Vec::new(),
+            media_type: OCI_MANIFEST.into(),
+            layer_media_types: Vec::new(),
+            layer_sizes: Vec::new(),
             labels: Default::default(),
         };
-        let checks = image_checks("r/i:t", Some(&published), Some(&empty));
+        let checks = image_checks("r/i:t", Some(&published), Some(&empty), None);
         let ids = checks.iter().find(|c| c.name == "image-diff-ids").unwrap();
         assert_eq!(ids.status, Status::Unknown, "{ids:?}");
         assert_eq!(
@@ -614,67 +870,227 @@ mod tests {
         );
 
         // Nothing published: every check is unknown, never a pass, and nothing is explained.
-        let checks = image_checks("r/i:t", None, Some(&l));
+        let checks = image_checks("r/i:t", None, Some(&l), None);
         assert_eq!(checks.len(), 3);
         assert!(checks.iter().all(|c| c.status == Status::Unknown));
         assert_eq!(
             checks.iter().filter(|c| c.decisive).count(),
-            2,
-            "the manifest digest is evidence only"
+            3,
+            "the manifest digest decides too"
         );
         assert!(checks.iter().all(|c| c.known_cause.is_none()));
     }
 
-    fn compare(name: &str, decisive: bool, e: &str, a: &str) -> Check {
-        Check::compare(
-            name,
-            decisive,
-            Some(e.into()),
-            Some(a.into()),
-            String::new(),
-        )
+    const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    const ZST: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+    fn published(media_type: &str, layer_type: &str, sizes: &[u64]) -> PublishedImage {
+        PublishedImage {
+            reference: "r/i:t".into(),
+            manifest_digest: "sha256:published".into(),
+            index_digest: None,
+            config_digest: "sha256:cfg".into(),
+            diff_ids: vec!["sha256:d1".into(), "sha256:d2".into()],
+            layers: vec!["sha256:l1".into(), "sha256:l2".into()],
+            media_type: media_type.into(),
+            layer_media_types: vec![layer_type.into(); 2],
+            layer_sizes: sizes.to_vec(),
+            labels: Default::default(),
+        }
+    }
+
+    /// The manifest podman would write for `p`'s layers, with `edit` applied.
+    fn pushed(p: &PublishedImage, edit: impl FnOnce(&mut serde_json::Value)) -> PushedManifest {
+        let mut v = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": p.media_type,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": p.config_digest, "size": 1},
+            "layers": (0..p.layers.len()).map(|i| serde_json::json!({
+                "mediaType": p.layer_media_types[i], "digest": p.layers[i], "size": p.layer_sizes[i]
+            })).collect::<Vec<_>>(),
+        });
+        edit(&mut v);
+        PushedManifest::parse(&serde_json::to_vec(&v).unwrap(), PushFormat::of(p)).unwrap()
+    }
+
+    fn local(p: &PublishedImage) -> LocalImage {
+        LocalImage {
+            config_digest: p.config_digest.clone(),
+            manifest_digest: Some("sha256:uncompressed".into()),
+            diff_ids: p.diff_ids.clone(),
+        }
+    }
+
+    fn manifest_check(checks: &[Check]) -> &Check {
+        checks
+            .iter()
+            .find(|c| c.name == "image-manifest-digest")
+            .unwrap()
     }
 
     #[test]
-    fn a_manifest_digest_differing_under_a_same_image_is_known_and_harmless() {
-        let same = |n| compare(n, true, "x", "x");
-        let mut checks = vec![
-            same("image-config-digest"),
-            same("image-diff-ids"),
-            compare("image-manifest-digest", false, "sha256:gz", "sha256:raw"),
-        ];
-        mark_known_causes(&mut checks);
+    fn the_push_follows_the_published_manifest_type_and_compression() {
+        let oci = published(OCI_MANIFEST, GZ, &[10, 20]);
         assert_eq!(
-            checks[2].known_cause.as_deref(),
-            Some(MANIFEST_COMPRESSION_CAUSE)
+            PushFormat::of(&oci).args(),
+            [
+                "--format",
+                "oci",
+                "--compress",
+                "--compression-format",
+                "gzip"
+            ]
+        );
+        let docker = published(
+            DOCKER_MANIFEST,
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            &[10, 20],
+        );
+        assert_eq!(
+            PushFormat::of(&docker).args(),
+            [
+                "--format",
+                "v2s2",
+                "--compress",
+                "--compression-format",
+                "gzip"
+            ]
+        );
+        assert_eq!(
+            PushFormat::of(&published(OCI_MANIFEST, ZST, &[1, 2])).compression,
+            Compression::Zstd
+        );
+        let plain = published(
+            OCI_MANIFEST,
+            "application/vnd.oci.image.layer.v1.tar",
+            &[1, 2],
+        );
+        assert_eq!(PushFormat::of(&plain).args(), ["--format", "oci"]);
+        assert_eq!(
+            PushFormat::of(&docker).describe(),
+            "Docker v2s2 manifest, gzip layers"
+        );
+    }
+
+    #[test]
+    fn the_pushed_manifest_digest_decides_and_a_pass_says_users_pull_it() {
+        let p = published(OCI_MANIFEST, GZ, &[10, 20]);
+        let mut m = pushed(&p, |_| {});
+        let bytes_digest = m.digest.clone();
+        assert!(bytes_digest.starts_with("sha256:") && bytes_digest.len() == 71);
+        // The same bytes as published: a pass, decisive, that says so.
+        m.digest = p.manifest_digest.clone();
+        let checks = image_checks("r/i:t", Some(&p), Some(&local(&p)), Some(&m));
+        let c = manifest_check(&checks);
+        assert_eq!(c.status, Status::Pass);
+        assert!(c.decisive);
+        assert!(
+            c.evidence
+                .ends_with("the rebuilt image is the one users pull, digest for digest"),
+            "{}",
+            c.evidence
+        );
+        assert_eq!(
+            crate::report::Verdict::of(&checks),
+            crate::report::Verdict::Reproduced
+        );
+        // Not pushed: unknown, and so never reproduced.
+        let checks = image_checks("r/i:t", Some(&p), Some(&local(&p)), None);
+        assert_eq!(manifest_check(&checks).status, Status::Unknown);
+        assert_eq!(
+            crate::report::Verdict::of(&checks),
+            crate::report::Verdict::Incomplete
+        );
+    }
+
+    #[test]
+    fn other_compressed_bytes_of_the_same_layers_are_known_and_harmless() {
+        let p = published(OCI_MANIFEST, GZ, &[10, 20]);
+        // Another compressor: zstd layers, other digests and sizes.
+        let m = pushed(&p, |v| {
+            v["layers"][1]["mediaType"] = ZST.into();
+            v["layers"][1]["digest"] = "sha256:z2".into();
+            v["layers"][1]["size"] = 19.into();
+        });
+        let checks = image_checks("r/i:t", Some(&p), Some(&local(&p)), Some(&m));
+        let c = manifest_check(&checks);
+        assert_eq!(c.status, Status::Fail);
+        assert!(!c.decisive);
+        let cause = c.known_cause.as_deref().unwrap();
+        assert!(
+            cause.contains(&format!(
+                "layer 1's media type is {GZ} published, {ZST} pushed"
+            )),
+            "{cause}"
         );
         assert!(
-            checks[2]
-                .outcome()
-                .starts_with("differs (known, harmless: ")
+            cause.ends_with("the compressor differs, not the content"),
+            "{cause}"
         );
-        assert!(!checks[2].outcome().contains("FAIL"));
-
-        // The config digest differs: the manifest's difference is not explained away.
-        let mut checks = vec![
-            compare("image-config-digest", true, "x", "y"),
-            same("image-diff-ids"),
-            compare("image-manifest-digest", false, "sha256:gz", "sha256:raw"),
-        ];
-        mark_known_causes(&mut checks);
-        assert_eq!(checks[2].known_cause, None);
+        assert!(c.outcome().starts_with("differs (known, harmless: "));
         assert_eq!(
-            checks[2].outcome(),
-            "differs (evidence only, not part of the verdict)"
+            crate::report::Verdict::of(&checks),
+            crate::report::Verdict::Reproduced
         );
+        // Same type, another size (another gzip level).
+        let m = pushed(&p, |v| {
+            v["layers"][0]["digest"] = "sha256:g1".into();
+            v["layers"][0]["size"] = 11.into();
+        });
+        let cause = manifest_difference(&p, &m, true).unwrap();
+        assert!(
+            cause.starts_with("layer 0 compresses to 10 bytes published, 11 pushed"),
+            "{cause}"
+        );
+        // Same type and size, other bytes.
+        let m = pushed(&p, |v| v["layers"][0]["digest"] = "sha256:g1".into());
+        assert!(
+            manifest_difference(&p, &m, true)
+                .unwrap()
+                .contains("other bytes of the same size")
+        );
+    }
 
-        // Equal manifests need no cause.
-        let mut checks = vec![
-            same("image-config-digest"),
-            same("image-diff-ids"),
-            same("image-manifest-digest"),
-        ];
-        mark_known_causes(&mut checks);
-        assert_eq!(checks[2].known_cause, None);
+    #[test]
+    fn any_other_manifest_difference_is_a_failure_with_its_reason() {
+        let p = published(OCI_MANIFEST, GZ, &[10, 20]);
+        let fails = |m: &PushedManifest, l: &LocalImage, why: &str| {
+            let checks = image_checks("r/i:t", Some(&p), Some(l), Some(m));
+            let c = manifest_check(&checks);
+            assert_eq!(c.status, Status::Fail, "{c:?}");
+            assert!(c.decisive, "{c:?}");
+            assert_eq!(c.known_cause, None);
+            assert_eq!(c.outcome(), "differs");
+            assert!(c.evidence.contains(why), "{why}: {}", c.evidence);
+            assert_eq!(
+                crate::report::Verdict::of(&checks),
+                crate::report::Verdict::Differs
+            );
+        };
+        // Another manifest type.
+        let m = pushed(&p, |v| v["mediaType"] = DOCKER_MANIFEST.into());
+        fails(&m, &local(&p), "the manifest types differ");
+        // Another config (another image): the layers' bytes explain nothing.
+        let mut other = local(&p);
+        other.config_digest = "sha256:other".into();
+        let m = pushed(&p, |v| {
+            v["config"]["digest"] = "sha256:other".into();
+            v["layers"][0]["digest"] = "sha256:x".into();
+        });
+        fails(&m, &other, "the manifests name different configs");
+        // The same config but other diffIDs (the rebuilt side's inspect says so).
+        let mut other = local(&p);
+        other.diff_ids[1] = "sha256:dx".into();
+        let m = pushed(&p, |v| v["layers"][1]["digest"] = "sha256:x".into());
+        fails(&m, &other, "the images differ");
+        // An extra layer.
+        let m = pushed(&p, |v| {
+            let extra = v["layers"][0].clone();
+            v["layers"].as_array_mut().unwrap().push(extra);
+        });
+        fails(&m, &local(&p), "the layer counts differ");
+        // The same config and layers: an annotation.
+        let m = pushed(&p, |v| v["annotations"] = serde_json::json!({"a": "b"}));
+        fails(&m, &local(&p), "annotations or serialization");
     }
 }

@@ -2,7 +2,9 @@
 //! the in-toto attestation.
 //!
 //! DESIGN.md decision 6: "reproduced" only when the rootfs sha256, the image config digest
-//! and the diffIDs all match. The manifest digest is evidence, never the verdict. A check
+//! and the diffIDs all match; and the manifest digest of the rebuilt image pushed as the
+//! publisher pushed it (`pipeline/image.rs`), unless it differs only in compressed layer
+//! bytes (a known cause, then not part of the verdict). A check
 //! that could not be computed is `unknown`, and an unknown is never a pass.
 
 pub mod attestation;
@@ -29,7 +31,8 @@ pub struct Check {
     /// `rootfs-sha256`, `image-config-digest`, `image-diff-ids`, `image-manifest-digest`.
     pub name: String,
     pub status: Status,
-    /// Whether the verdict depends on it (the manifest digest does not).
+    /// Whether the verdict depends on it (not the `dockerfile` evidence, nor a difference
+    /// with a known, harmless cause).
     pub decisive: bool,
     pub expected: Option<String>,
     pub actual: Option<String>,
