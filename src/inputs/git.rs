@@ -25,7 +25,8 @@ fn git(dir: &Path) -> Command {
     c
 }
 
-fn run(mut c: Command, what: &str) -> Result<Vec<u8>> {
+/// Runs a git command; a failure is an environment error naming `what` and git's stderr.
+pub(crate) fn run(mut c: Command, what: &str) -> Result<Vec<u8>> {
     let out = c
         .stdin(Stdio::null())
         .output()

@@ -26,23 +26,15 @@ pub struct WorkspaceRecord {
 }
 
 fn git(workspace: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
+    let mut c = Command::new("git");
+    c.env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .arg("-C")
         .arg(workspace)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Environment(format!("git {}: cannot run git: {e}", args.join(" "))))?;
-    if !out.status.success() {
-        return Err(Error::Environment(format!(
-            "git {} in {}: {}",
-            args.join(" "),
-            workspace.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .args(args);
+    let what = format!("git {} in {}", args.join(" "), workspace.display());
+    let out = crate::inputs::git::run(c, &what)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Checks the fresh checkout at `workspace` against `revision` and clears the artifacts it
