@@ -190,6 +190,22 @@ probe dns_mapped getent hosts {HOST}
 probe connect_unlisted bash -c 'connect unlisted.example'
 probe connect_mapped bash -c 'connect {HOST}'
 probe connect_raw_ip bash -c 'connect 1.1.1.1'
+# The resolver itself, past /etc/hosts: PROTO NAME -> its rcode, answer count, last 4 bytes.
+dnsq() {{ timeout 5 perl -MIO::Socket::INET -e '
+  my ($proto, $name) = @ARGV; my $r;
+  my $q = pack("n6", 0x1234, 0x0100, 1, 0, 0, 0)
+    . join("", map {{ chr(length) . $_ }} split /\./, $name) . "\0" . pack("n2", 1, 1);
+  my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 53, Proto => $proto)
+    or die "socket: $!";
+  if ($proto eq "tcp") {{ print $s pack("n", length $q) . $q; read($s, my $l, 2);
+    read($s, $r, unpack("n", $l)); }} else {{ $s->send($q); $s->recv($r, 512); }}
+  my ($id, $fl, $qd, $an) = unpack("n4", $r);
+  printf "id=%x rcode=%d an=%d ip=%s\n", $id, $fl & 15, $an, join(".", unpack("C4", substr($r, -4)));
+  ' "$@"; }}
+echo "udp_mapped: $(dnsq udp {HOST})"
+echo "tcp_mapped: $(dnsq tcp {HOST})"
+echo "udp_unlisted: $(dnsq udp other.example)"
+echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
 "#
     );
     let r = run(&store, &tmp, &rule, &[], &script);
@@ -230,8 +246,36 @@ probe connect_raw_ip bash -c 'connect 1.1.1.1'
         refused("unlisted.example", "CONNECT unlisted.example:443"),
         "{refusals:?}"
     );
-    // The curl that ignores the proxy cannot even resolve example.org: no resolver.
+    // Lookups of unlisted names: getent's, and the curl that ignores the proxy.
+    assert!(
+        refused("unlisted.example", "DNS lookup unlisted.example"),
+        "{refusals:?}"
+    );
+    assert!(
+        refused("example.org", "DNS lookup example.org"),
+        "{refusals:?}"
+    );
+    assert!(
+        refused("other.example", "DNS lookup other.example (A)"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .filter(|x| x["port"] == 53)
+            .all(|x| x["reason"] == "not a mapped host name"),
+        "{refusals:?}"
+    );
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
+    // The resolver answers a mapped name with the loopback listeners, over UDP and TCP.
+    for line in [
+        "udp_mapped: id=1234 rcode=0 an=1 ip=127.0.0.1",
+        "tcp_mapped: id=1234 rcode=0 an=1 ip=127.0.0.1",
+        "udp_unlisted: id=1234 rcode=3 an=0",
+        "resolv: nameserver 127.0.0.1 options use-vc",
+    ] {
+        assert!(r.stdout.contains(line), "{line}: {}", r.why());
+    }
 }
 
 #[test]

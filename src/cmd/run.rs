@@ -308,6 +308,7 @@ pub fn execute(a: Args) -> Result<i32> {
         ..crate::backend::Services::none()
     };
     job.listen = services.ports();
+    job.listen_udp = services.udp_ports();
     let backend = crate::backend::for_run(&choice)?;
     let (outcome, lock) = backend.run(&job, &services)?;
     for e in outcome.enforcement.iter().filter(|e| !e.enforced) {

@@ -10,6 +10,7 @@
 //! (`server.rs`) and started by `backend::Services` for every job.
 
 mod ca;
+mod dns;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,8 @@ use crate::inputs::mirror::ArchiveRules;
 use crate::inputs::store::{Blob, Store};
 use crate::job::{Bind, Job};
 
+pub(crate) use dns::DnsListener;
+pub use dns::EGRESS_DNS_PORT;
 pub(crate) use server::EgressListener;
 
 /// The forward proxy's port on the job's loopback (`HTTPS_PROXY=http://127.0.0.1:3128`);
@@ -305,6 +308,9 @@ pub struct Egress {
     record: Mutex<EgressRecord>,
     /// The step whose job is running (a reproduction runs its jobs one at a time).
     step: Mutex<Option<String>>,
+    /// (name, query type, step) of the lookups refused so far: a resolver's retries and
+    /// search-list repeats are recorded once.
+    lookups: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
     /// The run's temporary directory holding the job's CA bundle and hosts file.
     dir: tempfile::TempDir,
 }
@@ -373,6 +379,7 @@ impl Egress {
             checked: Mutex::new(HashMap::new()),
             record: Mutex::new(record),
             step: Mutex::new(None),
+            lookups: Mutex::new(Default::default()),
             dir,
         })
     }
@@ -391,9 +398,19 @@ impl Egress {
         self.record.lock().expect("not poisoned").clone()
     }
 
-    /// The ports the egress serves on a job's loopback.
-    pub fn ports() -> [u16; 3] {
-        [EGRESS_PROXY_PORT, EGRESS_HTTPS_PORT, EGRESS_HTTP_PORT]
+    /// The TCP ports the egress serves on a job's loopback (the resolver's last).
+    pub fn ports() -> [u16; 4] {
+        [
+            EGRESS_PROXY_PORT,
+            EGRESS_HTTPS_PORT,
+            EGRESS_HTTP_PORT,
+            EGRESS_DNS_PORT,
+        ]
+    }
+
+    /// The UDP ports the egress serves on a job's loopback (the resolver's).
+    pub fn udp_ports() -> [u16; 1] {
+        [EGRESS_DNS_PORT]
     }
 
     /// Give `job` (whose root directory is `root`) the egress: the CA bundle (the root's own
@@ -422,6 +439,11 @@ impl Egress {
         }
         let hosts_path = dir.join("hosts");
         std::fs::write(&hosts_path, hosts).ctx("write", &hosts_path)?;
+        // The resolver on the job's loopback (`dns.rs`). `use-vc`: glibc asks over TCP,
+        // which the microVM's guest forwards like the other ports (qemu forwards no UDP);
+        // musl and Go ignore it and ask over UDP, which the container backend serves.
+        let resolv_path = dir.join("resolv.conf");
+        std::fs::write(&resolv_path, RESOLV_CONF).ctx("write", &resolv_path)?;
         job.binds.push(Bind {
             src: dir.to_path_buf(),
             dst: JOB_EGRESS_DIR.into(),
@@ -454,6 +476,13 @@ impl Egress {
             job.binds.push(Bind {
                 src: hosts_path,
                 dst: "/etc/hosts".into(),
+                read_only: true,
+            });
+        }
+        if file_in("/etc/resolv.conf").is_some() {
+            job.binds.push(Bind {
+                src: resolv_path,
+                dst: "/etc/resolv.conf".into(),
                 read_only: true,
             });
         }
@@ -501,6 +530,21 @@ impl Egress {
                 reason: reason.to_string(),
                 step,
             });
+    }
+
+    /// A DNS lookup of an unlisted name (answered NXDOMAIN), recorded once per name, query
+    /// type and step.
+    fn refuse_lookup(&self, name: &str, qtype: &str) {
+        let step = self.step.lock().expect("not poisoned").clone();
+        let key = (name.to_string(), qtype.to_string(), step);
+        if self.lookups.lock().expect("not poisoned").insert(key) {
+            self.refuse(
+                name,
+                EGRESS_DNS_PORT,
+                format!("DNS lookup {name} ({qtype})"),
+                "not a mapped host name",
+            );
+        }
     }
 
     fn note(
@@ -795,6 +839,9 @@ impl Egress {
     }
 }
 
+/// The job's `/etc/resolv.conf`: the egress's resolver alone, over TCP for glibc.
+pub const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions use-vc\n";
+
 /// A regular file at `guest` (absolute) inside `root`, not reached through a symlink out of
 /// it: its host path.
 fn regular_file_in(root: &Path, guest: &str) -> Option<PathBuf> {
@@ -935,6 +982,7 @@ mod tests {
         std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
         std::fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), "ROOTS\n").unwrap();
         std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
         std::fs::create_dir_all(root.join("usr/share/containers")).unwrap();
         let conf = "[containers]\n#volumes = []\n";
         std::fs::write(root.join("usr/share/containers/containers.conf"), conf).unwrap();
@@ -956,8 +1004,13 @@ mod tests {
                 JOB_EGRESS_DIR,
                 "/etc/ssl/certs/ca-certificates.crt",
                 CONTAINERS_CONF_PATH,
-                "/etc/hosts"
+                "/etc/hosts",
+                "/etc/resolv.conf"
             ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&job.binds[4].src).unwrap(),
+            RESOLV_CONF
         );
         let ours = std::fs::read_to_string(&job.binds[2].src).unwrap();
         assert!(

@@ -113,6 +113,7 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
         NestedPodman::apply(&mut job, dir);
     }
     job.listen = ctx.services.ports();
+    job.listen_udp = ctx.services.udp_ports();
     job.clock = Clock {
         source_date_epoch: Some(ctx.source_date_epoch),
         faketime: step.faketime,
