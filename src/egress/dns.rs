@@ -178,6 +178,12 @@ fn udp_loop(sock: &UdpSocket, waker: &Waker, egress: &Egress) {
 /// DNS over TCP: each message behind its two-byte length, several per connection.
 fn tcp_conn(mut s: TcpStream, egress: &Egress, accepting: &Accepting) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    // A connect to a raw address on 53 (a resolver named by address), as on the other
+    // ports. Over UDP the socket is 127.0.0.1's alone: the kernel refuses the others.
+    if let Some(addr) = super::server::raw_address(&s) {
+        super::server::refuse_raw(egress, addr);
+        return Ok(());
+    }
     loop {
         let mut len = [0u8; 2];
         match s.read_exact(&mut len) {

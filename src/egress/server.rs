@@ -9,7 +9,7 @@
 //! parsed with `httparse`, TLS is rustls.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -89,21 +89,12 @@ fn accept_loop(listener: TcpListener, st: Arc<State>) {
 }
 
 fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
-    // Every IPv4 address is the job's own (`Job::loopback_catch_all`): a connect to any
-    // other than loopback was meant for the outside, by address.
-    if let Ok(local) = stream.local_addr()
-        && !local.ip().is_loopback()
-    {
-        st.egress.refuse(
-            &local.ip().to_string(),
-            local.port(),
-            format!("connect to {local}"),
-            "a raw IP address; only mapped host names are reached",
-        );
-        return Ok(());
-    }
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    if let Some(addr) = raw_address(&stream) {
+        refuse_raw(&st.egress, addr);
+        return Ok(());
+    }
     if st.port == EGRESS_HTTPS_PORT {
         return serve_tls(stream, st, None);
     }
@@ -131,6 +122,63 @@ fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
     }
     // Plain HTTP: the proxy's absolute form, or origin form with `Host` (port 80).
     http_loop(r, st, None, Some(req))
+}
+
+/// Every IPv4 address is the job's own (`Job::loopback_catch_all`): a connect to any other
+/// than loopback was meant for the outside, by address. Refused and recorded.
+pub(super) fn refuse_raw(egress: &Egress, addr: SocketAddr) {
+    egress.refuse(
+        &addr.ip().to_string(),
+        addr.port(),
+        format!("connect to {addr}"),
+        "a raw IP address; only mapped host names are reached",
+    );
+}
+
+/// The address a connection was made to when it was not the job's loopback: the socket's
+/// own (a container job's catch-all route), or the one a microVM guest's forwarder names
+/// in a PROXY protocol v1 line (`vm/init`: such a forward sends that line alone). The line
+/// is only ever a reason to refuse, so a job that writes one itself gains nothing.
+/// `stream` has a read timeout; nothing is consumed.
+pub(super) fn raw_address(stream: &TcpStream) -> Option<SocketAddr> {
+    if let Ok(local) = stream.local_addr()
+        && !local.ip().is_loopback()
+    {
+        return Some(local);
+    }
+    const TAG: &[u8] = b"PROXY ";
+    // A v1 line is at most 107 bytes; it may come in pieces.
+    let mut buf = [0u8; 108];
+    for _ in 0..50 {
+        let n = match stream.peek(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        let got = &buf[..n];
+        if n == 0 || !(got.starts_with(TAG) || TAG.starts_with(got)) {
+            return None;
+        }
+        if let Some(end) = got.windows(2).position(|w| w == b"\r\n") {
+            return proxy_v1_destination(std::str::from_utf8(&got[..end]).ok()?);
+        }
+        if n == buf.len() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The destination of a PROXY protocol v1 line (`PROXY TCP4 SRC DST SPORT DPORT`).
+fn proxy_v1_destination(line: &str) -> Option<SocketAddr> {
+    let f: Vec<&str> = line.split(' ').collect();
+    match f.as_slice() {
+        ["PROXY", "TCP4" | "TCP6", _src, dst, _sport, dport] => {
+            Some(SocketAddr::new(dst.parse().ok()?, dport.parse().ok()?))
+        }
+        _ => None,
+    }
 }
 
 /// Why `host:port` may not be reached (`None`: it may, on `want`).
@@ -471,6 +519,42 @@ fn send_api_base(out: &mut impl Write, head: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_line_names_the_raw_address_and_nothing_else_does() {
+        assert_eq!(
+            proxy_v1_destination("PROXY TCP4 10.0.2.15 1.1.1.1 40000 443"),
+            Some("1.1.1.1:443".parse().unwrap())
+        );
+        for bad in [
+            "PROXY UNKNOWN",
+            "PROXY TCP4 10.0.2.15 example.org 1 443",
+            "PROXY TCP4 10.0.2.15 1.1.1.1 1",
+            "GET / HTTP/1.1",
+        ] {
+            assert_eq!(proxy_v1_destination(bad), None, "{bad}");
+        }
+        // Over a socket: the line is peeked, not consumed; a request is not a line.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        for (sent, want) in [
+            (
+                &b"PROXY TCP4 1.2.3.4 9.9.9.9 5 80\r\n"[..],
+                Some("9.9.9.9:80"),
+            ),
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], None),
+        ] {
+            let mut c = TcpStream::connect(a).unwrap();
+            c.write_all(sent).unwrap();
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            assert_eq!(raw_address(&s), want.map(|w| w.parse().unwrap()));
+            let mut first = [0u8; 1];
+            (&s).read_exact(&mut first).unwrap();
+            assert_eq!(first[0], sent[0]);
+        }
+    }
 
     #[test]
     fn authorities_heads_and_paths() {

@@ -361,7 +361,7 @@ fn bring_up_network(p: &ChildSetup, sock: RawFd) {
         }
     }
     for port in &p.job.listen_udp {
-        match net::bind_udp(*port, p.job.loopback_catch_all) {
+        match net::bind_udp(*port) {
             Ok(s) => {
                 if let Err(e) = ctl::send(sock, format!("udp {port}").as_bytes(), &[s.as_raw_fd()])
                 {

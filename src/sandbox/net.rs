@@ -41,10 +41,12 @@ pub(crate) fn listen(port: u16, any: bool) -> io::Result<TcpListener> {
     TcpListener::bind((if any { "0.0.0.0" } else { "127.0.0.1" }, port))
 }
 
-/// A UDP socket bound to 127.0.0.1:`port` (every local address with `any`) in the
-/// current network namespace.
-pub(crate) fn bind_udp(port: u16, any: bool) -> io::Result<UdpSocket> {
-    UdpSocket::bind((if any { "0.0.0.0" } else { "127.0.0.1" }, port))
+/// A UDP socket bound to 127.0.0.1:`port` in the current network namespace. Never every
+/// address, even with the catch-all route: a reply from a socket on 0.0.0.0 leaves from
+/// 127.0.0.1, which a client that asked another address drops (and waits); bound to
+/// 127.0.0.1 alone, a datagram to another address is refused by the kernel at once.
+pub(crate) fn bind_udp(port: u16) -> io::Result<UdpSocket> {
+    UdpSocket::bind(("127.0.0.1", port))
 }
 
 /// `ip route add local 0.0.0.0/0 dev lo table local`: every IPv4 address becomes local to
