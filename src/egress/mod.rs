@@ -420,12 +420,24 @@ impl Egress {
     /// adds the listeners (`Services::ports`).
     /// Without `root` (a root the backend unpacks itself) only the variables and the
     /// egress directory are given.
+    /// Nothing is bound over a root file the job may write (under a directory of
+    /// `job.landlock.writable`: the rollback and install steps' `/etc`, `/usr`): a package
+    /// upgrade there (`ca-certificates`, `filesystem`'s `/etc/hosts`, `containers-common`)
+    /// replaces or rewrites those files, which fails on a read-only bind, or leaves the
+    /// environment with the old file under it. Such a job reaches the egress through the
+    /// variables (`SSL_CERT_FILE`, `CURL_CA_BUNDLE`, the proxy) alone.
     pub fn prepare_job(&self, job: &mut Job, root: Option<&Path>) -> Result<()> {
         let dir = self.dir.path();
-        let file_in = |p: &str| root.and_then(|r| regular_file_in(r, p));
+        let writable = job.landlock.writable.clone();
+        let file_in = |p: &str| {
+            root.filter(|_| !writable.iter().any(|w| Path::new(p).starts_with(w)))
+                .and_then(|r| regular_file_in(r, p))
+        };
+        // The root's own bundle is read even where it is not bound over.
+        let root_file = |p: &str| root.and_then(|r| regular_file_in(r, p));
         let mut bundle = CA_BUNDLE_PATHS
             .iter()
-            .find_map(|p| file_in(p).and_then(|h| std::fs::read(h).ok()))
+            .find_map(|p| root_file(p).and_then(|h| std::fs::read(h).ok()))
             .unwrap_or_default();
         if !bundle.is_empty() && !bundle.ends_with(b"\n") {
             bundle.push(b'\n');
@@ -1038,6 +1050,20 @@ mod tests {
         assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
         assert_eq!(env["SSL_CERT_FILE"], "/run/reprobox-egress/ca-bundle.pem");
         assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1");
+        // A job that may write /etc and /usr (an install step) gets no bind over those
+        // files: the variables and the egress directory alone, its bundle the root's + CA.
+        let mut install = Job::new(
+            crate::job::RootfsSource::Dir(root.clone()),
+            vec!["true".into()],
+        );
+        install.landlock.writable = vec!["/etc".into(), "/usr".into(), "/var".into()];
+        eg.prepare_job(&mut install, Some(&root)).unwrap();
+        let dsts: Vec<_> = install.binds.iter().map(|b| b.dst.clone()).collect();
+        assert_eq!(dsts, [PathBuf::from(JOB_EGRESS_DIR)]);
+        let bundle = std::fs::read_to_string(install.binds[0].src.join("ca-bundle.pem")).unwrap();
+        assert!(bundle.starts_with("ROOTS\n") && bundle.ends_with(&eg.ca_pem()));
+        let env: HashMap<_, _> = install.env.iter().cloned().collect();
+        assert_eq!(env["CURL_CA_BUNDLE"], "/run/reprobox-egress/ca-bundle.pem");
         // An absolute symlink out of the root is never bound over.
         std::fs::remove_file(root.join("etc/hosts")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.join("etc/hosts")).unwrap();
