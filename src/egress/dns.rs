@@ -2,7 +2,8 @@
 //! like the egress's other listeners made inside the job's network namespace; the job's
 //! `/etc/resolv.conf` is bound to name `127.0.0.1`). A mapped host's `A` query is answered
 //! with 127.0.0.1, where its listeners are; any other type for a mapped host gets an empty
-//! answer (the listeners are IPv4). Every other name is answered NXDOMAIN at once and the
+//! answer (the listeners are IPv4). `localhost` and the jobs' own host names are answered
+//! the same way. Every other name is answered NXDOMAIN at once and the
 //! lookup is recorded as a refusal (with its step), so a client that ignores `/etc/hosts`
 //! and proxies (or a build that probes a name) is seen, and never waits on a timeout.
 //!
@@ -56,7 +57,7 @@ pub(super) fn answer(egress: &Egress, query: &[u8]) -> Option<Vec<u8>> {
     let name = question.qname.to_string().to_ascii_lowercase();
     let name = name.trim_end_matches('.');
     let internet = matches!(question.qclass, QCLASS::CLASS(CLASS::IN) | QCLASS::ANY);
-    let mapped = internet && (name == "localhost" || egress.rule(name).is_some());
+    let mapped = internet && (egress.is_local_name(name) || egress.rule(name).is_some());
     if !mapped {
         *reply.rcode_mut() = RCODE::NameError;
         egress.refuse_lookup(name, &qtype_name(question.qtype));
@@ -240,6 +241,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let eg = egress(t.path());
         eg.set_step(Some("make"));
+        // The job's own name, once a job was prepared, is local, not refused.
+        let mut job = crate::job::Job::new(
+            crate::job::RootfsSource::Dir(t.path().into()),
+            vec!["true".into()],
+        );
+        job.hostname = "builder".into();
+        eg.prepare_job(&mut job, None).unwrap();
+        let r = Packet::parse(&answer(&eg, &query("builder", TYPE::A)).unwrap())
+            .unwrap()
+            .answers
+            .len();
+        assert_eq!(r, 1);
         let bytes = answer(&eg, &query("Archive.ArchLinux.org", TYPE::A)).unwrap();
         let r = Packet::parse(&bytes).unwrap();
         assert_eq!((r.id(), r.rcode()), (7, RCODE::NoError));

@@ -311,6 +311,9 @@ pub struct Egress {
     /// (name, query type, step) of the lookups refused so far: a resolver's retries and
     /// search-list repeats are recorded once.
     lookups: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
+    /// The jobs' own host names (`Job::hostname`): in their hosts file, and answered
+    /// 127.0.0.1 by the resolver, never refused (a tool that resolves its machine's name).
+    local_names: Mutex<std::collections::HashSet<String>>,
     /// The run's temporary directory holding the job's CA bundle and hosts file.
     dir: tempfile::TempDir,
 }
@@ -380,6 +383,7 @@ impl Egress {
             record: Mutex::new(record),
             step: Mutex::new(None),
             lookups: Mutex::new(Default::default()),
+            local_names: Mutex::new(Default::default()),
             dir,
         })
     }
@@ -446,6 +450,11 @@ impl Egress {
         let bundle_path = dir.join("ca-bundle.pem");
         std::fs::write(&bundle_path, &bundle).ctx("write", &bundle_path)?;
         let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        let me = job.hostname.to_ascii_lowercase();
+        if !me.is_empty() && me != "localhost" && self.rule(&me).is_none() {
+            hosts.push_str(&format!("127.0.0.1\t{me}\n"));
+            self.local_names.lock().expect("not poisoned").insert(me);
+        }
         for r in &self.rules {
             hosts.push_str(&format!("127.0.0.1\t{}\n", r.host));
         }
@@ -522,6 +531,16 @@ impl Egress {
     /// Name the step whose jobs run from now on, for the refusals they make.
     pub fn set_step(&self, step: Option<&str>) {
         *self.step.lock().expect("not poisoned") = step.map(str::to_string);
+    }
+
+    /// `localhost` or a job's own host name.
+    fn is_local_name(&self, name: &str) -> bool {
+        name == "localhost"
+            || self
+                .local_names
+                .lock()
+                .expect("not poisoned")
+                .contains(name)
     }
 
     fn rule(&self, host: &str) -> Option<&EgressRule> {
@@ -1042,6 +1061,8 @@ mod tests {
         assert!(!bundle.contains("PRIVATE KEY"));
         let hosts = std::fs::read_to_string(&job.binds[3].src).unwrap();
         assert!(hosts.contains("127.0.0.1\ta.example\n"));
+        assert!(hosts.contains("127.0.0.1\treprobox\n"), "{hosts}");
+        assert!(eg.is_local_name("reprobox"));
         assert_eq!(
             std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),
             "ROOTS\n"
