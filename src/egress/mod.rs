@@ -771,7 +771,15 @@ impl Egress {
             Route::Base => return Answer::ApiBase,
             Route::Manifest { repository, .. } | Route::Blob { repository, .. } => repository,
         };
-        let client = RegistryClient::new(&self.fetcher, &rule.location, repository);
+        // Docker Hub's challenge names `https://auth.docker.io/token`: asked at the location
+        // of that host's rule, like every mapped host, never at the real one.
+        let realms: Vec<(String, String)> = self
+            .rules
+            .iter()
+            .map(|r| (r.host.clone(), r.location.clone()))
+            .collect();
+        let client = RegistryClient::new(&self.fetcher, &rule.location, repository)
+            .with_realm_locations(&realms);
         let mut scratch = InputsLock::default();
         let outcome =
             |scratch: &InputsLock| scratch.entries.last().map_or(Status::Hit, |e| e.status);
