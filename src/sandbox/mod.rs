@@ -306,11 +306,16 @@ fn child_setup(
         feature: "network".into(),
         enforced: true,
         detail: format!(
-            "loopback only{}{}",
+            "loopback only{}{}{}",
             if job.listen.is_empty() {
                 String::new()
             } else {
                 format!("; host serves on job ports {:?}", job.listen)
+            },
+            if job.listen_udp.is_empty() {
+                String::new()
+            } else {
+                format!(" and UDP {:?}", job.listen_udp)
             },
             if job.loopback_catch_all {
                 "; every IPv4 address is the job's own (connects reach those ports or are refused)"
