@@ -52,7 +52,8 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
-    /// Compare two environment locks: which packages differ (exit 1 when any).
+    /// Compare two environments (locks, report directories, or one and an archive day with
+    /// --day): which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
     /// Work with container images: `image diff A B` compares two images natively.
     Image(cmd::image::Args),
