@@ -73,13 +73,22 @@ fn run_at_a_snapshot_sees_that_days_packages_reuses_its_environment_and_drift_co
     assert_ne!(devtools("2026/05/20"), devtools("2026/06/02"));
 
     // 1. The day's devtools, the environment prepared and kept.
-    let (o, stdout, rec) = run_json(&store, &locs, "2026/05/20", &[], &["pacman", "-Q", "devtools"]);
+    let (o, stdout, rec) = run_json(
+        &store,
+        &locs,
+        "2026/05/20",
+        &[],
+        &["pacman", "-Q", "devtools"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout, format!("devtools {}\n", devtools("2026/05/20")));
     let env = &rec["environment"];
     assert_eq!(env["day"], "2026/05/20");
     assert_eq!(env["reused"], false, "{env}");
-    let key = env["prepared"].as_str().expect("a prepared environment").to_string();
+    let key = env["prepared"]
+        .as_str()
+        .expect("a prepared environment")
+        .to_string();
     assert!(env["env_lock"].as_str().unwrap().contains(&format!(
         "name = \"devtools\"\nversion = \"{}\"",
         devtools("2026/05/20")
@@ -92,13 +101,23 @@ fn run_at_a_snapshot_sees_that_days_packages_reuses_its_environment_and_drift_co
         &locs,
         "2026/05/20",
         &[],
-        &["sh", "-c", "pacman -Q devtools; echo SDE=$SOURCE_DATE_EPOCH"],
+        &[
+            "sh",
+            "-c",
+            "pacman -Q devtools; echo SDE=$SOURCE_DATE_EPOCH",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let env = &rec["environment"];
     assert_eq!(env["reused"], true, "{env}");
     assert_eq!(env["prepared"], key.as_str());
-    assert!(env["steps"].as_array().unwrap().iter().all(|s| s["cached"] == key.as_str()));
+    assert!(
+        env["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["cached"] == key.as_str())
+    );
     // SOURCE_DATE_EPOCH: 00:00:00 UTC of the day.
     assert_eq!(
         stdout,
@@ -177,7 +196,10 @@ fn run_at_a_snapshot_sees_that_days_packages_reuses_its_environment_and_drift_co
         .expect("the world serves an archive")
         .to_string();
     let ra = report_a.to_str().unwrap();
-    let o = drift_cmd(&store, &["--report", ra, "--day", "2026/06/02", "--archive", &archive]);
+    let o = drift_cmd(
+        &store,
+        &["--report", ra, "--day", "2026/06/02", "--archive", &archive],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -190,10 +212,19 @@ fn run_at_a_snapshot_sees_that_days_packages_reuses_its_environment_and_drift_co
     // The day's lock from the databases is what the environment of that day held.
     let o = drift_cmd(
         &store,
-        &[report_b.to_str().unwrap(), "--day", "2026/06/02", "--archive", &archive],
+        &[
+            report_b.to_str().unwrap(),
+            "--day",
+            "2026/06/02",
+            "--archive",
+            &archive,
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = drift_cmd(&store, &["--report", ra, "--day", "2026/05/21", "--archive", &archive]);
+    let o = drift_cmd(
+        &store,
+        &["--report", ra, "--day", "2026/05/21", "--archive", &archive],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("2026/05/21"));
     // Between two reports, and a report and a lock.

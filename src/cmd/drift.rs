@@ -64,10 +64,16 @@ pub fn execute(a: Args) -> Result<i32> {
             if crate::inputs::archive::load_repo_db(&fetcher, &url)?.is_none() {
                 return Err(Error::bad_input(
                     format!("--day {day}"),
-                    format!("the archive {archive} has no such day ({url} is not there); expected a day the archive holds"),
+                    format!(
+                        "the archive {archive} has no such day ({url} is not there); expected a day the archive holds"
+                    ),
                 ));
             }
-            day_lock(&la, &crate::inputs::archive::Archive::new(&archive, &fetcher), &day)?
+            day_lock(
+                &la,
+                &crate::inputs::archive::Archive::new(&archive, &fetcher),
+                &day,
+            )?
         }
         _ => {
             return Err(Error::bad_input(
@@ -111,8 +117,7 @@ fn archive_for(a: &Args, first: &Path, day: &str) -> Result<String> {
     if let Some(url) = &a.archive {
         return crate::inputs::archive::parse_base(url);
     }
-    let profile = report_profile(first)?
-        .unwrap_or_else(|| super::run::DEFAULT_PROFILE.to_string());
+    let profile = report_profile(first)?.unwrap_or_else(|| super::run::DEFAULT_PROFILE.to_string());
     let plan = super::plan::make_plan(&profile, &super::run::snapshot_version(day)?, &[])?;
     plan.locations
         .get("archive")
@@ -131,8 +136,7 @@ fn report_profile(path: &Path) -> Result<Option<String>> {
     if !path.is_dir() || !file.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| Error::io("read", &file, e))?;
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::bad_input(
             format!("report {}", file.display()),

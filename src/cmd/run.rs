@@ -417,8 +417,12 @@ pub fn execute(a: Args) -> Result<i32> {
 /// holds the command's output only (and, with `--json`, the run record last).
 fn execute_snapshot(a: Args) -> Result<i32> {
     let raw = a.snapshot.clone().unwrap_or_default();
-    let day = crate::inputs::archive::parse_day(&raw)
-        .map_err(|_| Error::bad_input(format!("--snapshot {raw}"), "expected an archive day as YYYY/MM/DD, a real date"))?;
+    let day = crate::inputs::archive::parse_day(&raw).map_err(|_| {
+        Error::bad_input(
+            format!("--snapshot {raw}"),
+            "expected an archive day as YYYY/MM/DD, a real date",
+        )
+    })?;
     let version = snapshot_version(&day)?;
     let plan = super::plan::make_plan(
         a.profile.as_deref().unwrap_or(DEFAULT_PROFILE),
@@ -479,7 +483,13 @@ fn execute_snapshot(a: Args) -> Result<i32> {
     }
     if let Some(r) = &done.egress {
         for x in &r.refusals {
-            tracing::warn!("egress refused {} ({}:{}): {}", x.what, x.host, x.port, x.reason);
+            tracing::warn!(
+                "egress refused {} ({}:{}): {}",
+                x.what,
+                x.host,
+                x.port,
+                x.reason
+            );
         }
     }
     if a.json {

@@ -92,7 +92,9 @@ pub fn check_day_exists(plan: &Plan, fetcher: &Fetcher, day: &str) -> Result<()>
         Some(_) => Ok(()),
         None => Err(Error::bad_input(
             format!("--snapshot {day}"),
-            format!("the archive {base} has no such day ({url} is not there); expected a day the archive holds"),
+            format!(
+                "the archive {base} has no such day ({url} is not there); expected a day the archive holds"
+            ),
         )),
     }
 }
