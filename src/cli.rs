@@ -29,6 +29,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per process; `run`'s arguments (with --snapshot's) are the largest"
+)]
 pub enum Command {
     /// Reproduce a published release and say whether the bytes are the same, and why not.
     Reproduce(cmd::reproduce::Args),
