@@ -48,7 +48,8 @@ pub enum Command {
     Profiles(cmd::profiles::Args),
     /// Work with published release manifests.
     Release(cmd::release::Args),
-    /// Run a command sealed in a container sandbox (namespaces, no network, fixed clock).
+    /// Run a command sealed in a container sandbox or microVM (namespaces, no network, fixed
+    /// clock), in a given root or an Arch environment prepared at an archive day (--snapshot).
     Run(cmd::run::Args),
     /// Manage the content-addressed store of pinned inputs.
     Store(cmd::store::Args),

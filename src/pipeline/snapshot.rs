@@ -205,15 +205,24 @@ pub fn run_at_snapshot(plan: &Plan, store: Store, r: SnapshotRun) -> Result<Snap
     let build = run.build(&mut ctx, env, &selected.day)?;
     let env_steps = std::mem::take(&mut run.ledger.steps);
     if let Some(step) = &build.failed {
-        let log = ctx
-            .job_log
-            .as_ref()
-            .map(|l| format!(" (its output: {})", l.display()))
-            .unwrap_or_default();
-        // Keep the log: it is all the user has of the failure.
-        if ctx.job_log.is_some() {
-            let _ = work.keep();
-        }
+        // Keep the steps' log (a terminal, `--quiet`): it is all the user has of the
+        // failure. The work directory itself goes.
+        let log = match &ctx.job_log {
+            Some(l) => {
+                let kept = parent.join(format!(
+                    "{}.log",
+                    work.path()
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                ));
+                std::fs::copy(l, &kept).ctx("keep the log as", &kept)?;
+                format!(" (its output: {})", kept.display())
+            }
+            None => String::new(),
+        };
+        drop(ctx);
+        drop(work);
         return Err(Error::Environment(format!(
             "the environment of {} at {} could not be prepared: step {step} failed{log}",
             plan.profile, r.day
