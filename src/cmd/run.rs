@@ -28,7 +28,8 @@ pub struct Args {
     /// mirror, the profile's egress and SOURCE_DATE_EPOCH of that day.
     #[arg(long, value_name = "YYYY/MM/DD")]
     pub snapshot: Option<String>,
-    /// With --snapshot: the profile whose base, steps and egress make the environment.
+    /// With --snapshot: the profile whose base, steps and egress make the environment
+    /// [default: archlinux-repro].
     #[arg(long, value_name = "PROFILE", requires = "snapshot")]
     pub profile: Option<String>,
     /// With --snapshot: more packages to install from the same day (repeatable, or several
