@@ -29,6 +29,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per process; `run`'s arguments (with --snapshot's) are the largest"
+)]
 pub enum Command {
     /// Reproduce a published release and say whether the bytes are the same, and why not.
     Reproduce(cmd::reproduce::Args),
@@ -44,7 +48,8 @@ pub enum Command {
     Profiles(cmd::profiles::Args),
     /// Work with published release manifests.
     Release(cmd::release::Args),
-    /// Run a command sealed in a container sandbox (namespaces, no network, fixed clock).
+    /// Run a command sealed in a container sandbox or microVM (namespaces, no network, fixed
+    /// clock), in a given root or an Arch environment prepared at an archive day (--snapshot).
     Run(cmd::run::Args),
     /// Manage the content-addressed store of pinned inputs.
     Store(cmd::store::Args),
@@ -52,7 +57,8 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
-    /// Compare two environment locks: which packages differ (exit 1 when any).
+    /// Compare two environments (locks, report directories, or one and an archive day with
+    /// --day): which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
     /// Work with container images: `image diff A B` compares two images natively.
     Image(cmd::image::Args),
