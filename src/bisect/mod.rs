@@ -99,7 +99,10 @@ pub fn check_days(good: Option<&str>, bad: Option<&str>) -> Result<()> {
 
 fn flag_error(flag: &str, e: Error) -> Error {
     match e {
-        Error::BadInput { input, message } => Error::bad_input(format!("{flag} {input}"), message),
+        Error::BadInput { input, message } => {
+            let what = input.strip_prefix("day ").unwrap_or(&input);
+            Error::bad_input(format!("{flag} {what}"), message)
+        }
         e => e,
     }
 }
