@@ -82,7 +82,10 @@ fn bisect_names_devtools_and_its_first_day_and_keeps_every_probe() {
     assert_eq!(c["to"], to.as_str());
     let file = &c["file"];
     let rel = file["path"].as_str().unwrap();
-    assert!(rel.starts_with("/packages/d/devtools/devtools-"), "{file:#}");
+    assert!(
+        rel.starts_with("/packages/d/devtools/devtools-"),
+        "{file:#}"
+    );
     assert_eq!(file["day"], bad);
     assert_eq!(
         file["sha256"],
@@ -92,15 +95,17 @@ fn bisect_names_devtools_and_its_first_day_and_keeps_every_probe() {
     assert!(rootfs.iter().any(|p| p == "etc/pacman.conf"), "{r:#}");
     let msg = r["message"].as_str().unwrap();
     assert!(
-        msg.starts_with(&format!(
-            "devtools {from} → {to}: changes etc/pacman.conf"
-        )) && msg.ends_with(&format!("in the rootfs (first on {bad})")),
+        msg.starts_with(&format!("devtools {from} → {to}: changes etc/pacman.conf"))
+            && msg.ends_with(&format!("in the rootfs (first on {bad})")),
         "{msg}"
     );
 
     // Every probe is an ordinary reproduction report under OUT/probes/<label>/.
     let probes = r["probes"].as_array().unwrap();
-    let labels: Vec<&str> = probes.iter().map(|p| p["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = probes
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
     assert_eq!(
         labels,
         ["day-2026-05-20", "day-2026-06-02", "packages-1"],
@@ -167,7 +172,10 @@ fn bad_days_exit_2_before_any_probe() {
     let servers = serve();
     let locs = locations(&servers);
     for (args, says) in [
-        (vec!["--good-day", "2026-05-20"], "--good-day \"2026-05-20\": expected"),
+        (
+            vec!["--good-day", "2026-05-20"],
+            "--good-day \"2026-05-20\": expected",
+        ),
         (vec!["--bad-day", "2026/02/30"], "--bad-day \"2026/02/30\""),
         (
             vec!["--good-day", "2026/06/02", "--bad-day", "2026/05/20"],

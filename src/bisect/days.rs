@@ -130,7 +130,9 @@ mod tests {
             Some("2026/05/20")
         );
         assert_eq!(
-            db_day("https://archive.archlinux.org/repos/2026/05/20/extra/os/x86_64/x-1-1-any.pkg.tar.zst"),
+            db_day(
+                "https://archive.archlinux.org/repos/2026/05/20/extra/os/x86_64/x-1-1-any.pkg.tar.zst"
+            ),
             None
         );
         assert_eq!(db_day("https://a/repos/last/core/os/x86_64/core.db"), None);
@@ -152,7 +154,10 @@ mod tests {
         // A store that saw one database, and an archive whose listing cannot be read
         // (file:// has no index pages): the store's days are used.
         let fetcher = Fetcher::new(store.clone(), false);
-        let db = format!("file://{}/repos/2026/05/19/core/os/x86_64/core.db", arch.display());
+        let db = format!(
+            "file://{}/repos/2026/05/19/core/os/x86_64/core.db",
+            arch.display()
+        );
         fetcher.fetch(&db, None).unwrap();
         let base = format!("file://{}", arch.display());
         let days = available(&fetcher, &base, Some("2026/05/01"), None).unwrap();

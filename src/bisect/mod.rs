@@ -167,7 +167,9 @@ pub fn bisect(plan: &Plan, store: Store, req: &Request) -> Result<BisectReport> 
         None if days.len() < 2 => {
             return Err(Error::bad_input(
                 good_what,
-                format!("is the latest day the archive at {base} lists or the store holds: there is no later day to bisect to"),
+                format!(
+                    "is the latest day the archive at {base} lists or the store holds: there is no later day to bisect to"
+                ),
             ));
         }
         None => days.last().cloned().expect("two days or more"),
@@ -423,11 +425,18 @@ mod tests {
         };
         use crate::report::Verdict::*;
         assert_eq!(
-            effect(&["etc/pacman.conf".into()], &s(Reproduced, "x"), &s(Differs, "y")),
+            effect(
+                &["etc/pacman.conf".into()],
+                &s(Reproduced, "x"),
+                &s(Differs, "y")
+            ),
             "changes etc/pacman.conf in the rootfs"
         );
         let many: Vec<String> = (0..7).map(|i| format!("f{i}")).collect();
-        assert!(effect(&many, &s(Reproduced, "x"), &s(Differs, "y")).ends_with("and 2 more in the rootfs"));
+        assert!(
+            effect(&many, &s(Reproduced, "x"), &s(Differs, "y"))
+                .ends_with("and 2 more in the rootfs")
+        );
         assert!(effect(&[], &s(Reproduced, "x"), &s(Differs, "y")).contains("image"));
         assert_eq!(
             effect(&[], &s(Reproduced, "x"), &s(Incomplete, "x")),

@@ -259,7 +259,9 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
 fn listing(roots: &Roots, url_path: &str) -> Option<String> {
     let path = url_path.split(['?', '#']).next().unwrap_or("");
     let path = percent_decode(path)?;
-    let rest = path.strip_prefix("/repos/").map(|r| r.trim_end_matches('/'))?;
+    let rest = path
+        .strip_prefix("/repos/")
+        .map(|r| r.trim_end_matches('/'))?;
     if !path.ends_with('/') || rest.split('/').any(|c| c == ".." || c.starts_with('.')) {
         return None;
     }
@@ -279,7 +281,9 @@ fn listing(roots: &Roots, url_path: &str) -> Option<String> {
         })
         .collect();
     names.sort();
-    let mut html = format!("<html>\r\n<head><title>Index of {path}</title></head>\r\n<body>\r\n<h1>Index of {path}</h1><hr><pre><a href=\"../\">../</a>\r\n");
+    let mut html = format!(
+        "<html>\r\n<head><title>Index of {path}</title></head>\r\n<body>\r\n<h1>Index of {path}</h1><hr><pre><a href=\"../\">../</a>\r\n"
+    );
     for n in names {
         html.push_str(&format!("<a href=\"{n}\">{n}</a>\r\n"));
     }
@@ -402,7 +406,13 @@ mod tests {
         let l = listing(&roots, "/repos/a/").unwrap();
         assert!(l.contains("href=\"core.db\""), "{l}");
         assert!(!l.contains(".complete"), "{l}");
-        for bad in ["/repos/a", "/repos/../", "/repos/escape/", "/gitlab/", "/repos/nope/"] {
+        for bad in [
+            "/repos/a",
+            "/repos/../",
+            "/repos/escape/",
+            "/gitlab/",
+            "/repos/nope/",
+        ] {
             assert!(listing(&roots, bad).is_none(), "{bad} listed");
         }
     }
