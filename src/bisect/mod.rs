@@ -217,17 +217,21 @@ pub fn bisect(plan: &Plan, store: Store, req: &Request) -> Result<BisectReport> 
     report.changed = true;
 
     // 1. The day, by halves over the days that exist.
-    let (mut lo, mut hi) = (0, days.len() - 1);
-    let (mut last_good, mut first_bad) = (good_probe, bad_probe);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        let p = prober.day(&days[mid])?;
-        if p.signature == baseline {
-            (lo, last_good) = (mid, p);
-        } else {
-            (hi, first_bad) = (mid, p);
-        }
-    }
+    let mut probes: BTreeMap<usize, Probe> = BTreeMap::new();
+    probes.insert(0, good_probe);
+    probes.insert(days.len() - 1, bad_probe);
+    let hi = narrow::first_changed(days.len(), &mut |i| {
+        let p = prober.day(&days[i])?;
+        let changed = p.signature != baseline;
+        probes.insert(i, p);
+        Ok(changed)
+    })?;
+    let lo = *probes.range(..hi).next_back().expect("day 0 was probed").0;
+    debug_assert_eq!(lo + 1, hi);
+    let (last_good, first_bad) = (
+        probes.remove(&lo).expect("probed"),
+        probes.remove(&hi).expect("probed"),
+    );
     let (good_day, bad_day) = (days[lo].clone(), days[hi].clone());
     report.last_good_day = Some(good_day.clone());
     report.first_bad_day = Some(bad_day.clone());

@@ -7,6 +7,24 @@ use std::collections::BTreeMap;
 
 use crate::error::Result;
 
+/// The first of `n` ordered points (days) whose outcome changed, knowing that point 0's did
+/// not and point `n - 1`'s did: by halves, asking `changed` only about the points between.
+/// A point that changed ends the good range there even if a later one did not (the first
+/// change is what is looked for).
+pub fn first_changed(n: usize, changed: &mut dyn FnMut(usize) -> Result<bool>) -> Result<usize> {
+    assert!(n >= 2, "two known points at least");
+    let (mut lo, mut hi) = (0, n - 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if changed(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
 /// The minimal subset of `all` (indices into it, sorted) for which `changed` holds, given
 /// that it holds for `all` and not for the empty set (the caller probed both). `changed` is
 /// asked each set at most once.
@@ -72,6 +90,27 @@ mod tests {
         })
         .unwrap();
         (got, probes)
+    }
+
+    #[test]
+    fn the_first_changed_day_by_halves() {
+        for n in 2..40 {
+            for first in 1..n {
+                let mut asked = Vec::new();
+                let got = first_changed(n, &mut |i| {
+                    asked.push(i);
+                    Ok(i >= first)
+                })
+                .unwrap();
+                assert_eq!(got, first, "n={n}");
+                assert!(asked.iter().all(|&i| i > 0 && i < n - 1), "{asked:?}");
+                assert!(
+                    asked.len() <= (n as f64).log2().ceil() as usize,
+                    "{asked:?}"
+                );
+            }
+        }
+        assert_eq!(first_changed(2, &mut |_| unreachable!()).unwrap(), 1);
     }
 
     #[test]

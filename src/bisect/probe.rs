@@ -282,3 +282,135 @@ pub fn rootfs_of(plan: &Plan, probe_dir: &Path) -> Option<PathBuf> {
     let p = probe_dir.join("artifacts").join(&plan.artifacts.rootfs);
     p.is_file().then_some(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::fixtures::{DAY1, DAY2, MiniArchive};
+
+    fn test_plan() -> Plan {
+        let lp = crate::plan::profile::Profile::load("archlinux-repro").unwrap();
+        let v = crate::plan::version::BuildVersion::parse("20260518.0.532496").unwrap();
+        Plan::with_overrides(&lp, &v, &[], &[]).unwrap()
+    }
+
+    fn change(name: &str, to: Option<&str>, path: Option<&str>) -> Change {
+        Change {
+            name: name.into(),
+            from: Some("1-1".into()),
+            to: to.map(str::to_string),
+            file: path.map(|p| PackageFile {
+                url: format!("https://archive.archlinux.org{p}"),
+                path: p.into(),
+                sha256: "a".repeat(64),
+                day: "2026/05/19".into(),
+                repo: "extra".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_package_set_is_one_more_install_step_after_the_environment_steps() {
+        let plan = test_plan();
+        let set = [
+            change(
+                "devtools",
+                Some("2-1"),
+                Some("/packages/d/devtools/devtools-2-1-any.pkg.tar.zst"),
+            ),
+            change("gone", None, None),
+        ];
+        let p = with_changes(&plan, &set).unwrap();
+        assert_eq!(p.steps.len(), plan.steps.len() + 1);
+        let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rollback",
+                "install",
+                "install-optional",
+                APPLY_STEP,
+                "make",
+                "image"
+            ]
+        );
+        let s = &p.steps[3];
+        assert_eq!(s.role, Role::Install);
+        assert!(!s.optional && s.faketime);
+        assert_eq!(
+            s.commands,
+            vec![
+                vec![
+                    "pacman".to_string(),
+                    "-Udd".into(),
+                    "--noconfirm".into(),
+                    format!(
+                        "{}/packages/d/devtools/devtools-2-1-any.pkg.tar.zst",
+                        crate::plan::MIRROR_URL
+                    ),
+                ],
+                vec![
+                    "pacman".into(),
+                    "-Rdd".into(),
+                    "--noconfirm".into(),
+                    "gone".into()
+                ],
+            ]
+        );
+        // The environment steps stay first, so the set gets a prepared environment.
+        let sel = crate::pipeline::steps::select(
+            &p,
+            &crate::pipeline::Options {
+                offline: true,
+                rollback: true,
+                env_day: None,
+                out: "/nonexistent".into(),
+                progress: crate::progress::Mode::Off,
+                timeout: None,
+                keep_work: false,
+                use_prepared_envs: true,
+                backend: crate::backend::BackendChoice::Container,
+                image_from: crate::pipeline::ImageFrom::Rebuilt,
+            },
+            &mut Vec::new(),
+        );
+        assert_eq!(sel.n_env, 4);
+        assert!(sel.env_first);
+    }
+
+    #[test]
+    fn package_files_are_pinned_by_the_days_database_and_tampering_is_refused() {
+        let a = MiniArchive::build().unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let fetcher = Fetcher::new(store.clone(), false);
+        let base = format!("file://{}", a.root().display());
+        let archive = Archive::new(&base, &fetcher);
+        let hello = a.pkg("hello", "1.1-1");
+        let f = pin_package(&archive, &fetcher, DAY2, "hello", "1.1-1").unwrap();
+        assert_eq!(f.sha256, hello.sha256());
+        assert_eq!(f.path, format!("/packages/h/hello/{}", hello.filename()));
+        assert_eq!(f.day, DAY2);
+        assert_eq!(f.repo, "core");
+        assert!(store.blob(&f.sha256).is_some());
+        // The environment had another version than the day lists: refused, named.
+        let e = pin_package(&archive, &fetcher, DAY1, "hello", "1.1-1").unwrap_err();
+        assert!(e.to_string().contains("lists 1.0-1"), "{e}");
+        // Bytes in packages/ that are not the ones the database lists: refused, not stored.
+        let fresh = Store::open(t.path().join("fresh")).unwrap();
+        let fetcher = Fetcher::new(fresh.clone(), false);
+        let archive = Archive::new(&base, &fetcher);
+        let file = a.root().join(f.path.trim_start_matches('/'));
+        std::fs::write(&file, b"not the package").unwrap();
+        let e = pin_package(&archive, &fetcher, DAY2, "hello", "1.1-1").unwrap_err();
+        assert!(matches!(e, Error::Tampered { .. }), "{e}");
+        assert!(fresh.blob(&hello.sha256()).is_none());
+        assert!(
+            fresh
+                .list()
+                .unwrap()
+                .iter()
+                .all(|b| b.sha256 != crate::digest::sha256_hex(b"not the package"))
+        );
+    }
+}

@@ -98,10 +98,10 @@ pub fn execute(a: Args) -> Result<i32> {
         if !crate::progress::quiet() {
             for p in &report.probes {
                 println!(
-                    "  probe {:<14} {:<10} {:?}{}  {}",
+                    "  probe {:<14} {:<10} {}{}  {}",
                     p.label,
                     p.day,
-                    p.signature.verdict,
+                    format!("{:?}", p.signature.verdict).to_lowercase(),
                     if p.changed { " (changed)" } else { "" },
                     out.join(&p.report).display()
                 );
