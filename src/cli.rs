@@ -57,6 +57,9 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
+    /// Find the first environment day whose outcome changes, and the package version
+    /// change(s) responsible; every probe is kept as an ordinary reproduction report.
+    Bisect(cmd::bisect::Args),
     /// Compare two environments (locks, report directories, or one and an archive day with
     /// --day): which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
@@ -84,6 +87,7 @@ impl Command {
             Command::Store(a) => cmd::store::execute(a),
             Command::Archive(a) => cmd::archive::execute(a),
             Command::Mirror(a) => cmd::mirror::execute(a),
+            Command::Bisect(a) => cmd::bisect::execute(a),
             Command::Drift(a) => cmd::drift::execute(a),
             Command::Image(a) => cmd::image::execute(a),
             Command::World(a) => cmd::world::execute(a),
