@@ -349,7 +349,7 @@ impl Egress {
                 ArchiveRules::new(fetcher, &r.location, &canonical)?,
             );
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(server_provider());
         let ca = ca::RunCa::new()?;
         let mut tls = HashMap::new();
         for r in &rules {
@@ -361,6 +361,7 @@ impl Egress {
                 .with_cert_resolver(Arc::new(server::Fixed(leaf)));
             let mut config = config;
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config.ignore_client_order = true;
             tls.insert(r.host.clone(), Arc::new(config));
         }
         let dir = tempfile::Builder::new()
@@ -926,6 +927,22 @@ enum Answer {
         status: Status,
         reason: String,
     },
+}
+
+/// rustls's ring provider with AES-128-GCM preferred (the server's order, not the client's).
+/// OpenSSL clients (curl, pacman's libcurl, wrk) list AES-256-GCM first; on a connection
+/// that never leaves the machine AES-128-GCM is as safe, and its 10 rounds instead of 14
+/// are paid twice for every body byte (the egress encrypts, the job's client decrypts).
+fn server_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite::{TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS13_AES_128_GCM_SHA256};
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|cs| {
+        !matches!(
+            cs.suite(),
+            TLS13_AES_128_GCM_SHA256 | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    p
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ struct Head {
 
 /// Serve requests until the client closes: over TLS for `tls_host`, else plain HTTP (the
 /// first request may already have been read).
-fn http_loop<S: Read + Write>(
+fn http_loop<S: Read + BodyOut>(
     mut r: BufReader<S>,
     st: &State,
     tls_host: Option<String>,
@@ -479,12 +479,12 @@ fn respond_error(out: &mut impl Write, code: u16, head: bool, msg: &str) -> std:
 
 /// `oci`: a Distribution API body of that media type, sent with its digest.
 fn send_blob(
-    out: &mut impl Write,
+    out: &mut impl BodyOut,
     blob: &crate::inputs::store::Blob,
     head: bool,
     oci: Option<&str>,
 ) -> std::io::Result<()> {
-    let mut file = std::fs::File::open(&blob.path)?;
+    let file = std::fs::File::open(&blob.path)?;
     let size = file.metadata()?.len();
     let sha = &blob.sha256;
     let typed = match oci {
@@ -494,11 +494,85 @@ fn send_blob(
     let h = format!(
         "HTTP/1.1 200 OK\r\n{typed}Content-Length: {size}\r\nX-Sha256: {sha}\r\nServer: reprobox-egress\r\n\r\n"
     );
-    out.write_all(h.as_bytes())?;
-    if !head {
-        std::io::copy(&mut file, out)?;
+    out.send_file(h.as_bytes(), (!head).then_some((&file, size)))
+}
+
+/// A connection that answers with a head and a file's bytes, each the fastest way its
+/// transport allows. Through `std::io::copy` every 8 KiB of a body was one TLS record, one
+/// `write(2)` and one wake-up of the client: the egress served a quarter of the plain
+/// mirror's throughput (benches/README.md).
+trait BodyOut: Write {
+    /// Send `head`, then `body`'s first `size` bytes when given.
+    fn send_file(
+        &mut self,
+        head: &[u8],
+        body: Option<(&std::fs::File, u64)>,
+    ) -> std::io::Result<()>;
+}
+
+/// Plain HTTP: the head, then `sendfile(2)` (no copy through user space), as the mirror.
+impl BodyOut for TcpStream {
+    fn send_file(
+        &mut self,
+        head: &[u8],
+        body: Option<(&std::fs::File, u64)>,
+    ) -> std::io::Result<()> {
+        self.write_all(head)?;
+        match body {
+            Some((file, size)) => crate::inputs::mirror::sendfile_range(self, file, 0, size),
+            None => Ok(()),
+        }
     }
-    out.flush()
+}
+
+/// How much of a body is read and encrypted before it is written: 16 TLS records of
+/// 16 KiB, written with one `writev(2)`.
+const TLS_BATCH: usize = 256 * 1024;
+
+/// TLS: the head and the body encrypted in batches of [`TLS_BATCH`] (the head shares the
+/// first batch's write), each batch's records written at once.
+impl BodyOut for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn send_file(
+        &mut self,
+        head: &[u8],
+        body: Option<(&std::fs::File, u64)>,
+    ) -> std::io::Result<()> {
+        // The default limit (64 KiB of unsent records) would make `write` take only part
+        // of a batch; each batch is written out before the next is read.
+        self.conn.set_buffer_limit(None);
+        let sent = (|| {
+            self.conn.writer().write_all(head)?;
+            let Some((mut file, size)) = body else {
+                return drain(&mut self.conn, &mut self.sock);
+            };
+            let mut buf = vec![0u8; TLS_BATCH];
+            let mut left = size;
+            while left > 0 {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = file.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob shrank while serving",
+                    ));
+                }
+                self.conn.writer().write_all(&buf[..n])?;
+                drain(&mut self.conn, &mut self.sock)?;
+                left -= n as u64;
+            }
+            Ok(())
+        })();
+        self.conn.set_buffer_limit(Some(64 * 1024));
+        sent
+    }
+}
+
+/// Write every pending TLS record to the socket.
+fn drain(conn: &mut rustls::ServerConnection, sock: &mut TcpStream) -> std::io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(sock)?;
+    }
+    Ok(())
 }
 
 /// The Distribution API's version check: reprobox answers every registry's authentication
