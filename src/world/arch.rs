@@ -291,12 +291,28 @@ fn plan(
     let all_days = DAYS.to_vec();
     let all_isos: Vec<&str> = ISOS.iter().map(|(i, _)| *i).collect();
     for p in content::rootfs_packages(debian, &ca.cert_pem)? {
+        // systemd changes on the build day (the world's next-day release): its first
+        // version is the snapshot day's only.
+        let days = if p.spec.name == "systemd" {
+            vec![SNAPSHOT_DAY]
+        } else {
+            all_days.clone()
+        };
         out.push(Planned {
             pkg: p,
-            days: all_days.clone(),
+            days,
             isos: vec![],
         });
     }
+    out.push(Planned {
+        pkg: ArchPkg {
+            spec: content::systemd(content::SYSTEMD_VERSIONS[1]),
+            repo: "core",
+            env: false,
+        },
+        days: vec![BUILD_DAY, LATER_DAY],
+        isos: vec![],
+    });
     out.push(Planned {
         pkg: ArchPkg {
             spec: content::pacman(),
