@@ -52,8 +52,11 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
-    /// Compare two environment locks: which packages differ (exit 1 when any).
+    /// Compare two environment locks, or two releases' published package sets (--release
+    /// V1 --release V2): which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
+    /// Make package locks: `lock from-rootfs FILE|URL` reads a rootfs tarball's pacman database.
+    Lock(cmd::lock::Args),
     /// Work with container images: `image diff A B` compares two images natively.
     Image(cmd::image::Args),
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
@@ -79,6 +82,7 @@ impl Command {
             Command::Archive(a) => cmd::archive::execute(a),
             Command::Mirror(a) => cmd::mirror::execute(a),
             Command::Drift(a) => cmd::drift::execute(a),
+            Command::Lock(a) => cmd::lock::execute(a),
             Command::Image(a) => cmd::image::execute(a),
             Command::World(a) => cmd::world::execute(a),
             Command::Completions(a) => cmd::completions::execute(a, Cli::command()),

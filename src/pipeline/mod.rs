@@ -21,6 +21,7 @@ pub mod dockerfile;
 pub mod environment;
 pub mod image;
 pub mod outputs;
+pub mod published;
 pub mod release;
 pub mod steps;
 pub mod workspace;

@@ -368,6 +368,7 @@ mod tests {
         let pkg = |name: &str, version: &str, sha: Option<&str>| LockedPackage {
             name: name.into(),
             version: version.into(),
+            arch: None,
             sha256: sha.map(String::from),
             repo: None,
             day: None,
