@@ -67,6 +67,21 @@ pub struct Options {
     pub backend: BackendChoice,
     /// Which Dockerfile the image step builds (`--image-from`).
     pub image_from: ImageFrom,
+    /// Which package set make-rootfs.sh's pacman is served (`--packages-from`).
+    pub packages_from: PackagesFrom,
+}
+
+/// Which package set the build installs into the rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackagesFrom {
+    /// The snapshot day's repositories, as the archive has them.
+    #[default]
+    Snapshot,
+    /// Exactly the published rootfs' packages (its own pacman database): the snapshot day
+    /// is answered by databases made from that set and the archive's `packages/` files
+    /// (`published::day_overlay`), for releases built from live mirrors.
+    Published,
 }
 
 /// Which Dockerfile the image step builds.
@@ -191,7 +206,7 @@ impl<'a> Run<'a> {
 }
 
 /// The archive location of the plan (empty when the profile names none).
-fn archive_url(plan: &Plan) -> &str {
+pub(crate) fn archive_url(plan: &Plan) -> &str {
     plan.locations
         .get("archive")
         .map(|l| l.url.as_str())
@@ -250,6 +265,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     ctx.scratch_dir = Some(work.path().to_path_buf());
     ctx.nested_podman = nested_podman_config(plan, work.path())?;
     ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
+    if o.packages_from == PackagesFrom::Published {
+        run.serve_published_set(&mut ctx, &release.release)?;
+    }
 
     // 4. The environment.
     let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
