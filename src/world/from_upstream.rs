@@ -1,8 +1,9 @@
 //! The world made from the real upstream repository (`reprobox world build DIR --upstream
 //! BUNDLE`): the archive and build environment of [`crate::world::arch`], the Alpine CDN and
 //! Docker Hub's `alpine:3.23` of [`crate::world::alpine`], gitlab.archlinux.org with the real
-//! repository ([`crate::world::gitlab`]), and one new release made from a real source
-//! revision by upstream's own CI jobs ([`crate::world::ci`]).
+//! repository ([`crate::world::gitlab`]), and two new releases made from a real source
+//! revision by upstream's own CI jobs ([`crate::world::ci`]): [`Release::world`], and
+//! [`Release::next_day`], whose rootfs was made from the build day's repositories.
 //!
 //! Layout (served by `world serve`, see docs/world.md):
 //! `archive/` (archive.archlinux.org), `gitlab/` (gitlab.archlinux.org: the repository at
