@@ -352,7 +352,7 @@ impl ArchiveRules {
 
     /// The overlay's answer for `path`, when the overlay covers it: `Some(None)` for a path
     /// of its day that it does not hold.
-    fn from_overlay(&self, path: &str) -> Result<Option<Option<(Blob, Outcome)>>> {
+    fn overlay_answer(&self, path: &str) -> Result<Option<Option<(Blob, Outcome)>>> {
         let Some(o) = &self.overlay else {
             return Ok(None);
         };
@@ -372,7 +372,7 @@ impl ArchiveRules {
     /// upstream has no such file (or, offline, the store does not hold it);
     /// `Error::Tampered` when the bytes are not the listed ones (nothing is stored).
     pub fn resolve(&self, path: &str) -> Result<Option<(Blob, Outcome)>> {
-        if let Some(answer) = self.from_overlay(path)? {
+        if let Some(answer) = self.overlay_answer(path)? {
             return Ok(answer);
         }
         let url = format!("{}{path}", self.canonical);
