@@ -121,7 +121,10 @@ fn world_json_agrees_with_the_release_on_disk() {
         m.tag_commit
     );
     // The next-day release (docs/world.md) is the next commit on `releases`, the head.
-    let next = m.next_day.as_ref().expect("world.json has the next-day release");
+    let next = m
+        .next_day
+        .as_ref()
+        .expect("world.json has the next-day release");
     assert_eq!(git(&bare, "rev-parse refs/heads/releases"), next.tag_commit);
     assert_eq!(
         git(&bare, &format!("rev-parse '{}^'", next.tag_commit)),

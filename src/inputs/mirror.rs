@@ -631,4 +631,80 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%2B"), "%zz+");
     }
+
+    #[test]
+    fn an_overlay_answers_its_day_alone_and_nothing_else_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let up = dir.path().join("archive");
+        for (p, body) in [
+            ("repos/2026/05/19/core/os/x86_64/core.db", "real 19"),
+            ("repos/2026/05/20/core/os/x86_64/core.db", "real 20"),
+            (
+                "packages/s/systemd/systemd-2-1-x86_64.pkg.tar.zst.sig",
+                "sig",
+            ),
+        ] {
+            std::fs::create_dir_all(up.join(p).parent().unwrap()).unwrap();
+            std::fs::write(up.join(p), body).unwrap();
+        }
+        let upstream = format!("file://{}", up.display());
+        let mut rules =
+            ArchiveRules::new(Fetcher::new(store.clone(), false), &upstream, &upstream).unwrap();
+        let made = store.put_reader(&b"made"[..], None, "test:made").unwrap();
+        let mut files = HashMap::new();
+        files.insert(
+            "/repos/2026/05/19/core/os/x86_64/core.db".to_string(),
+            OverlayFile::Blob(made.clone()),
+        );
+        files.insert(
+            "/repos/2026/05/19/core/os/x86_64/systemd-2-1-x86_64.pkg.tar.zst.sig".to_string(),
+            OverlayFile::Path("/packages/s/systemd/systemd-2-1-x86_64.pkg.tar.zst.sig".into()),
+        );
+        let read = |r: Option<(Blob, Outcome)>| std::fs::read_to_string(r.unwrap().0.path).unwrap();
+        // Without the overlay: the archive's day.
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/19/core/os/x86_64/core.db")
+                    .unwrap()
+            ),
+            "real 19"
+        );
+        rules.set_overlay(Arc::new(ArchiveOverlay {
+            prefix: "/repos/2026/05/19/".into(),
+            files,
+        }));
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/19/core/os/x86_64/core.db")
+                    .unwrap()
+            ),
+            "made"
+        );
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/19/core/os/x86_64/systemd-2-1-x86_64.pkg.tar.zst.sig")
+                    .unwrap()
+            ),
+            "sig"
+        );
+        // Another path of that day is absent; another day is the archive's.
+        assert!(
+            rules
+                .resolve("/repos/2026/05/19/core/os/x86_64/core.db.sig")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/20/core/os/x86_64/core.db")
+                    .unwrap()
+            ),
+            "real 20"
+        );
+    }
 }
