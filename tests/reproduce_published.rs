@@ -214,6 +214,7 @@ fn the_next_day_release_reproduces_only_from_its_published_package_set() {
         notes.contains("systemd: 258.2-1 -> 258.1-1"),
         "the report names the package: {notes}"
     );
+    assert!(r.get("packages_from_published").is_none(), "{r:#}");
 
     // From the published set: reproduced, and the report says so.
     let (o, r) = run(
@@ -233,4 +234,22 @@ fn the_next_day_release_reproduces_only_from_its_published_package_set() {
             && notes.contains("systemd 258.1-1 → 258.2-1 (2026/05/20 core)"),
         "{notes}"
     );
+    // The report's record: the whole published set, systemd alone differing.
+    let p = &r["packages_from_published"];
+    assert_eq!(p["day"], "2026/05/19", "{p:#}");
+    assert_eq!(
+        p["packages"].as_u64(),
+        Some(next.rootfs.installed.len() as u64),
+        "{p:#}"
+    );
+    assert!(
+        p["source"].as_str().unwrap().contains(&next.rootfs.sha256),
+        "{p:#}"
+    );
+    let differ = p["differ_from_snapshot"].as_array().unwrap();
+    assert_eq!(differ.len(), 1, "{p:#}");
+    assert_eq!(differ[0]["name"], "systemd");
+    assert_eq!(differ[0]["version"], "258.2-1");
+    assert_eq!(differ[0]["snapshot_version"], "258.1-1");
+    assert_eq!(differ[0]["day"], "2026/05/20");
 }

@@ -131,6 +131,8 @@ pub struct Ledger {
     pub steps: Vec<StepRecord>,
     /// What the egress did, once the steps are over (a profile with `[[egress]]`).
     pub egress: Option<EgressRecord>,
+    /// The package set served with `--packages-from published`.
+    pub published_packages: Option<published::PublishedPackages>,
 }
 
 /// One reproduction in progress: what every stage reads (the plan, the options, the
@@ -320,6 +322,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             external_diffs,
             notes: std::mem::take(&mut run.ledger.notes),
             egress: run.ledger.egress.take(),
+            published_packages: run.ledger.published_packages.take(),
         },
     );
     outputs::write_outputs(

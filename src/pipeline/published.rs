@@ -103,12 +103,16 @@ impl super::Run<'_> {
                 ),
             ));
         }
-        let differ: Vec<String> = pinned
+        let differ_from_snapshot: Vec<PinnedPackage> = pinned
             .iter()
             .filter(|p| p.differs_from_snapshot())
-            .map(|p| match (&p.snapshot_version, p.on_snapshot_day) {
-                (Some(v), _) => format!("{} {v} → {} ({} {})", p.name, p.version, p.day, p.repo),
-                (None, _) => format!("{} (absent) → {} ({} {})", p.name, p.version, p.day, p.repo),
+            .cloned()
+            .collect();
+        let differ: Vec<String> = differ_from_snapshot
+            .iter()
+            .map(|p| {
+                let from = p.snapshot_version.as_deref().unwrap_or("(absent)");
+                format!("{} {from} → {} ({} {})", p.name, p.version, p.day, p.repo)
             })
             .collect();
         self.ledger.notes.push(format!(
@@ -126,6 +130,12 @@ impl super::Run<'_> {
                 )
             }
         ));
+        self.ledger.published_packages = Some(PublishedPackages {
+            source: set.source.clone(),
+            day: plan.snapshot.clone(),
+            packages: pinned.len(),
+            differ_from_snapshot,
+        });
         Ok(())
     }
 }
@@ -212,8 +222,21 @@ pub const REPOS: [&str; 3] = ["core", "extra", "multilib"];
 /// mirror a little ahead.
 pub const SEARCH_DAYS: u32 = 7;
 
+/// The report's record of `--packages-from published`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedPackages {
+    /// Where the set was read (the published tarball's URL, or the image layer).
+    pub source: String,
+    /// The archive day answered from the set (the snapshot day).
+    pub day: String,
+    /// How many packages the set holds.
+    pub packages: usize,
+    /// The packages whose version differs from (or which are absent on) the snapshot day.
+    pub differ_from_snapshot: Vec<PinnedPackage>,
+}
+
 /// One package of the published set, where the archive has it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PinnedPackage {
     pub name: String,
     pub version: String,
