@@ -173,6 +173,39 @@ fn drift_between_the_two_releases_names_systemd() {
     }
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // With the published tarballs gone (the `rootfs` location answers 404), each set is read
+    // from the published image's COPY layer instead, and the drift is the same.
+    let empty = store.path().join("gone");
+    std::fs::create_dir(&empty).unwrap();
+    let gone = reprobox::world::fileserver::FileServer::dir(&empty).unwrap();
+    let mut c = reprobox();
+    c.args([
+        "drift",
+        "--json",
+        "--release",
+        &m.release.version,
+        "--release",
+    ])
+    .arg(&next.release.version)
+    .arg("--store")
+    .arg(store.path().join("store2"));
+    for l in with_location(&locs, "rootfs", &gone.url()) {
+        c.args(["--location", &l]);
+    }
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["drift"],
+        serde_json::json!([{"name": "systemd", "a": "258.1-1", "b": "258.2-1"}]),
+        "{v:#}"
+    );
+    for s in v["sources"].as_array().unwrap() {
+        assert!(
+            s.as_str().unwrap().contains("image"),
+            "read from the image layer: {v:#}"
+        );
+    }
     // One --release only: bad input.
     let o = reprobox()
         .args(["drift", "--release", &m.release.version])
