@@ -52,8 +52,13 @@ pub fn lock_from_reader(reader: impl Read, what: &str) -> Result<EnvLock> {
         let dir = dir.to_string();
         let mut text = String::new();
         entry.read_to_string(&mut text).map_err(bad)?;
-        let p = parse_desc(&text, &format!("{what}: {path}"))
-            .map_err(|e| Error::bad_input(format!("rootfs tarball {what}"), e.to_string()))?;
+        let p = parse_desc(&text, &path).map_err(|e| {
+            let msg = match e {
+                Error::Environment(m) => m,
+                e => e.to_string(),
+            };
+            Error::bad_input(format!("rootfs tarball {what}"), msg)
+        })?;
         if dir != format!("{}-{}", p.name, p.version) {
             return Err(Error::bad_input(
                 format!("rootfs tarball {what}"),
