@@ -384,11 +384,15 @@ pub fn day_overlay(
         let d = day_plus(day, n)?;
         for repo in REPOS {
             let url = format!("{archive}/repos/{d}/{repo}/os/x86_64/{repo}.db");
-            let Some((blob, _)) = fetcher.try_fetch(&url, None, true)? else {
+            // A day or repository the archive does not have is skipped (not recorded).
+            let Some((blob, outcome)) = fetcher.try_fetch(&url, None, true)? else {
                 continue;
             };
             inputs.record(
-                crate::inputs::lock::Status::Fetched,
+                match outcome {
+                    crate::inputs::fetch::Outcome::Hit => crate::inputs::lock::Status::Hit,
+                    crate::inputs::fetch::Outcome::Fetched => crate::inputs::lock::Status::Fetched,
+                },
                 &url,
                 Some((&blob.sha256, blob.size)),
             );
