@@ -5,7 +5,7 @@
 //! equals the world's record of what it installed (Debian's real pacman over the same
 //! database); `reprobox drift --release` names systemd; a normal reproduction of the
 //! next-day release differs and names systemd; with `--packages-from published` it
-//! reproduces. Needs root (CI is root): without it the world cannot be built and the test
+//! reproduces, online and then offline with every server stopped. Needs root (CI is root): without it the world cannot be built and the test
 //! fails with the reason.
 
 mod reproduce_common;
@@ -285,4 +285,18 @@ fn the_next_day_release_reproduces_only_from_its_published_package_set() {
     assert_eq!(differ[0]["version"], "258.2-1");
     assert_eq!(differ[0]["snapshot_version"], "258.1-1");
     assert_eq!(differ[0]["day"], "2026/05/20");
+
+    // Offline, with every server stopped: the published set, its day and its package files
+    // all come from the store, and it reproduces again.
+    drop(s);
+    let (o, r) = run(
+        &outs.path().join("offline"),
+        &["--packages-from", "published", "--offline"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{r:#}\n{}", stderr(&o));
+    assert_eq!(r["verdict"], "reproduced", "{r:#}");
+    assert_eq!(
+        r["packages_from_published"]["differ_from_snapshot"][0]["name"],
+        "systemd"
+    );
 }
