@@ -60,9 +60,12 @@ pub enum Command {
     /// Find the first environment day whose outcome changes, and the package version
     /// change(s) responsible; every probe is kept as an ordinary reproduction report.
     Bisect(cmd::bisect::Args),
-    /// Compare two environments (locks, report directories, or one and an archive day with
-    /// --day): which packages differ (exit 1 when any).
+    /// Compare two environments (locks, report directories, one and an archive day with
+    /// --day, or two releases' published package sets with --release V1 --release V2):
+    /// which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
+    /// Make package locks: `lock from-rootfs FILE|URL` reads a rootfs tarball's pacman database.
+    Lock(cmd::lock::Args),
     /// Work with container images: `image diff A B` compares two images natively.
     Image(cmd::image::Args),
     /// Build or serve the local test world (an archive, environment, upstream repo and registry).
@@ -89,6 +92,7 @@ impl Command {
             Command::Mirror(a) => cmd::mirror::execute(a),
             Command::Bisect(a) => cmd::bisect::execute(a),
             Command::Drift(a) => cmd::drift::execute(a),
+            Command::Lock(a) => cmd::lock::execute(a),
             Command::Image(a) => cmd::image::execute(a),
             Command::World(a) => cmd::world::execute(a),
             Command::Completions(a) => cmd::completions::execute(a, Cli::command()),

@@ -352,3 +352,77 @@ fn drift_compares_two_locks() {
         &["environment lock", "bad.lock"],
     );
 }
+
+/// `lock from-rootfs` on a small rootfs tarball (made here, gzip), and its bad inputs.
+#[test]
+fn lock_from_rootfs_reads_a_tarball_and_refuses_bad_ones() {
+    let desc = |name: &str, version: &str, arch: &str| {
+        format!(
+            "%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%BASE%\n{name}\n\n%DESC%\nx\n\n%URL%\nhttps://example.org/\n\n%ARCH%\n{arch}\n\n\
+%BUILDDATE%\n1774828800\n\n%INSTALLDATE%\n1774915200\n\n%PACKAGER%\nworld <w@reprobox.invalid>\n\n\
+%SIZE%\n1\n\n%REASON%\n1\n\n%LICENSE%\nMIT\n\n%VALIDATION%\nnone\n\n"
+        )
+    };
+    let tarball = |name: &str, files: &[(String, String)]| {
+        let p = tmpfile(name, "");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&p).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut b = tar::Builder::new(gz);
+        for (path, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        p
+    };
+    let good = tarball(
+        "rootfs.tar.gz",
+        &[
+            (
+                "./var/lib/pacman/local/systemd-258.2-1/desc".into(),
+                desc("systemd", "258.2-1", "x86_64"),
+            ),
+            (
+                "./var/lib/pacman/local/base-3-2/desc".into(),
+                desc("base", "3-2", "any"),
+            ),
+        ],
+    );
+    let good_s = good.to_str().unwrap();
+    let o = run(&["lock", "from-rootfs", good_s]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("[[package]]\nname = \"base\"\nversion = \"3-2\"\narch = \"any\"\n")
+            && text.contains("name = \"systemd\"\nversion = \"258.2-1\"\narch = \"x86_64\"\n"),
+        "{text}"
+    );
+    // The printed lock is what `drift` reads: against itself, no drift.
+    let lock = tmpfile("rootfs.lock", &text);
+    let o = run(&["drift", lock.to_str().unwrap(), lock.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["lock", "from-rootfs", good_s, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["package"][1]["name"], "systemd");
+    // A wrong --sha256 is refused as tampered (3); a malformed one is bad input.
+    let o = run(&["lock", "from-rootfs", good_s, "--sha256", &"0".repeat(64)]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_bad(
+        &["lock", "from-rootfs", good_s, "--sha256", "xyz"],
+        &["--sha256", "64 hex"],
+    );
+    assert_bad(
+        &["lock", "from-rootfs", "/nonexistent/repro.tar.zst"],
+        &["/nonexistent/repro.tar.zst", "no such file"],
+    );
+    let empty = tarball("empty.tar.gz", &[("./etc/hostname".into(), "x\n".into())]);
+    assert_bad(
+        &["lock", "from-rootfs", empty.to_str().unwrap()],
+        &["empty.tar.gz", "no pacman database"],
+    );
+}

@@ -120,7 +120,20 @@ fn world_json_agrees_with_the_release_on_disk() {
         git(&bare, &format!("rev-parse 'v{VERSION}^{{commit}}'")),
         m.tag_commit
     );
-    assert_eq!(git(&bare, "rev-parse refs/heads/releases"), m.tag_commit);
+    // The next-day release (docs/world.md) is the next commit on `releases`, the head.
+    let next = m
+        .next_day
+        .as_ref()
+        .expect("world.json has the next-day release");
+    assert_eq!(git(&bare, "rev-parse refs/heads/releases"), next.tag_commit);
+    assert_eq!(
+        git(&bare, &format!("rev-parse '{}^'", next.tag_commit)),
+        m.tag_commit
+    );
+    assert_eq!(
+        git(&bare, &format!("rev-parse '{}^{{commit}}'", next.tag)),
+        next.tag_commit
+    );
     assert_eq!(
         git(&bare, &format!("rev-parse '{}^'", m.tag_commit)),
         BUNDLE_RELEASES_HEAD
@@ -186,8 +199,11 @@ fn world_json_agrees_with_the_release_on_disk() {
     let image =
         registry::read_image(&storage, registry::IMAGE_REPO, &format!("repro-{VERSION}")).unwrap();
     assert_eq!(image, m.image);
+    // `:repro` is the last release pushed: the next-day one, whose rootfs differs.
     let latest = registry::read_image(&storage, registry::IMAGE_REPO, "repro").unwrap();
-    assert_eq!(latest.manifest_digest, m.image.manifest_digest);
+    assert_eq!(latest.manifest_digest, next.image.manifest_digest);
+    assert_ne!(next.image.manifest_digest, m.image.manifest_digest);
+    assert_ne!(next.rootfs.sha256, m.rootfs.sha256);
     let a = registry::read_image(&storage, alpine::IMAGE_REPO, alpine::IMAGE_TAG).unwrap();
     let recorded: alpine::AlpineRecord = serde_json::from_value(m.alpine.clone()).unwrap();
     assert_eq!(a, recorded.image);

@@ -371,6 +371,7 @@ mod tests {
                 use_prepared_envs: true,
                 backend: crate::backend::BackendChoice::Container,
                 image_from: crate::pipeline::ImageFrom::Rebuilt,
+                packages_from: crate::pipeline::PackagesFrom::Snapshot,
             },
             &mut Vec::new(),
         );

@@ -74,6 +74,7 @@ pub fn execute(a: Args) -> Result<i32> {
         use_prepared_envs: true,
         backend,
         image_from: ImageFrom::Rebuilt,
+        packages_from: crate::pipeline::PackagesFrom::Snapshot,
     };
     let req = crate::bisect::Request {
         good_day: a.good_day,

@@ -102,6 +102,7 @@ pub fn execute(a: Args) -> Result<i32> {
         use_prepared_envs: true,
         backend: Default::default(),
         image_from: Default::default(),
+        packages_from: Default::default(),
     };
     pipeline::reproduce(&plan, store.clone(), &warm)?;
     drop(servers);

@@ -4,7 +4,9 @@
 //!   one of each;
 //! - `drift --report DIR --day D` (or `drift A --day D`): a report's (or lock's) environment
 //!   against what the archive had on day D, from D's repository databases alone: nothing is
-//!   built or installed ([`day_lock`]).
+//!   built or installed ([`day_lock`]);
+//! - `drift --release V1 --release V2 [--profile P] [-L NAME=URL]…`: two releases' published
+//!   rootfs, each read into a lock from its own pacman database (`pipeline::published`).
 
 use std::path::{Path, PathBuf};
 
@@ -30,9 +32,24 @@ pub struct Args {
     /// REPROBOX_LOCATION_ARCHIVE overriding it).
     #[arg(long, value_name = "URL", requires = "day")]
     pub archive: Option<String>,
-    /// With --day: use only the store's copy of the day's databases.
-    #[arg(long, requires = "day")]
+    /// With --day or --release: use only what the store holds; nothing leaves the machine.
+    #[arg(long)]
     pub offline: bool,
+    /// Compare two releases' published package sets instead: give exactly two, the older
+    /// first (BUILD_VERSION, e.g. 20260518.0.532496).
+    #[arg(long = "release", value_name = "BUILD_VERSION", conflicts_with_all = ["a", "b", "report", "day"])]
+    pub releases: Vec<String>,
+    /// The profile whose locations say where the releases are published (with --release).
+    #[arg(long, default_value = "archlinux-repro", requires = "releases")]
+    pub profile: String,
+    /// Override a profile location, NAME=URL (repeatable; with --release).
+    #[arg(
+        short = 'L',
+        long = "location",
+        value_name = "NAME=URL",
+        requires = "releases"
+    )]
+    pub locations: Vec<String>,
     #[command(flatten)]
     pub store: super::store::StoreArg,
     /// Print as JSON.
@@ -42,6 +59,37 @@ pub struct Args {
 
 /// Exit 0 when the two environments hold the same package versions, 1 when they differ.
 pub fn execute(a: Args) -> Result<i32> {
+    let (la, lb, sources) = if a.releases.is_empty() {
+        let (la, lb) = two_environments(&a)?;
+        (la, lb, None)
+    } else {
+        let (la, lb, sources) = two_releases(&a)?;
+        (la, lb, Some(sources))
+    };
+    let d = drift(&la, &lb);
+    if a.json {
+        let v = match &sources {
+            Some(sources) => serde_json::json!({ "sources": sources, "drift": d }),
+            None => serde_json::to_value(&d).expect("plain JSON"),
+        };
+        println!("{}", serde_json::to_string_pretty(&v).expect("plain JSON"));
+    } else {
+        for s in sources.iter().flatten() {
+            println!("# {s}");
+        }
+        if d.is_empty() {
+            println!("no drift: {} packages, same versions", la.packages.len());
+        } else {
+            for x in &d {
+                println!("{x}");
+            }
+        }
+    }
+    Ok(if d.is_empty() { 0 } else { 1 })
+}
+
+/// The two environments of `drift A B` or `drift A --day D`.
+fn two_environments(a: &Args) -> Result<(EnvLock, EnvLock)> {
     let first = a.report.as_ref().or(a.a.as_ref()).ok_or_else(|| {
         Error::bad_input(
             "drift",
@@ -53,7 +101,7 @@ pub fn execute(a: Args) -> Result<i32> {
         (Some(b), None) => load_env(b)?,
         (None, Some(day)) => {
             let day = crate::inputs::archive::parse_day(day)?;
-            let archive = archive_for(&a, first, &day)?;
+            let archive = archive_for(a, first, &day)?;
             let store = a.store.open()?;
             let fetcher = crate::inputs::fetch::Fetcher::new(store, a.offline);
             let url = crate::inputs::archive::repo_db_url(
@@ -82,17 +130,38 @@ pub fn execute(a: Args) -> Result<i32> {
             ));
         }
     };
-    let d = drift(&la, &lb);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&d).expect("plain JSON"));
-    } else if d.is_empty() {
-        println!("no drift: {} packages, same versions", la.packages.len());
-    } else {
-        for x in &d {
-            println!("{x}");
-        }
+    Ok((la, lb))
+}
+
+/// The published package sets of `drift --release V1 --release V2`, with where each came
+/// from (the tarball, or the image's layer when the tarball is gone).
+fn two_releases(a: &Args) -> Result<(EnvLock, EnvLock, Vec<String>)> {
+    let [v1, v2] = a.releases.as_slice() else {
+        return Err(Error::bad_input(
+            "--release",
+            format!(
+                "given {} time(s); expected exactly two releases (--release V1 --release V2) or two lock files",
+                a.releases.len()
+            ),
+        ));
+    };
+    let store = a.store.open()?;
+    let mut locks = Vec::new();
+    let mut sources = Vec::new();
+    for v in [v1, v2] {
+        let target = crate::cmd::plan::Target {
+            profile: a.profile.clone(),
+            build_version: v.clone(),
+            locations: a.locations.clone(),
+        };
+        let plan = target.plan()?;
+        let set = crate::pipeline::published::published_set(&plan, &store, a.offline)?;
+        sources.push(format!("{v}: {}", set.source));
+        locks.push(set.lock);
     }
-    Ok(if d.is_empty() { 0 } else { 1 })
+    let lb = locks.pop().expect("two locks");
+    let la = locks.pop().expect("two locks");
+    Ok((la, lb, sources))
 }
 
 /// An environment lock from a lock file, or from a report directory's `env.lock`.
@@ -160,6 +229,7 @@ pub fn day_lock(
             Ok(r) => packages.push(LockedPackage {
                 name: r.name,
                 version: r.version,
+                arch: None,
                 sha256: Some(r.sha256),
                 repo: Some(r.repo),
                 day: Some(r.day),

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod doctor;
 pub mod drift;
 pub mod image;
+pub mod lock;
 pub mod man;
 pub mod mirror;
 pub mod plan;

@@ -49,6 +49,11 @@ pub struct Args {
     /// release's hash), to tell image drift from rootfs drift.
     #[arg(long, value_enum, value_name = "FROM", default_value_t = ImageFromArg::Rebuilt)]
     pub image_from: ImageFromArg,
+    /// Which packages make-rootfs.sh installs: `snapshot`, the snapshot day's repositories;
+    /// `published`, exactly the set the published rootfs records in its pacman database
+    /// (for releases built from live mirrors), from the archive's `packages/` tree.
+    #[arg(long, value_enum, value_name = "FROM", default_value_t = PackagesFromArg::Snapshot)]
+    pub packages_from: PackagesFromArg,
     /// Print only the report (JSON) on stdout; the build's own output goes to stderr.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +65,15 @@ pub enum ImageFromArg {
     /// The Dockerfile the build regenerated, over the rebuilt rootfs.
     Rebuilt,
     /// The release's own Dockerfile.repro, over the published rootfs.
+    Published,
+}
+
+/// `--packages-from`: [`pipeline::PackagesFrom`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PackagesFromArg {
+    /// The snapshot day's repositories.
+    Snapshot,
+    /// The published rootfs' own package set.
     Published,
 }
 
@@ -133,6 +147,10 @@ pub fn execute(a: Args) -> Result<i32> {
         image_from: match a.image_from {
             ImageFromArg::Rebuilt => pipeline::ImageFrom::Rebuilt,
             ImageFromArg::Published => pipeline::ImageFrom::Published,
+        },
+        packages_from: match a.packages_from {
+            PackagesFromArg::Snapshot => pipeline::PackagesFrom::Snapshot,
+            PackagesFromArg::Published => pipeline::PackagesFrom::Published,
         },
     };
     let outcome = {

@@ -75,6 +75,12 @@ pub fn execute(args: Args) -> Result<i32> {
                 "  source         {} (tag {} at {})",
                 r.source_revision, m.tag, m.tag_commit
             );
+            if let Some(n) = &m.next_day {
+                println!(
+                    "  next-day       {} (tag {}): rootfs from repos/{}, sha256 {}",
+                    n.release.version, n.tag, n.repos_day, n.rootfs.sha256
+                );
+            }
             Ok(0)
         }
         Action::Serve {

@@ -393,6 +393,19 @@ impl Egress {
         &self.rules
     }
 
+    /// Answer one archive day of every `archive` rule from `overlay` (`reproduce
+    /// --packages-from published`); called before the egress serves a job. Returns how many
+    /// rules took it (0: the profile maps no archive host, nothing would be served from it).
+    pub fn set_archive_overlay(
+        &mut self,
+        overlay: std::sync::Arc<crate::inputs::mirror::ArchiveOverlay>,
+    ) -> usize {
+        for r in self.archives.values_mut() {
+            r.set_overlay(overlay.clone());
+        }
+        self.archives.len()
+    }
+
     /// The run's CA certificate (PEM).
     pub fn ca_pem(&self) -> String {
         self.ca.pem()

@@ -11,6 +11,8 @@ use crate::error::{Error, IoContext, Result};
 pub struct InstalledPackage {
     pub name: String,
     pub version: String,
+    /// `%ARCH%` (`x86_64`, `any`): with name and version, the package file's name.
+    pub arch: String,
     /// `%INSTALLDATE%`, seconds since the epoch (pacman < 7.1 writes the wall clock here).
     pub install_date: i64,
 }
@@ -22,15 +24,17 @@ pub fn parse_desc(text: &str, name: &str) -> Result<InstalledPackage> {
             "{name}: not a valid pacman local database entry: {e}"
         ))
     })?;
-    let (n, v, d) = match &desc {
+    let (n, v, a, d) = match &desc {
         DbDescFile::V1(d) => (
             d.name.to_string(),
             d.version.to_string(),
+            d.arch.to_string(),
             d.installdate.to_string(),
         ),
         DbDescFile::V2(d) => (
             d.name.to_string(),
             d.version.to_string(),
+            d.arch.to_string(),
             d.installdate.to_string(),
         ),
     };
@@ -40,6 +44,7 @@ pub fn parse_desc(text: &str, name: &str) -> Result<InstalledPackage> {
     Ok(InstalledPackage {
         name: n,
         version: v,
+        arch: a,
         install_date,
     })
 }
@@ -87,6 +92,7 @@ mod tests {
             [InstalledPackage {
                 name: "devtools".into(),
                 version: "1.0-1".into(),
+                arch: "any".into(),
                 install_date: 1774915200
             }]
         );

@@ -6,6 +6,7 @@
 //! ([`drift`]), which is how a report names the environment package that changed.
 
 pub mod installed;
+pub mod rootfs;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +36,10 @@ pub struct EnvLock {
 pub struct LockedPackage {
     pub name: String,
     pub version: String,
+    /// `%ARCH%` of the package (`x86_64`, `any`), when read from a rootfs
+    /// ([`rootfs::lock_from_tarball`]): it names the package file in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
     /// sha256 of the package file, when reprobox saw it served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -98,6 +103,7 @@ impl EnvLock {
             packages.push(LockedPackage {
                 name: p.name,
                 version: p.version,
+                arch: None,
                 sha256,
                 repo,
                 day,
@@ -200,6 +206,7 @@ mod tests {
         LockedPackage {
             name: name.into(),
             version: version.into(),
+            arch: None,
             sha256: Some("ab".repeat(32)),
             repo: Some("extra".into()),
             day: Some("2026/03/30".into()),
@@ -216,6 +223,7 @@ mod tests {
                 LockedPackage {
                     name: "pacman".into(),
                     version: "6.0.2-1".into(),
+                    arch: Some("x86_64".into()),
                     sha256: None,
                     repo: None,
                     day: None,
@@ -229,7 +237,7 @@ mod tests {
         let expected = "# reprobox environment lock: the build environment's packages, exactly\n\
 schema = 1\nsnapshot = \"2026/03/30\"\n\n[[package]]\nname = \"devtools\"\nversion = \"1:1.0-1\"\n\
 sha256 = \"abababababababababababababababababababababababababababababababab\"\nrepo = \"extra\"\nday = \"2026/03/30\"\n\n\
-[[package]]\nname = \"pacman\"\nversion = \"6.0.2-1\"\n";
+[[package]]\nname = \"pacman\"\nversion = \"6.0.2-1\"\narch = \"x86_64\"\n";
         assert_eq!(text, expected);
     }
 

@@ -71,6 +71,30 @@ pub struct ArchiveRules {
     cache: Mutex<HashMap<String, Blob>>,
     /// Database URL → parsed database, to check packages against `%SHA256SUM%`.
     dbs: Mutex<HashMap<String, Arc<RepoDb>>>,
+    /// A day answered from a made set instead of the archive (`--packages-from published`).
+    overlay: Option<Arc<ArchiveOverlay>>,
+}
+
+/// One archive day answered from a package set made elsewhere (`reproduce --packages-from
+/// published`, `pipeline::published`): its repository databases are made from that set, its
+/// package files are the archive's `packages/` files already fetched and checked, and every
+/// other path of that day is absent (no database signature, no `.files`), so nothing of the
+/// real day's contents can reach the build.
+#[derive(Debug, Default)]
+pub struct ArchiveOverlay {
+    /// `/repos/YYYY/MM/DD/`: the day answered.
+    pub prefix: String,
+    /// Request path (decoded) → what answers it.
+    pub files: HashMap<String, OverlayFile>,
+}
+
+/// What answers one path of an [`ArchiveOverlay`].
+#[derive(Debug, Clone)]
+pub enum OverlayFile {
+    /// Bytes already in the store (a made database, a package fetched and checked).
+    Blob(Blob),
+    /// Another archive path, fetched (pinned) on demand: a package's `.sig` in `packages/`.
+    Path(String),
 }
 
 pub struct Mirror;
@@ -317,7 +341,30 @@ impl ArchiveRules {
             canonical: archive::parse_base(canonical)?,
             cache: Mutex::new(HashMap::new()),
             dbs: Mutex::new(HashMap::new()),
+            overlay: None,
         })
+    }
+
+    /// Answer `overlay`'s day from it (set before the rules serve anything).
+    pub fn set_overlay(&mut self, overlay: Arc<ArchiveOverlay>) {
+        self.overlay = Some(overlay);
+    }
+
+    /// The overlay's answer for `path`, when the overlay covers it: `Some(None)` for a path
+    /// of its day that it does not hold.
+    fn overlay_answer(&self, path: &str) -> Result<Option<Option<(Blob, Outcome)>>> {
+        let Some(o) = &self.overlay else {
+            return Ok(None);
+        };
+        let path = percent_decode(path);
+        if !path.starts_with(&o.prefix) {
+            return Ok(None);
+        }
+        Ok(Some(match o.files.get(&path) {
+            None => None,
+            Some(OverlayFile::Blob(b)) => Some((b.clone(), Outcome::Hit)),
+            Some(OverlayFile::Path(p)) => self.fetch(p, None, true)?,
+        }))
     }
 
     /// The bytes for `path` (absolute, safe, without a query): from the store or upstream,
@@ -325,6 +372,9 @@ impl ArchiveRules {
     /// upstream has no such file (or, offline, the store does not hold it);
     /// `Error::Tampered` when the bytes are not the listed ones (nothing is stored).
     pub fn resolve(&self, path: &str) -> Result<Option<(Blob, Outcome)>> {
+        if let Some(answer) = self.overlay_answer(path)? {
+            return Ok(answer);
+        }
         let url = format!("{}{path}", self.canonical);
         let immutable = is_immutable(path);
         if immutable && let Some(b) = self.cache.lock().expect("not poisoned").get(&url) {
@@ -592,5 +642,81 @@ mod tests {
         );
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%2B"), "%zz+");
+    }
+
+    #[test]
+    fn an_overlay_answers_its_day_alone_and_nothing_else_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let up = dir.path().join("archive");
+        for (p, body) in [
+            ("repos/2026/05/19/core/os/x86_64/core.db", "real 19"),
+            ("repos/2026/05/20/core/os/x86_64/core.db", "real 20"),
+            (
+                "packages/s/systemd/systemd-2-1-x86_64.pkg.tar.zst.sig",
+                "sig",
+            ),
+        ] {
+            std::fs::create_dir_all(up.join(p).parent().unwrap()).unwrap();
+            std::fs::write(up.join(p), body).unwrap();
+        }
+        let upstream = format!("file://{}", up.display());
+        let mut rules =
+            ArchiveRules::new(Fetcher::new(store.clone(), false), &upstream, &upstream).unwrap();
+        let made = store.put_reader(&b"made"[..], None, "test:made").unwrap();
+        let mut files = HashMap::new();
+        files.insert(
+            "/repos/2026/05/19/core/os/x86_64/core.db".to_string(),
+            OverlayFile::Blob(made.clone()),
+        );
+        files.insert(
+            "/repos/2026/05/19/core/os/x86_64/systemd-2-1-x86_64.pkg.tar.zst.sig".to_string(),
+            OverlayFile::Path("/packages/s/systemd/systemd-2-1-x86_64.pkg.tar.zst.sig".into()),
+        );
+        let read = |r: Option<(Blob, Outcome)>| std::fs::read_to_string(r.unwrap().0.path).unwrap();
+        // Without the overlay: the archive's day.
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/19/core/os/x86_64/core.db")
+                    .unwrap()
+            ),
+            "real 19"
+        );
+        rules.set_overlay(Arc::new(ArchiveOverlay {
+            prefix: "/repos/2026/05/19/".into(),
+            files,
+        }));
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/19/core/os/x86_64/core.db")
+                    .unwrap()
+            ),
+            "made"
+        );
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/19/core/os/x86_64/systemd-2-1-x86_64.pkg.tar.zst.sig")
+                    .unwrap()
+            ),
+            "sig"
+        );
+        // Another path of that day is absent; another day is the archive's.
+        assert!(
+            rules
+                .resolve("/repos/2026/05/19/core/os/x86_64/core.db.sig")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            read(
+                rules
+                    .resolve("/repos/2026/05/20/core/os/x86_64/core.db")
+                    .unwrap()
+            ),
+            "real 20"
+        );
     }
 }

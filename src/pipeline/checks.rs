@@ -77,6 +77,11 @@ impl Run<'_> {
                 let b = crate::verify::tarindex::read_index(rootfs)?;
                 ev.file_diffs = crate::verify::tardiff::diff(&a, &b);
                 ev.kept = run_diffoscope(&blob.path, rootfs, &self.o.out, &mut self.ledger.notes);
+                if let Some(n) =
+                    super::published::package_difference_note(&blob.path, "published", rootfs)
+                {
+                    self.ledger.notes.push(n);
+                }
                 if ev.file_diffs.is_empty() {
                     self.ledger.notes.push("the two rootfs tarballs hold the same files with the same metadata: the bytes differ in tar layout or compression".into());
                 }
@@ -148,6 +153,11 @@ impl Run<'_> {
             rebuilt.remove(".");
         }
         let diffs = crate::verify::tardiff::diff(&layer, &rebuilt);
+        if let Some(n) =
+            super::published::package_difference_note(&blob.path, "published image layer", rootfs)
+        {
+            self.ledger.notes.push(n);
+        }
         let n = pick.index + 1;
         let source = format!(
             "published image layer {n} ({}), the tarball being gone",

@@ -21,6 +21,7 @@ pub mod dockerfile;
 pub mod environment;
 pub mod image;
 pub mod outputs;
+pub mod published;
 pub mod release;
 pub mod snapshot;
 pub mod steps;
@@ -67,6 +68,21 @@ pub struct Options {
     pub backend: BackendChoice,
     /// Which Dockerfile the image step builds (`--image-from`).
     pub image_from: ImageFrom,
+    /// Which package set make-rootfs.sh's pacman is served (`--packages-from`).
+    pub packages_from: PackagesFrom,
+}
+
+/// Which package set the build installs into the rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackagesFrom {
+    /// The snapshot day's repositories, as the archive has them.
+    #[default]
+    Snapshot,
+    /// Exactly the published rootfs' packages (its own pacman database): the snapshot day
+    /// is answered by databases made from that set and the archive's `packages/` files
+    /// (`published::day_overlay`), for releases built from live mirrors.
+    Published,
 }
 
 /// Which Dockerfile the image step builds.
@@ -116,6 +132,8 @@ pub struct Ledger {
     pub steps: Vec<StepRecord>,
     /// What the egress did, once the steps are over (a profile with `[[egress]]`).
     pub egress: Option<EgressRecord>,
+    /// The package set served with `--packages-from published`.
+    pub published_packages: Option<published::PublishedPackages>,
 }
 
 /// One reproduction in progress: what every stage reads (the plan, the options, the
@@ -191,7 +209,7 @@ impl<'a> Run<'a> {
 }
 
 /// The archive location of the plan (empty when the profile names none).
-fn archive_url(plan: &Plan) -> &str {
+pub(crate) fn archive_url(plan: &Plan) -> &str {
     plan.locations
         .get("archive")
         .map(|l| l.url.as_str())
@@ -255,6 +273,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         &store,
         o.offline,
     )?;
+    if o.packages_from == PackagesFrom::Published {
+        run.serve_published_set(&mut ctx, &release.release)?;
+    }
 
     // 4. The environment.
     let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
@@ -307,6 +328,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             external_diffs,
             notes: std::mem::take(&mut run.ledger.notes),
             egress: run.ledger.egress.take(),
+            published_packages: run.ledger.published_packages.take(),
         },
     );
     outputs::write_outputs(

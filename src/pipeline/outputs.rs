@@ -107,6 +107,8 @@ pub struct Findings {
     pub notes: Vec<String>,
     /// The egress's record: its CA certificate, rules, requests, refusals, drift.
     pub egress: Option<crate::egress::EgressRecord>,
+    /// `--packages-from published`: the set the build was served.
+    pub published_packages: Option<super::published::PublishedPackages>,
 }
 
 /// The report of a reproduction: the verdict is incomplete when a required step failed,
@@ -144,6 +146,7 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         image_from: f.image_from.describe().to_string(),
         workspace: f.workspace,
         egress: f.egress,
+        packages_from_published: f.published_packages,
         backend: f.backend.into(),
         microvm: f.microvm,
         source_revision: Some(f.source_revision),
@@ -264,6 +267,7 @@ mod tests {
             external_diffs: Vec::new(),
             notes: vec!["n".into()],
             egress: None,
+            published_packages: None,
         }
     }
 
@@ -368,6 +372,7 @@ mod tests {
         let pkg = |name: &str, version: &str, sha: Option<&str>| LockedPackage {
             name: name.into(),
             version: version.into(),
+            arch: None,
             sha256: sha.map(String::from),
             repo: None,
             day: None,

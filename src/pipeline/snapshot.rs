@@ -181,6 +181,7 @@ pub fn run_at_snapshot(plan: &Plan, store: Store, r: SnapshotRun) -> Result<Snap
         use_prepared_envs: true,
         backend: r.backend.clone(),
         image_from: super::ImageFrom::Rebuilt,
+        packages_from: super::PackagesFrom::Snapshot,
     };
     let fetcher = Fetcher::new(store.clone(), o.offline)
         .with_progress(o.progress == crate::progress::Mode::Lines);
@@ -293,6 +294,7 @@ mod tests {
             use_prepared_envs: true,
             backend: BackendChoice::Container,
             image_from: super::super::ImageFrom::Rebuilt,
+            packages_from: super::super::PackagesFrom::Snapshot,
         }
     }
 

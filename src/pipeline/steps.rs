@@ -480,6 +480,7 @@ mod tests {
             use_prepared_envs: true,
             backend: Default::default(),
             image_from: Default::default(),
+            packages_from: Default::default(),
         }
     }
 

@@ -245,6 +245,11 @@ pub struct Report {
     /// tampered bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::egress::EgressRecord>,
+    /// `--packages-from published`: the published package set make-rootfs.sh's pacman was
+    /// served instead of the snapshot day, where it was read, and the packages that differ
+    /// from the snapshot day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages_from_published: Option<crate::pipeline::published::PublishedPackages>,
     pub backend: String,
     /// The microVM backend's machine: accelerator, guest kernel (release, sha256, where it
     /// came from), memory, CPUs, root disk. Absent for the container backend.
@@ -334,6 +339,15 @@ impl Report {
         );
         if !self.image_from.is_empty() {
             let _ = writeln!(o, "image built from {}", self.image_from);
+        }
+        if let Some(p) = &self.packages_from_published {
+            let _ = writeln!(
+                o,
+                "packages: the {} of the published rootfs ({}), {} differing from the snapshot day",
+                p.packages,
+                p.source,
+                p.differ_from_snapshot.len()
+            );
         }
         let _ = writeln!(
             o,
@@ -472,6 +486,7 @@ mod tests {
             image_from: String::new(),
             workspace: Default::default(),
             egress: None,
+            packages_from_published: None,
             backend: "container".into(),
             microvm: None,
             source_revision: Some("34b8748".into()),

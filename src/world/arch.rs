@@ -37,8 +37,9 @@
 //! does that (`git`… are empty meta packages: Debian's binaries are there already; `podman`
 //! is the 5.6 stand-in wrapper).
 //!
-//! The drift ([`ArchRecord::drifts`]): the rootfs packages are the same on every day; the
-//! environment differs. devtools 1.4.0-1 (iso/2026.05.01; real tag v1.4.0: `#DisableSandbox`,
+//! The drift ([`ArchRecord::drifts`]): the rootfs packages are the same on every day but
+//! systemd (258.1-1 on the snapshot day, a synthetic 258.2-1 from the build day on: the
+//! next-day release's difference, docs/world.md); the environment differs. devtools 1.4.0-1 (iso/2026.05.01; real tag v1.4.0: `#DisableSandbox`,
 //! so make-rootfs.sh takes its other sed branch and writes `DisableSandbox`), 1.5.0-1 (days
 //! 05/19 and 05/20; real tag v1.5.0: `#DisableSandboxFilesystem` → `DisableSandboxFilesystem`),
 //! 1.5.1-1 (day 06/02 and iso/2026.06.01; SYNTHETIC, v1.5.0's files with extra.conf's
@@ -291,12 +292,28 @@ fn plan(
     let all_days = DAYS.to_vec();
     let all_isos: Vec<&str> = ISOS.iter().map(|(i, _)| *i).collect();
     for p in content::rootfs_packages(debian, &ca.cert_pem)? {
+        // systemd changes on the build day (the world's next-day release): its first
+        // version is the snapshot day's only.
+        let days = if p.spec.name == "systemd" {
+            vec![SNAPSHOT_DAY]
+        } else {
+            all_days.clone()
+        };
         out.push(Planned {
             pkg: p,
-            days: all_days.clone(),
+            days,
             isos: vec![],
         });
     }
+    out.push(Planned {
+        pkg: ArchPkg {
+            spec: content::systemd(content::SYSTEMD_VERSIONS[1]),
+            repo: "core",
+            env: false,
+        },
+        days: vec![BUILD_DAY, LATER_DAY],
+        isos: vec![],
+    });
     out.push(Planned {
         pkg: ArchPkg {
             spec: content::pacman(),

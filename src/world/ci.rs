@@ -66,8 +66,13 @@ fn checkout(rev: &str) -> String {
 /// with BUILD_VERSION from `get_version`'s dotenv. The Makefile's ARCHIVE_SNAPSHOT and
 /// SOURCE_DATE_EPOCH defaults come from the clock (`date -d "-1 day"`, `date -d 00:00:00`);
 /// the world passes the values they have on the build day instead of faking the clock.
+/// `repos_day` is the ARCHIVE_SNAPSHOT given to make, the day whose repositories
+/// make-rootfs.sh's pacman installs from: the release's snapshot day, or for the world's
+/// next-day release the build day (upstream's 20260420–20260423 releases were built from
+/// the live mirrors of their build day, not from their snapshot).
 pub fn rootfs_job(
     r: &Release,
+    repos_day: &str,
     net: &PublisherNet,
     iso_tarball: &Path,
     work: &Path,
@@ -86,7 +91,7 @@ pub fn rootfs_job(
              pacman -Q",
             prelude = ci_image_prelude(r),
             checkout = checkout(&r.source_revision),
-            snapshot = r.snapshot,
+            snapshot = repos_day,
             sde = r.source_date_epoch,
         ),
     )?;

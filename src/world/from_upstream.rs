@@ -1,8 +1,9 @@
 //! The world made from the real upstream repository (`reprobox world build DIR --upstream
 //! BUNDLE`): the archive and build environment of [`crate::world::arch`], the Alpine CDN and
 //! Docker Hub's `alpine:3.23` of [`crate::world::alpine`], gitlab.archlinux.org with the real
-//! repository ([`crate::world::gitlab`]), and one new release made from a real source
-//! revision by upstream's own CI jobs ([`crate::world::ci`]).
+//! repository ([`crate::world::gitlab`]), and two new releases made from a real source
+//! revision by upstream's own CI jobs ([`crate::world::ci`]): [`Release::world`], and
+//! [`Release::next_day`], whose rootfs was made from the build day's repositories.
 //!
 //! Layout (served by `world serve`, see docs/world.md):
 //! `archive/` (archive.archlinux.org), `gitlab/` (gitlab.archlinux.org: the repository at
@@ -52,7 +53,23 @@ impl Release {
             release_time: "2026-05-20T09:10:00Z".into(),
         }
     }
+
+    /// The world's second release, of the same build day and source revision, whose
+    /// rootfs job ran make-rootfs.sh against the build day's repositories
+    /// ([`NEXT_DAY_REPOS`]) instead of the snapshot day's, as upstream's 20260420–20260423
+    /// releases were built from the live mirrors: rolling back to its snapshot cannot
+    /// reproduce it (systemd differs), its published package set can.
+    pub fn next_day() -> Release {
+        Release {
+            version: "20260520.0.2".into(),
+            release_time: "2026-05-20T15:10:00Z".into(),
+            ..Release::world()
+        }
+    }
 }
+
+/// The day whose repositories the next-day release's rootfs was made from.
+pub const NEXT_DAY_REPOS: &str = crate::world::arch::BUILD_DAY;
 
 #[cfg(test)]
 mod tests {
@@ -87,6 +104,22 @@ pub struct UpstreamWorld {
     /// Real host → the world's directory that stands in for it.
     pub hosts: BTreeMap<String, String>,
     pub notes: BTreeMap<String, String>,
+    /// The second release, made from the next day's repositories ([`Release::next_day`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_day: Option<NextDayRelease>,
+}
+
+/// The world's next-day release: published like the first, its rootfs made from the
+/// repositories of `repos_day` rather than of its snapshot day.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NextDayRelease {
+    pub release: Release,
+    /// The ARCHIVE_SNAPSHOT its rootfs job gave make (the build day).
+    pub repos_day: String,
+    pub tag: String,
+    pub tag_commit: String,
+    pub rootfs: PublishedRootfs,
+    pub image: crate::world::registry::ImageRecord,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,6 +127,11 @@ pub struct PublishedRootfs {
     pub sha256: String,
     pub url: String,
     pub env_packages: Vec<String>,
+    /// `name version` of every package the rootfs holds, as the real pacman (`pacman -Q
+    /// --dbpath`, Debian's) reads the published tarball's local database: the world's record
+    /// of what make-rootfs.sh installed.
+    #[serde(default)]
+    pub installed: Vec<String>,
 }
 
 /// Reads `DIR/world.json` of a world made from the real upstream.
@@ -162,28 +200,48 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
     let storage = dir.join("registry");
     let alpine = crate::world::alpine::build(dir, &ca, &storage, &debian)?;
 
-    let env_list = make_release(dir, &r, &ca, &arch, &gitlab_root, &storage)?;
+    let env_list = make_release(
+        dir,
+        &r,
+        &r.snapshot,
+        ".release",
+        &ca,
+        &arch,
+        &gitlab_root,
+        &storage,
+    )?;
     let tag = format!("v{}", r.version);
     let tag_commit = gitlab::rev_parse(&bare, &format!("refs/tags/{tag}"))?;
-    let rootfs_file = format!("repro-{}.tar.zst", r.version);
-    let rootfs_path = gitlab::package_dir(&gitlab_root, &r.version).join(&rootfs_file);
+    let rootfs = published_rootfs(&gitlab_root, &r, &env_list, &debian)?;
+    let next = Release::next_day();
+    let next_env = make_release(
+        dir,
+        &next,
+        NEXT_DAY_REPOS,
+        ".release-next-day",
+        &ca,
+        &arch,
+        &gitlab_root,
+        &storage,
+    )?;
+    let next_tag = format!("v{}", next.version);
+    let next_day = NextDayRelease {
+        repos_day: NEXT_DAY_REPOS.into(),
+        tag_commit: gitlab::rev_parse(&bare, &format!("refs/tags/{next_tag}"))?,
+        tag: next_tag,
+        rootfs: published_rootfs(&gitlab_root, &next, &next_env, &debian)?,
+        image: registry::read_image(
+            &storage,
+            registry::IMAGE_REPO,
+            &format!("repro-{}", next.version),
+        )?,
+        release: next,
+    };
     let manifest = UpstreamWorld {
         schema: SCHEMA.into(),
         tag,
         tag_commit,
-        rootfs: PublishedRootfs {
-            sha256: crate::digest::sha256_file(&rootfs_path)?,
-            url: format!(
-                "https://gitlab.archlinux.org/{}/{}/{rootfs_file}",
-                gitlab::PACKAGES_PATH,
-                r.version
-            ),
-            env_packages: std::fs::read_to_string(&env_list)
-                .ctx("read", &env_list)?
-                .lines()
-                .map(String::from)
-                .collect(),
-        },
+        rootfs,
         image: registry::read_image(
             &storage,
             registry::IMAGE_REPO,
@@ -205,6 +263,7 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
         notes: BTreeMap::new(),
+        next_day: Some(next_day),
         release: r,
     };
     let p = dir.join("world.json");
@@ -217,22 +276,66 @@ pub fn build(dir: &Path, bundle: &Path, devtools: &Path) -> Result<UpstreamWorld
     Ok(manifest)
 }
 
-/// The release, made once by upstream's CI jobs ([`ci`]) outside reprobox; returns the file
-/// listing the rootfs job's environment packages.
+/// The published rootfs of `r` in the world's package registry: its sha256, URL, the rootfs
+/// job's environment (listed in `env_list`) and the packages it holds, read by Debian's
+/// pacman from the tarball's local database.
+fn published_rootfs(
+    gitlab_root: &Path,
+    r: &Release,
+    env_list: &Path,
+    debian: &Path,
+) -> Result<PublishedRootfs> {
+    let rootfs_file = format!("repro-{}.tar.zst", r.version);
+    let pkg_dir = gitlab::package_dir(gitlab_root, &r.version);
+    let installed = env_rootfs::EnvRun::new(debian, false)
+        .bind(&pkg_dir, "/mnt")
+        .sh(
+            &format!("pacman -Q over the local database of {rootfs_file}"),
+            &format!(
+                "set -e; mkdir /tmp/r; tar -C /tmp/r --zstd -xf /mnt/{rootfs_file} ./var/lib/pacman/local; \
+                 pacman -Q --dbpath /tmp/r/var/lib/pacman"
+            ),
+        )?;
+    Ok(PublishedRootfs {
+        sha256: crate::digest::sha256_file(&pkg_dir.join(&rootfs_file))?,
+        url: format!(
+            "https://gitlab.archlinux.org/{}/{}/{rootfs_file}",
+            gitlab::PACKAGES_PATH,
+            r.version
+        ),
+        env_packages: std::fs::read_to_string(env_list)
+            .ctx("read", env_list)?
+            .lines()
+            .map(String::from)
+            .collect(),
+        installed: String::from_utf8_lossy(&installed)
+            .lines()
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// A release, made once by upstream's CI jobs ([`ci`]) outside reprobox, its rootfs from
+/// the repositories of `repos_day`; `marker` names its completion files in `dir`
+/// (`<marker>-complete`, `<marker>-env-packages`). Returns the file listing the rootfs
+/// job's environment packages.
+#[allow(clippy::too_many_arguments)]
 fn make_release(
     dir: &Path,
     r: &Release,
+    repos_day: &str,
+    marker: &str,
     ca: &WorldCa,
     arch: &crate::world::arch::ArchRecord,
     gitlab_root: &Path,
     storage: &Path,
 ) -> Result<std::path::PathBuf> {
     let work = dir.join("work");
-    let done = dir.join(".release-complete");
-    let env_list = dir.join(".release-env-packages");
+    let done = dir.join(format!("{marker}-complete"));
+    let env_list = dir.join(format!("{marker}-env-packages"));
     if !done.exists() {
         eprintln!(
-            "world: making release {} from {} with upstream's CI jobs (outside reprobox)",
+            "world: making release {} from {} with upstream's CI jobs (outside reprobox), its rootfs from repos/{repos_day}",
             r.version, r.source_revision
         );
         let iso = arch
@@ -242,7 +345,7 @@ fn make_release(
         let iso = dir.join("archive").join(&iso.path);
         let net = ci::PublisherNet::new(dir, ca, storage)?;
         let rootfs_work = work.join("rootfs-job");
-        let job = ci::rootfs_job(r, &net, &iso, &rootfs_work)?;
+        let job = ci::rootfs_job(r, repos_day, &net, &iso, &rootfs_work)?;
         ci::pre_release(
             r,
             &job,

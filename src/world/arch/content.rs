@@ -354,21 +354,7 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
         env: false,
     });
     pkgs.push(ArchPkg {
-        spec: spec(
-            "systemd",
-            "258.1-1",
-            "x86_64",
-            "system and service manager (reprobox test world: only a systemd-sysusers stand-in and sysusers.d)",
-            &["bash".into(), "grep".into()],
-            vec![
-                file("usr/bin/systemd-sysusers", 0o755, SYSUSERS_STANDIN),
-                file(
-                    "usr/lib/sysusers.d/basic.conf",
-                    0o644,
-                    "# reprobox test world: system users (explicit ids)\ng wheel 998\ng utmp 996\nu bin 1 \"n/a\" /\nu daemon 2 \"n/a\" /\nu mail 8 \"n/a\" /var/spool/mail\nu nobody 65534:65534 \"Kernel Overflow User\" /\n",
-                ),
-            ],
-        ),
+        spec: systemd(SYSTEMD_VERSIONS[0]),
         repo: "core",
         env: false,
     });
@@ -398,6 +384,39 @@ pub fn rootfs_packages(debian: &Path, ca_pem: &str) -> Result<Vec<ArchPkg>> {
         env: false,
     });
     Ok(pkgs)
+}
+
+/// systemd's versions: the first on the snapshot day, the second from the build day on
+/// (the rootfs package that changes between the two days, see [`systemd`]).
+pub const SYSTEMD_VERSIONS: [&str; 2] = ["258.1-1", "258.2-1"];
+/// 2026-05-19T12:00:00Z: the build date of the second systemd (after the snapshot day's).
+const SYSTEMD_NEXT_BUILDDATE: i64 = 1_779_192_000;
+
+/// `systemd` at `version`: a systemd-sysusers stand-in and sysusers.d. The later version's
+/// `basic.conf` carries one more comment line, so a rootfs made from the build day's
+/// repositories differs from one made from the snapshot day's in a file as well as in the
+/// pacman database (the world's next-day release, docs/world.md).
+pub fn systemd(version: &str) -> PkgSpec {
+    let mut basic = String::from("# reprobox test world: system users (explicit ids)\n");
+    if version != SYSTEMD_VERSIONS[0] {
+        basic.push_str(&format!("# systemd {version}: the same users\n"));
+    }
+    basic.push_str("g wheel 998\ng utmp 996\nu bin 1 \"n/a\" /\nu daemon 2 \"n/a\" /\nu mail 8 \"n/a\" /var/spool/mail\nu nobody 65534:65534 \"Kernel Overflow User\" /\n");
+    let mut s = spec(
+        "systemd",
+        version,
+        "x86_64",
+        "system and service manager (reprobox test world: only a systemd-sysusers stand-in and sysusers.d)",
+        &["bash".into(), "grep".into()],
+        vec![
+            file("usr/bin/systemd-sysusers", 0o755, SYSUSERS_STANDIN),
+            file("usr/lib/sysusers.d/basic.conf", 0o644, basic),
+        ],
+    );
+    if version != SYSTEMD_VERSIONS[0] {
+        s.builddate = SYSTEMD_NEXT_BUILDDATE;
+    }
+    s
 }
 
 /// `filesystem`: Arch's usrmerge layout, the base files, /usr/lib/os-release (BUILD_ID
