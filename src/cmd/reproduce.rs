@@ -154,5 +154,8 @@ pub fn execute(a: Args) -> Result<i32> {
         print!("{}", outcome.report.summary());
         println!("\nreport: {}", out.join("report.json").display());
     }
+    // A run that stopped: its report is written and shown; the error is printed and gives
+    // the exit code.
+    let outcome = outcome.or_stopped()?;
     Ok(outcome.exit_code)
 }
