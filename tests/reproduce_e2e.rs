@@ -663,6 +663,21 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
         !fresh.join("git").exists(),
         "the release was fetched before the output directory was checked"
     );
+    // A store that cannot be opened (its directory would be inside a file): stopped before
+    // the first stage, and the report says so.
+    let out_store = tmp.path().join("out-store");
+    let o = reproduce_cmd(version(), &file.join("store"), &locs)
+        .arg("--out")
+        .arg(&out_store)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&file.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    stopped_report(&out_store, &["store"], &file.display().to_string());
     // No work directories left behind in the output directory.
     let left = work_dirs(&tmp.path().join("out"));
     assert!(left.is_empty(), "left {left:?}");

@@ -45,6 +45,7 @@ use crate::plan::{EgressPolicy, Plan};
 use crate::report::{Report, StepRecord};
 
 use steps::JobContext;
+pub use stopped::stopped_before;
 
 /// How to run a reproduction.
 #[derive(Debug, Clone)]

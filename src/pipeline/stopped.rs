@@ -59,16 +59,41 @@ const EXPECTED_CHECKS: [&str; 4] = [
 /// The run stopped with `e`: bad input is returned as it is (exit 2, nothing written);
 /// anything else writes the incomplete report and returns it with the error.
 pub(super) fn stopped(run: &mut Run, e: Error) -> Result<Outcome> {
+    let outcome = write_stopped(run.plan, run.o, &mut run.ledger, e);
+    run.progress.end();
+    outcome
+}
+
+/// A run that stopped before its first stage, at `stage` (the host checks, opening the
+/// store): the same report, with nothing reached. An output directory that is a file is
+/// bad input first, as for a run.
+pub fn stopped_before(
+    plan: &crate::plan::Plan,
+    o: &super::Options,
+    stage: &'static str,
+    e: Error,
+) -> Result<Outcome> {
+    crate::error::dir_or_absent(&o.out, "output directory")?;
+    let mut ledger = super::Ledger::default();
+    ledger.reached.stage = stage;
+    write_stopped(plan, o, &mut ledger, e)
+}
+
+fn write_stopped(
+    plan: &crate::plan::Plan,
+    o: &super::Options,
+    ledger: &mut super::Ledger,
+    e: Error,
+) -> Result<Outcome> {
     if matches!(e, Error::BadInput { .. }) {
         return Err(e);
     }
-    let report = report_of(run, &e);
-    if let Err(w) = write(&run.o.out, &report, &run.ledger.inputs) {
+    let report = report_of(plan, o, ledger, &e);
+    if let Err(w) = write(&o.out, &report, &ledger.inputs) {
         // The run's own error is the one to show; the report's failure goes with it.
         tracing::error!("the report of the stopped run could not be written: {w}");
         return Err(e);
     }
-    run.progress.end();
     Ok(Outcome {
         exit_code: e.exit_code(),
         report,
@@ -77,8 +102,13 @@ pub(super) fn stopped(run: &mut Run, e: Error) -> Result<Outcome> {
 }
 
 /// The incomplete report of a run that stopped with `e`.
-fn report_of(run: &mut Run, e: &Error) -> crate::report::Report {
-    let reached = std::mem::take(&mut run.ledger.reached);
+fn report_of(
+    plan: &crate::plan::Plan,
+    o: &super::Options,
+    ledger: &mut super::Ledger,
+    e: &Error,
+) -> crate::report::Report {
+    let reached = std::mem::take(&mut ledger.reached);
     let stage = if reached.stage.is_empty() {
         "release"
     } else {
@@ -97,16 +127,16 @@ fn report_of(run: &mut Run, e: &Error) -> crate::report::Report {
             ));
         }
     }
-    let mut notes = std::mem::take(&mut run.ledger.notes);
+    let mut notes = std::mem::take(&mut ledger.notes);
     notes.push(why);
     let mut report = outputs::assemble_report(
-        run.plan,
+        plan,
         outputs::Findings {
             environment_day: reached
                 .environment_day
-                .unwrap_or_else(|| run.plan.env_day.clone()),
-            image_from: run.o.image_from,
-            backend: reached.backend.unwrap_or(match run.o.backend {
+                .unwrap_or_else(|| plan.env_day.clone()),
+            image_from: o.image_from,
+            backend: reached.backend.unwrap_or(match o.backend {
                 crate::backend::BackendChoice::Container => "container",
                 crate::backend::BackendChoice::Microvm(_) => "microvm",
             }),
@@ -119,10 +149,10 @@ fn report_of(run: &mut Run, e: &Error) -> crate::report::Report {
             file_diffs_source: reached.file_diffs_source,
             drift: Vec::new(),
             late: Vec::new(),
-            steps: std::mem::take(&mut run.ledger.steps),
+            steps: std::mem::take(&mut ledger.steps),
             external_diffs: reached.external_diffs,
             notes,
-            egress: run.ledger.egress.take(),
+            egress: ledger.egress.take(),
         },
     );
     report.verdict = Verdict::Incomplete;
@@ -172,7 +202,7 @@ mod tests {
         let mut run = Run::new(&plan, &o, &fetcher);
         run.ledger.reached = reached;
         run.ledger.notes.push("earlier note".into());
-        report_of(&mut run, &e)
+        report_of(&plan, &o, &mut run.ledger, &e)
     }
 
     #[test]
@@ -251,5 +281,17 @@ mod tests {
         assert!(out.join("summary.txt").is_file());
         assert!(out.join("inputs.lock").is_file());
         assert!(!out.join("attestation.json").exists());
+        // Before the first stage (the host checks): the same report, at that stage.
+        let before =
+            stopped_before(&plan, &o, "host checks", Error::Environment("y".into())).unwrap();
+        assert_eq!(before.report.stopped.unwrap().stage, "host checks");
+        let file = t.path().join("a-file");
+        std::fs::write(&file, "mine").unwrap();
+        let o = super::super::test_options(file.clone());
+        let e = stopped_before(&plan, &o, "host checks", Error::Environment("y".into()))
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
     }
 }
