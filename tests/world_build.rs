@@ -438,7 +438,10 @@ fn cli_serve_of_a_non_world_is_bad_input() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("2026-13-01") && err.contains("YYYY-MM-DD"), "{err}");
+    assert!(
+        err.contains("2026-13-01") && err.contains("YYYY-MM-DD"),
+        "{err}"
+    );
 }
 
 #[test]
