@@ -373,6 +373,9 @@ fn stages(run: &mut Run, store: Store) -> Result<Outcome> {
         },
     )?;
     run.lap("outputs");
+    // A failure from here on still replaces the report just written with the stopped
+    // run's (incomplete): the run did not end cleanly.
+    run.ledger.reached.stage = "clean up";
     run.phase("cleaning up the work directory");
     finish(run, ctx.root, work)?;
     run.progress.end();

@@ -22,8 +22,9 @@ use super::{Outcome, Run, outputs};
 /// later stage can still say it.
 #[derive(Debug, Default)]
 pub struct Reached {
-    /// The stage running now (`release`, `workspace`, `environment`, `build`, `rootfs
-    /// check`, `image check`, `drift`, `outputs`).
+    /// The stage running now (`host checks` and `store` before the first, `release`,
+    /// `workspace`, `environment`, `build`, `rootfs check`, `image check`, `drift`,
+    /// `outputs`, `clean up`).
     pub stage: &'static str,
     pub source_revision: Option<String>,
     pub environment_day: Option<String>,
