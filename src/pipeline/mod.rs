@@ -290,6 +290,7 @@ fn stages(run: &mut Run, store: Store) -> Result<Outcome> {
     ctx.scratch_dir = Some(work.path().to_path_buf());
     ctx.nested_podman = nested_podman_config(plan, work.path())?;
     ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
+    run.ledger.reached.egress = ctx.services.egress.clone();
 
     // 4. The environment.
     run.ledger.reached.stage = "environment";

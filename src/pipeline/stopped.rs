@@ -36,6 +36,9 @@ pub struct Reached {
     pub file_diffs: Vec<FileDiff>,
     pub file_diffs_source: Option<String>,
     pub external_diffs: Vec<String>,
+    /// The run's egress once it exists: a run that stops before the steps are over still
+    /// reports what it refused and fetched.
+    pub egress: Option<std::sync::Arc<crate::egress::Egress>>,
 }
 
 /// Where and why the run stopped, as the report records it.
@@ -153,7 +156,10 @@ fn report_of(
             steps: std::mem::take(&mut ledger.steps),
             external_diffs: reached.external_diffs,
             notes,
-            egress: ledger.egress.take(),
+            egress: ledger
+                .egress
+                .take()
+                .or_else(|| reached.egress.map(|e| e.record())),
         },
     );
     report.verdict = Verdict::Incomplete;
@@ -215,15 +221,23 @@ mod tests {
             Some("a".into()),
             String::new(),
         );
+        let t = tempfile::tempdir().unwrap();
+        let store = crate::inputs::store::Store::open(t.path()).unwrap();
+        let plan = super::super::test_plan();
+        let egress = super::super::egress_for(&plan, &"ab".repeat(32), &store, true).unwrap();
         let r = run_report(
             Error::network("http://127.0.0.1:9/v2/x", "connection refused"),
             Reached {
                 stage: "image check",
                 source_revision: Some("34b8748".into()),
                 checks: vec![pass],
+                egress,
                 ..Default::default()
             },
         );
+        // The egress's record, although the steps never handed it over.
+        let eg = r.egress.as_ref().expect("the egress record");
+        assert!(eg.ca_certificate.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(r.verdict, Verdict::Incomplete);
         let s = r.stopped.as_ref().unwrap();
         assert_eq!(s.stage, "image check");
