@@ -772,6 +772,15 @@ fn interrupt_when(
     // Interrupted after the plan: the report says so.
     let r = stopped_report(out, &["workspace", "environment", "build"], "interrupted");
     assert_eq!(r["stopped"]["exit_code"], 130, "{r:#}");
+    // Stopped after the egress was made: its record is in the report all the same.
+    if r["stopped"]["stage"] != "workspace" {
+        assert!(
+            r["egress"]["ca_certificate"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("-----BEGIN CERTIFICATE-----")),
+            "{r:#}"
+        );
+    }
     let left = work_dirs(out);
     assert!(left.is_empty(), "left {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
