@@ -10,7 +10,7 @@
 
 mod reproduce_common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reproduce_common::*;
@@ -74,6 +74,38 @@ fn lock_statuses(lock: &str) -> Vec<String> {
             if w[0] == "egress" { w[2] } else { w[0] }.to_string()
         })
         .collect()
+}
+
+/// The report a stopped run wrote into `out`: incomplete, stopped at one of `stages` with an
+/// error naming `what`, no check passed, and the summary saying it.
+fn stopped_report(out: &Path, stages: &[&str], what: &str) -> serde_json::Value {
+    let text = std::fs::read(out.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report.json in {}: {e}", out.display()));
+    let r: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(r["verdict"], "incomplete", "{r:#}");
+    let stage = r["stopped"]["stage"].as_str().unwrap();
+    assert!(
+        stages.contains(&stage),
+        "{stage} not one of {stages:?}: {r:#}"
+    );
+    let error = r["stopped"]["error"].as_str().unwrap();
+    assert!(error.contains(what), "{error}");
+    for c in [
+        "rootfs-sha256",
+        "image-config-digest",
+        "image-diff-ids",
+        "image-manifest-digest",
+    ] {
+        assert_ne!(check(&r, c)["status"], "pass", "{c}: {r:#}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(
+        summary.contains("INCOMPLETE") && summary.contains(&format!("stopped at stage {stage}")),
+        "{summary}"
+    );
+    assert!(out.join("inputs.lock").is_file());
+    assert!(!out.join("attestation.json").exists());
+    r
 }
 
 /// The version of `name` the world's archive has on `day` for the environment.
@@ -546,37 +578,54 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
     let store = tmp.path().join("store");
     let servers = serve();
     let locs = locations(&servers);
+    let out = tmp.path().join("out");
     let run = |version: &str, locs: &[String], extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(&out);
         reproduce_cmd(version, &store, locs)
             .arg("--out")
-            .arg(tmp.path().join("out"))
+            .arg(&out)
             .args(extra)
             .output()
             .unwrap()
     };
-    // Malformed version.
+    // Malformed version: bad input, nothing written.
     let o = run("20260520.0", &locs, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("BUILD_VERSION"));
-    // A version with no release tag.
+    assert!(!out.join("report.json").exists());
+    // A version with no release tag: bad input found after the plan, nothing written.
     let o = run("20260520.0.999", &locs, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("v20260520.0.999"), "{}", stderr(&o));
-    // An unreachable archive, online: exit 3 naming the URL.
+    assert!(!out.join("report.json").exists());
+    // An unreachable archive, online: exit 3 naming the URL; the run stopped after the
+    // release was read, and its report says so (incomplete, the stage, the URL).
     let bad = with_location(&locs, "archive", "http://127.0.0.1:9");
     let o = run(version(), &bad, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("http://127.0.0.1:9"), "{}", stderr(&o));
-    // An unreachable git remote, online: exit 3 naming it; and it leaves no empty cache
-    // that an offline run would mistake for the repository.
+    let r = stopped_report(&out, &["workspace"], "http://127.0.0.1:9");
+    assert_eq!(
+        r["source_revision"],
+        "34b87485162b028c8d957bdcd2674359d883cd21"
+    );
+    // An unreachable git remote, online: exit 3 naming it, a report stopped at the release
+    // (no revision known); and it leaves no empty cache that an offline run would mistake
+    // for the repository.
     let nogit = with_location(&locs, "git", "http://127.0.0.1:9/upstream.git");
-    let o = run(version(), &nogit, &[]);
+    let o = run(version(), &nogit, &["--json"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("http://127.0.0.1:9/upstream.git"),
         "{}",
         stderr(&o)
     );
+    let r = stopped_report(&out, &["release"], "http://127.0.0.1:9/upstream.git");
+    assert!(r["source_revision"].is_null(), "{r:#}");
+    // --json: the same report on stdout.
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not the report ({e}): {}", stderr(&o)));
+    assert_eq!(printed, r);
     let o = run(version(), &nogit, &["--offline"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
@@ -584,6 +633,7 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
         "{}",
         stderr(&o)
     );
+    stopped_report(&out, &["release"], "offline and the store holds no copy");
     // Offline with an empty store: exit 3, nothing fetched.
     let empty = tmp.path().join("empty-store");
     let o = reproduce_cmd(version(), &empty, &locs)
@@ -613,6 +663,21 @@ fn bad_inputs_exit_2_or_3_and_leave_the_store_valid() {
         !fresh.join("git").exists(),
         "the release was fetched before the output directory was checked"
     );
+    // A store that cannot be opened (its directory would be inside a file): stopped before
+    // the first stage, and the report says so.
+    let out_store = tmp.path().join("out-store");
+    let o = reproduce_cmd(version(), &file.join("store"), &locs)
+        .arg("--out")
+        .arg(&out_store)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&file.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    stopped_report(&out_store, &["store"], &file.display().to_string());
     // No work directories left behind in the output directory.
     let left = work_dirs(&tmp.path().join("out"));
     assert!(left.is_empty(), "left {left:?}");
@@ -704,6 +769,18 @@ fn interrupt_when(
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(out.is_dir(), "the output directory is gone");
+    // Interrupted after the plan: the report says so.
+    let r = stopped_report(out, &["workspace", "environment", "build"], "interrupted");
+    assert_eq!(r["stopped"]["exit_code"], 130, "{r:#}");
+    // Stopped after the egress was made: its record is in the report all the same.
+    if r["stopped"]["stage"] != "workspace" {
+        assert!(
+            r["egress"]["ca_certificate"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("-----BEGIN CERTIFICATE-----")),
+            "{r:#}"
+        );
+    }
     let left = work_dirs(out);
     assert!(left.is_empty(), "left {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -713,22 +790,37 @@ fn interrupt_when(
     );
 }
 
-/// The published rootfs tarball gone (upstream's package registry deletes packages older
-/// than 60 days; its URL answers 404): on a rootfs mismatch the files are diffed against the
-/// published image's `COPY --from=verify` layer instead, and the report says so.
+/// The published rootfs tarball gone: the world served 61 days after its release, when its
+/// package registry answers 404 for it as upstream's cleanup of packages older than 60 days
+/// does. On a rootfs mismatch the files are diffed against the published image's
+/// `COPY --from=verify` layer instead, and the report says so.
 #[test]
 fn with_the_published_tarball_gone_the_rootfs_is_diffed_against_the_image_layer() {
-    let (_, m) = world();
+    let (dir, m) = world();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let servers = serve();
-    // Only the `rootfs` location is gone: a server that answers 404 for everything. (The
-    // build's own pinned fetch of the release rootfs goes through the `gitlab` location, and
-    // the default image build does not make it.)
-    let empty = tmp.path().join("gone");
-    std::fs::create_dir(&empty).unwrap();
-    let gone = reprobox::world::fileserver::FileServer::dir(&empty).unwrap();
-    let locs = with_location(&locations(&servers), "rootfs", &gone.url());
+    let release_day = jiff::civil::Date::strptime("%Y/%m/%d", &m.release.build_day).unwrap();
+    let today = release_day.checked_add(jiff::Span::new().days(61)).unwrap();
+    let servers = reprobox::world::serve_at(
+        dir,
+        reprobox::world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+        Some(today),
+    )
+    .unwrap();
+    let locs = locations(&servers);
+    // The world's own registry has forgotten the release: its URL answers 404.
+    let rootfs_url = m.rootfs.url.replace(
+        "https://gitlab.archlinux.org/api/v4/projects/10185/packages/generic/rootfs",
+        &servers.rootfs_url,
+    );
+    assert_ne!(rootfs_url, m.rootfs.url, "{}", m.rootfs.url);
+    match ureq::get(&rootfs_url).call() {
+        Err(ureq::Error::StatusCode(404)) => {}
+        other => panic!("{rootfs_url} 61 days after the release: {other:?}"),
+    }
     let out = tmp.path().join("out");
     let (o, r) = reproduce(&store, &out, &locs, &["--env-day", "2026/06/02"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -769,12 +861,8 @@ fn with_the_published_tarball_gone_the_rootfs_is_diffed_against_the_image_layer(
         has("what the image layer cannot show") && has("etc/ld.so.cache"),
         "{notes:#?}"
     );
-    // The tarball was asked for at the gone location, and never got.
-    assert!(
-        gone.requests().iter().any(|q| q.path.ends_with(".tar.zst")),
-        "{:?}",
-        gone.requests()
-    );
+    // The tarball was asked for at the world's package registry, and never got.
+    assert!(has(&rootfs_url) && has("404"), "{notes:#?}");
     // No diffoscope on a tarball that was never fetched.
     assert!(!out.join("diffoscope.txt").exists());
     // The layer came through the registry client: recorded in the inputs lock.
@@ -790,4 +878,158 @@ fn with_the_published_tarball_gone_the_rootfs_is_diffed_against_the_image_layer(
         "{summary}"
     );
     assert!(summary.contains("etc/pacman.conf"), "{summary}");
+}
+
+/// A directory laid out as the world, whose registry is `storage` and whose archive, gitlab
+/// and Alpine trees are the world's own: the world with another Docker Hub.
+fn world_with_registry(parent: &Path, name: &str, storage: &Path) -> PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir_all(d.join("work")).unwrap();
+    for sub in ["archive", "gitlab", "alpine"] {
+        std::os::unix::fs::symlink(world().0.join(sub), d.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink(storage, d.join("registry")).unwrap();
+    d
+}
+
+fn serve_dir(dir: &Path) -> reprobox::world::WorldServers {
+    reprobox::world::serve(
+        dir,
+        reprobox::world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+    )
+    .unwrap()
+}
+
+/// Two registries that are not the world's Docker Hub, through the real docker-registry:
+/// 1. one whose stored config blob of the published image was altered (it serves a body
+///    that is not its digest): the run refuses it, is never reproduced, names the digest
+///    and the URL, and the store keeps nothing of it;
+/// 2. one where the world's publish job pushed the same image with `podman push
+///    --compression-format zstd:chunked`: the rebuilt image, pushed as plain zstd (what the
+///    layers' media type says), has another manifest digest over the same config and
+///    diffIDs; the check names the compressor as the cause and the verdict stays
+///    reproduced, with no failure shown.
+#[test]
+fn a_registry_body_not_matching_its_digest_is_refused_and_another_compressor_is_named_not_failed() {
+    let (dir, m) = world();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+
+    // 1. The config blob altered in the registry's own storage (still valid JSON, so only
+    //    its digest can tell).
+    let tampered = tmp.path().join("tampered-registry");
+    sh(&format!(
+        "cp -a {} {}",
+        dir.join("registry").display(),
+        tampered.display()
+    ));
+    let hex = m.image.config_digest.trim_start_matches("sha256:");
+    let blob = tampered.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let text = std::fs::read_to_string(&blob).unwrap();
+    assert!(text.contains("amd64"), "{text}");
+    let bad = text.replacen("amd64", "amd65", 1).into_bytes();
+    std::fs::write(&blob, &bad).unwrap();
+    let bad_hex = reprobox::digest::sha256_hex(&bad);
+    let w = world_with_registry(tmp.path(), "tampered-world", &tampered);
+    let servers = serve_dir(&w);
+    let out = tmp.path().join("tampered");
+    let (o, r) = reproduce(&store, &out, &locations(&servers), &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "incomplete", "{r:#}");
+    assert_eq!(check(&r, "rootfs-sha256")["status"], "pass", "{r:#}");
+    for c in [
+        "image-config-digest",
+        "image-diff-ids",
+        "image-manifest-digest",
+    ] {
+        assert_eq!(check(&r, c)["status"], "unknown", "{c}: {r:#}");
+    }
+    let url = format!(
+        "{}/v2/archlinux/archlinux/blobs/{}",
+        servers.registry_url, m.image.config_digest
+    );
+    assert!(
+        r["notes"].as_array().unwrap().iter().any(|n| {
+            let n = n.as_str().unwrap();
+            n.contains(&url) && n.contains(hex) && n.contains(&bad_hex) && n.contains("tampered")
+        }),
+        "no note names {url} and both digests: {r:#}"
+    );
+    drop(servers);
+    // Nothing of the altered body was kept: the store verifies, and no file of it is named
+    // by the altered bytes' hash.
+    store_verifies(&store);
+    let found = sh(&format!("find {} -name '*{bad_hex}*'", store.display()));
+    assert!(found.trim().is_empty(), "{found}");
+
+    // 2. The same image published again by the world's publish job, its podman pushing
+    //    zstd:chunked.
+    let chunked = tmp.path().join("chunked-registry");
+    let rec = reprobox::world::ci::republish(
+        dir,
+        m,
+        &chunked,
+        &tmp.path().join("republish"),
+        "--compression-format zstd:chunked",
+    )
+    .unwrap();
+    assert_eq!(rec.config_digest, m.image.config_digest);
+    assert_eq!(rec.diff_ids, m.image.diff_ids);
+    assert_ne!(rec.manifest_digest, m.image.manifest_digest);
+    let w = world_with_registry(tmp.path(), "chunked-world", &chunked);
+    let servers = serve_dir(&w);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &ureq::get(&format!(
+            "{}/v2/archlinux/archlinux/manifests/{}",
+            servers.registry_url, rec.manifest_digest
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(
+        !layers.is_empty()
+            && layers
+                .iter()
+                .all(|l| l["mediaType"].as_str().unwrap().ends_with("+zstd")),
+        "{manifest:#}"
+    );
+    let out = tmp.path().join("chunked");
+    let (o, r) = reproduce(&store, &out, &locations(&servers), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "reproduced", "{r:#}");
+    let md = check(&r, "image-manifest-digest");
+    assert_eq!(md["status"], "fail", "{md:#}");
+    assert_eq!(md["decisive"], false, "{md:#}");
+    assert_eq!(md["expected"], rec.manifest_digest.as_str(), "{md:#}");
+    assert!(
+        md["evidence"].as_str().unwrap().contains("zstd layers"),
+        "{md:#}"
+    );
+    let cause = md["known_cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("over the same diffIDs")
+            && cause.contains("the compressor differs, not the content"),
+        "{md:#}"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("image-manifest-digest"))
+        .unwrap();
+    assert!(line.contains("differs (known, harmless:"), "{summary}");
+    assert!(!summary.contains("FAIL"), "{summary}");
+    assert!(summary.contains("REPRODUCED"), "{summary}");
+    drop(servers);
 }

@@ -447,6 +447,17 @@ fn cli_serve_of_a_non_world_is_bad_input() {
         String::from_utf8_lossy(&out.stderr).contains("no gitlab/"),
         "{out:?}"
     );
+    // A today that is not a day.
+    let out = world_cmd("serve", empty.path())
+        .args(["--today", "2026-13-01"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2026-13-01") && err.contains("YYYY-MM-DD"),
+        "{err}"
+    );
 }
 
 #[test]

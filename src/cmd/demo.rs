@@ -104,7 +104,7 @@ pub fn execute(a: Args) -> Result<i32> {
         image_from: Default::default(),
         packages_from: Default::default(),
     };
-    pipeline::reproduce(&plan, store.clone(), &warm)?;
+    pipeline::reproduce(&plan, store.clone(), &warm)?.or_stopped()?;
     drop(servers);
     // Second pass: every server stopped, offline, from the store alone.
     progress::line("pass 2 of 2: every server stopped; reproducing offline from the store");
@@ -113,7 +113,7 @@ pub fn execute(a: Args) -> Result<i32> {
         out: out.clone(),
         ..warm
     };
-    let outcome = pipeline::reproduce(&plan, store, &opts)?;
+    let outcome = pipeline::reproduce(&plan, store, &opts)?.or_stopped()?;
     if progress::quiet() {
         println!("{}", outcome.report.verdict_line());
     } else {

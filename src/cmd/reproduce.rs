@@ -111,15 +111,7 @@ pub fn execute(a: Args) -> Result<i32> {
         .backend
         .choice(crate::backend::microvm::DEFAULT_MEMORY_MIB)?;
     let plan = a.target.plan()?;
-    // What this run needs of the host, tried before any work (`reprobox doctor`).
     let on_vm = matches!(backend, crate::backend::BackendChoice::Microvm(_));
-    crate::doctor::preflight(crate::doctor::Needs {
-        container: !on_vm,
-        microvm: on_vm,
-        prepared_envs: !a.fresh_env,
-        world: false,
-    })?;
-    let store = a.store.open()?;
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("reprobox-out").join(format!("{}-{}", plan.profile, plan.version))
     });
@@ -153,13 +145,27 @@ pub fn execute(a: Args) -> Result<i32> {
             PackagesFromArg::Published => pipeline::PackagesFrom::Published,
         },
     };
-    let outcome = {
-        let _redirect = if a.json {
-            Some(StdoutToStderr::new()?)
-        } else {
-            None
-        };
-        pipeline::reproduce(&plan, store, &opts)?
+    // What this run needs of the host, tried before any work (`reprobox doctor`); from here
+    // on a failure still writes the report (verdict incomplete, the stage, the reason).
+    let needs = crate::doctor::Needs {
+        container: !on_vm,
+        microvm: on_vm,
+        prepared_envs: !a.fresh_env,
+        world: false,
+    };
+    let started = crate::doctor::preflight(needs)
+        .map_err(|e| ("host checks", e))
+        .and_then(|()| a.store.open().map_err(|e| ("store", e)));
+    let outcome = match started {
+        Err((stage, e)) => pipeline::stopped_before(&plan, &opts, stage, e)?,
+        Ok(store) => {
+            let _redirect = if a.json {
+                Some(StdoutToStderr::new()?)
+            } else {
+                None
+            };
+            pipeline::reproduce(&plan, store, &opts)?
+        }
     };
     if a.json {
         println!(
@@ -172,5 +178,8 @@ pub fn execute(a: Args) -> Result<i32> {
         print!("{}", outcome.report.summary());
         println!("\nreport: {}", out.join("report.json").display());
     }
+    // A run that stopped: its report is written and shown; the error is printed and gives
+    // the exit code.
+    let outcome = outcome.or_stopped()?;
     Ok(outcome.exit_code)
 }

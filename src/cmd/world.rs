@@ -43,6 +43,11 @@ pub enum Action {
         /// Port of the OCI registry; 0 picks a free one.
         #[arg(long, default_value_t = 7879)]
         registry_port: u16,
+        /// The world's today (YYYY-MM-DD): its package registry answers 404 for a release
+        /// more than 60 days older, as upstream's cleanup does [default: the archive's last
+        /// day].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_today)]
+        today: Option<jiff::civil::Date>,
     },
 }
 
@@ -87,16 +92,18 @@ pub fn execute(args: Args) -> Result<i32> {
             dir,
             archive_port,
             registry_port,
+            today,
         } => {
             // Block SIGINT/SIGTERM before any server thread exists, so every thread inherits
             // the mask and the signal reaches sigwait below (servers then stop via Drop).
             let set = block_interrupts()?;
-            let servers = world::serve(
+            let servers = world::serve_at(
                 &dir,
                 world::Ports {
                     archive: archive_port,
                     registry: registry_port,
                 },
+                today,
             )?;
             let m = world::load(&dir)?;
             println!(
@@ -140,4 +147,10 @@ fn wait_for(set: libc::sigset_t) {
     let mut sig = 0;
     // SAFETY: `set` is an initialised sigset_t; `sig` is a valid out pointer.
     unsafe { libc::sigwait(&set, &mut sig) };
+}
+
+/// `--today YYYY-MM-DD`.
+fn parse_today(s: &str) -> std::result::Result<jiff::civil::Date, String> {
+    jiff::civil::Date::strptime("%Y-%m-%d", s)
+        .map_err(|e| format!("{s:?} is not a day YYYY-MM-DD: {e}"))
 }

@@ -14,7 +14,10 @@
 //! 9. the outputs: report, summary, locks, artifacts, attestation (`outputs.rs`).
 //!
 //! Every input goes through the store and the inputs lock ([`Ledger`]); a failed step
-//! still ends in a report (verdict incomplete) saying how far the run got.
+//! still ends in a report (verdict incomplete) saying how far the run got, and so does every
+//! other failure after the plan (`stopped.rs`: a fetch error, a job that could not run, a
+//! verification error, SIGINT), with the stage and the reason; only bad input exits 2 with
+//! nothing written.
 
 pub mod checks;
 pub mod dockerfile;
@@ -25,6 +28,7 @@ pub mod published;
 pub mod release;
 pub mod snapshot;
 pub mod steps;
+pub mod stopped;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +47,7 @@ use crate::plan::{EgressPolicy, Plan};
 use crate::report::{Report, StepRecord};
 
 use steps::JobContext;
+pub use stopped::stopped_before;
 
 /// How to run a reproduction.
 #[derive(Debug, Clone)]
@@ -117,10 +122,24 @@ impl ImageFrom {
 /// The file name the release's Dockerfile is written under for `--image-from published`.
 pub const PUBLISHED_DOCKERFILE: &str = "Dockerfile.published";
 
-/// What a reproduction produced.
+/// What a reproduction produced. A run that stopped on an error after the plan still has
+/// its report (verdict incomplete, written into the output directory); `stopped` is the
+/// error, which the caller reports and exits with.
 pub struct Outcome {
     pub report: Report,
     pub exit_code: i32,
+    pub stopped: Option<Error>,
+}
+
+impl Outcome {
+    /// The outcome of a run that went to its end, or the error it stopped with (its report
+    /// already written).
+    pub fn or_stopped(self) -> Result<Outcome> {
+        match self.stopped {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
 }
 
 /// What a reproduction accumulates as it goes: every input request, every note for the
@@ -134,6 +153,8 @@ pub struct Ledger {
     pub egress: Option<EgressRecord>,
     /// The package set served with `--packages-from published`.
     pub published_packages: Option<published::PublishedPackages>,
+    /// How far the run got: what the report of a run that stops says.
+    pub reached: stopped::Reached,
 }
 
 /// One reproduction in progress: what every stage reads (the plan, the options, the
@@ -216,7 +237,9 @@ pub(crate) fn archive_url(plan: &Plan) -> &str {
         .unwrap_or_default()
 }
 
-/// Run the reproduction of `plan` with the store at `store`.
+/// Run the reproduction of `plan` with the store at `store`. Once the plan is made, a run
+/// that stops on an error still writes its report (`stopped.rs`); bad input exits 2 with
+/// nothing written.
 pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     crate::error::dir_or_absent(&o.out, "output directory")?;
     // Fetch's own progress (bars on a terminal, lines otherwise) only with plain lines: a
@@ -224,8 +247,20 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let fetcher = Fetcher::new(store.clone(), o.offline)
         .with_progress(o.progress == crate::progress::Mode::Lines);
     let mut run = Run::new(plan, o, &fetcher);
+    // Every `?` of the stages ends here: the work directory is gone (dropped on the way
+    // out) before the report of the stopped run is written.
+    match stages(&mut run, store) {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => stopped::stopped(&mut run, e),
+    }
+}
 
+/// The nine stages, in order; `run.ledger.reached` follows them for the report of a run
+/// that stops.
+fn stages(run: &mut Run, store: Store) -> Result<Outcome> {
+    let (plan, o, fetcher) = (run.plan, run.o, run.fetcher);
     // 1. The release.
+    run.ledger.reached.stage = "release";
     run.phase(&format!(
         "release {} from {}",
         plan.source.tag, plan.source.git
@@ -233,12 +268,15 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     let git = GitSource::new(store.root(), &plan.source.git);
     let release = release::fetch(plan, &git, o.offline)?;
     run.release_text = release.text.clone();
+    run.ledger.reached.source_revision = Some(release.release.source_revision.clone());
     run.lap("release");
 
     // 2. The steps this run executes.
     let selected = steps::select(plan, o, &mut run.ledger.notes);
+    run.ledger.reached.environment_day = Some(selected.day.clone());
 
     // 3. The work directory, the pinned base, the workspace and the backend.
+    run.ledger.reached.stage = "workspace";
     std::fs::create_dir_all(&o.out).ctx("create", &o.out)?;
     let work = tempfile::Builder::new()
         .prefix(".reprobox-work-")
@@ -249,14 +287,17 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         "pinning the base root filesystem {}",
         plan.base.url
     ));
-    let base = environment::pin_base(plan, &fetcher, &mut run.ledger.inputs)?;
+    let base = environment::pin_base(plan, fetcher, &mut run.ledger.inputs)?;
     let workspace = work.path().join("workspace");
     run.phase(&format!("checking out {}", release.release.source_revision));
     git.checkout(&release.release.source_revision, &workspace)?;
     let checkout = workspace::verify(plan, &workspace, &release.release.source_revision)?;
     run.ledger.notes.extend(workspace::notes(&checkout));
+    run.ledger.reached.workspace = checkout.clone();
     run.lap("checkout");
-    let backend = open_backend(&mut run, &selected.day, work.path())?;
+    let backend = open_backend(run, &selected.day, work.path())?;
+    run.ledger.reached.backend = Some(backend.name());
+    run.ledger.reached.microvm = backend.record();
     if o.backend == BackendChoice::Container {
         // Binds are not idmapped in the container: the workspace goes to the mapped root.
         // (The guest's root is the host's 0: there it stays as checked out.)
@@ -276,30 +317,44 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     if o.packages_from == PackagesFrom::Published {
         run.serve_published_set(&mut ctx, &release.release)?;
     }
+    run.ledger.reached.egress = ctx.services.egress.clone();
 
     // 4. The environment.
+    run.ledger.reached.stage = "environment";
     let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
     run.lap("environment");
 
     // 5. The build: what is left of the steps.
+    run.ledger.reached.stage = "build";
     let build = run.build(&mut ctx, env, &selected.day)?;
+    run.ledger.reached.failed_step = build.failed.clone();
     run.lap("build steps");
 
     // 6. The rootfs check.
+    run.ledger.reached.stage = "rootfs check";
     let built = ctx.workspace.join(&plan.artifacts.dir);
     let rootfs = run.check_rootfs(&release.release, &built.join(&plan.artifacts.rootfs))?;
     let mut checks: Vec<_> = rootfs.check.into_iter().collect();
     checks.push(run.check_dockerfile(&release, &built, &checks));
     let mut external_diffs = rootfs.kept;
+    let reached = &mut run.ledger.reached;
+    reached.checks = checks.clone();
+    reached.file_diffs = rootfs.file_diffs.clone();
+    reached.file_diffs_source = rootfs.source.clone();
+    reached.external_diffs = external_diffs.clone();
     run.lap("rootfs checks");
 
     // 7. The image check.
+    run.ledger.reached.stage = "image check";
     let (image_checks, kept) = run.image_stage(&ctx, &build)?;
     checks.extend(image_checks);
     external_diffs.extend(kept);
+    run.ledger.reached.checks = checks.clone();
+    run.ledger.reached.external_diffs = external_diffs.clone();
     run.lap("image checks");
 
     // 8. The drift of the environment from the profile's environment day.
+    run.ledger.reached.stage = "drift";
     run.phase(&format!(
         "comparing the environment with the packages of {}",
         plan.env_day
@@ -308,6 +363,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     run.lap("drift");
 
     // 9. The report and the outputs.
+    run.ledger.reached.stage = "outputs";
     run.phase(&format!("writing the report into {}", o.out.display()));
     let report = outputs::assemble_report(
         plan,
@@ -316,7 +372,7 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
             image_from: o.image_from,
             backend: ctx.backend.name(),
             microvm: ctx.backend.record(),
-            source_revision: release.release.source_revision.clone(),
+            source_revision: Some(release.release.source_revision.clone()),
             workspace: checkout,
             failed_step: build.failed,
             checks,
@@ -346,11 +402,18 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
         },
     )?;
     run.lap("outputs");
+    // A failure from here on still replaces the report just written with the stopped
+    // run's (incomplete): the run did not end cleanly.
+    run.ledger.reached.stage = "clean up";
     run.phase("cleaning up the work directory");
-    finish(&mut run, ctx.root, work)?;
+    finish(run, ctx.root, work)?;
     run.progress.end();
     let exit_code = report.verdict.exit_code();
-    Ok(Outcome { report, exit_code })
+    Ok(Outcome {
+        report,
+        exit_code,
+        stopped: None,
+    })
 }
 
 /// The nested podman's configuration (`job::NestedPodman`), written into the work directory
@@ -562,6 +625,25 @@ fn the_real_profile_gets_its_egress_with_the_release_rootfs_pinned() {
     );
     assert_eq!(rules[0].location, "https://archive.archlinux.org");
     assert_eq!(rules[3].policy, Policy::Registry);
+}
+
+/// Options of a plain container run into `out`, with no progress shown: what the stages'
+/// unit tests use.
+#[cfg(test)]
+fn test_options(out: PathBuf) -> Options {
+    Options {
+        offline: true,
+        rollback: true,
+        env_day: None,
+        out,
+        progress: crate::progress::Mode::Off,
+        timeout: None,
+        keep_work: false,
+        use_prepared_envs: true,
+        backend: BackendChoice::Container,
+        image_from: ImageFrom::Rebuilt,
+        packages_from: PackagesFrom::Snapshot,
+    }
 }
 
 /// The real profile's plan for a real release (no I/O): what the stages' unit tests use.

@@ -91,7 +91,8 @@ pub struct Findings {
     pub image_from: super::ImageFrom,
     pub backend: &'static str,
     pub microvm: Option<serde_json::Value>,
-    pub source_revision: String,
+    /// The release's source revision; `None` when the run stopped before the release was read.
+    pub source_revision: Option<String>,
     /// The checkout the build ran in, as it was before the first step.
     pub workspace: super::workspace::WorkspaceRecord,
     /// The step that failed, if one did: the verdict is then incomplete.
@@ -149,7 +150,8 @@ pub fn assemble_report(plan: &Plan, f: Findings) -> Report {
         packages_from_published: f.published_packages,
         backend: f.backend.into(),
         microvm: f.microvm,
-        source_revision: Some(f.source_revision),
+        source_revision: f.source_revision,
+        stopped: None,
         verdict,
         checks: f.checks,
         file_diffs: f.file_diffs,
@@ -236,7 +238,7 @@ pub fn write_outputs(
     )
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp-reprobox");
     std::fs::write(&tmp, bytes).ctx("write", &tmp)?;
     std::fs::rename(&tmp, path).ctx("rename into", path)
@@ -256,7 +258,7 @@ mod tests {
             workspace: Default::default(),
             backend: "container",
             microvm: None,
-            source_revision: "34b87485162b028c8d957bdcd2674359d883cd21".into(),
+            source_revision: Some("34b87485162b028c8d957bdcd2674359d883cd21".into()),
             failed_step: failed.map(String::from),
             checks,
             file_diffs: Vec::new(),

@@ -257,6 +257,10 @@ pub struct Report {
     pub microvm: Option<serde_json::Value>,
     pub source_revision: Option<String>,
     pub verdict: Verdict,
+    /// Where and why a run stopped before its end (the verdict is then incomplete): every
+    /// failure after the plan still writes the report (`pipeline/stopped.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<crate::pipeline::stopped::Stopped>,
     pub checks: Vec<Check>,
     /// Files that differ between the published and the rebuilt rootfs.
     pub file_diffs: Vec<FileDiff>,
@@ -305,6 +309,13 @@ impl Report {
         use std::fmt::Write;
         let mut o = String::new();
         let _ = writeln!(o, "{}", self.verdict_line());
+        if let Some(s) = &self.stopped {
+            let _ = writeln!(
+                o,
+                "the run stopped at stage {}: {} (exit {}); what it did not reach is unknown",
+                s.stage, s.error, s.exit_code
+            );
+        }
         let _ = writeln!(
             o,
             "published: release {} of {}; image {} from {} — {}",
@@ -491,6 +502,7 @@ mod tests {
             microvm: None,
             source_revision: Some("34b8748".into()),
             verdict: Verdict::of(&checks),
+            stopped: None,
             checks,
             file_diffs: Vec::new(),
             file_diffs_source: None,

@@ -62,6 +62,19 @@ fn checkout(rev: &str) -> String {
     )
 }
 
+/// [`checkout`] from the world's repository bound at [`LOCAL_REPO`] in the job.
+fn checkout_local(rev: &str) -> String {
+    format!(
+        "git config --global --add safe.directory {PROJECT_DIR}; \
+         git config --global --add safe.directory {LOCAL_REPO}; \
+         git clone -q --no-hardlinks {LOCAL_REPO} {PROJECT_DIR} >&2; \
+         cd {PROJECT_DIR}; git -c advice.detachedHead=false checkout -q {rev}; "
+    )
+}
+
+/// Where [`republish`] binds the world's repository in its job, to clone from.
+const LOCAL_REPO: &str = "/srv/archlinux-docker.git";
+
 /// The `rootfs` job for GROUP=repro: `before_script` then `make $PWD/output/Dockerfile.repro`
 /// with BUILD_VERSION from `get_version`'s dotenv. The Makefile's ARCHIVE_SNAPSHOT and
 /// SOURCE_DATE_EPOCH defaults come from the clock (`date -d "-1 day"`, `date -d 00:00:00`);
@@ -187,13 +200,37 @@ pub fn publish_job(
     iso_tarball: &Path,
     work: &Path,
 ) -> Result<Published> {
+    publish_job_pushing(r, net, iso_tarball, work, None, "")
+}
+
+/// [`publish_job`] with `push_flags` added to its `podman push` (e.g. `--compression-format
+/// zstd:chunked`): a publisher whose podman pushes another way. With `local_repo` (the
+/// world's bare repository) the job clones from it, bound into the job, instead of over
+/// HTTPS: the same commits, without git's dumb HTTP protocol walking every object (minutes).
+fn publish_job_pushing(
+    r: &Release,
+    net: &PublisherNet,
+    iso_tarball: &Path,
+    work: &Path,
+    local_repo: Option<&Path>,
+    push_flags: &str,
+) -> Result<Published> {
     let root = env_rootfs::unpack_bootstrap(iso_tarball, work)?;
     configure_podman(&root)?;
     let mut run = net.run(&root);
+    let v = &r.version;
+    let checkout = match local_repo {
+        Some(repo) => {
+            let inside = root.join(LOCAL_REPO.trim_start_matches('/'));
+            std::fs::create_dir_all(&inside).ctx("create directory", &inside)?;
+            run.binds.push((repo.to_path_buf(), LOCAL_REPO.into()));
+            checkout_local(&format!("v{v}"))
+        }
+        None => checkout(&format!("v{v}")),
+    };
     run.env.push(("BUILDAH_ISOLATION".into(), "chroot".into()));
     // podman reads the cgroup hierarchy's type from /sys (a CI machine has one).
     run.binds.push((PathBuf::from("/sys"), "/sys".into()));
-    let v = &r.version;
     let out = run.sh(
         "image:publish:secure (upstream's .gitlab-ci.yml, GROUP=repro)",
         &format!(
@@ -201,10 +238,9 @@ pub fn publish_job(
              pacman -Syu --noconfirm podman >&2; \
              {checkout}\
              podman build --source-date-epoch={sde} --rewrite-timestamp -f {PROJECT_DIR}/Dockerfile.repro -t archlinux:repro-{v} {PROJECT_DIR} >&2; \
-             for t in repro repro-{v}; do podman tag archlinux:repro-{v} docker.io/archlinux/archlinux:$t; podman push -q docker.io/archlinux/archlinux:$t >&2; done; \
+             for t in repro repro-{v}; do podman tag archlinux:repro-{v} docker.io/archlinux/archlinux:$t; podman push -q {push_flags} docker.io/archlinux/archlinux:$t >&2; done; \
              podman image inspect --format '{{{{.Id}}}}' archlinux:repro-{v}",
             prelude = ci_image_prelude(r),
-            checkout = checkout(&format!("v{v}")),
             sde = r.source_date_epoch,
         ),
     )?;
@@ -234,10 +270,21 @@ impl PublisherNet {
     /// The hosts of the real build for the world in `world`, with Docker Hub's registry
     /// over `storage`.
     pub fn new(world: &Path, ca: &WorldCa, storage: &Path) -> Result<PublisherNet> {
-        let tls_dir = world.join("work").join("tls");
+        Self::with_work(world, &world.join("work"), ca, storage)
+    }
+
+    /// [`PublisherNet::new`] with its TLS leaves and registry configuration in `work`.
+    pub fn with_work(
+        world: &Path,
+        work: &Path,
+        ca: &WorldCa,
+        storage: &Path,
+    ) -> Result<PublisherNet> {
+        let tls_dir = work.join("tls");
         // Behind its TLS front the registry must say `https://registry-1.docker.io` in the
         // upload locations it returns, not the plain address it listens on.
-        let registry_config = world.join("work").join("registry-publish.yml");
+        std::fs::create_dir_all(work).ctx("create directory", work)?;
+        let registry_config = work.join("registry-publish.yml");
         std::fs::create_dir_all(storage).ctx("create directory", storage)?;
         let text = crate::world::registry::config_text(storage, env_rootfs::REGISTRY_ADDR)
             + "  host: https://registry-1.docker.io\n";
@@ -303,4 +350,56 @@ fn configure_podman(root: &Path) -> Result<()> {
         std::fs::write(&p, text).ctx("write", &p)?;
     }
     Ok(())
+}
+
+/// The world's release published again, as a publisher whose podman pushes with
+/// `push_flags` (e.g. `--compression-format zstd:chunked`) would have: Docker Hub's storage
+/// copied into `storage` without the release's repository (so no blob of the first push is
+/// reused), then the publish job — the same `podman build` of the tag, a fresh environment —
+/// pushing with those flags (cloning the world's repository from a bind of it rather than
+/// over HTTPS). The image is the same (its config digest is checked against
+/// the world's); its manifest and compressed layers are this push's. `work` holds the job's
+/// root while it runs. Returns the pushed image's record.
+pub fn republish(
+    world: &Path,
+    m: &crate::world::from_upstream::UpstreamWorld,
+    storage: &Path,
+    work: &Path,
+    push_flags: &str,
+) -> Result<crate::world::registry::ImageRecord> {
+    use crate::world::registry::{IMAGE_REPO, read_image};
+    crate::world::tools::run(
+        "copy the world's registry",
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(world.join("registry"))
+            .arg(storage),
+    )?;
+    let repo = storage
+        .join("docker/registry/v2/repositories")
+        .join(IMAGE_REPO);
+    env_rootfs::remove_tree(&repo)?;
+    let iso = m.arch["bootstraps"][0]["path"]
+        .as_str()
+        .ok_or_else(|| Error::Environment("world: world.json names no bootstrap".into()))?;
+    let ca = WorldCa::load_or_create(world)?;
+    let net = PublisherNet::with_work(world, &work.join("net"), &ca, storage)?;
+    let job_work = work.join("publish-job");
+    let pushed = publish_job_pushing(
+        &m.release,
+        &net,
+        &world.join("archive").join(iso),
+        &job_work,
+        Some(&gitlab::bare_repo(&world.join("gitlab"))),
+        push_flags,
+    )?;
+    env_rootfs::remove_tree(&job_work)?;
+    let image = read_image(storage, IMAGE_REPO, &format!("repro-{}", m.release.version))?;
+    if image.config_digest != pushed.config_digest || image.config_digest != m.image.config_digest {
+        return Err(Error::Environment(format!(
+            "world: republished config {} (podman built {}), the world's is {}",
+            image.config_digest, pushed.config_digest, m.image.config_digest
+        )));
+    }
+    Ok(image)
 }

@@ -23,6 +23,33 @@ const BOT_NAME: &str = "GITLAB_PROJECT_TOKEN";
 const BOT_EMAIL: &str =
     "project_10185_bot_6f3a8a11922b9008fcb92024361b10b6@noreply.gitlab.archlinux.org";
 
+/// Upstream's package registry cleanup deletes packages older than this many days (so the
+/// published rootfs of every real repro release of April and May 2026 answers 404 now).
+pub const CLEANUP_DAYS: i64 = 60;
+
+/// Whether the world's package registry answers 404 for `rest` (a path under the gitlab
+/// root) on `today`: a file of the rootfs package whose version's day (`YYYYMMDD.…`) is more
+/// than [`CLEANUP_DAYS`] before `today`, as upstream's cleanup leaves it. Anything else is
+/// served as it is.
+pub fn package_expired(rest: &str, today: jiff::civil::Date) -> bool {
+    let Some(version) = rest
+        .strip_prefix(PACKAGES_PATH)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|r| r.split('/').next())
+    else {
+        return false;
+    };
+    let Some(day) = version
+        .get(..8)
+        .and_then(|d| jiff::civil::Date::strptime("%Y%m%d", d).ok())
+    else {
+        return false;
+    };
+    day.until(today)
+        .map(|span| span.get_days() > CLEANUP_DAYS as i32)
+        .unwrap_or(false)
+}
+
 /// `DIR/gitlab/archlinux/archlinux-docker.git`.
 pub fn bare_repo(gitlab_root: &Path) -> PathBuf {
     gitlab_root.join(REPO_PATH)

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub use from_upstream::{PublishedRootfs, Release, SCHEMA, UpstreamWorld, build, load};
-pub use serve::{Ports, WorldServers, serve};
+pub use serve::{Ports, WorldServers, serve, serve_at};
 
 pub use crate::digest::sha256_file;
 

@@ -3,6 +3,11 @@
 //! git's dumb HTTP protocol, the package registry's files) and `alpine/` (at `/alpine/`, the
 //! Alpine CDN), plus Debian's docker-registry over `registry/` (Docker Hub). Everything stops
 //! when the returned `WorldServers` is dropped.
+//!
+//! The world has a "today" ([`serve_at`]): its package registry answers 404 for a release
+//! more than 60 days older (`gitlab::package_expired`), as upstream's registry cleanup does.
+//! By default it is the archive's last day (`archive/repos/last`), within 60 days of the
+//! world's release, so the release's rootfs is served.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -95,8 +100,20 @@ impl Drop for WorldServers {
     }
 }
 
-/// Serves the world in `dir` (built by `world::build`) on the given ports of 127.0.0.1.
+/// Serves the world in `dir` (built by `world::build`) on the given ports of 127.0.0.1, on
+/// the world's own today (the archive's last day).
 pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
+    serve_at(dir, ports, None)
+}
+
+/// [`serve`] with the world's today set: `None` is the archive's last day
+/// (`archive/repos/last`); the package registry answers 404 for a release more than 60 days
+/// before today, as upstream's cleanup leaves it.
+pub fn serve_at(
+    dir: &Path,
+    ports: Ports,
+    today: Option<jiff::civil::Date>,
+) -> Result<WorldServers> {
     let not_a_world = |dir: &Path, why: &str| {
         Error::bad_input(
             dir.display().to_string(),
@@ -115,7 +132,11 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
             return Err(not_a_world(&dir, &format!("no {sub}/")));
         }
     }
-    let roots = Roots::of(&dir);
+    let mut roots = Roots::of(&dir);
+    roots.today = match today {
+        Some(d) => Some(d),
+        None => archive_last_day(&dir.join("archive")),
+    };
     let bare = crate::world::gitlab::bare_repo(&dir.join("gitlab"));
     crate::world::gitlab::update_server_info(&bare)?;
     let listener = TcpListener::bind(("127.0.0.1", ports.archive)).map_err(|e| {
@@ -202,6 +223,12 @@ pub fn serve(dir: &Path, ports: Ports) -> Result<WorldServers> {
     })
 }
 
+/// The day `archive/repos/last` points at (`YYYY/MM/DD`), if it is one.
+fn archive_last_day(archive: &Path) -> Option<jiff::civil::Date> {
+    let target = std::fs::read_link(archive.join("repos").join("last")).ok()?;
+    jiff::civil::Date::strptime("%Y/%m/%d", target.to_str()?).ok()
+}
+
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind(("127.0.0.1", 0)).ctx("listen", "127.0.0.1:0")?;
     Ok(l.local_addr().ctx("listen", "127.0.0.1:0")?.port())
@@ -211,6 +238,9 @@ fn free_port() -> Result<u16> {
 /// so the archive's `/` comes last.
 struct Roots {
     mounts: Vec<(&'static str, PathBuf)>,
+    /// The world's today: the package registry's cleanup is applied against it (none: every
+    /// package is served).
+    today: Option<jiff::civil::Date>,
 }
 
 impl Roots {
@@ -223,6 +253,7 @@ impl Roots {
                 ("/alpine/", dir.join("alpine")),
                 ("/", dir.join("archive")),
             ],
+            today: None,
         }
     }
 }
@@ -231,6 +262,11 @@ impl Roots {
 fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
     let path = url_path.split(['?', '#']).next().unwrap_or("");
     let path = percent_decode(path)?;
+    if let (Some(today), Some(rest)) = (roots.today, path.strip_prefix("/gitlab/"))
+        && crate::world::gitlab::package_expired(rest, today)
+    {
+        return None;
+    }
     let (root, rest) = roots
         .mounts
         .iter()
@@ -390,6 +426,16 @@ mod tests {
         );
         assert!(resolve(&roots, "/gitlab/archlinux/archlinux-docker.git/HEAD").is_some());
         assert!(resolve(&roots, "/alpine/v3.23/main/x86_64/APKINDEX.tar.gz").is_some());
+        // The package registry's cleanup, against the world's today.
+        let pkg = "/gitlab/api/v4/projects/10185/packages/generic/rootfs/20260520.0.1/r.tar.zst";
+        mk("gitlab/api/v4/projects/10185/packages/generic/rootfs/20260520.0.1/r.tar.zst");
+        let mut at = Roots::of(t.path());
+        assert!(resolve(&at, pkg).is_some(), "no today: served");
+        at.today = Some(jiff::civil::date(2026, 7, 19));
+        assert!(resolve(&at, pkg).is_some(), "60 days later: served");
+        at.today = Some(jiff::civil::date(2026, 7, 20));
+        assert!(resolve(&at, pkg).is_none(), "61 days later: gone");
+        assert!(resolve(&at, "/gitlab/archlinux/archlinux-docker.git/HEAD").is_some());
         for bad in [
             "/repos/a/.complete",
             "/../secret",
