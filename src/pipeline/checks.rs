@@ -3,6 +3,11 @@
 //! and diffed file by file (diffoscope too when installed). When the published tarball is
 //! gone (upstream's package registry deletes packages older than 60 days), the files are
 //! taken from the published image instead: its layer made by `COPY --from=verify /rootfs/ /`.
+//!
+//! The published tarball itself is checked too (`published-rootfs-sha256`): a rebuilt rootfs
+//! that matches the release's hash is not the rootfs users download when the tarball at
+//! `[expected] rootfs_url` holds other bytes (the mutation suite, `tests/verdict_mutations.rs`,
+//! flips one byte of it; without this check that run was called reproduced).
 
 use std::path::Path;
 
@@ -21,6 +26,9 @@ use crate::verify::tarindex::TarIndex;
 #[derive(Debug, Default)]
 pub struct RootfsEvidence {
     pub check: Option<Check>,
+    /// `published-rootfs-sha256`: the tarball at `[expected] rootfs_url` against the
+    /// release's hash (decisive when it could be read; gone, it is evidence only).
+    pub published: Option<Check>,
     pub late: Vec<LateTimestamp>,
     pub file_diffs: Vec<FileDiff>,
     /// Files kept for external diff tools (names under the output directory).
@@ -60,18 +68,23 @@ impl Run<'_> {
             return Ok(ev);
         };
         ev.late = crate::verify::audit::audit_tarball(rootfs, plan.source_date_epoch)?;
-        if actual == release.rootfs_sha256 {
-            return Ok(ev);
-        }
         let url = plan.expected.rootfs_url.clone();
-        self.phase(&format!(
-            "rootfs differs: fetching the published one from {url} to compare"
-        ));
-        match self.fetcher.fetch_recorded(
+        self.phase(&format!("fetching the published rootfs from {url}"));
+        let published = self.fetcher.fetch_recorded(
             &mut self.ledger.inputs,
             &url,
             Some(&release.rootfs_sha256),
-        ) {
+        );
+        ev.published = Some(published_check(
+            &url,
+            &release.rootfs_sha256,
+            published.as_ref().map(|_| ()),
+        ));
+        if actual == release.rootfs_sha256 {
+            return Ok(ev);
+        }
+        self.phase("rootfs differs: comparing it with the published one");
+        match published {
             Ok(blob) => {
                 let a = crate::verify::tarindex::read_index(&blob.path)?;
                 let b = crate::verify::tarindex::read_index(rootfs)?;
@@ -168,6 +181,38 @@ impl Run<'_> {
             self.ledger.notes.push("the rebuilt rootfs holds the same files with the same metadata as the published image layer: the bytes differ in tar layout or compression, or in what the layer cannot show".into());
         }
         Ok((diffs, source))
+    }
+}
+
+/// `published-rootfs-sha256`: the tarball published at `url` against the release's
+/// `expected` hash, from how fetching it pinned by that hash went. Bytes that are not the
+/// release's make it fail (decisive: users download those bytes); a tarball that could not
+/// be read at all (upstream deletes packages older than 60 days; unreachable; offline and
+/// not in the store) leaves it unknown and evidence only, the release's hash and the
+/// published image's layer then standing for it.
+pub fn published_check(url: &str, expected: &str, fetched: std::result::Result<(), &Error>) -> Check {
+    match fetched {
+        Ok(()) => Check::compare(
+            "published-rootfs-sha256",
+            true,
+            Some(expected.to_string()),
+            Some(expected.to_string()),
+            format!("expected from the release; actual: the tarball at {url}, fetched pinned by that hash (or held in the store under it)"),
+        ),
+        Err(Error::Tampered { actual, .. }) => Check::compare(
+            "published-rootfs-sha256",
+            true,
+            Some(expected.to_string()),
+            Some(actual.clone()),
+            format!("expected from the release; actual: the sha256 of the bytes {url} serves (refused, not stored)"),
+        ),
+        Err(e) => Check::compare(
+            "published-rootfs-sha256",
+            false,
+            Some(expected.to_string()),
+            None,
+            format!("the published tarball could not be read ({e}); only the release's hash remains (evidence only)"),
+        ),
     }
 }
 

@@ -261,7 +261,9 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     // 6. The rootfs check.
     let built = ctx.workspace.join(&plan.artifacts.dir);
     let rootfs = run.check_rootfs(&release.release, &built.join(&plan.artifacts.rootfs))?;
-    let mut checks: Vec<_> = rootfs.check.into_iter().collect();
+    let mut checks = vec![workspace::check(&checkout)];
+    checks.extend(rootfs.check);
+    checks.extend(rootfs.published);
     checks.push(run.check_dockerfile(&release, &built, &checks));
     let mut external_diffs = rootfs.kept;
     run.lap("rootfs checks");
