@@ -190,28 +190,38 @@ impl Run<'_> {
 /// be read at all (upstream deletes packages older than 60 days; unreachable; offline and
 /// not in the store) leaves it unknown and evidence only, the release's hash and the
 /// published image's layer then standing for it.
-pub fn published_check(url: &str, expected: &str, fetched: std::result::Result<(), &Error>) -> Check {
+pub fn published_check(
+    url: &str,
+    expected: &str,
+    fetched: std::result::Result<(), &Error>,
+) -> Check {
     match fetched {
         Ok(()) => Check::compare(
             "published-rootfs-sha256",
             true,
             Some(expected.to_string()),
             Some(expected.to_string()),
-            format!("expected from the release; actual: the tarball at {url}, fetched pinned by that hash (or held in the store under it)"),
+            format!(
+                "expected from the release; actual: the tarball at {url}, fetched pinned by that hash (or held in the store under it)"
+            ),
         ),
         Err(Error::Tampered { actual, .. }) => Check::compare(
             "published-rootfs-sha256",
             true,
             Some(expected.to_string()),
             Some(actual.clone()),
-            format!("expected from the release; actual: the sha256 of the bytes {url} serves (refused, not stored)"),
+            format!(
+                "expected from the release; actual: the sha256 of the bytes {url} serves (refused, not stored)"
+            ),
         ),
         Err(e) => Check::compare(
             "published-rootfs-sha256",
             false,
             Some(expected.to_string()),
             None,
-            format!("the published tarball could not be read ({e}); only the release's hash remains (evidence only)"),
+            format!(
+                "the published tarball could not be read ({e}); only the release's hash remains (evidence only)"
+            ),
         ),
     }
 }

@@ -97,14 +97,21 @@ pub fn verify(plan: &Plan, workspace: &Path, revision: &str) -> Result<Workspace
 
 /// The tree named by the commit object of `revision`, after checking that the object's bytes
 /// hash to `revision`; when they do not, `(None, Some(what they hash to))`.
-fn verified_commit_tree(workspace: &Path, revision: &str) -> Result<(Option<String>, Option<String>)> {
+fn verified_commit_tree(
+    workspace: &Path,
+    revision: &str,
+) -> Result<(Option<String>, Option<String>)> {
     let body = git_bytes(workspace, &["cat-file", "commit", revision], &[])?;
-    let tmp = tempfile::NamedTempFile::new().ctx("create a temporary file in", std::env::temp_dir())?;
+    let tmp =
+        tempfile::NamedTempFile::new().ctx("create a temporary file in", std::env::temp_dir())?;
     std::fs::write(tmp.path(), &body).ctx("write", tmp.path())?;
     let path = tmp.path().to_string_lossy().into_owned();
-    let hashed = git(workspace, &["hash-object", "-t", "commit", "--no-filters", &path])?
-        .trim()
-        .to_string();
+    let hashed = git(
+        workspace,
+        &["hash-object", "-t", "commit", "--no-filters", &path],
+    )?
+    .trim()
+    .to_string();
     if hashed != revision {
         return Ok((None, Some(hashed)));
     }
@@ -124,7 +131,9 @@ fn files_tree(workspace: &Path) -> Result<String> {
     let index = dir.path().join("index");
     let env = [("GIT_INDEX_FILE", index.as_path())];
     git_with(workspace, &["add", "-A", "-f", "."], &env)?;
-    Ok(git_with(workspace, &["write-tree"], &env)?.trim().to_string())
+    Ok(git_with(workspace, &["write-tree"], &env)?
+        .trim()
+        .to_string())
 }
 
 /// `source-checkout`, decisive: the files the build ran on are the revision's. Its commit
