@@ -251,6 +251,34 @@ mod tests {
     }
 
     #[test]
+    fn the_checkout_check_passes_on_the_revisions_files_and_fails_on_an_altered_blob() {
+        let (t, head) = repo(false);
+        let r = verify(&plan(), t.path(), &head).unwrap();
+        assert_eq!(check(&r).status, crate::report::Status::Pass, "{r:?}");
+        assert!(check(&r).decisive);
+        // The Makefile's blob altered under its own id (git reads loose objects without
+        // re-hashing them), then checked out again: HEAD is still the revision.
+        let blob = git(t.path(), &["rev-parse", "HEAD:Makefile"]).unwrap();
+        let blob = blob.trim();
+        let loose = t.path().join(".git/objects").join(&blob[..2]).join(&blob[2..]);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut z, b"blob 2\0y\n").unwrap();
+        std::fs::remove_file(&loose).unwrap();
+        std::fs::write(&loose, z.finish().unwrap()).unwrap();
+        std::fs::remove_file(t.path().join("Makefile")).unwrap();
+        sh(t.path(), "git checkout -- Makefile && grep -qx y Makefile");
+        let r = verify(&plan(), t.path(), &head).unwrap();
+        assert_eq!(r.revision, head);
+        let c = check(&r);
+        assert_eq!(c.status, crate::report::Status::Fail, "{r:?}");
+        assert!(
+            notes(&r).iter().any(|n| n.contains("not those of")),
+            "{:?}",
+            notes(&r)
+        );
+    }
+
+    #[test]
     fn a_stray_file_or_another_revision_is_seen() {
         let (t, head) = repo(false);
         std::fs::write(t.path().join("stray"), "x").unwrap();
