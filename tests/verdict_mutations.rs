@@ -317,25 +317,36 @@ fn alter_git_cache(store: &Path, path: &str) {
     )
     .trim()
     .to_string();
+    // Every object but that blob in one pack, the blob loose (git reads a packed object
+    // first, so the altered one must be the only copy).
     let forged = cache.with_extension("forged");
     run_ok(
         Command::new("git")
             .args(["init", "-q", "--bare"])
             .arg(&forged),
     );
-    for pack in std::fs::read_dir(cache.join("objects/pack")).unwrap() {
-        let pack = pack.unwrap().path();
-        if pack.extension().is_some_and(|e| e == "pack") {
-            let o = Command::new("git")
-                .arg("--git-dir")
-                .arg(&forged)
-                .args(["unpack-objects", "-q"])
-                .stdin(std::fs::File::open(&pack).unwrap())
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        }
-    }
+    let all = run_ok(Command::new("git").arg("--git-dir").arg(cache).args([
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname)",
+    ]));
+    let others: String = all
+        .lines()
+        .filter(|l| *l != blob)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut pack = Command::new("git")
+        .arg("--git-dir")
+        .arg(cache)
+        .args(["pack-objects", "-q"])
+        .arg(forged.join("objects/pack/pack"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(pack.stdin.as_mut().unwrap(), others.as_bytes()).unwrap();
+    drop(pack.stdin.take());
+    assert!(pack.wait().unwrap().success(), "git pack-objects");
     run_ok(
         Command::new("cp")
             .arg("-a")
@@ -345,18 +356,21 @@ fn alter_git_cache(store: &Path, path: &str) {
     if cache.join("packed-refs").is_file() {
         std::fs::copy(cache.join("packed-refs"), forged.join("packed-refs")).unwrap();
     }
+    let body = run_ok(
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(cache)
+            .args(["cat-file", "blob", &blob]),
+    );
+    let mut body = body.into_bytes();
     let loose = forged.join("objects").join(&blob[..2]).join(&blob[2..]);
-    let raw = std::fs::read(&loose).unwrap();
-    let mut obj = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&raw[..]), &mut obj).unwrap();
-    let nul = obj.iter().position(|b| *b == 0).unwrap();
-    let mut body = obj[nul + 1..].to_vec();
     let mid = body.len() / 2;
     body[mid] ^= 0x01;
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut z, format!("blob {}\0", body.len()).as_bytes()).unwrap();
     std::io::Write::write_all(&mut z, &body).unwrap();
-    replace_file(&loose, &z.finish().unwrap());
+    std::fs::create_dir_all(loose.parent().unwrap()).unwrap();
+    std::fs::write(&loose, z.finish().unwrap()).unwrap();
     std::fs::remove_dir_all(cache).unwrap();
     std::fs::rename(&forged, cache).unwrap();
     // The alteration is there: git itself now shows the altered bytes at the revision.

@@ -260,7 +260,11 @@ mod tests {
         // re-hashing them), then checked out again: HEAD is still the revision.
         let blob = git(t.path(), &["rev-parse", "HEAD:Makefile"]).unwrap();
         let blob = blob.trim();
-        let loose = t.path().join(".git/objects").join(&blob[..2]).join(&blob[2..]);
+        let loose = t
+            .path()
+            .join(".git/objects")
+            .join(&blob[..2])
+            .join(&blob[2..]);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut z, b"blob 2\0y\n").unwrap();
         std::fs::remove_file(&loose).unwrap();
