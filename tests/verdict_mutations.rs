@@ -166,10 +166,10 @@ fn lock_sha(lock: &str, url: &str) -> String {
 
 /// Re-release in the world copy `w`: the release file at the tag edited by `edit`,
 /// committed and the tag moved, as a publisher re-tagging would.
-fn retag(w: &Path, tmp: &Path, edit: impl Fn(&str) -> String) {
+fn retag(w: &Path, edit: impl Fn(&str) -> String) {
     let (_, m) = world();
     let bare = world::gitlab::bare_repo(&w.join("gitlab"));
-    let wt = tmp.join("retag-wt");
+    let wt = w.with_extension("retag-wt");
     let git = |args: &[&str]| {
         run_ok(
             Command::new("git")
@@ -412,71 +412,55 @@ fn flip_alpine_layer_byte(w: &Path) -> String {
     layer
 }
 
-#[test]
-fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
-    let (_, m) = world();
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let servers = serve();
-    let locs = locations(&servers);
-    let started = std::time::Instant::now();
-    let lap = |what: &str| eprintln!("verdict_mutations: {what} at {:?}", started.elapsed());
+/// What every flip shares: the control's store and inputs lock, the shared world's
+/// locations, the temporary directory.
+struct Cx {
+    tmp: PathBuf,
+    store: PathBuf,
+    locs: Vec<String>,
+    control_lock: String,
+}
 
-    // 0. The positive control: nothing flipped, reproduced, every decisive check a pass
-    //    (the two the suite added among them).
-    let (o, r) = reproduce_with(
-        "archlinux-repro",
-        &store,
-        &tmp.path().join("control"),
-        &locs,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(r["verdict"], "reproduced", "{r:#}");
-    for c in r["checks"].as_array().unwrap() {
-        if c["decisive"] == true {
-            assert_eq!(c["status"], "pass", "{c:#}");
-        }
+impl Cx {
+    /// A fresh copy of the world for flip `name`.
+    fn world(&self, name: &str) -> PathBuf {
+        copy_world(&self.tmp.join(format!("world-{name}")))
     }
-    for name in [
-        "source-checkout",
-        "rootfs-sha256",
-        "published-rootfs-sha256",
-        "image-config-digest",
-        "image-diff-ids",
-        "image-manifest-digest",
-    ] {
-        assert_eq!(status(&r, name), "pass", "{name}: {r:#}");
-        assert_eq!(check(&r, name)["decisive"], true, "{name}: {r:#}");
-    }
-    let control_lock = std::fs::read_to_string(tmp.path().join("control/inputs.lock")).unwrap();
-    lap("control");
 
-    let mutant = |name: &str| tmp.path().join(format!("world-{name}"));
-    let out = |name: &str| tmp.path().join(format!("out-{name}"));
-    let store_for = |name: &str, without: &[&str]| {
-        let s = tmp.path().join(format!("store-{name}"));
-        copy_store(&store, &s, without);
+    fn out(&self, name: &str) -> PathBuf {
+        self.tmp.join(format!("out-{name}"))
+    }
+
+    /// A copy of the control's store for flip `name`, without the blobs named.
+    fn store(&self, name: &str, without: &[&str]) -> PathBuf {
+        let s = self.tmp.join(format!("store-{name}"));
+        copy_store(&self.store, &s, without);
         s
-    };
-    let served = |w: &Path| {
-        let s = world::serve(
-            w,
-            world::Ports {
-                archive: 0,
-                registry: 0,
-            },
-        )
-        .unwrap();
-        let l = locations(&s);
-        (s, l)
-    };
+    }
+}
 
-    // 1. The published rootfs sha256: the release file's hash altered at the tag.
-    let w = copy_world(&mutant("sha"));
+/// `w` served on free loopback ports, and its locations.
+fn served(w: &Path) -> (world::WorldServers, Vec<String>) {
+    let s = world::serve(
+        w,
+        world::Ports {
+            archive: 0,
+            registry: 0,
+        },
+    )
+    .unwrap();
+    let l = locations(&s);
+    (s, l)
+}
+
+/// The published rootfs sha256: the release file's hash altered at the tag.
+fn flip_release_rootfs_sha256(cx: &Cx) {
+    let (_, m) = world();
+    let w = cx.world("sha");
     let altered = "0".repeat(64);
-    retag(&w, tmp.path(), |t| t.replace(&m.rootfs.sha256, &altered));
+    retag(&w, |t| t.replace(&m.rootfs.sha256, &altered));
     let (_s, l) = served(&w);
-    let (o, r) = reproduce_with("archlinux-repro", &store_for("sha", &[]), &out("sha"), &l);
+    let (o, r) = reproduce_with("archlinux-repro", &cx.store("sha", &[]), &cx.out("sha"), &l);
     caught(
         "published rootfs sha256",
         &o,
@@ -491,19 +475,20 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     );
     // The tarball the package registry serves is not the one the altered hash names either.
     assert_eq!(status(&r, "published-rootfs-sha256"), "fail", "{r:#}");
-    drop(_s);
-    lap("published rootfs sha256");
+}
 
-    // 2. One byte inside the published rootfs (the tarball users download), the release's
-    //    hash left alone. A store that holds the release's tarball already answers from it
-    //    (content-addressed); this run's store has not seen it.
-    let w = copy_world(&mutant("tarball"));
+/// One byte inside the published rootfs (the tarball users download), the release's hash
+/// left alone. A store that holds the release's tarball already answers from it
+/// (content-addressed); this run's store has not seen it.
+fn flip_published_rootfs(cx: &Cx) {
+    let (_, m) = world();
+    let w = cx.world("tarball");
     let file = flip_published_rootfs_byte(&w);
     let (_s, l) = served(&w);
     let (o, r) = reproduce_with(
         "archlinux-repro",
-        &store_for("tarball", &[&m.rootfs.sha256]),
-        &out("tarball"),
+        &cx.store("tarball", &[&m.rootfs.sha256]),
+        &cx.out("tarball"),
         &l,
     );
     caught(
@@ -517,11 +502,12 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     let c = check(&r, "published-rootfs-sha256");
     assert_eq!(c["expected"], m.rootfs.sha256.as_str(), "{c:#}");
     assert_ne!(c["actual"], m.rootfs.sha256.as_str(), "{c:#}");
-    drop(_s);
-    lap("published rootfs byte");
+}
 
-    // 3. One label of the published config, re-published (config, manifest, tag).
-    let w = copy_world(&mutant("label"));
+/// One label of the published config, re-published (config, manifest, tag).
+fn flip_published_label(cx: &Cx) {
+    let (_, m) = world();
+    let w = cx.world("label");
     let from = "\"org.opencontainers.image.title\":\"Arch Linux repro Image\"";
     let img = world::registry::republish_config(
         &w.join("registry"),
@@ -543,8 +529,8 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     let (_s, l) = served(&w);
     let (o, r) = reproduce_with(
         "archlinux-repro",
-        &store_for("label", &[]),
-        &out("label"),
+        &cx.store("label", &[]),
+        &cx.out("label"),
         &l,
     );
     caught(
@@ -560,11 +546,12 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     );
     assert_eq!(status(&r, "image-diff-ids"), "pass", "{r:#}");
     assert_eq!(status(&r, "rootfs-sha256"), "pass", "{r:#}");
-    drop(_s);
-    lap("published label");
+}
 
-    // 4. One published diffID (the config re-published with it changed).
-    let w = copy_world(&mutant("diffid"));
+/// One published diffID (the config re-published with its last diffID changed).
+fn flip_published_diff_id(cx: &Cx) {
+    let (_, m) = world();
+    let w = cx.world("diffid");
     let last = &m.image.diff_ids[m.image.diff_ids.len() - 1];
     let flipped = format!(
         "{}{}",
@@ -587,8 +574,8 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     let (_s, l) = served(&w);
     let (o, r) = reproduce_with(
         "archlinux-repro",
-        &store_for("diffid", &[]),
-        &out("diffid"),
+        &cx.store("diffid", &[]),
+        &cx.out("diffid"),
         &l,
     );
     caught(
@@ -605,23 +592,24 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
             .contains(&flipped),
         "{r:#}"
     );
-    drop(_s);
-    lap("published diffID");
+}
 
-    // 5. One package version in the snapshot day's database (make-rootfs installs from it);
-    //    the store has not pinned that database (once pinned, a day's database is the pin).
-    let w = copy_world(&mutant("db"));
+/// One package version in the snapshot day's database (make-rootfs installs from it); the
+/// store has not pinned that database (once pinned, a day's database is the pin).
+fn flip_database_version(cx: &Cx) {
+    let (_, m) = world();
+    let w = cx.world("db");
     let (old, new) = flip_db_version(&w, "bash");
     let db_url = format!(
         "https://archive.archlinux.org/repos/{}/core/os/x86_64/core.db",
         m.release.snapshot
     );
-    let pinned_db = lock_sha(&control_lock, &db_url);
+    let pinned_db = lock_sha(&cx.control_lock, &db_url);
     let (_s, l) = served(&w);
     let (o, r) = reproduce_with(
         "archlinux-repro",
-        &store_for("db", &[&pinned_db]),
-        &out("db"),
+        &cx.store("db", &[&pinned_db]),
+        &cx.out("db"),
         &l,
     );
     caught(
@@ -646,26 +634,27 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
             .any(|n| n == "step make failed: the build did not complete"),
         "{r:#}"
     );
-    let lock = std::fs::read_to_string(out("db").join("inputs.lock")).unwrap();
+    let lock = std::fs::read_to_string(cx.out("db").join("inputs.lock")).unwrap();
     assert_ne!(
         lock_sha(&lock, &db_url),
         pinned_db,
         "the altered database was not served:\n{lock}"
     );
     assert_ne!(status(&r, "rootfs-sha256"), "pass", "{r:#}");
-    drop(_s);
-    lap("database version");
+}
 
-    // 6. SOURCE_DATE_EPOCH: the profile's, one second later, everywhere it is passed.
+/// SOURCE_DATE_EPOCH: the profile's, one second later, everywhere it is passed.
+fn flip_source_date_epoch(cx: &Cx) {
+    let (_, m) = world();
     let sde = m.release.source_date_epoch;
-    let profile_dir = tmp.path().join("profile-sde");
-    std::fs::create_dir_all(&profile_dir).unwrap();
+    let dir = cx.tmp.join("profile-sde");
+    std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/archlinux-repro.toml"),
     )
     .unwrap();
     assert!(text.contains("{source_date_epoch}"));
-    let profile = profile_dir.join("archlinux-repro.toml");
+    let profile = dir.join("archlinux-repro.toml");
     std::fs::write(
         &profile,
         text.replace("{source_date_epoch}", &(sde + 1).to_string()),
@@ -673,9 +662,9 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     .unwrap();
     let (o, r) = reproduce_with(
         profile.to_str().unwrap(),
-        &store_for("sde", &[]),
-        &out("sde"),
-        &locs,
+        &cx.store("sde", &[]),
+        &cx.out("sde"),
+        &cx.locs,
     );
     caught(
         "SOURCE_DATE_EPOCH + 1",
@@ -693,11 +682,13 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
         "{}",
         r["profile_origin"]
     );
-    lap("SOURCE_DATE_EPOCH");
+}
 
-    // 7. The source revision: the release names the revision's parent (the same files, a
-    //    merge), re-tagged.
-    let w = copy_world(&mutant("revision"));
+/// The source revision: the release names the revision's second parent (the merged branch,
+/// whose files are the merge's), re-tagged.
+fn flip_source_revision(cx: &Cx) {
+    let (_, m) = world();
+    let w = cx.world("revision");
     let rev = &m.release.source_revision;
     let parent = run_ok(
         Command::new("git")
@@ -707,12 +698,12 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     )
     .trim()
     .to_string();
-    retag(&w, tmp.path(), |t| t.replace(rev.as_str(), &parent));
+    retag(&w, |t| t.replace(rev.as_str(), &parent));
     let (_s, l) = served(&w);
     let (o, r) = reproduce_with(
         "archlinux-repro",
-        &store_for("revision", &[]),
-        &out("revision"),
+        &cx.store("revision", &[]),
+        &cx.out("revision"),
         &l,
     );
     caught(
@@ -723,16 +714,17 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
         Some("image-config-digest"),
     );
     assert_eq!(r["source_revision"], parent.as_str(), "{r:#}");
-    // The files are the revision's own (its tree is the merge's): only the revision differs.
+    // The files are the revision's own: only the revision differs.
     assert_eq!(status(&r, "source-checkout"), "pass", "{r:#}");
-    drop(_s);
-    lap("source revision");
+}
 
-    // 8. One file of the upstream checkout: the store's git cache altered under the blob's id
-    //    (README.md: nothing of the build reads it, so only the checkout check can see it).
-    let s = store_for("checkout", &[]);
+/// One file of the upstream checkout: the store's git cache altered under the blob's id
+/// (README.md: nothing of the build reads it, so only the checkout check can see it).
+fn flip_checkout_file(cx: &Cx) {
+    let (_, m) = world();
+    let s = cx.store("checkout", &[]);
     alter_git_cache(&s, "README.md");
-    let (o, r) = reproduce_with("archlinux-repro", &s, &out("checkout"), &locs);
+    let (o, r) = reproduce_with("archlinux-repro", &s, &cx.out("checkout"), &cx.locs);
     caught(
         "one file of the upstream checkout",
         &o,
@@ -740,18 +732,23 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
         "differs",
         Some("source-checkout"),
     );
-    assert_eq!(r["workspace"]["revision"], rev.as_str(), "{r:#}");
-    lap("upstream checkout");
+    assert_eq!(
+        r["workspace"]["revision"],
+        m.release.source_revision.as_str(),
+        "{r:#}"
+    );
+}
 
-    // 9. The verify stage's pinned base image: one byte of alpine:3.23's layer, under the
-    //    digest its pinned manifest names (the store has the pin, not the layer's bytes).
-    let w = copy_world(&mutant("alpine"));
+/// The verify stage's pinned base image: one byte of alpine:3.23's layer, under the digest
+/// its pinned manifest names (the store has the pin, not the layer's bytes).
+fn flip_verify_base_image(cx: &Cx) {
+    let w = cx.world("alpine");
     let layer = flip_alpine_layer_byte(&w);
     let (_s, l) = served(&w);
     let (o, r) = reproduce_with(
         "archlinux-repro",
-        &store_for("alpine", &[layer.trim_start_matches("sha256:")]),
-        &out("alpine"),
+        &cx.store("alpine", &[layer.trim_start_matches("sha256:")]),
+        &cx.out("alpine"),
         &l,
     );
     caught(
@@ -776,7 +773,113 @@ fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
             .any(|n| n == "step image failed: the build did not complete"),
         "{r:#}"
     );
-    drop(_s);
-    lap("verify base image");
+}
+
+/// The flips, those that build the whole image first (the queue is worked from the front).
+const FLIPS: [(&str, fn(&Cx)); 9] = [
+    ("the published rootfs sha256", flip_release_rootfs_sha256),
+    (
+        "one byte inside the published rootfs",
+        flip_published_rootfs,
+    ),
+    ("one label of the published config", flip_published_label),
+    ("one published diffID", flip_published_diff_id),
+    ("SOURCE_DATE_EPOCH", flip_source_date_epoch),
+    ("the source revision", flip_source_revision),
+    ("one file of the upstream checkout", flip_checkout_file),
+    (
+        "one package version in the day's database",
+        flip_database_version,
+    ),
+    (
+        "the verify stage's pinned base image",
+        flip_verify_base_image,
+    ),
+];
+
+#[test]
+fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let servers = serve();
+    let locs = locations(&servers);
+    let started = std::time::Instant::now();
+
+    // 0. The positive control: nothing flipped, reproduced, every decisive check a pass
+    //    (the two this suite added among them).
+    let (o, r) = reproduce_with(
+        "archlinux-repro",
+        &store,
+        &tmp.path().join("control"),
+        &locs,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "reproduced", "{r:#}");
+    for c in r["checks"].as_array().unwrap() {
+        if c["decisive"] == true {
+            assert_eq!(c["status"], "pass", "{c:#}");
+        }
+    }
+    for name in [
+        "source-checkout",
+        "rootfs-sha256",
+        "published-rootfs-sha256",
+        "image-config-digest",
+        "image-diff-ids",
+        "image-manifest-digest",
+    ] {
+        assert_eq!(status(&r, name), "pass", "{name}: {r:#}");
+        assert_eq!(check(&r, name)["decisive"], true, "{name}: {r:#}");
+    }
+    eprintln!(
+        "verdict_mutations: the control reproduced in {:?}",
+        started.elapsed()
+    );
+    let cx = Cx {
+        tmp: tmp.path().to_path_buf(),
+        store,
+        control_lock: std::fs::read_to_string(tmp.path().join("control/inputs.lock")).unwrap(),
+        locs,
+    };
+
+    // 1–9. Each flip on its own copies, two at a time (they share nothing but the read-only
+    // control store and world); every failure is collected, then all are reported.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((what, flip)) = FLIPS.get(i) else {
+                        break;
+                    };
+                    let t = std::time::Instant::now();
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| flip(&cx)));
+                    eprintln!(
+                        "verdict_mutations: {what}: {} in {:?}",
+                        if r.is_ok() { "caught" } else { "FAILED" },
+                        t.elapsed()
+                    );
+                    if let Err(e) = r {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures.lock().unwrap().push(format!("{what}: {msg}"));
+                    }
+                }
+            });
+        }
+    });
+    eprintln!("verdict_mutations: all in {:?}", started.elapsed());
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} flip(s) not caught as they must be:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     drop(servers);
 }
