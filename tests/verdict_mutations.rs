@@ -500,8 +500,8 @@ fn flip_published_rootfs(cx: &Cx) {
     );
     assert_eq!(status(&r, "rootfs-sha256"), "pass", "{r:#}");
     let c = check(&r, "published-rootfs-sha256");
-    assert_eq!(c["expected"], m.rootfs.sha256.as_str(), "{c:#}");
-    assert_ne!(c["actual"], m.rootfs.sha256.as_str(), "{c:#}");
+    assert_eq!(c["actual"], m.rootfs.sha256.as_str(), "{c:#}");
+    assert_ne!(c["expected"], m.rootfs.sha256.as_str(), "{c:#}");
 }
 
 /// One label of the published config, re-published (config, manifest, tag).

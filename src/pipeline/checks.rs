@@ -184,46 +184,48 @@ impl Run<'_> {
     }
 }
 
-/// `published-rootfs-sha256`: the tarball published at `url` against the release's
-/// `expected` hash, from how fetching it pinned by that hash went. Bytes that are not the
-/// release's make it fail (decisive: users download those bytes); a tarball that could not
-/// be read at all (upstream deletes packages older than 60 days; unreachable; offline and
-/// not in the store) leaves it unknown and evidence only, the release's hash and the
-/// published image's layer then standing for it.
+/// `published-rootfs-sha256`: the tarball published at `url` (the published side, as the
+/// check's `expected`) against the release's hash `release` (`actual`: what the rebuilt
+/// rootfs is compared with), from how fetching it pinned by that hash went. Bytes that are
+/// not the release's make it fail (decisive: users download those bytes); a tarball that
+/// could not be read at all (upstream deletes packages older than 60 days; unreachable;
+/// offline and not in the store) leaves it unknown and evidence only, the release's hash and
+/// the published image's layer then standing for it.
 pub fn published_check(
     url: &str,
-    expected: &str,
+    release: &str,
     fetched: std::result::Result<(), &Error>,
 ) -> Check {
-    match fetched {
-        Ok(()) => Check::compare(
-            "published-rootfs-sha256",
+    let (decisive, served, evidence) = match fetched {
+        Ok(()) => (
             true,
-            Some(expected.to_string()),
-            Some(expected.to_string()),
+            Some(release.to_string()),
             format!(
-                "expected from the release; actual: the tarball at {url}, fetched pinned by that hash (or held in the store under it)"
+                "expected: the tarball at {url}, fetched pinned by the release's hash (or held in the store under it); actual: the release's hash"
             ),
         ),
-        Err(Error::Tampered { actual, .. }) => Check::compare(
-            "published-rootfs-sha256",
+        Err(Error::Tampered { actual, .. }) => (
             true,
-            Some(expected.to_string()),
             Some(actual.clone()),
             format!(
-                "expected from the release; actual: the sha256 of the bytes {url} serves (refused, not stored)"
+                "expected: the sha256 of the bytes {url} serves (refused, not stored); actual: the release's hash"
             ),
         ),
-        Err(e) => Check::compare(
-            "published-rootfs-sha256",
+        Err(e) => (
             false,
-            Some(expected.to_string()),
             None,
             format!(
                 "the published tarball could not be read ({e}); only the release's hash remains (evidence only)"
             ),
         ),
-    }
+    };
+    Check::compare(
+        "published-rootfs-sha256",
+        decisive,
+        served,
+        Some(release.to_string()),
+        evidence,
+    )
 }
 
 /// The paths the release image's own RUN step changes (in the layer after the rootfs's).
