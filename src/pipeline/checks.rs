@@ -362,6 +362,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn the_published_tarball_decides_when_read_and_is_evidence_when_gone() {
+        use crate::report::Status;
+        let rel = "ab".repeat(32);
+        let ok = published_check("u", &rel, Ok(()));
+        assert_eq!((ok.status, ok.decisive), (Status::Pass, true));
+        let other = "cd".repeat(32);
+        let tampered = Error::Tampered {
+            what: "u".into(),
+            expected: rel.clone(),
+            actual: other.clone(),
+        };
+        let bad = published_check("u", &rel, Err(&tampered));
+        assert_eq!((bad.status, bad.decisive), (Status::Fail, true));
+        assert_eq!(bad.expected.as_deref(), Some(other.as_str()));
+        let gone = Error::network("u", "404 Not Found");
+        let unknown = published_check("u", &rel, Err(&gone));
+        assert_eq!((unknown.status, unknown.decisive), (Status::Unknown, false));
+        assert!(
+            unknown
+                .outcome()
+                .contains("the published value could not be read"),
+            "{}",
+            unknown.outcome()
+        );
+    }
+
     fn made(entries: &[(&str, bool)]) -> serde_json::Value {
         let h: Vec<_> = entries
             .iter()
