@@ -17,8 +17,8 @@
 //! | one file of the upstream checkout | a blob of the store's git cache | `source-checkout` |
 //! | the verify stage's pinned base image | alpine:3.23's layer in registry storage | the egress's `registry` rule (tampered) |
 //!
-//! The shared world is only read: every mutation is made in a copy (hard links for what is not
-//! changed) served by `reprobox::world::serve`. One store is filled by the control and copied
+//! The shared world is only read: the control and every mutation run on a copy of it (hard
+//! links for what is not changed) served by `reprobox::world::serve`. One store is filled by the control and copied
 //! for each mutation (hard links; a copy without the blob of the flipped input where the store
 //! would otherwise answer from its own pin: the store is content-addressed, and a pin already
 //! made is, by design, what a later run gets). Needs root, like every reproduction test.
@@ -822,8 +822,9 @@ const FLIPS: [Flip; 9] = [
 fn every_flip_is_caught_and_the_unflipped_release_reproduces() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let servers = serve();
-    let locs = locations(&servers);
+    // The control's world is a copy too: serving writes into the world it serves (the
+    // registry's configuration, git's server info), and the shared one is never written.
+    let (servers, locs) = served(&copy_world(&tmp.path().join("world-control")));
     let started = std::time::Instant::now();
 
     // 0. The positive control: nothing flipped, reproduced, every decisive check a pass
