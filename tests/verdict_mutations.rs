@@ -296,7 +296,7 @@ fn flip_published_rootfs_byte(w: &Path) -> String {
             .unwrap()
     };
     tar[at] ^= 0x01;
-    replace_file(&file, &zstd::encode_all(&tar[..], 19).unwrap());
+    replace_file(&file, &zstd::encode_all(&tar[..], 3).unwrap());
     path
 }
 
