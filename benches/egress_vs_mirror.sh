@@ -8,11 +8,18 @@
 # the same job first, so wrk's requests are answered from the store. The mirror side runs
 # the host's wrk against `reprobox mirror` (plain HTTP, store hits). Two rounds each,
 # alternating. Prints requests/s of each and the ratio (egress / mirror; target >= 0.80).
-# Usage: benches/egress_vs_mirror.sh [SECONDS]   (default 10). Needs wrk; run as root.
+# A third side, nginx serving the same tree over TLS 1.3 (sendfile off, as TLS needs) to the
+# host's wrk, shows what TLS itself costs on this machine: egress / nginx-TLS compares the
+# egress with a TLS server known to be fast, on equal terms (both encrypt every byte, both
+# clients decrypt it).
+# Usage: benches/egress_vs_mirror.sh [SECONDS]   (default 10). Needs wrk, nginx, openssl;
+# run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 command -v wrk >/dev/null || { echo "needs wrk (Debian wrk)" >&2; exit 3; }
+command -v nginx >/dev/null || { echo "needs nginx (Debian nginx-light)" >&2; exit 3; }
+command -v openssl >/dev/null || { echo "needs openssl" >&2; exit 3; }
 if [ -z "${REPROBOX_BIN:-}" ]; then cargo build --release --quiet --bin reprobox; fi
 bin=$(realpath "${REPROBOX_BIN:-target/release/reprobox}")
 ROOT=$(bash scripts/debian-rootfs.sh)
@@ -78,15 +85,57 @@ got=$("$bin" run --rootfs "$ROOT" --read-only --store "$work/estore" --egress "$
   -- curl -fsS "https://$HOST${paths[3]}" | sha256sum)
 [ "$want" = "$got" ] || { echo "egress served wrong bytes" >&2; exit 1; }
 
+# nginx over TLS 1.3: the same tree, a self-signed certificate (wrk does not verify),
+# one worker per core, no access log.
+np=$(port)
+mkdir -p "$work/nginx"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
+  -keyout "$work/nginx/key.pem" -out "$work/nginx/cert.pem" 2>/dev/null
+cat >"$work/nginx/nginx.conf" <<NGINX
+user root;
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server {
+    listen 127.0.0.1:$np ssl;
+    ssl_certificate $work/nginx/cert.pem;
+    ssl_certificate_key $work/nginx/key.pem;
+    ssl_protocols TLSv1.3;
+    root $tree;
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+pids+=($!)
+for _ in $(seq 50); do curl -kfs "https://127.0.0.1:$np${paths[0]}" -o /dev/null && break; sleep 0.1; done
+cmp <(curl -kfs "https://127.0.0.1:$np${paths[3]}") "$tree${paths[3]}" || { echo "nginx served wrong bytes" >&2; exit 1; }
+nginx_tls() { wrk -t2 -c8 -d"${secs}s" -s "$lua" "https://127.0.0.1:$np" | check; }
+
 echo "== reprobox mirror (plain HTTP)" >&2
 m1=$(mirror)
 echo "== egress (HTTPS, in a job)" >&2
 e1=$(egress)
 echo "== egress (2)" >&2
 e2=$(egress)
+echo "== nginx (TLS 1.3)" >&2
+n1=$(nginx_tls)
 echo "== reprobox mirror (2)" >&2
 m2=$(mirror)
+echo "== nginx (TLS 1.3) (2)" >&2
+n2=$(nginx_tls)
 m=$(echo "($m1 + $m2) / 2" | bc -l)
 e=$(echo "($e1 + $e2) / 2" | bc -l)
-printf 'hot set of %d files, 8 clients, %ss x2: mirror (HTTP) %.0f req/s, egress (HTTPS) %.0f req/s\n' "${#paths[@]}" "$secs" "$m" "$e"
+n=$(echo "($n1 + $n2) / 2" | bc -l)
+printf 'hot set of %d files, 8 clients, %ss x2: mirror (HTTP) %.0f req/s, egress (HTTPS) %.0f req/s, nginx (HTTPS) %.0f req/s\n' "${#paths[@]}" "$secs" "$m" "$e" "$n"
 printf 'ratio (egress / mirror): %.2f (target >= 0.80)\n' "$(echo "$e / $m" | bc -l)"
+printf 'ratio (egress / nginx over TLS): %.2f; nginx over TLS / mirror: %.2f (what TLS costs here)\n' "$(echo "$e / $n" | bc -l)" "$(echo "$n / $m" | bc -l)"

@@ -29,6 +29,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per process; `run`'s arguments (with --snapshot's) are the largest"
+)]
 pub enum Command {
     /// Reproduce a published release and say whether the bytes are the same, and why not.
     Reproduce(cmd::reproduce::Args),
@@ -44,7 +48,8 @@ pub enum Command {
     Profiles(cmd::profiles::Args),
     /// Work with published release manifests.
     Release(cmd::release::Args),
-    /// Run a command sealed in a container sandbox (namespaces, no network, fixed clock).
+    /// Run a command sealed in a container sandbox or microVM (namespaces, no network, fixed
+    /// clock), in a given root or an Arch environment prepared at an archive day (--snapshot).
     Run(cmd::run::Args),
     /// Manage the content-addressed store of pinned inputs.
     Store(cmd::store::Args),
@@ -52,7 +57,11 @@ pub enum Command {
     Archive(cmd::archive::Args),
     /// Serve the archive layout from the store on loopback (the mirror the sandbox uses).
     Mirror(cmd::mirror::Args),
-    /// Compare two environment locks: which packages differ (exit 1 when any).
+    /// Find the first environment day whose outcome changes, and the package version
+    /// change(s) responsible; every probe is kept as an ordinary reproduction report.
+    Bisect(cmd::bisect::Args),
+    /// Compare two environments (locks, report directories, or one and an archive day with
+    /// --day): which packages differ (exit 1 when any).
     Drift(cmd::drift::Args),
     /// Work with container images: `image diff A B` compares two images natively.
     Image(cmd::image::Args),
@@ -78,6 +87,7 @@ impl Command {
             Command::Store(a) => cmd::store::execute(a),
             Command::Archive(a) => cmd::archive::execute(a),
             Command::Mirror(a) => cmd::mirror::execute(a),
+            Command::Bisect(a) => cmd::bisect::execute(a),
             Command::Drift(a) => cmd::drift::execute(a),
             Command::Image(a) => cmd::image::execute(a),
             Command::World(a) => cmd::world::execute(a),

@@ -125,6 +125,10 @@ pub struct Job {
     /// job's network namespace and handed back to the host, so a host-side server (the
     /// archive mirror) is reachable from a job that has no network.
     pub listen: Vec<u16>,
+    /// UDP ports made the same way (the egress's resolver on 53). The microVM backend
+    /// forwards TCP only and ignores these.
+    #[serde(default)]
+    pub listen_udp: Vec<u16>,
     /// Make every IPv4 address local to the job's namespace (a `local 0.0.0.0/0 dev lo`
     /// route) and listen on 0.0.0.0: a connect to any address on a listened port reaches
     /// the host's server, which refuses and records it (the egress), instead of failing
@@ -159,6 +163,7 @@ impl Job {
             argv,
             network: NetworkPolicy::None,
             listen: Vec::new(),
+            listen_udp: Vec::new(),
             loopback_catch_all: false,
             hostname: "reprobox".into(),
             clock: Clock::default(),

@@ -2,6 +2,7 @@
 //! and explain every difference. See ARCHITECTURE.md for the map of the code.
 
 pub mod backend;
+pub mod bisect;
 pub mod cli;
 pub mod cmd;
 pub mod digest;

@@ -302,6 +302,29 @@ pub struct Redirect {
 }
 
 impl Redirect {
+    /// Send stdout to stderr (stderr stays), so that a job's output cannot mix with what a
+    /// command prints on stdout.
+    pub fn stdout_to_stderr() -> Result<Redirect> {
+        let _ = std::io::stdout().flush();
+        let dup = |fd: i32| -> Result<OwnedFd> {
+            // SAFETY: a duplicate of a standard descriptor, owned by the returned value.
+            let s = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if s < 0 {
+                return Err(Error::Environment(format!("cannot duplicate fd {fd}")));
+            }
+            // SAFETY: `s` was just created and is owned by nothing else.
+            Ok(unsafe { OwnedFd::from_raw_fd(s) })
+        };
+        let r = Redirect {
+            saved: [dup(1)?, dup(2)?],
+        };
+        // SAFETY: dup2 of stderr onto stdout; `r`'s drop puts it back.
+        if unsafe { libc::dup2(2, 1) } < 0 {
+            return Err(Error::Environment("cannot send stdout to stderr".into()));
+        }
+        Ok(r)
+    }
+
     pub fn to_file(path: &Path) -> Result<Redirect> {
         let log = std::fs::OpenOptions::new()
             .create(true)

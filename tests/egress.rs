@@ -190,6 +190,22 @@ probe dns_mapped getent hosts {HOST}
 probe connect_unlisted bash -c 'connect unlisted.example'
 probe connect_mapped bash -c 'connect {HOST}'
 probe connect_raw_ip bash -c 'connect 1.1.1.1'
+# The resolver itself, past /etc/hosts: PROTO NAME -> its rcode, answer count, last 4 bytes.
+dnsq() {{ timeout 5 perl -MIO::Socket::INET -e '
+  my ($proto, $name) = @ARGV; my $r;
+  my $q = pack("n6", 0x1234, 0x0100, 1, 0, 0, 0)
+    . join("", map {{ chr(length) . $_ }} split /\./, $name) . "\0" . pack("n2", 1, 1);
+  my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => 53, Proto => $proto)
+    or die "socket: $!";
+  if ($proto eq "tcp") {{ print $s pack("n", length $q) . $q; read($s, my $l, 2);
+    read($s, $r, unpack("n", $l)); }} else {{ $s->send($q); $s->recv($r, 512); }}
+  my ($id, $fl, $qd, $an) = unpack("n4", $r);
+  printf "id=%x rcode=%d an=%d ip=%s\n", $id, $fl & 15, $an, join(".", unpack("C4", substr($r, -4)));
+  ' "$@"; }}
+echo "udp_mapped: $(dnsq udp {HOST})"
+echo "tcp_mapped: $(dnsq tcp {HOST})"
+echo "udp_unlisted: $(dnsq udp other.example)"
+echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
 "#
     );
     let r = run(&store, &tmp, &rule, &[], &script);
@@ -230,8 +246,36 @@ probe connect_raw_ip bash -c 'connect 1.1.1.1'
         refused("unlisted.example", "CONNECT unlisted.example:443"),
         "{refusals:?}"
     );
-    // The curl that ignores the proxy cannot even resolve example.org: no resolver.
+    // Lookups of unlisted names: getent's, and the curl that ignores the proxy.
+    assert!(
+        refused("unlisted.example", "DNS lookup unlisted.example"),
+        "{refusals:?}"
+    );
+    assert!(
+        refused("example.org", "DNS lookup example.org"),
+        "{refusals:?}"
+    );
+    assert!(
+        refused("other.example", "DNS lookup other.example (A)"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .filter(|x| x["port"] == 53)
+            .all(|x| x["reason"] == "not a mapped host name"),
+        "{refusals:?}"
+    );
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
+    // The resolver answers a mapped name with the loopback listeners, over UDP and TCP.
+    for line in [
+        "udp_mapped: id=1234 rcode=0 an=1 ip=127.0.0.1",
+        "tcp_mapped: id=1234 rcode=0 an=1 ip=127.0.0.1",
+        "udp_unlisted: id=1234 rcode=3 an=0",
+        "resolv: nameserver 127.0.0.1 options use-vc",
+    ] {
+        assert!(r.stdout.contains(line), "{line}: {}", r.why());
+    }
 }
 
 #[test]
@@ -568,4 +612,83 @@ fn registry_policy_pins_a_tag_to_its_digest_and_checks_blobs() {
     assert!(r.stdout.contains("a layer's bytes"), "{}", r.why());
     let hit = format!("egress registry hit {} {} 1 {tag}\n", sha(&m1), m1.len());
     assert!(r.lock().contains(&hit), "{}", r.lock());
+}
+
+/// A package upgrade in an environment step (`ca-certificates` rewriting the bundle that
+/// `update-ca-trust` extracts, by a new file renamed over it) under the egress: a job that
+/// may write `/etc` (the rollback and install steps) gets no bind over the root's bundle,
+/// so the rename replaces the environment's own file, and still trusts the run's CA
+/// through `SSL_CERT_FILE`; a job that may not (a build step) gets the bind, over which the
+/// same rename fails, as it would inside pacman. Library level: the container backend with
+/// the egress's services, in a minimal root with busybox's `mv`.
+#[test]
+fn an_environment_step_replaces_the_bundle_a_build_step_reads_it_with_the_run_ca() {
+    use reprobox::backend::{Backend, Container, Services};
+    use reprobox::egress::{Egress, EgressRule};
+    use reprobox::job::{Bind, Job, RootfsSource};
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    mini_rootfs(&root);
+    std::fs::copy("/usr/bin/busybox", root.join("usr/bin/busybox"))
+        .expect("copy /usr/bin/busybox: the egress tests need busybox-static (scripts/apt)");
+    let bundle = root.join("etc/ca-certificates/extracted/tls-ca-bundle.pem");
+    std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+    std::fs::write(&bundle, "OLD ROOTS\n").unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let out = job_writable_dir(t.path(), "out");
+    let store = reprobox::inputs::store::Store::open(t.path().join("store")).unwrap();
+    let rule = EgressRule::parse(&format!("{HOST}=http://127.0.0.1:1")).unwrap();
+    let eg = std::sync::Arc::new(Egress::new(vec![rule], store, true).unwrap());
+    let services = Services {
+        egress: Some(eg.clone()),
+        ..Services::none()
+    };
+    let script = format!(
+        "b=/etc/ca-certificates/extracted/tls-ca-bundle.pem
+        echo NEW ROOTS > $b.new && busybox mv $b.new $b; echo $? > /out/mv
+        grep -c 'BEGIN CERTIFICATE' $SSL_CERT_FILE > /out/ca
+        grep -c {HOST} /etc/hosts > /out/hosts; true"
+    );
+    let run = |writable: &[&str]| -> (String, String, String) {
+        let mut job = Job::new(
+            RootfsSource::Dir(root.clone()),
+            vec!["/bin/sh".into(), "-c".into(), script.clone()],
+        );
+        job.landlock.writable = writable.iter().map(PathBuf::from).collect();
+        job.binds.push(Bind {
+            src: out.clone(),
+            dst: "/out".into(),
+            read_only: false,
+        });
+        eg.prepare_job(&mut job, Some(&root)).unwrap();
+        job.listen = services.ports();
+        job.listen_udp = services.udp_ports();
+        let (o, _) = Container.run(&job, &services).unwrap();
+        assert_eq!(o.exit_code, 0, "{o:?}");
+        let read = |f: &str| {
+            std::fs::read_to_string(out.join(f))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        (read("mv"), read("ca"), read("hosts"))
+    };
+    // A build step: the bundle is the bind (the root's + the run's CA); renaming over it
+    // fails, and the environment's file is untouched.
+    let (mv, ca, hosts) = run(&["/tmp"]);
+    assert_ne!(mv, "0", "a rename over the bound bundle succeeded");
+    assert_eq!((ca.as_str(), hosts.as_str()), ("1", "1"));
+    assert_eq!(std::fs::read_to_string(&bundle).unwrap(), "OLD ROOTS\n");
+    // An environment step: nothing is bound over /etc; the upgrade replaces the file, and
+    // the job still trusts the run's CA through the variables.
+    let (mv, ca, hosts) = run(&["/etc", "/usr", "/var"]);
+    assert_eq!(mv, "0");
+    assert_eq!((ca.as_str(), hosts.as_str()), ("1", "0"));
+    assert_eq!(std::fs::read_to_string(&bundle).unwrap(), "NEW ROOTS\n");
+    assert!(
+        !std::fs::read_to_string(root.join("etc/hosts"))
+            .unwrap()
+            .contains(HOST)
+    );
 }

@@ -4,7 +4,8 @@
 //! 127.0.0.1:3128/443/80 to the egress's host listeners, with the run's CA bundle and hosts
 //! file given as read-only bind disks. A mapped host answers (proxy and /etc/hosts+443), is
 //! recorded under its canonical URL and replays offline with the server stopped; unlisted
-//! hosts are refused at once and recorded.
+//! hosts, raw addresses (the guest's catch-all route and forwarders, `vm/init`) and lookups
+//! of unlisted names (the resolver, over TCP) are refused at once and recorded.
 //!
 //! Each run boots a guest (TCG here, tens of seconds); the tests run one at a time.
 
@@ -131,13 +132,19 @@ probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
 connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
   printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
   read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
-export -f connect
+tcp() {{ exec 3<>/dev/tcp/$1/$2 || return 9
+  printf 'GET /some/file HTTP/1.0\r\nHost: {HOST}\r\n\r\n' >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
+export -f connect tcp
 probe curl_unlisted curl -fsS https://example.org/
 probe curl_mapped_noproxy curl -fsS --noproxy '*' {url}
 probe dns_unlisted getent hosts unlisted.example
 probe dns_mapped getent hosts {HOST}
 probe connect_unlisted bash -c 'connect unlisted.example'
 probe connect_mapped bash -c 'connect {HOST}'
+probe tcp_raw_ip bash -c 'tcp 1.1.1.1 80'
+probe tcp_mapped bash -c 'tcp {HOST} 80'
+probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
 "#
     );
     let r = run(&store, &tmp, &rule, &[], &script);
@@ -151,6 +158,8 @@ probe connect_mapped bash -c 'connect {HOST}'
         ("curl_unlisted", "curl_mapped_noproxy"),
         ("dns_unlisted", "dns_mapped"),
         ("connect_unlisted", "connect_mapped"),
+        ("tcp_raw_ip", "tcp_mapped"),
+        ("tls_raw_ip", "curl_mapped_noproxy"),
     ] {
         assert_eq!(r.rc(control), 0, "{control}: {}", r.why());
         // Failed, and not by the 5 s timeout (124): refused at once.
@@ -181,6 +190,13 @@ probe connect_mapped bash -c 'connect {HOST}'
     );
     assert!(
         refused("unlisted.example", "CONNECT unlisted.example:443"),
+        "{refusals:?}"
+    );
+    // Raw addresses, named by the guest's forwarder; lookups, by the resolver (over TCP).
+    assert!(refused("1.1.1.1", "connect to 1.1.1.1:80"), "{refusals:?}");
+    assert!(refused("9.9.9.9", "connect to 9.9.9.9:443"), "{refusals:?}");
+    assert!(
+        refused("unlisted.example", "DNS lookup unlisted.example"),
         "{refusals:?}"
     );
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");

@@ -22,7 +22,8 @@ impl Backend for Container {
             .collect();
         // Started only once the job's sockets exist; a failure to start kills the job
         // (dropping `running`).
-        let serving = services.start(listeners)?;
+        let udp = std::mem::take(&mut running.udp_sockets);
+        let serving = services.start(listeners, udp)?;
         let outcome = running.wait();
         let served = serving.stop();
         Ok((outcome?, served))

@@ -211,7 +211,8 @@ impl Backend for MicroVm {
             forwards.push((port, a));
             listeners.push((port, l, Some(SocketAddr::from(([127, 0, 0, 1], port)))));
         }
-        let serving = services.start(listeners)?;
+        // qemu forwards TCP alone: the guest's resolver is reached over TCP 53 (`use-vc`).
+        let serving = services.start(listeners, Vec::new())?;
         let mut opts = self.opts.clone();
         opts.forwards = forwards;
         if let Some(image) = &self.disk_image {

@@ -1,15 +1,15 @@
 //! The servers a job reaches on its own loopback, wired once for both backends: the archive
 //! mirror on [`MIRROR_PORT`], the pinned base images on the port their references name, and
 //! the run's egress (`src/egress`: the proxy on [`EGRESS_PROXY_PORT`], TLS on 443, HTTP
-//! on 80).
+//! on 80, its resolver on UDP and TCP 53).
 //! A backend hands over one listening socket per port of `Job::listen` (inside the job's
 //! network namespace, or on the host behind a forward) and gets back every request the
 //! servers answered when it stops them.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 
-use crate::egress::{Egress, EgressListener};
+use crate::egress::{DnsListener, EGRESS_DNS_PORT, Egress, EgressListener};
 use crate::error::Result;
 use crate::inputs::images::{PinnedImage, PinnedImageServer};
 use crate::inputs::lock::InputsLock;
@@ -55,17 +55,40 @@ impl Services {
         ports
     }
 
+    /// The UDP ports a job must have sockets on (the egress's resolver), where the backend
+    /// can give them (the container; the microVM forwards TCP only).
+    pub fn udp_ports(&self) -> Vec<u16> {
+        match &self.egress {
+            Some(_) => Egress::udp_ports().to_vec(),
+            None => Vec::new(),
+        }
+    }
+
     /// Serve on `listeners` (port the job uses, socket, and the address the job sees when
     /// it differs from the socket's own, as behind the microVM's forwards). The egress's
     /// ports serve the egress; a port that is not the mirror's serves the pinned images
-    /// (one image server for all of them).
-    pub fn start(&self, listeners: Vec<(u16, TcpListener, Option<SocketAddr>)>) -> Result<Serving> {
+    /// (one image server for all of them). `udp` are the sockets of [`Services::udp_ports`]
+    /// the backend made (the resolver's, none on the microVM).
+    pub fn start(
+        &self,
+        listeners: Vec<(u16, TcpListener, Option<SocketAddr>)>,
+        udp: Vec<(u16, UdpSocket)>,
+    ) -> Result<Serving> {
         let mut serving = Serving::default();
+        let mut dns_udp = None;
+        let mut dns_tcp = None;
+        for (port, sock) in udp {
+            if port == EGRESS_DNS_PORT && self.egress.is_some() {
+                dns_udp = Some(sock);
+            }
+        }
         for (port, listener, shown) in listeners {
             if port == MIRROR_PORT
                 && let Some(config) = &self.mirror
             {
                 serving.mirror = Some(Mirror::serve(listener, config.clone())?);
+            } else if port == EGRESS_DNS_PORT && self.egress.is_some() {
+                dns_tcp = Some(listener);
             } else if let Some(egress) = &self.egress
                 && Egress::ports().contains(&port)
             {
@@ -84,6 +107,11 @@ impl Services {
                 )?);
             }
         }
+        if let Some(egress) = &self.egress
+            && (dns_udp.is_some() || dns_tcp.is_some())
+        {
+            serving.dns = Some(DnsListener::serve(egress.clone(), dns_udp, dns_tcp)?);
+        }
         Ok(serving)
     }
 }
@@ -94,6 +122,7 @@ pub struct Serving {
     mirror: Option<MirrorHandle>,
     images: Option<PinnedImageServer>,
     egress: Vec<EgressListener>,
+    dns: Option<DnsListener>,
 }
 
 impl Serving {
@@ -108,6 +137,9 @@ impl Serving {
         }
         for e in self.egress {
             lock.entries.extend(e.stop().entries);
+        }
+        if let Some(d) = self.dns {
+            d.stop();
         }
         lock
     }
@@ -140,7 +172,8 @@ mod tests {
         };
         assert_eq!(
             s.ports(),
-            vec![MIRROR_PORT, crate::egress::EGRESS_PROXY_PORT, 443, 80]
+            vec![MIRROR_PORT, crate::egress::EGRESS_PROXY_PORT, 443, 80, 53]
         );
+        assert_eq!(s.udp_ports(), vec![53]);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod backend;
+pub mod bisect;
 pub mod completions;
 pub mod demo;
 pub mod doctor;

@@ -31,7 +31,7 @@ pub struct Args {
     pub json: bool,
 }
 
-fn make_plan(profile: &str, version: &str, locations: &[String]) -> Result<Plan> {
+pub fn make_plan(profile: &str, version: &str, locations: &[String]) -> Result<Plan> {
     let version = BuildVersion::parse(version)?;
     let overrides = locations
         .iter()

@@ -64,12 +64,12 @@ pub enum ImageFromArg {
 }
 
 /// Send fd 1 to stderr until dropped, so the build's output cannot mix with the JSON.
-struct StdoutToStderr {
+pub(crate) struct StdoutToStderr {
     saved: OwnedFd,
 }
 
 impl StdoutToStderr {
-    fn new() -> Result<StdoutToStderr> {
+    pub(crate) fn new() -> Result<StdoutToStderr> {
         // SAFETY: dup/dup2 on the process's standard descriptors.
         unsafe {
             let saved = libc::dup(1);

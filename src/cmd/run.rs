@@ -1,5 +1,6 @@
 //! `reprobox run`: run one command sealed on a backend (the container sandbox, or a
-//! microVM).
+//! microVM), in a root filesystem given (`--rootfs`) or in an Arch environment prepared at
+//! an archive day (`--snapshot`, `pipeline::snapshot`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,8 +15,36 @@ use crate::job::{Bind, CapsPolicy, Job, NetworkPolicy, RootfsSource};
 pub struct Args {
     /// Root filesystem: a directory (used in place) or a tar / tar.gz / tar.zst archive
     /// (unpacked safely into a temporary directory removed afterwards).
-    #[arg(long, value_name = "DIR|FILE")]
-    pub rootfs: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR|FILE",
+        required_unless_present = "snapshot",
+        conflicts_with = "snapshot"
+    )]
+    pub rootfs: Option<PathBuf>,
+    /// Run in an Arch environment prepared at this archive day (YYYY/MM/DD) instead of
+    /// `--rootfs`: the profile's pinned base rolled back to that day, with its environment
+    /// steps and `--packages` (kept in the store's prepared environments and reused), the
+    /// mirror, the profile's egress and SOURCE_DATE_EPOCH of that day.
+    #[arg(long, value_name = "YYYY/MM/DD")]
+    pub snapshot: Option<String>,
+    /// With --snapshot: the profile whose base, steps and egress make the environment
+    /// [default: archlinux-repro].
+    #[arg(long, value_name = "PROFILE", requires = "snapshot")]
+    pub profile: Option<String>,
+    /// With --snapshot: more packages to install from the same day (repeatable, or several
+    /// after one --packages).
+    #[arg(long, value_name = "PKG", num_args = 1.., requires = "snapshot")]
+    pub packages: Vec<String>,
+    /// With --snapshot: override a profile location, NAME=URL (repeatable;
+    /// REPROBOX_LOCATION_<NAME> works too).
+    #[arg(
+        short = 'L',
+        long = "location",
+        value_name = "NAME=URL",
+        requires = "snapshot"
+    )]
+    pub locations: Vec<String>,
     /// Make a host path visible in the job: SRC:DST, or SRC:DST:ro for read-only.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     pub binds: Vec<String>,
@@ -82,7 +111,11 @@ pub struct Args {
 /// `cli.rs` checks that both parsers agree.
 pub fn parse_plain(args: &[std::ffi::OsString]) -> Option<(u8, Args)> {
     let mut a = Args {
-        rootfs: PathBuf::new(),
+        rootfs: None,
+        snapshot: None,
+        profile: None,
+        packages: Vec::new(),
+        locations: Vec::new(),
         binds: Vec::new(),
         read_only: false,
         workdir: "/".into(),
@@ -157,7 +190,7 @@ pub fn parse_plain(args: &[std::ffi::OsString]) -> Option<(u8, Args)> {
             return None;
         }
         match name {
-            "rootfs" => a.rootfs = value.into(),
+            "rootfs" => a.rootfs = Some(value.into()),
             "bind" => a.binds.push(value.into()),
             "env" => a.env.push(value.into()),
             "workdir" => a.workdir = value.into(),
@@ -208,22 +241,40 @@ pub fn parse_bind(s: &str) -> Result<Bind> {
 
 /// Turn the arguments into a [`Job`] (all validation that needs no I/O).
 pub fn job_from_args(a: &Args) -> Result<Job> {
-    let rootfs = if a.rootfs.is_dir() {
-        RootfsSource::Dir(a.rootfs.clone())
-    } else if a.rootfs.is_file() {
-        RootfsSource::Archive(a.rootfs.clone())
+    let given = a.rootfs.clone().unwrap_or_default();
+    let rootfs = if given.is_dir() {
+        RootfsSource::Dir(given)
+    } else if given.is_file() {
+        RootfsSource::Archive(given)
     } else {
         return Err(Error::bad_input(
-            format!("--rootfs {}", a.rootfs.display()),
+            format!("--rootfs {}", given.display()),
             "expected an existing directory or tar/tar.gz/tar.zst file",
         ));
     };
     let mut job = Job::new(rootfs, a.command.clone());
-    job.binds = a
+    apply_options(a, &mut job)?;
+    // Always a process count limit: a fork bomb in a build must not take the host down.
+    job.limits.pids = Some(DEFAULT_PIDS);
+    job.caps = match a.caps.as_str() {
+        "default" => CapsPolicy::Default,
+        "none" => CapsPolicy::None,
+        list => CapsPolicy::List(list.split(',').map(|s| s.trim().to_string()).collect()),
+    };
+    Ok(job)
+}
+
+/// The job options of the command line that apply to both kinds of root: binds, working
+/// directory, read-only root, environment, network, hostname, clock, timeout, memory,
+/// Landlock. (The capability set and the process limit are set by the caller: a
+/// `--snapshot` job keeps the run's unless `--caps` says otherwise.)
+fn apply_options(a: &Args, job: &mut Job) -> Result<()> {
+    let binds = a
         .binds
         .iter()
         .map(|b| parse_bind(b))
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
+    job.binds.extend(binds);
     job.workdir = a.workdir.clone();
     job.read_only_root = a.read_only;
     for e in &a.env {
@@ -249,7 +300,9 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
         ));
     }
     job.hostname = a.hostname.clone();
-    job.clock.source_date_epoch = a.source_date_epoch;
+    if a.source_date_epoch.is_some() || a.snapshot.is_none() {
+        job.clock.source_date_epoch = a.source_date_epoch;
+    }
     if let Some(t) = a.timeout {
         if !(t > 0.0 && t.is_finite()) {
             return Err(Error::bad_input(
@@ -260,15 +313,8 @@ pub fn job_from_args(a: &Args) -> Result<Job> {
         job.limits.timeout = Some(Duration::from_secs_f64(t));
     }
     job.limits.memory = a.memory;
-    // Always a process count limit: a fork bomb in a build must not take the host down.
-    job.limits.pids = Some(DEFAULT_PIDS);
-    job.caps = match a.caps.as_str() {
-        "default" => CapsPolicy::Default,
-        "none" => CapsPolicy::None,
-        list => CapsPolicy::List(list.split(',').map(|s| s.trim().to_string()).collect()),
-    };
     job.landlock.enabled = !a.no_landlock;
-    Ok(job)
+    Ok(())
 }
 
 /// The run's egress from `--egress` (none without it), checked before any work.
@@ -291,6 +337,9 @@ pub fn egress_from_args(a: &Args) -> Result<Option<Egress>> {
 }
 
 pub fn execute(a: Args) -> Result<i32> {
+    if a.snapshot.is_some() {
+        return execute_snapshot(a);
+    }
     let mut job = job_from_args(&a)?;
     let choice = a.backend.choice(crate::backend::microvm::RUN_MEMORY_MIB)?;
     let egress = egress_from_args(&a)?.map(std::sync::Arc::new);
@@ -308,6 +357,7 @@ pub fn execute(a: Args) -> Result<i32> {
         ..crate::backend::Services::none()
     };
     job.listen = services.ports();
+    job.listen_udp = services.udp_ports();
     let backend = crate::backend::for_run(&choice)?;
     let (outcome, lock) = backend.run(&job, &services)?;
     for e in outcome.enforcement.iter().filter(|e| !e.enforced) {
@@ -361,4 +411,129 @@ pub fn execute(a: Args) -> Result<i32> {
         }
     }
     Ok(outcome.exit_code)
+}
+
+/// `reprobox run --snapshot DAY`: the environment of the profile at DAY (prepared, or taken
+/// from the store), then the command in it (`pipeline::snapshot`). The command's exit code
+/// is reprobox's; while the environment is prepared, stdout goes to stderr, so that stdout
+/// holds the command's output only (and, with `--json`, the run record last).
+fn execute_snapshot(a: Args) -> Result<i32> {
+    let raw = a.snapshot.clone().unwrap_or_default();
+    let day = crate::inputs::archive::parse_day(&raw).map_err(|_| {
+        Error::bad_input(
+            format!("--snapshot {raw}"),
+            "expected an archive day as YYYY/MM/DD, a real date",
+        )
+    })?;
+    let version = snapshot_version(&day)?;
+    let plan = super::plan::make_plan(
+        a.profile.as_deref().unwrap_or(DEFAULT_PROFILE),
+        &version,
+        &a.locations,
+    )?;
+    if !a.egress.is_empty() {
+        return Err(Error::bad_input(
+            "--egress",
+            "does not apply with --snapshot: the job gets the profile's [[egress]] rules (override their locations with --location)",
+        ));
+    }
+    for p in &a.packages {
+        if p.is_empty() || p.starts_with('-') || p.contains(char::is_whitespace) {
+            return Err(Error::bad_input(
+                format!("--packages {p:?}"),
+                "expected package names",
+            ));
+        }
+    }
+    let choice = a.backend.choice(crate::backend::microvm::RUN_MEMORY_MIB)?;
+    let on_vm = matches!(choice, crate::backend::BackendChoice::Microvm(_));
+    crate::doctor::preflight(crate::doctor::Needs {
+        container: !on_vm,
+        microvm: on_vm,
+        prepared_envs: true,
+        world: false,
+    })?;
+    let store = a.store.open()?;
+    let customise = |job: &mut Job| -> Result<()> {
+        apply_options(&a, job)?;
+        if a.caps != "default" {
+            job.caps = match a.caps.as_str() {
+                "none" => CapsPolicy::None,
+                list => CapsPolicy::List(list.split(',').map(|s| s.trim().to_string()).collect()),
+            };
+        }
+        job.limits.pids = Some(DEFAULT_PIDS);
+        Ok(())
+    };
+    let mut stdout_to_stderr = Some(crate::progress::Redirect::stdout_to_stderr()?);
+    let mut before = || drop(stdout_to_stderr.take());
+    let done = crate::pipeline::snapshot::run_at_snapshot(
+        &plan,
+        store,
+        crate::pipeline::snapshot::SnapshotRun {
+            day: day.clone(),
+            packages: a.packages.clone(),
+            offline: a.offline,
+            backend: choice,
+            command: a.command.clone(),
+            customise: &customise,
+            before_command: &mut before,
+        },
+    )?;
+    for e in done.outcome.enforcement.iter().filter(|e| !e.enforced) {
+        tracing::info!("not enforced: {}: {}", e.feature, e.detail);
+    }
+    if let Some(r) = &done.egress {
+        for x in &r.refusals {
+            tracing::warn!(
+                "egress refused {} ({}:{}): {}",
+                x.what,
+                x.host,
+                x.port,
+                x.reason
+            );
+        }
+    }
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct SnapshotRecord<'a> {
+            #[serde(flatten)]
+            outcome: &'a crate::job::JobOutcome,
+            environment: &'a crate::pipeline::snapshot::SnapshotEnvironment,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            egress: Option<&'a crate::egress::EgressRecord>,
+            inputs_lock: String,
+        }
+        let rec = SnapshotRecord {
+            outcome: &done.outcome,
+            environment: &done.environment,
+            egress: done.egress.as_ref(),
+            inputs_lock: done.inputs.to_string(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&rec).expect("the run record serialises")
+        );
+    }
+    Ok(done.outcome.exit_code)
+}
+
+/// The profile `run --snapshot` uses without `--profile`.
+pub const DEFAULT_PROFILE: &str = "archlinux-repro";
+
+/// The build version whose build day is `day` (`YYYYMMDD.0.0`): the plan of a run at `day`
+/// is the plan of a release built that day (its base the bootstrap of the day before's
+/// month, SOURCE_DATE_EPOCH 00:00:00 UTC of the day).
+pub fn snapshot_version(day: &str) -> Result<String> {
+    let v = format!("{}.0.0", day.replace('/', ""));
+    crate::plan::version::BuildVersion::parse(&v).map_err(|_| {
+        Error::bad_input(
+            format!("--snapshot {day}"),
+            format!(
+                "is before the archive's first day {}",
+                crate::plan::version::ARCHIVE_FIRST_DAY.strftime("%Y/%m/%d")
+            ),
+        )
+    })?;
+    Ok(v)
 }

@@ -10,6 +10,7 @@
 //! (`server.rs`) and started by `backend::Services` for every job.
 
 mod ca;
+mod dns;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,8 @@ use crate::inputs::mirror::ArchiveRules;
 use crate::inputs::store::{Blob, Store};
 use crate::job::{Bind, Job};
 
+pub(crate) use dns::DnsListener;
+pub use dns::EGRESS_DNS_PORT;
 pub(crate) use server::EgressListener;
 
 /// The forward proxy's port on the job's loopback (`HTTPS_PROXY=http://127.0.0.1:3128`);
@@ -305,6 +308,12 @@ pub struct Egress {
     record: Mutex<EgressRecord>,
     /// The step whose job is running (a reproduction runs its jobs one at a time).
     step: Mutex<Option<String>>,
+    /// (name, query type, step) of the lookups refused so far: a resolver's retries and
+    /// search-list repeats are recorded once.
+    lookups: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
+    /// The jobs' own host names (`Job::hostname`): in their hosts file, and answered
+    /// 127.0.0.1 by the resolver, never refused (a tool that resolves its machine's name).
+    local_names: Mutex<std::collections::HashSet<String>>,
     /// The run's temporary directory holding the job's CA bundle and hosts file.
     dir: tempfile::TempDir,
 }
@@ -340,7 +349,7 @@ impl Egress {
                 ArchiveRules::new(fetcher, &r.location, &canonical)?,
             );
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(server_provider());
         let ca = ca::RunCa::new()?;
         let mut tls = HashMap::new();
         for r in &rules {
@@ -352,6 +361,7 @@ impl Egress {
                 .with_cert_resolver(Arc::new(server::Fixed(leaf)));
             let mut config = config;
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config.ignore_client_order = true;
             tls.insert(r.host.clone(), Arc::new(config));
         }
         let dir = tempfile::Builder::new()
@@ -373,6 +383,8 @@ impl Egress {
             checked: Mutex::new(HashMap::new()),
             record: Mutex::new(record),
             step: Mutex::new(None),
+            lookups: Mutex::new(Default::default()),
+            local_names: Mutex::new(Default::default()),
             dir,
         })
     }
@@ -391,9 +403,19 @@ impl Egress {
         self.record.lock().expect("not poisoned").clone()
     }
 
-    /// The ports the egress serves on a job's loopback.
-    pub fn ports() -> [u16; 3] {
-        [EGRESS_PROXY_PORT, EGRESS_HTTPS_PORT, EGRESS_HTTP_PORT]
+    /// The TCP ports the egress serves on a job's loopback (the resolver's last).
+    pub fn ports() -> [u16; 4] {
+        [
+            EGRESS_PROXY_PORT,
+            EGRESS_HTTPS_PORT,
+            EGRESS_HTTP_PORT,
+            EGRESS_DNS_PORT,
+        ]
+    }
+
+    /// The UDP ports the egress serves on a job's loopback (the resolver's).
+    pub fn udp_ports() -> [u16; 1] {
+        [EGRESS_DNS_PORT]
     }
 
     /// Give `job` (whose root directory is `root`) the egress: the CA bundle (the root's own
@@ -403,12 +425,24 @@ impl Egress {
     /// adds the listeners (`Services::ports`).
     /// Without `root` (a root the backend unpacks itself) only the variables and the
     /// egress directory are given.
+    /// Nothing is bound over a root file the job may write (under a directory of
+    /// `job.landlock.writable`: the rollback and install steps' `/etc`, `/usr`): a package
+    /// upgrade there (`ca-certificates`, `filesystem`'s `/etc/hosts`, `containers-common`)
+    /// replaces or rewrites those files, which fails on a read-only bind, or leaves the
+    /// environment with the old file under it. Such a job reaches the egress through the
+    /// variables (`SSL_CERT_FILE`, `CURL_CA_BUNDLE`, the proxy) alone.
     pub fn prepare_job(&self, job: &mut Job, root: Option<&Path>) -> Result<()> {
         let dir = self.dir.path();
-        let file_in = |p: &str| root.and_then(|r| regular_file_in(r, p));
+        let writable = job.landlock.writable.clone();
+        let file_in = |p: &str| {
+            root.filter(|_| !writable.iter().any(|w| Path::new(p).starts_with(w)))
+                .and_then(|r| regular_file_in(r, p))
+        };
+        // The root's own bundle is read even where it is not bound over.
+        let root_file = |p: &str| root.and_then(|r| regular_file_in(r, p));
         let mut bundle = CA_BUNDLE_PATHS
             .iter()
-            .find_map(|p| file_in(p).and_then(|h| std::fs::read(h).ok()))
+            .find_map(|p| root_file(p).and_then(|h| std::fs::read(h).ok()))
             .unwrap_or_default();
         if !bundle.is_empty() && !bundle.ends_with(b"\n") {
             bundle.push(b'\n');
@@ -417,11 +451,21 @@ impl Egress {
         let bundle_path = dir.join("ca-bundle.pem");
         std::fs::write(&bundle_path, &bundle).ctx("write", &bundle_path)?;
         let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        let me = job.hostname.to_ascii_lowercase();
+        if !me.is_empty() && me != "localhost" && self.rule(&me).is_none() {
+            hosts.push_str(&format!("127.0.0.1\t{me}\n"));
+            self.local_names.lock().expect("not poisoned").insert(me);
+        }
         for r in &self.rules {
             hosts.push_str(&format!("127.0.0.1\t{}\n", r.host));
         }
         let hosts_path = dir.join("hosts");
         std::fs::write(&hosts_path, hosts).ctx("write", &hosts_path)?;
+        // The resolver on the job's loopback (`dns.rs`). `use-vc`: glibc asks over TCP,
+        // which the microVM's guest forwards like the other ports (qemu forwards no UDP);
+        // musl and Go ignore it and ask over UDP, which the container backend serves.
+        let resolv_path = dir.join("resolv.conf");
+        std::fs::write(&resolv_path, RESOLV_CONF).ctx("write", &resolv_path)?;
         job.binds.push(Bind {
             src: dir.to_path_buf(),
             dst: JOB_EGRESS_DIR.into(),
@@ -457,6 +501,13 @@ impl Egress {
                 read_only: true,
             });
         }
+        if file_in("/etc/resolv.conf").is_some() {
+            job.binds.push(Bind {
+                src: resolv_path,
+                dst: "/etc/resolv.conf".into(),
+                read_only: true,
+            });
+        }
         // A connect to a raw address reaches the egress's listeners and is refused there
         // (and recorded) rather than failing unseen.
         job.loopback_catch_all = true;
@@ -483,6 +534,16 @@ impl Egress {
         *self.step.lock().expect("not poisoned") = step.map(str::to_string);
     }
 
+    /// `localhost` or a job's own host name.
+    fn is_local_name(&self, name: &str) -> bool {
+        name == "localhost"
+            || self
+                .local_names
+                .lock()
+                .expect("not poisoned")
+                .contains(name)
+    }
+
     fn rule(&self, host: &str) -> Option<&EgressRule> {
         self.rules.iter().find(|r| r.host == host)
     }
@@ -501,6 +562,21 @@ impl Egress {
                 reason: reason.to_string(),
                 step,
             });
+    }
+
+    /// A DNS lookup of an unlisted name (answered NXDOMAIN), recorded once per name, query
+    /// type and step.
+    fn refuse_lookup(&self, name: &str, qtype: &str) {
+        let step = self.step.lock().expect("not poisoned").clone();
+        let key = (name.to_string(), qtype.to_string(), step);
+        if self.lookups.lock().expect("not poisoned").insert(key) {
+            self.refuse(
+                name,
+                EGRESS_DNS_PORT,
+                format!("DNS lookup {name} ({qtype})"),
+                "not a mapped host name",
+            );
+        }
     }
 
     fn note(
@@ -696,7 +772,15 @@ impl Egress {
             Route::Base => return Answer::ApiBase,
             Route::Manifest { repository, .. } | Route::Blob { repository, .. } => repository,
         };
-        let client = RegistryClient::new(&self.fetcher, &rule.location, repository);
+        // Docker Hub's challenge names `https://auth.docker.io/token`: asked at the location
+        // of that host's rule, like every mapped host, never at the real one.
+        let realms: Vec<(String, String)> = self
+            .rules
+            .iter()
+            .map(|r| (r.host.clone(), r.location.clone()))
+            .collect();
+        let client = RegistryClient::new(&self.fetcher, &rule.location, repository)
+            .with_realm_locations(&realms);
         let mut scratch = InputsLock::default();
         let outcome =
             |scratch: &InputsLock| scratch.entries.last().map_or(Status::Hit, |e| e.status);
@@ -795,6 +879,9 @@ impl Egress {
     }
 }
 
+/// The job's `/etc/resolv.conf`: the egress's resolver alone, over TCP for glibc.
+pub const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions use-vc\n";
+
 /// A regular file at `guest` (absolute) inside `root`, not reached through a symlink out of
 /// it: its host path.
 fn regular_file_in(root: &Path, guest: &str) -> Option<PathBuf> {
@@ -840,6 +927,22 @@ enum Answer {
         status: Status,
         reason: String,
     },
+}
+
+/// rustls's ring provider with AES-128-GCM preferred (the server's order, not the client's).
+/// OpenSSL clients (curl, pacman's libcurl, wrk) list AES-256-GCM first; on a connection
+/// that never leaves the machine AES-128-GCM is as safe, and its 10 rounds instead of 14
+/// are paid twice for every body byte (the egress encrypts, the job's client decrypts).
+fn server_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite::{TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS13_AES_128_GCM_SHA256};
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|cs| {
+        !matches!(
+            cs.suite(),
+            TLS13_AES_128_GCM_SHA256 | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    p
 }
 
 #[cfg(test)]
@@ -935,6 +1038,7 @@ mod tests {
         std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
         std::fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), "ROOTS\n").unwrap();
         std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
         std::fs::create_dir_all(root.join("usr/share/containers")).unwrap();
         let conf = "[containers]\n#volumes = []\n";
         std::fs::write(root.join("usr/share/containers/containers.conf"), conf).unwrap();
@@ -956,8 +1060,13 @@ mod tests {
                 JOB_EGRESS_DIR,
                 "/etc/ssl/certs/ca-certificates.crt",
                 CONTAINERS_CONF_PATH,
-                "/etc/hosts"
+                "/etc/hosts",
+                "/etc/resolv.conf"
             ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&job.binds[4].src).unwrap(),
+            RESOLV_CONF
         );
         let ours = std::fs::read_to_string(&job.binds[2].src).unwrap();
         assert!(
@@ -977,6 +1086,8 @@ mod tests {
         assert!(!bundle.contains("PRIVATE KEY"));
         let hosts = std::fs::read_to_string(&job.binds[3].src).unwrap();
         assert!(hosts.contains("127.0.0.1\ta.example\n"));
+        assert!(hosts.contains("127.0.0.1\treprobox\n"), "{hosts}");
+        assert!(eg.is_local_name("reprobox"));
         assert_eq!(
             std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),
             "ROOTS\n"
@@ -985,6 +1096,20 @@ mod tests {
         assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128");
         assert_eq!(env["SSL_CERT_FILE"], "/run/reprobox-egress/ca-bundle.pem");
         assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1");
+        // A job that may write /etc and /usr (an install step) gets no bind over those
+        // files: the variables and the egress directory alone, its bundle the root's + CA.
+        let mut install = Job::new(
+            crate::job::RootfsSource::Dir(root.clone()),
+            vec!["true".into()],
+        );
+        install.landlock.writable = vec!["/etc".into(), "/usr".into(), "/var".into()];
+        eg.prepare_job(&mut install, Some(&root)).unwrap();
+        let dsts: Vec<_> = install.binds.iter().map(|b| b.dst.clone()).collect();
+        assert_eq!(dsts, [PathBuf::from(JOB_EGRESS_DIR)]);
+        let bundle = std::fs::read_to_string(install.binds[0].src.join("ca-bundle.pem")).unwrap();
+        assert!(bundle.starts_with("ROOTS\n") && bundle.ends_with(&eg.ca_pem()));
+        let env: HashMap<_, _> = install.env.iter().cloned().collect();
+        assert_eq!(env["CURL_CA_BUNDLE"], "/run/reprobox-egress/ca-bundle.pem");
         // An absolute symlink out of the root is never bound over.
         std::fs::remove_file(root.join("etc/hosts")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.join("etc/hosts")).unwrap();

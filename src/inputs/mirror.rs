@@ -531,6 +531,18 @@ fn send_blob(out: &mut TcpStream, blob: &Blob, req: &Request) -> std::io::Result
     if req.head {
         return Ok(());
     }
+    sendfile_range(out, &file, start, len)
+}
+
+/// Send `len` bytes of `file` from `start` to `out` with `sendfile(2)`: the page cache
+/// straight to the socket, no copy through user space (the mirror's and the egress's
+/// plain-HTTP bodies).
+pub(crate) fn sendfile_range(
+    out: &impl AsRawFd,
+    file: &std::fs::File,
+    start: u64,
+    len: u64,
+) -> std::io::Result<()> {
     let mut off = start as libc::off_t;
     let end = (start + len) as libc::off_t;
     while off < end {

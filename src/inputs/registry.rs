@@ -151,6 +151,10 @@ pub struct RegistryClient<'f> {
     repository: String,
     /// `Authorization` value, once a 401 asked for one.
     token: RefCell<Option<String>>,
+    /// Where a challenge's realm host is really reached (host, location), as the egress
+    /// maps `auth.docker.io` to its `hub_auth` location: a realm naming one of these hosts
+    /// is asked at that location, never at the host the registry named.
+    realms: Vec<(String, String)>,
 }
 
 impl<'f> RegistryClient<'f> {
@@ -162,7 +166,31 @@ impl<'f> RegistryClient<'f> {
             base: base.trim_end_matches('/').to_string(),
             repository: repository.to_string(),
             token: RefCell::new(None),
+            realms: Vec::new(),
         }
+    }
+
+    /// The same client, asking a token realm whose host is one of `realms` (host,
+    /// location URL) at that location: `https://auth.docker.io/token` with
+    /// `("auth.docker.io", "http://127.0.0.1:8")` is asked at `http://127.0.0.1:8/token`.
+    pub fn with_realm_locations(mut self, realms: &[(String, String)]) -> RegistryClient<'f> {
+        self.realms = realms.to_vec();
+        self
+    }
+
+    /// `realm` with its scheme and host replaced by the location mapped to that host.
+    fn realm_url(&self, realm: &str) -> String {
+        let rest = realm
+            .strip_prefix("https://")
+            .or_else(|| realm.strip_prefix("http://"));
+        if let Some(rest) = rest {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.to_ascii_lowercase();
+            if let Some((_, loc)) = self.realms.iter().find(|(h, _)| *h == host) {
+                return format!("{}{path}", loc.trim_end_matches('/'));
+            }
+        }
+        realm.to_string()
     }
 
     pub fn manifest_url(&self, reference: &str) -> String {
@@ -240,7 +268,8 @@ impl<'f> RegistryClient<'f> {
         })?;
         let service = param("service").unwrap_or_default();
         let url = format!(
-            "{realm}?service={service}&scope=repository:{}:pull",
+            "{}?service={service}&scope=repository:{}:pull",
+            self.realm_url(&realm),
             self.repository
         );
         let body = self.fetcher.get_document(&url, "application/json")?;
@@ -397,6 +426,15 @@ mod tests {
         routes: BTreeMap<String, Answer>,
         token: Option<&'static str>,
     ) -> (String, Arc<Mutex<Vec<String>>>) {
+        serve_realm(routes, token, None)
+    }
+
+    /// [`serve`], its challenge naming `realm` (Docker Hub's) instead of its own `/token`.
+    fn serve_realm(
+        routes: BTreeMap<String, Answer>,
+        token: Option<&'static str>,
+        realm: Option<&'static str>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -431,7 +469,14 @@ mod tests {
                         status: 401,
                         headers: vec![(
                             "WWW-Authenticate".into(),
-                            format!(r#"Bearer realm="{base2}/token",service="test""#),
+                            match realm {
+                                Some(r) => format!(
+                                    r#"Bearer realm="{r}",service="registry.docker.io",scope="repository:x:pull""#
+                                ),
+                                None => {
+                                    format!(r#"Bearer realm="{base2}/token",service="test""#)
+                                }
+                            },
                         )],
                         body: vec![],
                     },
@@ -640,6 +685,32 @@ mod tests {
             seen.iter()
                 .any(|p| p.contains("scope=repository:lib/a:pull"))
         );
+    }
+
+    #[test]
+    fn docker_hubs_realm_is_asked_at_the_location_mapped_to_its_host() {
+        let (manifest, _) = image();
+        let mut routes = BTreeMap::new();
+        routes.insert("/v2/x/manifests/v1".to_string(), ok(&manifest));
+        let (base, seen) = serve_realm(routes, Some("t0k"), Some("https://Auth.Docker.io/token"));
+        let d = tempfile::tempdir().unwrap();
+        let f = fetcher(d.path(), false);
+        let realms = [("auth.docker.io".to_string(), format!("{base}/"))];
+        let c = RegistryClient::new(&f, &base, "x").with_realm_locations(&realms);
+        let (_, bytes) = c.manifest_by_tag(&mut InputsLock::default(), "v1").unwrap();
+        assert_eq!(bytes, manifest);
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter()
+                .any(|p| p == "/token?service=registry.docker.io&scope=repository:x:pull"),
+            "{seen:?}"
+        );
+        // Unmapped hosts and other shapes are left as they are.
+        assert_eq!(
+            c.realm_url("https://other.example/t"),
+            "https://other.example/t"
+        );
+        assert_eq!(c.realm_url("auth.docker.io"), "auth.docker.io");
     }
 
     #[test]

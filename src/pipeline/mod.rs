@@ -22,6 +22,7 @@ pub mod environment;
 pub mod image;
 pub mod outputs;
 pub mod release;
+pub mod snapshot;
 pub mod steps;
 pub mod workspace;
 
@@ -248,7 +249,12 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     ctx.job_log = job_log;
     ctx.scratch_dir = Some(work.path().to_path_buf());
     ctx.nested_podman = nested_podman_config(plan, work.path())?;
-    ctx.services.egress = egress_for(plan, &release.release.rootfs_sha256, &store, o.offline)?;
+    ctx.services.egress = egress_for(
+        plan,
+        Some(&release.release.rootfs_sha256),
+        &store,
+        o.offline,
+    )?;
 
     // 4. The environment.
     let env = run.prepare_environment(&mut ctx, &base, &selected, work.path())?;
@@ -375,10 +381,11 @@ fn job_context(
 }
 
 /// The reproduction's egress when the profile has an `[[egress]]` section: one for every
-/// job of the run (one CA, one record). A pin on the release's rootfs takes its sha256.
+/// job of the run (one CA, one record). A pin on the release's rootfs takes its sha256;
+/// without a release (`run --snapshot`) such pins are left out.
 fn egress_for(
     plan: &Plan,
-    rootfs_sha256: &str,
+    rootfs_sha256: Option<&str>,
     store: &Store,
     offline: bool,
 ) -> Result<Option<std::sync::Arc<Egress>>> {
@@ -394,13 +401,13 @@ fn egress_for(
             EgressPolicy::Pinned => Policy::Pinned(
                 e.pins
                     .iter()
-                    .map(|(url, sha)| {
+                    .filter_map(|(url, sha)| {
                         let sha = if sha == PIN_RELEASE_ROOTFS {
-                            rootfs_sha256
+                            rootfs_sha256?
                         } else {
                             sha
                         };
-                        (url.clone(), sha.to_string())
+                        Some((url.clone(), sha.to_string()))
                     })
                     .collect(),
             ),
@@ -521,7 +528,7 @@ fn the_real_profile_gets_its_egress_with_the_release_rootfs_pinned() {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path()).unwrap();
     let sha = "ab".repeat(32);
-    let eg = egress_for(&test_plan(), &sha, &store, true)
+    let eg = egress_for(&test_plan(), Some(&sha), &store, true)
         .unwrap()
         .unwrap();
     let rules = eg.rules();

@@ -113,6 +113,7 @@ pub fn job_for(ctx: &JobContext, step: &PlannedStep, argv: Vec<String>) -> Job {
         NestedPodman::apply(&mut job, dir);
     }
     job.listen = ctx.services.ports();
+    job.listen_udp = ctx.services.udp_ports();
     job.clock = Clock {
         source_date_epoch: Some(ctx.source_date_epoch),
         faketime: step.faketime,
@@ -656,6 +657,31 @@ mod tests {
         let make = plan.steps.iter().find(|s| s.name == "make").unwrap();
         let job = job_for(&c, make, vec!["true".into()]);
         assert!(!job.env.iter().any(|(k, _)| k == "BUILDAH_ISOLATION"));
+    }
+
+    #[test]
+    fn the_environment_steps_may_write_the_files_the_egress_binds_over_the_others_not() {
+        // `Egress::prepare_job` binds nothing over a root file under the job's writable
+        // directories: the rollback and install steps' package upgrades replace them.
+        let plan = super::super::test_plan();
+        let c = ctx(EnvRoot::Owned(PathBuf::from("/work/root")));
+        let files = crate::egress::CA_BUNDLE_PATHS.iter().copied().chain([
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            crate::egress::CONTAINERS_CONF_PATH,
+        ]);
+        for step in &plan.steps {
+            let job = job_for(&c, step, vec!["true".into()]);
+            let env_step = matches!(step.role, Role::Rollback | Role::Install);
+            for f in files.clone() {
+                let covered = job
+                    .landlock
+                    .writable
+                    .iter()
+                    .any(|w| Path::new(f).starts_with(w));
+                assert_eq!(covered, env_step, "step {}, {f}", step.name);
+            }
+        }
     }
 
     #[test]

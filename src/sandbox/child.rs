@@ -360,6 +360,17 @@ fn bring_up_network(p: &ChildSetup, sock: RawFd) {
             Err(e) => fail(sock, &format!("listen on 127.0.0.1:{port} in the job: {e}")),
         }
     }
+    for port in &p.job.listen_udp {
+        match net::bind_udp(*port) {
+            Ok(s) => {
+                if let Err(e) = ctl::send(sock, format!("udp {port}").as_bytes(), &[s.as_raw_fd()])
+                {
+                    fail(sock, &format!("hand UDP socket {port} to the host: {e}"));
+                }
+            }
+            Err(e) => fail(sock, &format!("bind UDP 127.0.0.1:{port} in the job: {e}")),
+        }
+    }
 }
 
 /// B as the job's init: reap everything until C (the job) ends, then report its status

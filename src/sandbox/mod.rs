@@ -59,6 +59,8 @@ pub struct Running {
     /// For each port of `Job::listen`: a socket listening on the job's 127.0.0.1:port,
     /// created inside its network namespace. Serve on it from the host.
     pub listeners: Vec<(u16, TcpListener)>,
+    /// For each port of `Job::listen_udp`: a UDP socket bound the same way.
+    pub udp_sockets: Vec<(u16, std::net::UdpSocket)>,
     /// Our child: B itself, or A when B was created through it.
     child: i32,
     /// The job's init (pid 1 of its namespace), once known.
@@ -193,6 +195,7 @@ pub fn spawn(job: &Job) -> Result<Running> {
     cleanup.cgroups = setup.cgroups;
     let mut r = Running {
         listeners: Vec::new(),
+        udp_sockets: Vec::new(),
         child: pid,
         pid_b: direct.then_some(pid),
         sock: sock_p,
@@ -303,11 +306,16 @@ fn child_setup(
         feature: "network".into(),
         enforced: true,
         detail: format!(
-            "loopback only{}{}",
+            "loopback only{}{}{}",
             if job.listen.is_empty() {
                 String::new()
             } else {
                 format!("; host serves on job ports {:?}", job.listen)
+            },
+            if job.listen_udp.is_empty() {
+                String::new()
+            } else {
+                format!(" and UDP {:?}", job.listen_udp)
             },
             if job.loopback_catch_all {
                 "; every IPv4 address is the job's own (connects reach those ports or are refused)"
@@ -536,6 +544,11 @@ impl Running {
                 "listen" => {
                     if let (Ok(port), Some(fd)) = (rest.parse::<u16>(), fds.pop()) {
                         self.listeners.push((port, TcpListener::from(fd)));
+                    }
+                }
+                "udp" => {
+                    if let (Ok(port), Some(fd)) = (rest.parse::<u16>(), fds.pop()) {
+                        self.udp_sockets.push((port, std::net::UdpSocket::from(fd)));
                     }
                 }
                 // `ready` carries what B enforced, `status` C's wait status and what C

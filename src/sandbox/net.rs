@@ -4,7 +4,7 @@
 //! `Job::listen` are made here, inside the namespace, and handed to the host.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 
 /// Bring `lo` up in the current network namespace.
 pub(crate) fn loopback_up() -> io::Result<()> {
@@ -39,6 +39,14 @@ pub(crate) fn loopback_up() -> io::Result<()> {
 /// network namespace.
 pub(crate) fn listen(port: u16, any: bool) -> io::Result<TcpListener> {
     TcpListener::bind((if any { "0.0.0.0" } else { "127.0.0.1" }, port))
+}
+
+/// A UDP socket bound to 127.0.0.1:`port` in the current network namespace. Never every
+/// address, even with the catch-all route: a reply from a socket on 0.0.0.0 leaves from
+/// 127.0.0.1, which a client that asked another address drops (and waits); bound to
+/// 127.0.0.1 alone, a datagram to another address is refused by the kernel at once.
+pub(crate) fn bind_udp(port: u16) -> io::Result<UdpSocket> {
+    UdpSocket::bind(("127.0.0.1", port))
 }
 
 /// `ip route add local 0.0.0.0/0 dev lo table local`: every IPv4 address becomes local to

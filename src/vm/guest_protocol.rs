@@ -108,6 +108,7 @@ pub fn job_script(
     let ports: Vec<String> = forward_ports.iter().map(u16::to_string).collect();
     let _ = writeln!(s, "RB_FORWARD_PORTS='{}'", ports.join(" "));
     let _ = writeln!(s, "RB_GUESTFWD_IP={GUESTFWD_IP}");
+    let _ = writeln!(s, "RB_CATCH_ALL={}", u8::from(job.loopback_catch_all));
 
     s.push_str("rb_mounts() {\n  :\n");
     for m in mounts {
@@ -216,6 +217,7 @@ mod tests {
             "{words:?}"
         );
         assert!(s.contains("RB_FORWARD_PORTS='8080'"), "{s}");
+        assert!(s.contains("RB_CATCH_ALL=0\n"), "{s}");
 
         job.workdir = "relative".into();
         assert_eq!(

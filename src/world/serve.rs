@@ -252,6 +252,45 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
     Some(canon)
 }
 
+/// The archive's directory listing, as archive.archlinux.org's nginx autoindex gives it
+/// (`<a href="NAME/">`), for a path under `/repos/` that ends in `/`: how a client learns
+/// which days exist (`reprobox bisect`). Hidden entries are left out; other directories
+/// are not listed.
+fn listing(roots: &Roots, url_path: &str) -> Option<String> {
+    let path = url_path.split(['?', '#']).next().unwrap_or("");
+    let path = percent_decode(path)?;
+    let rest = path
+        .strip_prefix("/repos/")
+        .map(|r| r.trim_end_matches('/'))?;
+    if !path.ends_with('/') || rest.split('/').any(|c| c == ".." || c.starts_with('.')) {
+        return None;
+    }
+    let (_, archive) = roots.mounts.iter().find(|(p, _)| *p == "/")?;
+    let dir = archive.join("repos").join(rest);
+    let canon = std::fs::canonicalize(&dir).ok()?;
+    if !canon.starts_with(std::fs::canonicalize(archive).ok()?) || !canon.is_dir() {
+        return None;
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&canon)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let dir = e.path().is_dir();
+            (!n.starts_with('.')).then(|| if dir { format!("{n}/") } else { n })
+        })
+        .collect();
+    names.sort();
+    let mut html = format!(
+        "<html>\r\n<head><title>Index of {path}</title></head>\r\n<body>\r\n<h1>Index of {path}</h1><hr><pre><a href=\"../\">../</a>\r\n"
+    );
+    for n in names {
+        html.push_str(&format!("<a href=\"{n}\">{n}</a>\r\n"));
+    }
+    html.push_str("</pre><hr></body>\r\n</html>\r\n");
+    Some(html)
+}
+
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -287,9 +326,22 @@ fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
         );
     }
     match resolve(roots, parts[1]) {
-        None => {
-            w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        }
+        None => match listing(roots, parts[1]) {
+            Some(html) => {
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n",
+                    html.len()
+                )?;
+                if parts[0] == "GET" {
+                    w.write_all(html.as_bytes())?;
+                }
+                w.flush()
+            }
+            None => w.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            ),
+        },
         Some(p) => {
             let mut f = std::fs::File::open(&p)?;
             let len = f.metadata()?.len();
@@ -348,6 +400,20 @@ mod tests {
             "/alpine/%2e%2e/secret",
         ] {
             assert!(resolve(&roots, bad).is_none(), "{bad} resolved");
+        }
+        let l = listing(&roots, "/repos/").unwrap();
+        assert!(l.contains("<a href=\"a/\">a/</a>"), "{l}");
+        let l = listing(&roots, "/repos/a/").unwrap();
+        assert!(l.contains("href=\"core.db\""), "{l}");
+        assert!(!l.contains(".complete"), "{l}");
+        for bad in [
+            "/repos/a",
+            "/repos/../",
+            "/repos/escape/",
+            "/gitlab/",
+            "/repos/nope/",
+        ] {
+            assert!(listing(&roots, bad).is_none(), "{bad} listed");
         }
     }
 }
