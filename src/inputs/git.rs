@@ -62,6 +62,15 @@ impl GitSource {
             run(c, &format!("git init {}", self.cache.display()))?;
         }
         let mut c = git(&self.cache);
+        // A fetch may start git's automatic maintenance (gc); detached, it repacks and
+        // prunes loose objects while the checkout clones the cache, which then fails on a
+        // file that vanished (seen by the mutation suite): run it before fetch returns.
+        c.args([
+            "-c",
+            "gc.autoDetach=false",
+            "-c",
+            "maintenance.autoDetach=false",
+        ]);
         c.args([
             "fetch",
             "-q",

@@ -3,6 +3,11 @@
 //! and diffed file by file (diffoscope too when installed). When the published tarball is
 //! gone (upstream's package registry deletes packages older than 60 days), the files are
 //! taken from the published image instead: its layer made by `COPY --from=verify /rootfs/ /`.
+//!
+//! The published tarball itself is checked too (`published-rootfs-sha256`): a rebuilt rootfs
+//! that matches the release's hash is not the rootfs users download when the tarball at
+//! `[expected] rootfs_url` holds other bytes (the mutation suite, `tests/verdict_mutations.rs`,
+//! flips one byte of it; without this check that run was called reproduced).
 
 use std::path::Path;
 
@@ -21,6 +26,9 @@ use crate::verify::tarindex::TarIndex;
 #[derive(Debug, Default)]
 pub struct RootfsEvidence {
     pub check: Option<Check>,
+    /// `published-rootfs-sha256`: the tarball at `[expected] rootfs_url` against the
+    /// release's hash (decisive when it could be read; gone, it is evidence only).
+    pub published: Option<Check>,
     pub late: Vec<LateTimestamp>,
     pub file_diffs: Vec<FileDiff>,
     /// Files kept for external diff tools (names under the output directory).
@@ -60,18 +68,23 @@ impl Run<'_> {
             return Ok(ev);
         };
         ev.late = crate::verify::audit::audit_tarball(rootfs, plan.source_date_epoch)?;
-        if actual == release.rootfs_sha256 {
-            return Ok(ev);
-        }
         let url = plan.expected.rootfs_url.clone();
-        self.phase(&format!(
-            "rootfs differs: fetching the published one from {url} to compare"
-        ));
-        match self.fetcher.fetch_recorded(
+        self.phase(&format!("fetching the published rootfs from {url}"));
+        let published = self.fetcher.fetch_recorded(
             &mut self.ledger.inputs,
             &url,
             Some(&release.rootfs_sha256),
-        ) {
+        );
+        ev.published = Some(published_check(
+            &url,
+            &release.rootfs_sha256,
+            published.as_ref().map(|_| ()),
+        ));
+        if actual == release.rootfs_sha256 {
+            return Ok(ev);
+        }
+        self.phase("rootfs differs: comparing it with the published one");
+        match published {
             Ok(blob) => {
                 let a = crate::verify::tarindex::read_index(&blob.path)?;
                 let b = crate::verify::tarindex::read_index(rootfs)?;
@@ -179,6 +192,50 @@ impl Run<'_> {
         }
         Ok((diffs, source))
     }
+}
+
+/// `published-rootfs-sha256`: the tarball published at `url` (the published side, as the
+/// check's `expected`) against the release's hash `release` (`actual`: what the rebuilt
+/// rootfs is compared with), from how fetching it pinned by that hash went. Bytes that are
+/// not the release's make it fail (decisive: users download those bytes); a tarball that
+/// could not be read at all (upstream deletes packages older than 60 days; unreachable;
+/// offline and not in the store) leaves it unknown and evidence only, the release's hash and
+/// the published image's layer then standing for it.
+pub fn published_check(
+    url: &str,
+    release: &str,
+    fetched: std::result::Result<(), &Error>,
+) -> Check {
+    let (decisive, served, evidence) = match fetched {
+        Ok(()) => (
+            true,
+            Some(release.to_string()),
+            format!(
+                "expected: the tarball at {url}, fetched pinned by the release's hash (or held in the store under it); actual: the release's hash"
+            ),
+        ),
+        Err(Error::Tampered { actual, .. }) => (
+            true,
+            Some(actual.clone()),
+            format!(
+                "expected: the sha256 of the bytes {url} serves (refused, not stored); actual: the release's hash"
+            ),
+        ),
+        Err(e) => (
+            false,
+            None,
+            format!(
+                "the published tarball could not be read ({e}); only the release's hash remains (evidence only)"
+            ),
+        ),
+    };
+    Check::compare(
+        "published-rootfs-sha256",
+        decisive,
+        served,
+        Some(release.to_string()),
+        evidence,
+    )
 }
 
 /// The paths the release image's own RUN step changes (in the layer after the rootfs's).
@@ -314,6 +371,33 @@ fn run_diffoscope(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_published_tarball_decides_when_read_and_is_evidence_when_gone() {
+        use crate::report::Status;
+        let rel = "ab".repeat(32);
+        let ok = published_check("u", &rel, Ok(()));
+        assert_eq!((ok.status, ok.decisive), (Status::Pass, true));
+        let other = "cd".repeat(32);
+        let tampered = Error::Tampered {
+            what: "u".into(),
+            expected: rel.clone(),
+            actual: other.clone(),
+        };
+        let bad = published_check("u", &rel, Err(&tampered));
+        assert_eq!((bad.status, bad.decisive), (Status::Fail, true));
+        assert_eq!(bad.expected.as_deref(), Some(other.as_str()));
+        let gone = Error::network("u", "404 Not Found");
+        let unknown = published_check("u", &rel, Err(&gone));
+        assert_eq!((unknown.status, unknown.decisive), (Status::Unknown, false));
+        assert!(
+            unknown
+                .outcome()
+                .contains("the published value could not be read"),
+            "{}",
+            unknown.outcome()
+        );
+    }
 
     fn made(entries: &[(&str, bool)]) -> serde_json::Value {
         let h: Vec<_> = entries

@@ -334,7 +334,9 @@ fn stages(run: &mut Run, store: Store) -> Result<Outcome> {
     run.ledger.reached.stage = "rootfs check";
     let built = ctx.workspace.join(&plan.artifacts.dir);
     let rootfs = run.check_rootfs(&release.release, &built.join(&plan.artifacts.rootfs))?;
-    let mut checks: Vec<_> = rootfs.check.into_iter().collect();
+    let mut checks = vec![workspace::check(&checkout)];
+    checks.extend(rootfs.check);
+    checks.extend(rootfs.published);
     checks.push(run.check_dockerfile(&release, &built, &checks));
     let mut external_diffs = rootfs.kept;
     let reached = &mut run.ledger.reached;

@@ -217,3 +217,56 @@ fn path_of(e: &Entry) -> &str {
         Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
     }
 }
+
+/// Re-publishes `repo:tag` in registry storage with its config's bytes changed by `edit`, as
+/// a publisher pushing another config would: the new config blob, a manifest naming it (the
+/// old manifest's bytes with the config digest and size replaced), and the tag moved to that
+/// manifest. The layers stay. What the verdict mutation suite (`tests/verdict_mutations.rs`)
+/// uses to flip one label or one diffID of the published image; returns the new record.
+pub fn republish_config(
+    storage: &Path,
+    repo: &str,
+    tag: &str,
+    edit: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<ImageRecord> {
+    let old = read_image(storage, repo, tag)?;
+    let blob_path = |d: &str| {
+        let h = d.strip_prefix("sha256:").unwrap_or(d);
+        v2(storage)
+            .join("blobs/sha256")
+            .join(&h[..2.min(h.len())])
+            .join(h)
+            .join("data")
+    };
+    let read = |d: &str| {
+        let p = blob_path(d);
+        std::fs::read(&p).ctx("read", &p)
+    };
+    let config = read(&old.config_digest)?;
+    let manifest = read(&old.manifest_digest)?;
+    let new_config = edit(&config);
+    let config_d = put_blob(storage, repo, &new_config)?;
+    let descriptor = |d: &str, n: usize| format!("\"digest\":\"{d}\",\"size\":{n}");
+    let manifest_text = String::from_utf8_lossy(&manifest).into_owned();
+    let was = descriptor(&old.config_digest, config.len());
+    if !manifest_text.contains(&was) {
+        return Err(Error::Environment(format!(
+            "world: the manifest of {repo}:{tag} does not spell its config as {was}"
+        )));
+    }
+    let manifest_text = manifest_text.replace(&was, &descriptor(&config_d, new_config.len()));
+    let md = put_blob(storage, repo, manifest_text.as_bytes())?;
+    let mh = &md[7..];
+    let mroot = v2(storage)
+        .join("repositories")
+        .join(repo)
+        .join("_manifests");
+    for d in [
+        mroot.join("revisions/sha256").join(mh),
+        mroot.join("tags").join(tag).join("current"),
+        mroot.join("tags").join(tag).join("index/sha256").join(mh),
+    ] {
+        write_once(&d.join("link"), md.as_bytes())?;
+    }
+    read_image(storage, repo, tag)
+}
