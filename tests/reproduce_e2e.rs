@@ -165,6 +165,12 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
         .find(|s| s["name"] == "make")
         .unwrap();
     assert_eq!(make["env"]["BUILD_VERSION"], m.release.version.as_str());
+    // The make step made all three artifacts: none was there before it ran.
+    assert_eq!(
+        make["produced"],
+        serde_json::json!(["repro.tar.zst", "repro.tar.zst.SHA256", "Dockerfile.repro"]),
+        "{make:#}"
+    );
     for f in [
         "report.json",
         "summary.txt",
@@ -505,6 +511,21 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
         "the refused package is not named: {r:#}"
     );
     drop(altered_server);
+
+    // The published image unreachable (the registry's location a closed port), the rest as
+    // before and the store warm: the image cannot be compared, so never `reproduced`.
+    let locs6 = with_location(&locs, "registry", "http://127.0.0.1:9");
+    let out6 = tmp.path().join("out6");
+    let (o, r) = reproduce(&store, &out6, &locs6, &[]);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(r["verdict"], "incomplete", "{r:#}");
+    for name in ["image-config-digest", "image-diff-ids"] {
+        assert_ne!(check(&r, name)["status"], "pass", "{name}: {r:#}");
+    }
+    assert!(
+        r.to_string().contains("127.0.0.1:9"),
+        "the unreachable registry is not named: {r:#}"
+    );
     drop(servers);
     store_verifies(&store);
 }

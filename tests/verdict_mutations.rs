@@ -13,6 +13,7 @@
 //! | one published diffID | registry storage (config, manifest, tag) | `image-diff-ids` |
 //! | one package version in the day's database | `archive/repos/<snapshot>/core/os/x86_64/core.db` | step `make` (pacman refuses the package) |
 //! | SOURCE_DATE_EPOCH | the profile's `{source_date_epoch}` | `rootfs-sha256` |
+//! | the rootfs the build makes | a profile whose make step removes it | `rootfs-sha256` unknown |
 //! | the source revision | `Dockerfile.repro`'s revision label at the tag | `image-config-digest` |
 //! | one file of the upstream checkout | a blob of the store's git cache | `source-checkout` |
 //! | the verify stage's pinned base image | alpine:3.23's layer in registry storage | the egress's `registry` rule (tampered) |
@@ -686,6 +687,50 @@ fn flip_source_date_epoch(cx: &Cx) {
     );
 }
 
+/// The rootfs is not rebuilt: a profile whose make step removes the tarball it made. The
+/// image is still built (the verify stage fetches the published rootfs), so only the
+/// missing artifact can stop a false `reproduced`: the rootfs check is unknown, and the
+/// make step's record shows it made the other two artifacts only.
+fn flip_rootfs_not_built(cx: &Cx) {
+    let dir = cx.tmp.join("profile-unbuilt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/archlinux-repro.toml"),
+    )
+    .unwrap();
+    let regen = r#"  ["scripts/make-dockerfile.sh", "repro.tar.zst", "repro", "output/", "true", "repro", "{source_date_epoch}"],
+"#;
+    assert!(text.contains(regen), "the profile's make step changed");
+    let profile = dir.join("archlinux-repro.toml");
+    std::fs::write(
+        &profile,
+        text.replace(
+            regen,
+            &format!("{regen}  [\"rm\", \"output/repro.tar.zst\"],\n"),
+        ),
+    )
+    .unwrap();
+    let (o, r) = reproduce_with(
+        profile.to_str().unwrap(),
+        &cx.store("unbuilt", &[]),
+        &cx.out("unbuilt"),
+        &cx.locs,
+    );
+    caught("the rootfs not rebuilt", &o, &r, "incomplete", None);
+    assert_eq!(status(&r, "rootfs-sha256"), "unknown", "{r:#}");
+    let make = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "make")
+        .unwrap();
+    assert_eq!(
+        make["produced"],
+        serde_json::json!(["repro.tar.zst.SHA256", "Dockerfile.repro"]),
+        "{make:#}"
+    );
+}
+
 /// The source revision: the release names the revision's second parent (the merged branch,
 /// whose files are the merge's), re-tagged.
 fn flip_source_revision(cx: &Cx) {
@@ -782,7 +827,7 @@ fn flip_verify_base_image(cx: &Cx) {
 /// (its key: the name of its copies, what it flips, the function).
 type Flip = (&'static str, &'static str, fn(&Cx));
 
-const FLIPS: [Flip; 9] = [
+const FLIPS: [Flip; 10] = [
     (
         "sha",
         "the published rootfs sha256",
@@ -800,6 +845,11 @@ const FLIPS: [Flip; 9] = [
     ),
     ("diffid", "one published diffID", flip_published_diff_id),
     ("sde", "SOURCE_DATE_EPOCH", flip_source_date_epoch),
+    (
+        "unbuilt",
+        "the rootfs the build makes (removed after make)",
+        flip_rootfs_not_built,
+    ),
     ("revision", "the source revision", flip_source_revision),
     (
         "checkout",

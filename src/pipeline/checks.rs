@@ -123,43 +123,18 @@ impl Run<'_> {
     /// what they were diffed against.
     fn diff_against_image_layer(&mut self, rootfs: &Path) -> Result<(Vec<FileDiff>, String)> {
         let plan = self.plan;
-        let e = &plan.expected;
         let fetcher = self.fetcher;
         self.phase(&format!(
             "the published rootfs is gone: reading its files from the image {}",
             plan.expected_image_ref()
         ));
-        let published = crate::inputs::registry::published_image(
-            fetcher,
-            &mut self.ledger.inputs,
-            &e.registry,
-            &e.image,
-            &e.image_tag,
-        )?;
-        let c = RegistryClient::new(fetcher, &e.registry, &e.image);
-        let (curl, config) = c.blob_bytes(&mut self.ledger.inputs, &published.config_digest)?;
-        let config: serde_json::Value = serde_json::from_slice(&config)
-            .map_err(|e| Error::network(&curl, format!("the config is not JSON: {e}")))?;
-        let pick = rootfs_layer(&config, published.layers.len())
-            .ok_or_else(|| Error::network(&curl, "the published image has no layer"))?;
-        let digest = &published.layers[pick.index];
-        let blob = c.blob(&mut self.ledger.inputs, digest)?;
-        let (layer, diff_id) = layer_index(&blob.path)?;
-        if published.diff_ids.get(pick.index) != Some(&diff_id) {
-            return Err(Error::Tampered {
-                what: format!(
-                    "{} (layer {} uncompressed)",
-                    c.blob_url(digest),
-                    pick.index + 1
-                ),
-                expected: published
-                    .diff_ids
-                    .get(pick.index)
-                    .cloned()
-                    .unwrap_or_else(|| "no diffID in the config".into()),
-                actual: diff_id,
-            });
-        }
+        let PublishedLayer {
+            published,
+            pick,
+            blob,
+            files: layer,
+            diff_id,
+        } = published_rootfs_layer(plan, fetcher, &mut self.ledger.inputs)?;
         let mut rebuilt = crate::verify::tarindex::read_index(rootfs)?;
         // An image layer never holds the root directory itself; the tarball does.
         if !layer.contains_key(".") {
@@ -261,6 +236,69 @@ impl RootfsLayer {
             "the first layer: no history entry names the COPY"
         }
     }
+}
+
+/// The published image's rootfs layer, fetched and checked against its diffID.
+pub struct PublishedLayer {
+    pub published: crate::inputs::registry::PublishedImage,
+    /// Which layer, and how it was chosen.
+    pub pick: RootfsLayer,
+    /// The layer as stored (compressed as published).
+    pub blob: crate::inputs::store::Blob,
+    /// Its files.
+    pub files: TarIndex,
+    /// Its diffID (the sha256 of its uncompressed tar), equal to the config's.
+    pub diff_id: String,
+}
+
+/// The layer of the published image that holds the rootfs ([`rootfs_layer`]), fetched
+/// through the registry client (into the store, recorded in `inputs`) and checked against
+/// the config's diffID for it: other bytes are [`Error::Tampered`], naming the blob's URL.
+/// What the rootfs evidence and `--packages-from published` read when the tarball is gone.
+pub fn published_rootfs_layer(
+    plan: &crate::plan::Plan,
+    fetcher: &crate::inputs::fetch::Fetcher,
+    inputs: &mut crate::inputs::lock::InputsLock,
+) -> Result<PublishedLayer> {
+    let e = &plan.expected;
+    let published = crate::inputs::registry::published_image(
+        fetcher,
+        inputs,
+        &e.registry,
+        &e.image,
+        &e.image_tag,
+    )?;
+    let c = RegistryClient::new(fetcher, &e.registry, &e.image);
+    let (curl, config) = c.blob_bytes(inputs, &published.config_digest)?;
+    let config: serde_json::Value = serde_json::from_slice(&config)
+        .map_err(|e| Error::network(&curl, format!("the config is not JSON: {e}")))?;
+    let pick = rootfs_layer(&config, published.layers.len())
+        .ok_or_else(|| Error::network(&curl, "the published image has no layer"))?;
+    let digest = &published.layers[pick.index];
+    let blob = c.blob(inputs, digest)?;
+    let (files, diff_id) = layer_index(&blob.path)?;
+    if published.diff_ids.get(pick.index) != Some(&diff_id) {
+        return Err(Error::Tampered {
+            what: format!(
+                "{} (layer {} uncompressed)",
+                c.blob_url(digest),
+                pick.index + 1
+            ),
+            expected: published
+                .diff_ids
+                .get(pick.index)
+                .cloned()
+                .unwrap_or_else(|| "no diffID in the config".into()),
+            actual: diff_id,
+        });
+    }
+    Ok(PublishedLayer {
+        published,
+        pick,
+        blob,
+        files,
+        diff_id,
+    })
 }
 
 /// Which of `layers` layers holds the rootfs, from the image config's history: the layer

@@ -225,6 +225,7 @@ impl Run<'_> {
                     env: s.env.clone(),
                     scratch: Vec::new(),
                     nested_podman: None,
+                    produced: Vec::new(),
                 });
             }
             let lock = p.env_lock()?;

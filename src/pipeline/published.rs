@@ -13,7 +13,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::fetch::Fetcher;
 use crate::inputs::git::GitSource;
 use crate::inputs::lock::InputsLock;
-use crate::inputs::registry::RegistryClient;
 use crate::inputs::store::Store;
 use crate::plan::Plan;
 
@@ -146,38 +145,12 @@ fn from_image_layer(
     fetcher: &Fetcher,
     inputs: &mut InputsLock,
 ) -> Result<PublishedSet> {
-    let e = &plan.expected;
-    let published = crate::inputs::registry::published_image(
-        fetcher,
-        inputs,
-        &e.registry,
-        &e.image,
-        &e.image_tag,
-    )?;
-    let c = RegistryClient::new(fetcher, &e.registry, &e.image);
-    let (curl, config) = c.blob_bytes(inputs, &published.config_digest)?;
-    let config: serde_json::Value = serde_json::from_slice(&config)
-        .map_err(|e| Error::network(&curl, format!("the config is not JSON: {e}")))?;
-    let pick = super::checks::rootfs_layer(&config, published.layers.len())
-        .ok_or_else(|| Error::network(&curl, "the published image has no layer"))?;
-    let digest = &published.layers[pick.index];
-    let blob = c.blob(inputs, digest)?;
-    let (_, diff_id) = super::checks::layer_index(&blob.path)?;
-    if published.diff_ids.get(pick.index) != Some(&diff_id) {
-        return Err(Error::Tampered {
-            what: format!(
-                "{} (layer {} uncompressed)",
-                c.blob_url(digest),
-                pick.index + 1
-            ),
-            expected: published
-                .diff_ids
-                .get(pick.index)
-                .cloned()
-                .unwrap_or_else(|| "no diffID in the config".into()),
-            actual: diff_id,
-        });
-    }
+    let super::checks::PublishedLayer {
+        published,
+        pick,
+        blob,
+        ..
+    } = super::checks::published_rootfs_layer(plan, fetcher, inputs)?;
     Ok(PublishedSet {
         lock: lock_from_tarball(&blob.path)?,
         source: format!(

@@ -168,6 +168,7 @@ pub fn run_step(ctx: &JobContext, step: &PlannedStep) -> Result<(StepRecord, Inp
         nested_podman: (step.isolation == Isolation::NestedContainers
             && ctx.nested_podman.is_some())
         .then(NestedPodman::record),
+        produced: Vec::new(),
     };
     for argv in &step.commands {
         let mut job = job_for(ctx, step, argv.clone());
@@ -355,6 +356,17 @@ pub struct Build {
 }
 
 impl Run<'_> {
+    /// The profile's artifacts as they lie in the workspace: (file name, path).
+    fn artifact_paths(&self, ctx: &JobContext) -> Vec<(String, PathBuf)> {
+        let dir = ctx.workspace.join(&self.plan.artifacts.dir);
+        self.plan
+            .artifacts
+            .files
+            .iter()
+            .map(|f| (f.clone(), dir.join(f)))
+            .collect()
+    }
+
     /// Stage 5: run what is left of the steps after stage 4 (unless an environment step
     /// failed there). The environment lock is recorded once the last environment step
     /// among them ran, or at the end when stage 4 did not record it.
@@ -364,8 +376,19 @@ impl Run<'_> {
         let mut image = None;
         if failed.is_none() {
             let last_env = env.rest.iter().rposition(is_env_step);
+            let artifacts = self.artifact_paths(ctx);
             for (i, step) in env.rest.iter().enumerate() {
+                let before: Vec<bool> = artifacts.iter().map(|(_, p)| p.exists()).collect();
                 let r = self.run_steps(ctx, std::slice::from_ref(step))?;
+                let produced = artifacts
+                    .iter()
+                    .zip(&before)
+                    .filter(|((_, p), existed)| !**existed && p.exists())
+                    .map(|((name, _), _)| name.clone())
+                    .collect();
+                if let Some(record) = self.ledger.steps.last_mut() {
+                    record.produced = produced;
+                }
                 image = r.image.or(image);
                 if r.failed.is_some() {
                     failed = r.failed;

@@ -197,6 +197,11 @@ pub struct StepRecord {
     /// files' text and the variables pointing at them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nested_podman: Option<serde_json::Value>,
+    /// The profile's artifacts (`[artifacts] files`) this step made: absent before it ran
+    /// (the checkout is cleared of them before the build), present after. An artifact no
+    /// step made cannot have been rebuilt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub produced: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
