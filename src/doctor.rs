@@ -113,6 +113,18 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// Jobs on `backend` (the container sandbox or microVMs), with or without prepared
+    /// environments: what `reproduce`, `bisect` and `run` ask of the host.
+    pub fn jobs_on(backend: &crate::backend::BackendChoice, prepared_envs: bool) -> Needs {
+        let on_vm = matches!(backend, crate::backend::BackendChoice::Microvm(_));
+        Needs {
+            container: !on_vm,
+            microvm: on_vm,
+            prepared_envs,
+            world: false,
+        }
+    }
+
     /// `reprobox reproduce` with its defaults (what `doctor`'s exit code answers).
     pub const REPRODUCE: Needs = Needs {
         container: true,

@@ -47,13 +47,7 @@ pub fn execute(a: Args) -> Result<i32> {
         .backend
         .choice(crate::backend::microvm::DEFAULT_MEMORY_MIB)?;
     let plan = a.target.plan()?;
-    let on_vm = matches!(backend, crate::backend::BackendChoice::Microvm(_));
-    crate::doctor::preflight(crate::doctor::Needs {
-        container: !on_vm,
-        microvm: on_vm,
-        prepared_envs: true,
-        world: false,
-    })?;
+    crate::doctor::preflight(crate::doctor::Needs::jobs_on(&backend, true))?;
     let store = a.store.open()?;
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("reprobox-out").join(format!("bisect-{}-{}", plan.profile, plan.version))

@@ -111,7 +111,6 @@ pub fn execute(a: Args) -> Result<i32> {
         .backend
         .choice(crate::backend::microvm::DEFAULT_MEMORY_MIB)?;
     let plan = a.target.plan()?;
-    let on_vm = matches!(backend, crate::backend::BackendChoice::Microvm(_));
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("reprobox-out").join(format!("{}-{}", plan.profile, plan.version))
     });
@@ -147,12 +146,7 @@ pub fn execute(a: Args) -> Result<i32> {
     };
     // What this run needs of the host, tried before any work (`reprobox doctor`); from here
     // on a failure still writes the report (verdict incomplete, the stage, the reason).
-    let needs = crate::doctor::Needs {
-        container: !on_vm,
-        microvm: on_vm,
-        prepared_envs: !a.fresh_env,
-        world: false,
-    };
+    let needs = crate::doctor::Needs::jobs_on(&opts.backend, !a.fresh_env);
     let started = crate::doctor::preflight(needs)
         .map_err(|e| ("host checks", e))
         .and_then(|()| a.store.open().map_err(|e| ("store", e)));

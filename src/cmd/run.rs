@@ -446,13 +446,7 @@ fn execute_snapshot(a: Args) -> Result<i32> {
         }
     }
     let choice = a.backend.choice(crate::backend::microvm::RUN_MEMORY_MIB)?;
-    let on_vm = matches!(choice, crate::backend::BackendChoice::Microvm(_));
-    crate::doctor::preflight(crate::doctor::Needs {
-        container: !on_vm,
-        microvm: on_vm,
-        prepared_envs: true,
-        world: false,
-    })?;
+    crate::doctor::preflight(crate::doctor::Needs::jobs_on(&choice, true))?;
     let store = a.store.open()?;
     let customise = |job: &mut Job| -> Result<()> {
         apply_options(&a, job)?;

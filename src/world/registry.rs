@@ -72,6 +72,24 @@ fn write_once(p: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, p).ctx("rename", p)
 }
 
+/// Make manifest `md` (`sha256:…`, its blob already stored) a revision of `repo` and the
+/// current manifest of `tag`, as the registry's own push leaves its link files.
+fn link_manifest(storage: &Path, repo: &str, tag: &str, md: &str) -> Result<()> {
+    let mh = &md[7..];
+    let mroot = v2(storage)
+        .join("repositories")
+        .join(repo)
+        .join("_manifests");
+    for d in [
+        mroot.join("revisions/sha256").join(mh),
+        mroot.join("tags").join(tag).join("current"),
+        mroot.join("tags").join(tag).join("index/sha256").join(mh),
+    ] {
+        write_once(&d.join("link"), md.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Stores an image made of one layer (`entries`) under `repo:tag` in registry storage.
 pub fn put_single_layer_image(
     storage: &Path,
@@ -108,18 +126,7 @@ pub fn put_single_layer_image(
     let manifest_bytes = serde_json::to_vec(&manifest)
         .map_err(|e| Error::Environment(format!("world: manifest json: {e}")))?;
     let md = put_blob(storage, repo, &manifest_bytes)?;
-    let mh = &md[7..];
-    let mroot = v2(storage)
-        .join("repositories")
-        .join(repo)
-        .join("_manifests");
-    for d in [
-        mroot.join("revisions/sha256").join(mh),
-        mroot.join("tags").join(tag).join("current"),
-        mroot.join("tags").join(tag).join("index/sha256").join(mh),
-    ] {
-        write_once(&d.join("link"), md.as_bytes())?;
-    }
+    link_manifest(storage, repo, tag, &md)?;
     Ok(ImageRecord {
         repository: repo.into(),
         tag: tag.into(),
@@ -256,17 +263,6 @@ pub fn republish_config(
     }
     let manifest_text = manifest_text.replace(&was, &descriptor(&config_d, new_config.len()));
     let md = put_blob(storage, repo, manifest_text.as_bytes())?;
-    let mh = &md[7..];
-    let mroot = v2(storage)
-        .join("repositories")
-        .join(repo)
-        .join("_manifests");
-    for d in [
-        mroot.join("revisions/sha256").join(mh),
-        mroot.join("tags").join(tag).join("current"),
-        mroot.join("tags").join(tag).join("index/sha256").join(mh),
-    ] {
-        write_once(&d.join("link"), md.as_bytes())?;
-    }
+    link_manifest(storage, repo, tag, &md)?;
     read_image(storage, repo, tag)
 }
