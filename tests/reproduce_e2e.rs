@@ -1013,6 +1013,10 @@ fn a_registry_body_not_matching_its_digest_is_refused_and_another_compressor_is_
             servers.registry_url, rec.manifest_digest
         ))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .header(
+            "Authorization",
+            &servers.pull_authorization("archlinux/archlinux").unwrap(),
+        )
         .call()
         .unwrap()
         .body_mut()

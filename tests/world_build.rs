@@ -50,6 +50,39 @@ fn get(url: &str) -> Vec<u8> {
         .unwrap()
 }
 
+/// Whether a registry answers at all at `base` (`/v2/`: 200, or 401 asking for a token).
+fn registry_answers(base: &str) -> bool {
+    match ureq::get(&format!("{base}/v2/")).call() {
+        Ok(_) => true,
+        Err(ureq::Error::StatusCode(c)) => c == 401,
+        Err(_) => false,
+    }
+}
+
+/// GET `url` with `authorization`, or without: (status, `WWW-Authenticate`,
+/// `Docker-Content-Digest`, body).
+fn registry_get(
+    url: &str,
+    authorization: Option<&str>,
+) -> (u16, Option<String>, Option<String>, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url).header(
+        "Accept",
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+    );
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let mut r = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let (auth, digest) = (h("WWW-Authenticate"), h("Docker-Content-Digest"));
+    let body = r.body_mut().read_to_vec().unwrap();
+    (r.status().as_u16(), auth, digest, body)
+}
+
 /// The URL of the first bootstrap's sha256sums.txt on the served archive.
 fn sums_url(m: &w::UpstreamWorld, archive: &str) -> String {
     let path = m.arch["bootstraps"][0]["path"].as_str().unwrap();
@@ -290,25 +323,29 @@ fn serve_serves_every_host_and_stops_on_drop() {
     ));
     assert_eq!(&idx[..2], &[0x1f, 0x8b], "APKINDEX is not gzip");
 
-    // Docker Hub: the published image by tag, with the digest world.json names.
-    let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+    // Docker Hub: the registry asks for a bearer token, as Docker Hub does, naming its real
+    // token service; the world's (hub_auth) gives an anonymous pull token the registry
+    // verifies, and with it the published image by tag has the digest world.json names.
     let url = format!(
         "{}/v2/{}/manifests/{}",
         l["registry"], m.image.repository, m.image.tag
     );
-    let mut r = ureq::get(&url)
-        .header("Accept", accept)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(
-        r.headers()
-            .get("Docker-Content-Digest")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        m.image.manifest_digest
+    let (status, challenge, _, _) = registry_get(&url, None);
+    assert_eq!(status, 401);
+    let challenge = challenge.expect("a 401 without WWW-Authenticate");
+    assert!(
+        challenge.starts_with(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#
+        ) && challenge.contains(&format!(
+            r#"scope="repository:{}:pull""#,
+            m.image.repository
+        )),
+        "{challenge}"
     );
-    let body = r.body_mut().read_to_vec().unwrap();
+    let token = s.pull_authorization(&m.image.repository).unwrap();
+    let (status, _, digest, body) = registry_get(&url, Some(&token));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(digest.as_deref(), Some(m.image.manifest_digest.as_str()));
     assert_eq!(format!("sha256:{}", sha256(&body)), m.image.manifest_digest);
     let url = format!(
         "{}/v2/{}/manifests/{}",
@@ -316,9 +353,80 @@ fn serve_serves_every_host_and_stops_on_drop() {
         alpine::IMAGE_REPO,
         alpine::IMAGE_TAG
     );
+    let alpine_token = s.pull_authorization(alpine::IMAGE_REPO).unwrap();
+    assert_eq!(registry_get(&url, Some(&alpine_token)).0, 200, "{url}");
+    // A token is for the repositories it names; one from another token service (another
+    // key) is not accepted; and anonymous push is refused (the token holds pull only, as
+    // Docker Hub's anonymous tokens do).
+    assert_eq!(registry_get(&url, Some(&token)).0, 401, "{url}");
+    let forged = reprobox::world::hub_auth::TokenService::new()
+        .unwrap()
+        .answer(
+            &format!(
+                "service=registry.docker.io&scope=repository:{}:pull",
+                alpine::IMAGE_REPO
+            ),
+            jiff::Timestamp::now().as_second(),
+        )
+        .unwrap();
+    let forged: serde_json::Value = serde_json::from_str(&forged).unwrap();
+    let forged = format!("Bearer {}", forged["token"].as_str().unwrap());
+    assert_eq!(registry_get(&url, Some(&forged)).0, 401, "{url}");
+    let push_token: serde_json::Value = serde_json::from_slice(&get(&format!(
+        "{}/token?service=registry.docker.io&scope=repository:{}:pull,push",
+        l["hub_auth"], m.image.repository
+    )))
+    .unwrap();
+    let upload = format!("{}/v2/{}/blobs/uploads/", l["registry"], m.image.repository);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .post(&upload)
+        .header(
+            "Authorization",
+            &format!("Bearer {}", push_token["token"].as_str().unwrap()),
+        )
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "anonymous push was let through");
+    let challenge = r
+        .headers()
+        .get("WWW-Authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    // `reprobox image diff` of the published image by tag and by digest, its token realm
+    // asked at the world's token service.
+    let store = tempfile::tempdir().unwrap();
+    let reg = l["registry"].trim_start_matches("http://");
+    let o = Command::new(env!("CARGO_BIN_EXE_reprobox"))
+        .args(["image", "diff", "--store"])
+        .arg(store.path())
+        .arg(format!(
+            "http://{reg}/{}:{}",
+            m.image.repository, m.image.tag
+        ))
+        .arg(format!(
+            "http://{reg}/{}@{}",
+            m.image.repository, m.image.manifest_digest
+        ))
+        .arg(format!("--auth-location=auth.docker.io={}", l["hub_auth"]))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The token service refuses another service.
     assert!(
-        ureq::get(&url).header("Accept", accept).call().is_ok(),
-        "{url}"
+        ureq::get(&format!("{}/token?service=ghcr.io", l["hub_auth"]))
+            .call()
+            .is_err()
     );
 
     // Hidden files (markers, the world's own files) and parent paths are refused.
@@ -339,10 +447,7 @@ fn serve_serves_every_host_and_stops_on_drop() {
     let registry_url = l["registry"].clone();
     drop(s);
     assert!(ureq::get(&sums_url).call().is_err(), "archive still served");
-    assert!(
-        ureq::get(&format!("{registry_url}/v2/")).call().is_err(),
-        "registry still running"
-    );
+    assert!(!registry_answers(&registry_url), "registry still running");
 }
 
 #[test]
@@ -503,7 +608,7 @@ fn cli_serve_prints_every_location_and_stops_on_sigint() {
     }
     let registry = &exports["registry"];
     assert!(ureq::get(&sums_url(m, &exports["archive"])).call().is_ok());
-    assert!(ureq::get(&format!("{registry}/v2/")).call().is_ok());
+    assert!(registry_answers(registry));
     assert!(
         ureq::get(&format!("{}/info/refs", exports["git"]))
             .call()
@@ -513,10 +618,7 @@ fn cli_serve_prints_every_location_and_stops_on_sigint() {
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(130));
-    assert!(
-        ureq::get(&format!("{registry}/v2/")).call().is_err(),
-        "registry outlived serve"
-    );
+    assert!(!registry_answers(registry), "registry outlived serve");
 }
 
 /// The real profile, its locations pointed at the served world, plans the world's release
@@ -593,16 +695,8 @@ fn the_real_profile_plans_the_release_against_the_served_world() {
         e["image"].as_str().unwrap(),
         e["image_tag"].as_str().unwrap()
     );
-    let r = ureq::get(&url)
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(
-        r.headers()
-            .get("Docker-Content-Digest")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        m.image.manifest_digest
-    );
+    let token = s.pull_authorization(e["image"].as_str().unwrap()).unwrap();
+    let (status, _, digest, _) = registry_get(&url, Some(&token));
+    assert_eq!(status, 200, "{url}");
+    assert_eq!(digest.as_deref(), Some(m.image.manifest_digest.as_str()));
 }

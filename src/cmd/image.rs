@@ -49,6 +49,10 @@ pub struct DiffArgs {
     /// Use only what the store holds for registry references; nothing leaves the machine.
     #[arg(long)]
     pub offline: bool,
+    /// Ask a registry's token realm on HOST at URL instead (repeatable): where a mirror of
+    /// Docker Hub's auth host answers, e.g. `auth.docker.io=http://127.0.0.1:7878/auth`.
+    #[arg(long = "auth-location", value_name = "HOST=URL", value_parser = crate::plan::parse_location_override)]
+    pub auth_locations: Vec<(String, String)>,
 }
 
 pub fn execute(a: Args) -> Result<i32> {
@@ -86,8 +90,8 @@ fn diff(d: DiffArgs) -> Result<i32> {
         }
     };
     let fetcher = || -> Result<Fetcher> { Ok(Fetcher::new(d.store.open()?, d.offline)) };
-    let ia = Image::open(&a, fetcher)?;
-    let ib = Image::open(&b, fetcher)?;
+    let ia = Image::open(&a, fetcher, &d.auth_locations)?;
+    let ib = Image::open(&b, fetcher, &d.auth_locations)?;
     let result = imagediff::diff(&ia, &ib)?;
     if d.json {
         println!(

@@ -74,14 +74,17 @@ fn hex_of(digest: &str) -> &str {
 
 /// Fetch `r` from the registry at `registry_base` (online) or find it in the store
 /// (offline), every piece checked against its digest and recorded in `lock`, through the
-/// registry client (`inputs::registry`).
+/// registry client (`inputs::registry`); a token realm whose host is one of `realms` is
+/// asked at its location.
 pub fn pin(
     fetcher: &Fetcher,
     lock: &mut InputsLock,
     registry_base: &str,
     r: &DigestRef,
+    realms: &[(String, String)],
 ) -> Result<PinnedImage> {
-    let client = RegistryClient::new(fetcher, registry_base, &r.repository);
+    let client =
+        RegistryClient::new(fetcher, registry_base, &r.repository).with_realm_locations(realms);
     let (murl, body) = client.manifest(lock, &r.digest)?;
     let media_type = registry::manifest_media_type(&body);
     let v: serde_json::Value = serde_json::from_slice(&body)
@@ -339,7 +342,7 @@ mod tests {
             .with_progress(false);
         let base = format!("http://{addr}");
         let mut lock = InputsLock::default();
-        let pinned = pin(&fetcher, &mut lock, &base, &r).unwrap();
+        let pinned = pin(&fetcher, &mut lock, &base, &r, &[]).unwrap();
         assert_eq!(pinned.blobs, vec![digest(&config), digest(&layer)]);
         assert_eq!(lock.entries.len(), 3);
         assert!(lock.entries.iter().all(|e| e.status == Status::Fetched));
@@ -347,7 +350,7 @@ mod tests {
             digest: digest(b"other"),
             ..r
         };
-        let e = pin(&fetcher, &mut lock, &base, &other).unwrap_err();
+        let e = pin(&fetcher, &mut lock, &base, &other, &[]).unwrap_err();
         let url = registry::manifest_url(&base, "w/base", &other.digest);
         assert!(e.to_string().contains(&url), "{e}");
         let served = server.stop();

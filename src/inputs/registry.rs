@@ -311,15 +311,17 @@ pub struct PublishedImage {
 /// The published image `image:tag` at the registry `registry`, for linux/amd64: online
 /// from the registry (the tag asked for again, the rest by digest from the store when held),
 /// offline from the store alone. Manifest, index and config are stored under their URLs and
-/// recorded in `lock`.
+/// recorded in `lock`. A token realm whose host is one of `realms` is asked at its location
+/// ([`RegistryClient::with_realm_locations`]).
 pub fn published_image(
     fetcher: &Fetcher,
     lock: &mut InputsLock,
     registry: &str,
     image: &str,
     tag: &str,
+    realms: &[(String, String)],
 ) -> Result<PublishedImage> {
-    let c = RegistryClient::new(fetcher, registry, image);
+    let c = RegistryClient::new(fetcher, registry, image).with_realm_locations(realms);
     let (url, body) = c.manifest_by_tag(lock, tag)?;
     let top_digest = crate::digest::sha256_digest(&body);
     let top = json(&url, "the manifest", &body)?;
@@ -606,6 +608,7 @@ mod tests {
             &base,
             "arch/img",
             "v1",
+            &[],
         )
         .unwrap();
         assert_eq!(online.manifest_digest, digest(&manifest));
@@ -627,8 +630,15 @@ mod tests {
 
         let asked = seen.lock().unwrap().len();
         let mut lock = InputsLock::default();
-        let offline =
-            published_image(&fetcher(d.path(), true), &mut lock, &base, "arch/img", "v1").unwrap();
+        let offline = published_image(
+            &fetcher(d.path(), true),
+            &mut lock,
+            &base,
+            "arch/img",
+            "v1",
+            &[],
+        )
+        .unwrap();
         assert_eq!(offline, online);
         assert_eq!(
             statuses(&lock),
@@ -672,6 +682,7 @@ mod tests {
             &base,
             "lib/a",
             "latest",
+            &[],
         )
         .unwrap();
         assert_eq!(p.index_digest, Some(digest(&index)));
@@ -731,7 +742,7 @@ mod tests {
         let f = fetcher(d.path(), false);
 
         let mut lock = InputsLock::default();
-        let e = published_image(&f, &mut lock, &base, "x", "v1").unwrap_err();
+        let e = published_image(&f, &mut lock, &base, "x", "v1", &[]).unwrap_err();
         let curl = blob_url(&base, "x", &digest(&config));
         match &e {
             Error::Tampered { what, .. } => assert!(what.contains(&curl), "{e}"),
@@ -743,7 +754,7 @@ mod tests {
                 .is_none()
         );
 
-        let e = published_image(&f, &mut lock, &base, "x", "v2").unwrap_err();
+        let e = published_image(&f, &mut lock, &base, "x", "v2", &[]).unwrap_err();
         match &e {
             Error::Tampered { what, .. } => {
                 assert!(what.contains(&manifest_url(&base, "x", "v2")), "{e}")
@@ -775,7 +786,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = fetcher(d.path(), true);
         let mut lock = InputsLock::default();
-        let e = published_image(&f, &mut lock, "http://127.0.0.1:9", "x/y", "v1").unwrap_err();
+        let e = published_image(&f, &mut lock, "http://127.0.0.1:9", "x/y", "v1", &[]).unwrap_err();
         let url = manifest_url("http://127.0.0.1:9", "x/y", "v1");
         match &e {
             Error::Network { url: u, message } => {

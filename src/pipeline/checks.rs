@@ -261,14 +261,16 @@ pub fn published_rootfs_layer(
     inputs: &mut crate::inputs::lock::InputsLock,
 ) -> Result<PublishedLayer> {
     let e = &plan.expected;
+    let realms = plan.host_locations();
     let published = crate::inputs::registry::published_image(
         fetcher,
         inputs,
         &e.registry,
         &e.image,
         &e.image_tag,
+        &realms,
     )?;
-    let c = RegistryClient::new(fetcher, &e.registry, &e.image);
+    let c = RegistryClient::new(fetcher, &e.registry, &e.image).with_realm_locations(&realms);
     let (curl, config) = c.blob_bytes(inputs, &published.config_digest)?;
     let config: serde_json::Value = serde_json::from_slice(&config)
         .map_err(|e| Error::network(&curl, format!("the config is not JSON: {e}")))?;

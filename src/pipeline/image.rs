@@ -160,6 +160,7 @@ impl Run<'_> {
                 &mut self.ledger.inputs,
                 &registry,
                 &r,
+                &plan.host_locations(),
             )?);
         }
         // Let the environment's podman pull the pinned images from the job's loopback.
@@ -192,6 +193,7 @@ impl Run<'_> {
             &e.registry,
             &e.image,
             &e.image_tag,
+            &self.plan.host_locations(),
         )
     }
 
@@ -412,8 +414,13 @@ impl Run<'_> {
             repository: plan.expected.image.clone(),
             digest: published.manifest_digest.clone(),
         };
-        let pinned =
-            crate::inputs::images::pin(self.fetcher, &mut self.ledger.inputs, registry, &r)?;
+        let pinned = crate::inputs::images::pin(
+            self.fetcher,
+            &mut self.ledger.inputs,
+            registry,
+            &r,
+            &plan.host_locations(),
+        )?;
         write_docker_archive(
             self.fetcher.store(),
             &pinned,

@@ -192,6 +192,18 @@ pub struct Plan {
     pub egress: Vec<PlannedEgress>,
 }
 
+impl Plan {
+    /// Each egress host and the location that stands for it (after overrides): where
+    /// reprobox's own clients reach a host a server names, such as the token realm
+    /// `https://auth.docker.io/token` of Docker Hub's challenge.
+    pub fn host_locations(&self) -> Vec<(String, String)> {
+        self.egress
+            .iter()
+            .map(|e| (e.host.clone(), e.location.clone()))
+            .collect()
+    }
+}
+
 /// One egress host of the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedEgress {

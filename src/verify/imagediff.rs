@@ -229,14 +229,19 @@ fn media_type_of(compression: Compression) -> &'static str {
 
 impl Image {
     /// Read `input`: an existing path is an archive or a layout directory; anything else
-    /// must be a registry reference, fetched through `fetcher` (called only then).
-    pub fn open(input: &str, fetcher: impl FnOnce() -> Result<Fetcher>) -> Result<Image> {
+    /// must be a registry reference, fetched through `fetcher` (called only then), a token
+    /// realm whose host is one of `realms` (host, location) asked at that location.
+    pub fn open(
+        input: &str,
+        fetcher: impl FnOnce() -> Result<Fetcher>,
+        realms: &[(String, String)],
+    ) -> Result<Image> {
         let path = Path::new(input);
         if path.exists() {
             return Image::open_path(input, path);
         }
         match parse_reference(input) {
-            Some(r) => Image::open_registry(input, &fetcher()?, &r),
+            Some(r) => Image::open_registry(input, &fetcher()?, &r, realms),
             None => Err(bad(input, format!("no such file or directory; {EXPECTED}"))),
         }
     }
@@ -416,8 +421,13 @@ impl Image {
     /// An image from a registry: the manifest (by tag or digest; an index is followed to
     /// its only or its linux/amd64 manifest), the config and every layer through the
     /// registry client into the store.
-    pub fn open_registry(input: &str, fetcher: &Fetcher, r: &ImageRef) -> Result<Image> {
-        let c = RegistryClient::new(fetcher, &r.base, &r.repository);
+    pub fn open_registry(
+        input: &str,
+        fetcher: &Fetcher,
+        r: &ImageRef,
+        realms: &[(String, String)],
+    ) -> Result<Image> {
+        let c = RegistryClient::new(fetcher, &r.base, &r.repository).with_realm_locations(realms);
         let mut lock = InputsLock::default();
         let (mut url, mut body) = if r.reference.starts_with("sha256:") {
             c.manifest(&mut lock, &r.reference)?
@@ -1536,7 +1546,7 @@ mod tests {
         assert!(e.to_string().starts_with("image notes.txt: "), "{e}");
         let e = Image::open_path("empty", d.path()).unwrap_err();
         assert!(e.to_string().contains("neither index.json"), "{e}");
-        let e = Image::open("/nonexistent/x.tar", || unreachable!()).unwrap_err();
+        let e = Image::open("/nonexistent/x.tar", || unreachable!(), &[]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("no such file"), "{e}");
     }

@@ -17,6 +17,7 @@ pub mod fileserver;
 pub mod fixtures;
 pub mod from_upstream;
 pub mod gitlab;
+pub mod hub_auth;
 pub mod pki;
 pub mod registry;
 pub mod serve;

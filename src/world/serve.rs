@@ -1,8 +1,9 @@
 //! Serving the world on 127.0.0.1: a small static HTTP server for `archive/` (at `/`,
 //! archive.archlinux.org), `gitlab/` (at `/gitlab/`, gitlab.archlinux.org: the repository by
 //! git's dumb HTTP protocol, the package registry's files) and `alpine/` (at `/alpine/`, the
-//! Alpine CDN), plus Debian's docker-registry over `registry/` (Docker Hub). Everything stops
-//! when the returned `WorldServers` is dropped.
+//! Alpine CDN), plus Debian's docker-registry over `registry/` (Docker Hub), which asks for
+//! Docker Hub's bearer tokens, and their token service at `/auth/token` (auth.docker.io,
+//! `world::hub_auth`). Everything stops when the returned `WorldServers` is dropped.
 //!
 //! The world has a "today" ([`serve_at`]): its package registry answers 404 for a release
 //! more than 60 days older (`gitlab::package_expired`), as upstream's registry cleanup does.
@@ -45,7 +46,8 @@ pub struct WorldServers {
     pub git_url: String,
     pub gitlab_url: String,
     pub alpine_url: String,
-    /// Docker Hub's auth host: the world's registry asks for no token, so it is the registry.
+    /// Docker Hub's auth host (`…/auth`: its token service at `…/auth/token`), whose tokens
+    /// the world's registry asks for.
     pub hub_auth_url: String,
     stop: Arc<AtomicBool>,
     http_addr: std::net::SocketAddr,
@@ -65,6 +67,28 @@ impl WorldServers {
             ("alpine", self.alpine_url.clone()),
             ("hub_auth", self.hub_auth_url.clone()),
         ]
+    }
+
+    /// An `Authorization` value for pulling `repository` from the world's registry: an
+    /// anonymous token from the world's token service, as a Docker Hub client gets one.
+    pub fn pull_authorization(&self, repository: &str) -> Result<String> {
+        let url = format!(
+            "{}/token?service={}&scope=repository:{repository}:pull",
+            self.hub_auth_url,
+            crate::world::hub_auth::SERVICE
+        );
+        let body = ureq::get(&url)
+            .call()
+            .map_err(|e| Error::network(&url, e.to_string()))?
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| Error::network(&url, e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| Error::network(&url, e.to_string()))?;
+        v["token"]
+            .as_str()
+            .map(|t| format!("Bearer {t}"))
+            .ok_or_else(|| Error::network(&url, "no token in the answer"))
     }
 
     /// The `REPROBOX_LOCATION_*` exports.
@@ -133,6 +157,7 @@ pub fn serve_at(
         }
     }
     let mut roots = Roots::of(&dir);
+    let tokens = crate::world::hub_auth::TokenService::new()?;
     roots.today = match today {
         Some(d) => Some(d),
         None => archive_last_day(&dir.join("archive")),
@@ -147,6 +172,15 @@ pub fn serve_at(
     })?;
     let http_addr = listener.local_addr().ctx("listen", "127.0.0.1")?;
     let stop = Arc::new(AtomicBool::new(false));
+    let reg_port = if ports.registry == 0 {
+        free_port()?
+    } else {
+        ports.registry
+    };
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).ctx("create directory", &work)?;
+    let auth = tokens.registry_config(&work.join(format!("registry-token-{reg_port}.pem")))?;
+    roots.tokens = Some(tokens);
     let roots = Arc::new(roots);
     let stop2 = stop.clone();
     let http = std::thread::spawn(move || {
@@ -163,18 +197,10 @@ pub fn serve_at(
         }
     });
 
-    let reg_port = if ports.registry == 0 {
-        free_port()?
-    } else {
-        ports.registry
-    };
     let reg_bin = tools::require("docker-registry", "docker-registry")?;
-    let cfg = registry::write_config(
-        &dir.join("work")
-            .join(format!("registry-serve-{reg_port}.yml")),
-        &dir.join("registry"),
-        &format!("127.0.0.1:{reg_port}"),
-    )?;
+    let cfg = work.join(format!("registry-serve-{reg_port}.yml"));
+    let text = registry::config_text(&dir.join("registry"), &format!("127.0.0.1:{reg_port}"));
+    std::fs::write(&cfg, text + &auth).ctx("write", &cfg)?;
     let mut child = Command::new(reg_bin)
         .arg("serve")
         .arg(&cfg)
@@ -214,7 +240,7 @@ pub fn serve_at(
         git_url: format!("{gitlab}/{}", crate::world::gitlab::REPO_PATH),
         gitlab_url: gitlab,
         alpine_url: format!("{base}/alpine"),
-        hub_auth_url: registry_url.clone(),
+        hub_auth_url: format!("{base}/auth"),
         registry_url,
         stop,
         http_addr,
@@ -241,6 +267,8 @@ struct Roots {
     /// The world's today: the package registry's cleanup is applied against it (none: every
     /// package is served).
     today: Option<jiff::civil::Date>,
+    /// Docker Hub's token service, at `/auth/token`.
+    tokens: Option<crate::world::hub_auth::TokenService>,
 }
 
 impl Roots {
@@ -254,6 +282,7 @@ impl Roots {
                 ("/", dir.join("archive")),
             ],
             today: None,
+            tokens: None,
         }
     }
 }
@@ -286,6 +315,12 @@ fn resolve(roots: &Roots, url_path: &str) -> Option<PathBuf> {
         return None;
     }
     Some(canon)
+}
+
+/// The query of a request for Docker Hub's token service (`/auth/token?…`).
+fn token_query(url_path: &str) -> Option<&str> {
+    let (path, query) = url_path.split_once('?').unwrap_or((url_path, ""));
+    (path == "/auth/token").then_some(query)
 }
 
 /// The archive's directory listing, as archive.archlinux.org's nginx autoindex gives it
@@ -360,6 +395,25 @@ fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
         return w.write_all(
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
+    }
+    if let (Some(tokens), Some(query)) = (&roots.tokens, token_query(parts[1])) {
+        let now = jiff::Timestamp::now().as_second();
+        let (status, body) = match tokens.answer(query, now) {
+            Ok(json) => ("200 OK", json),
+            Err(e) => (
+                "400 Bad Request",
+                serde_json::json!({"details": e.to_string()}).to_string(),
+            ),
+        };
+        write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        if parts[0] == "GET" {
+            w.write_all(body.as_bytes())?;
+        }
+        return w.flush();
     }
     match resolve(roots, parts[1]) {
         None => match listing(roots, parts[1]) {
