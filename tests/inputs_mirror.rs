@@ -332,6 +332,7 @@ fn mirror_catches_upstream_serving_wrong_bytes() {
         MirrorConfig {
             store: Store::open(sd.path()).unwrap(),
             upstream: srv.url(),
+            canonical: None,
             offline: false,
         },
     )
@@ -363,6 +364,7 @@ fn mirror_serves_ranges_and_head() {
         MirrorConfig {
             store: Store::open(sd.path()).unwrap(),
             upstream: up,
+            canonical: None,
             offline: false,
         },
     )

@@ -207,6 +207,22 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
             "no egress line for {host}:\n{lock1}"
         );
     }
+    // reprobox's own fetches (the bootstrap, the published image) are named by the real
+    // hosts' URLs too, not by the locations that served them.
+    for name in [
+        format!(
+            "https://registry-1.docker.io/v2/{}/manifests/{}",
+            m.image.repository, m.image.tag
+        ),
+        "https://archive.archlinux.org/iso/".to_string(),
+    ] {
+        assert!(
+            lock1
+                .lines()
+                .any(|l| !l.starts_with("egress ") && l.contains(&name)),
+            "no line names {name}:\n{lock1}"
+        );
+    }
     // The report carries the egress's record: the run CA's certificate (never a key), and
     // every request, none refused.
     let eg = &r["egress"];
@@ -251,11 +267,18 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     let envs = prepared_envs(&store);
     assert_eq!(envs.len(), 1, "{envs:?}");
 
-    // 2. Every upstream server stopped, the store warm, --offline: still reproduced, and the
-    //    inputs lock shows no upstream fetch.
+    // 2. Every upstream server stopped, the store warm, --offline, and every location moved
+    //    to another address (the store names what reprobox fetched by the real hosts'
+    //    URLs, so it replays wherever it was fetched from): still reproduced, and the inputs
+    //    lock shows no upstream fetch.
     drop(servers);
     let out2 = tmp.path().join("out2");
-    let (o, r) = reproduce(&store, &out2, &locs, &["--offline"]);
+    let moved: Vec<String> = locs
+        .iter()
+        .map(|l| l.replace("http://127.0.0.1:", "http://127.0.0.9:"))
+        .collect();
+    assert_ne!(moved, locs);
+    let (o, r) = reproduce(&store, &out2, &moved, &["--offline"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(r["verdict"], "reproduced");
     assert_eq!(
@@ -292,9 +315,10 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     );
 
     // 2b. --fresh-env: the environment steps run again from the base, for this run alone,
-    //     and give the same bytes.
+    //     and give the same bytes (the rollback's mirror, too, answers from what the store
+    //     holds under the real archive's URLs, at the moved location).
     let out2b = tmp.path().join("out2b");
-    let (o, r) = reproduce(&store, &out2b, &locs, &["--offline", "--fresh-env"]);
+    let (o, r) = reproduce(&store, &out2b, &moved, &["--offline", "--fresh-env"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         check(&r, "rootfs-sha256")["actual"],

@@ -51,6 +51,7 @@ pub fn execute(a: Args) -> Result<i32> {
         MirrorConfig {
             store,
             upstream: upstream.clone(),
+            canonical: None,
             offline: a.offline,
         },
     )?;

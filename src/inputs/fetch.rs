@@ -75,6 +75,29 @@ pub struct Fetcher {
     backoff: Duration,
     progress: bool,
     agent: ureq::Agent,
+    /// (location, canonical URL) prefixes: what is fetched from under a location is named by
+    /// its canonical URL in the store's origin index and the lock, so a store filled from one
+    /// location replays against another ([`Fetcher::with_names`]).
+    names: Vec<(String, String)>,
+}
+
+/// `url` named by its canonical URL: the longest `(location, canonical)` prefix of `names`
+/// that `url` starts with (at a `/`, `?` or its end) replaced by its canonical URL; `url`
+/// itself when none matches.
+pub fn canonical_name<'u>(names: &[(String, String)], url: &'u str) -> std::borrow::Cow<'u, str> {
+    let under = |loc: &str| {
+        let loc = loc.trim_end_matches('/');
+        url.strip_prefix(loc)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            .map(|rest| (loc.len(), rest))
+    };
+    names
+        .iter()
+        .filter_map(|(loc, canon)| under(loc).map(|(n, rest)| (n, canon, rest)))
+        .max_by_key(|(n, _, _)| *n)
+        .map_or(std::borrow::Cow::Borrowed(url), |(_, canon, rest)| {
+            std::borrow::Cow::Owned(format!("{}{rest}", canon.trim_end_matches('/')))
+        })
 }
 
 impl Fetcher {
@@ -95,7 +118,22 @@ impl Fetcher {
             backoff: Duration::from_millis(250),
             progress: true,
             agent,
+            names: Vec::new(),
         }
+    }
+
+    /// Name what is fetched from under each location by its canonical URL (`(location,
+    /// canonical)` prefixes, e.g. `("http://127.0.0.1:7879", "https://registry-1.docker.io")`):
+    /// the store's origin index, offline lookups and lock records use the canonical URL, the
+    /// request goes to the location.
+    pub fn with_names(mut self, names: Vec<(String, String)>) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// The name `url` is stored and recorded under ([`canonical_name`]).
+    pub fn name_of<'u>(&self, url: &'u str) -> std::borrow::Cow<'u, str> {
+        canonical_name(&self.names, url)
     }
 
     /// Change how many attempts a download gets and the first backoff (doubled each time).
@@ -149,7 +187,7 @@ impl Fetcher {
             Outcome::Hit => Status::Hit,
             Outcome::Fetched => Status::Fetched,
         };
-        lock.record(status, url, Some((&b.sha256, b.size)));
+        lock.record(status, &self.name_of(url), Some((&b.sha256, b.size)));
         Ok(b)
     }
 
@@ -210,7 +248,8 @@ impl Fetcher {
                 format!("{sha:?} is not 64 lowercase hex digits"),
             ));
         }
-        if let Some(b) = self.cached(url, expected, immutable || self.offline)? {
+        let name = self.name_of(url);
+        if let Some(b) = self.cached(&name, expected, immutable || self.offline)? {
             return Ok(Some((b, Outcome::Hit)));
         }
         if self.offline {
@@ -222,12 +261,12 @@ impl Fetcher {
                 return Ok(None);
             }
             return Ok(Some((
-                self.store.put_file(&path, expected, url)?,
+                self.store.put_file(&path, expected, &name)?,
                 Outcome::Fetched,
             )));
         }
         if url.starts_with("http://") || url.starts_with("https://") {
-            return self.download(url, expected, immutable, req);
+            return self.download(url, &name, expected, immutable, req);
         }
         Err(Error::bad_input(
             format!("URL {url}"),
@@ -296,18 +335,20 @@ impl Fetcher {
         Ok(None)
     }
 
+    /// Download `url` into the store, named `name` there (its canonical URL).
     fn download(
         &self,
         url: &str,
+        name: &str,
         expected: Option<&str>,
         immutable: bool,
         req: &Request<'_>,
     ) -> Result<Option<(Blob, Outcome)>> {
-        let key = crate::digest::sha256_hex(url.as_bytes());
+        let key = crate::digest::sha256_hex(name.as_bytes());
         // Serialise downloads of one URL across threads and processes.
         let _url_lock = self.store.lock(&format!("url-{key}"))?;
         // Another thread or process may have stored it while we waited.
-        if let Some(b) = self.cached(url, expected, immutable)? {
+        if let Some(b) = self.cached(name, expected, immutable)? {
             return Ok(Some((b, Outcome::Hit)));
         }
         let partial = self.store.partial_dir().join(&key);
@@ -501,7 +542,7 @@ impl Fetcher {
                 actual,
             });
         }
-        let blob = self.store.commit(&partial, &actual, size, url)?;
+        let blob = self.store.commit(&partial, &actual, size, name)?;
         drop(file);
         if self.progress && !std::io::stderr().is_terminal() {
             eprintln!("fetched {url} ({size} bytes, sha256 {actual})");
@@ -622,5 +663,63 @@ mod tests {
         assert!(offline.try_fetch(&other, None, false).unwrap().is_none());
         let e = online.fetch(&url, Some(&"1".repeat(64))).unwrap_err();
         assert!(matches!(e, Error::Tampered { .. }));
+    }
+
+    #[test]
+    fn a_location_is_named_by_its_canonical_url_and_replays_from_another() {
+        let names = |loc: &str| {
+            vec![
+                (
+                    format!("{loc}/gitlab/"),
+                    "https://gitlab.example".to_string(),
+                ),
+                (loc.to_string(), "https://archive.example".to_string()),
+            ]
+        };
+        let n = names("file:///w");
+        assert_eq!(
+            canonical_name(&n, "file:///w/iso/x"),
+            "https://archive.example/iso/x"
+        );
+        assert_eq!(
+            canonical_name(&n, "file:///w/gitlab/a?b"),
+            "https://gitlab.example/a?b"
+        );
+        assert_eq!(canonical_name(&n, "file:///w"), "https://archive.example");
+        // Only at a path boundary, and nothing else is renamed.
+        assert_eq!(canonical_name(&n, "file:///wx/iso"), "file:///wx/iso");
+        assert_eq!(canonical_name(&n, "http://h/iso"), "http://h/iso");
+
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::create_dir_all(a.join("iso")).unwrap();
+        fs::write(a.join("iso/sums.txt"), b"sums").unwrap();
+        let store = || Store::open(d.path().join("s")).unwrap();
+        let loc_a = format!("file://{}", a.display());
+        let online = Fetcher::new(store(), false)
+            .with_progress(false)
+            .with_names(names(&loc_a));
+        let mut lock = crate::inputs::lock::InputsLock::default();
+        let blob = online
+            .fetch_recorded(&mut lock, &format!("{loc_a}/iso/sums.txt"), None)
+            .unwrap();
+        assert_eq!(lock.entries[0].url, "https://archive.example/iso/sums.txt");
+        // Offline, at another location (where nothing is), the same name answers.
+        let loc_b = format!("file://{}", b.display());
+        let offline = Fetcher::new(store(), true)
+            .with_progress(false)
+            .with_names(names(&loc_b));
+        let (again, o) = offline
+            .fetch_outcome(&format!("{loc_b}/iso/sums.txt"), None, false)
+            .unwrap();
+        assert_eq!((again.sha256, o), (blob.sha256, Outcome::Hit));
+        // Without names it is a miss: the name is what replays.
+        let plain = Fetcher::new(store(), true).with_progress(false);
+        assert!(
+            plain
+                .try_fetch(&format!("{loc_b}/iso/sums.txt"), None, false)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Upstream sources from git, pinned by commit.
 //!
-//! A bare cache per remote lives in the store (`git/<sha256(url)[..16]>.git`); online runs
+//! A bare cache per remote lives in the store (`git/<sha256(name)[..16]>.git`, the name
+//! being the remote's canonical URL, so one cache serves a remote wherever it is fetched
+//! from: [`GitSource::named`]); online runs
 //! fetch into it, offline runs use it as it is. Files are read from it with `git show` and
 //! a source tree is exported with `git archive` into a fresh directory, so the cache is
 //! never checked out and never dirtied.
@@ -41,7 +43,14 @@ pub(crate) fn run(mut c: Command, what: &str) -> Result<Vec<u8>> {
 impl GitSource {
     /// The cache for `url` under `store_root`.
     pub fn new(store_root: &Path, url: &str) -> GitSource {
-        let h = crate::digest::sha256_hex(url.as_bytes());
+        Self::named(store_root, url, url)
+    }
+
+    /// The cache of the remote named `name` (its canonical URL, e.g.
+    /// `https://gitlab.archlinux.org/archlinux/archlinux-docker.git`), fetched from `url`
+    /// (a location standing for it): an offline run finds it whatever the location.
+    pub fn named(store_root: &Path, url: &str, name: &str) -> GitSource {
+        let h = crate::digest::sha256_hex(name.as_bytes());
         GitSource {
             url: url.to_string(),
             cache: store_root.join("git").join(format!("{}.git", &h[..16])),

@@ -36,8 +36,13 @@ pub const MIRROR_PORT: u16 = 7878;
 pub struct MirrorConfig {
     pub store: Store,
     /// The archive root misses are fetched from (`https://archive.archlinux.org`, or a local
-    /// tree); also the prefix of every URL in the lock.
+    /// tree).
     pub upstream: String,
+    /// The archive root the bytes are named under in the store and the lock, when
+    /// `upstream` is a location standing for another (`https://archive.archlinux.org` for a
+    /// loopback mirror of it), so a store filled through one location replays through
+    /// another; `None`: `upstream` itself.
+    pub canonical: Option<String>,
     pub offline: bool,
 }
 
@@ -110,7 +115,8 @@ impl Mirror {
             .ctx("configure listener", "mirror listener")?;
         // Many connections fetch at once: log misses as lines, no progress bars.
         let fetcher = Fetcher::new(config.store, config.offline).with_progress(false);
-        let rules = ArchiveRules::new(fetcher, &config.upstream, &config.upstream)?;
+        let canonical = config.canonical.as_deref().unwrap_or(&config.upstream);
+        let rules = ArchiveRules::new(fetcher, &config.upstream, canonical)?;
         let state = Arc::new(State {
             rules,
             accepting: Accepting::new()
@@ -273,7 +279,7 @@ fn serve_conn(stream: TcpStream, st: &State) -> std::io::Result<()> {
             }
             continue;
         }
-        let url = format!("{}{}", st.rules.upstream, req.path);
+        let url = format!("{}{}", st.rules.canonical, req.path);
         match st.rules.resolve(&req.path) {
             Ok(Some((blob, outcome))) => {
                 let status = if outcome == Outcome::Hit {
@@ -335,10 +341,14 @@ impl ArchiveRules {
     /// The rules over `fetcher`, fetching misses from `upstream` and naming bytes under
     /// `canonical` (both archive roots: `file://`, `http://` or `https://`).
     pub fn new(fetcher: Fetcher, upstream: &str, canonical: &str) -> Result<ArchiveRules> {
+        let (upstream, canonical) = (
+            archive::parse_base(upstream)?,
+            archive::parse_base(canonical)?,
+        );
         Ok(ArchiveRules {
-            fetcher,
-            upstream: archive::parse_base(upstream)?,
-            canonical: archive::parse_base(canonical)?,
+            fetcher: fetcher.with_names(vec![(upstream.clone(), canonical.clone())]),
+            upstream,
+            canonical,
             cache: Mutex::new(HashMap::new()),
             dbs: Mutex::new(HashMap::new()),
             overlay: None,
@@ -391,35 +401,16 @@ impl ArchiveRules {
         Ok(r)
     }
 
-    /// `path` through the fetcher: looked up under its canonical URL, fetched from
-    /// upstream, and named under its canonical URL when that is not the upstream one.
+    /// `path` through the fetcher, from upstream, named under its canonical URL (the
+    /// fetcher's names: looked up, stored and replayed by it).
     fn fetch(
         &self,
         path: &str,
         expected: Option<&str>,
         immutable: bool,
     ) -> Result<Option<(Blob, Outcome)>> {
-        let src = format!("{}{path}", self.upstream);
-        if self.canonical == self.upstream {
-            return self.fetcher.try_fetch(&src, expected, immutable);
-        }
-        let url = format!("{}{path}", self.canonical);
-        let store = self.fetcher.store();
-        let held = match expected {
-            Some(sha) => store.blob(sha),
-            None if immutable || self.fetcher.offline() => store.lookup_url(&url)?,
-            None => None,
-        };
-        if let Some(b) = held {
-            return Ok(Some((b, Outcome::Hit)));
-        }
-        let r = self.fetcher.try_fetch(&src, expected, immutable)?;
-        if let Some((b, Outcome::Fetched)) = &r
-            && let Err(e) = store.record(b, &url)
-        {
-            tracing::warn!("archive: cannot record {url} in the store's index: {e}");
-        }
-        Ok(r)
+        self.fetcher
+            .try_fetch(&format!("{}{path}", self.upstream), expected, immutable)
     }
 
     /// The `%SHA256SUM%` a repository database lists for this path, if one does:

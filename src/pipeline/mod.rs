@@ -38,7 +38,6 @@ use crate::egress::{Egress, EgressRecord, EgressRule, Policy};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::archive::Archive;
 use crate::inputs::fetch::Fetcher;
-use crate::inputs::git::GitSource;
 use crate::inputs::lock::InputsLock;
 use crate::inputs::mirror::MirrorConfig;
 use crate::inputs::store::Store;
@@ -245,7 +244,8 @@ pub fn reproduce(plan: &Plan, store: Store, o: &Options) -> Result<Outcome> {
     // Fetch's own progress (bars on a terminal, lines otherwise) only with plain lines: a
     // spinner holds the terminal, and the phase it shows covers the fetch.
     let fetcher = Fetcher::new(store.clone(), o.offline)
-        .with_progress(o.progress == crate::progress::Mode::Lines);
+        .with_progress(o.progress == crate::progress::Mode::Lines)
+        .with_names(plan.location_names());
     let mut run = Run::new(plan, o, &fetcher);
     // Every `?` of the stages ends here: the work directory is gone (dropped on the way
     // out) before the report of the stopped run is written.
@@ -265,7 +265,7 @@ fn stages(run: &mut Run, store: Store) -> Result<Outcome> {
         "release {} from {}",
         plan.source.tag, plan.source.git
     ));
-    let git = GitSource::new(store.root(), &plan.source.git);
+    let git = release::git_source(plan, &store);
     let release = release::fetch(plan, &git, o.offline)?;
     run.release_text = release.text.clone();
     run.ledger.reached.source_revision = Some(release.release.source_revision.clone());
@@ -449,6 +449,7 @@ fn job_context(
             mirror: Some(MirrorConfig {
                 store: store.clone(),
                 upstream: archive_url(plan).to_string(),
+                canonical: Some(plan.canonical_url(archive_url(plan))),
                 offline: o.offline,
             }),
             images: Vec::new(),

@@ -11,7 +11,6 @@ use crate::envlock::EnvLock;
 use crate::envlock::rootfs::lock_from_tarball;
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::fetch::Fetcher;
-use crate::inputs::git::GitSource;
 use crate::inputs::lock::InputsLock;
 use crate::inputs::store::Store;
 use crate::plan::Plan;
@@ -27,8 +26,8 @@ pub struct PublishedSet {
 /// The published package set of `plan`'s release: the release file at its tag gives the
 /// rootfs URL and sha256 (`reprobox drift --release`).
 pub fn published_set(plan: &Plan, store: &Store, offline: bool) -> Result<PublishedSet> {
-    let fetcher = Fetcher::new(store.clone(), offline);
-    let git = GitSource::new(store.root(), &plan.source.git);
+    let fetcher = Fetcher::new(store.clone(), offline).with_names(plan.location_names());
+    let git = super::release::git_source(plan, store);
     let release = super::release::fetch(plan, &git, offline)?.release;
     published_set_of(plan, &release, &fetcher, &mut InputsLock::default())
 }

@@ -17,6 +17,16 @@ pub struct ReleaseAt {
 
 /// Fetch the upstream repository into the store (online) or check it is there (offline),
 /// then read and check the release file at the plan's tag.
+/// The git cache of `plan`'s source in `store`, named by the remote's canonical URL
+/// (`Plan::canonical_url`): fetched from the `git` location, found offline whatever it is.
+pub fn git_source(plan: &Plan, store: &crate::inputs::store::Store) -> GitSource {
+    GitSource::named(
+        store.root(),
+        &plan.source.git,
+        &plan.canonical_url(&plan.source.git),
+    )
+}
+
 pub fn fetch(plan: &Plan, git: &GitSource, offline: bool) -> Result<ReleaseAt> {
     if offline {
         if !git.is_cached() {

@@ -184,7 +184,8 @@ pub fn run_at_snapshot(plan: &Plan, store: Store, r: SnapshotRun) -> Result<Snap
         packages_from: super::PackagesFrom::Snapshot,
     };
     let fetcher = Fetcher::new(store.clone(), o.offline)
-        .with_progress(o.progress == crate::progress::Mode::Lines);
+        .with_progress(o.progress == crate::progress::Mode::Lines)
+        .with_names(plan.location_names());
     check_day_exists(plan, &fetcher, &r.day)?;
     let mut run = Run::new(plan, &o, &fetcher);
     let selected = select_env_steps(plan, &o, &r.packages);

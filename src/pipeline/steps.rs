@@ -517,6 +517,7 @@ mod tests {
                 mirror: Some(MirrorConfig {
                     store: store.clone(),
                     upstream: "http://127.0.0.1:1".into(),
+                    canonical: None,
                     offline: true,
                 }),
                 images: Vec::new(),

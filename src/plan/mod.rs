@@ -202,6 +202,22 @@ impl Plan {
             .map(|e| (e.host.clone(), e.location.clone()))
             .collect()
     }
+
+    /// (location, canonical URL `https://HOST`) of each egress host: what reprobox itself
+    /// fetches from under a location (the bootstrap, the published image, the git remote) is
+    /// named by the real host's URL (`Fetcher::with_names`), so a store filled through one
+    /// location replays through another.
+    pub fn location_names(&self) -> Vec<(String, String)> {
+        self.egress
+            .iter()
+            .map(|e| (e.location.clone(), format!("https://{}", e.host)))
+            .collect()
+    }
+
+    /// `url` named by its canonical URL ([`Plan::location_names`]).
+    pub fn canonical_url(&self, url: &str) -> String {
+        crate::inputs::fetch::canonical_name(&self.location_names(), url).into_owned()
+    }
 }
 
 /// One egress host of the plan.
