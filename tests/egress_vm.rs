@@ -5,7 +5,9 @@
 //! file given as read-only bind disks. A mapped host answers (proxy and /etc/hosts+443), is
 //! recorded under its canonical URL and replays offline with the server stopped; unlisted
 //! hosts, raw addresses (the guest's catch-all route and forwarders, `vm/init`) and lookups
-//! of unlisted names (the resolver, over TCP) are refused at once and recorded.
+//! of unlisted names (the resolver, over TCP) are refused at once and recorded. A pinned
+//! URL serving other bytes is refused (exit 3, nothing stored), a recorded URL whose
+//! upstream changed serves the pin and names the drift, and each run has its own CA.
 //!
 //! Each run boots a guest (TCG here, tens of seconds); the tests run one at a time.
 
@@ -232,6 +234,86 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
     let line = format!("egress recorded hit {} {} 1 {url}\n", sha(body), body.len());
     assert!(r.lock().contains(&line), "{}", r.lock());
     assert!(!r.lock().contains("fetched"), "{}", r.lock());
+}
+
+#[test]
+fn pinned_bytes_that_differ_are_refused_drift_serves_the_pin_and_each_run_has_its_own_ca() {
+    let _one = one_vm();
+    let t = tempfile::tempdir().unwrap();
+    let (store, tmp, up) = (
+        t.path().join("store"),
+        t.path().join("tmp"),
+        t.path().join("up"),
+    );
+    for d in [&store, &tmp, &up.join("r"), &up.join("x")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let (good, evil) = (
+        b"the published rootfs\n".as_slice(),
+        b"something else\n".as_slice(),
+    );
+    let (v1, v2) = (b"apk index v1\n".as_slice(), b"apk index v2\n".as_slice());
+    std::fs::write(up.join("r/evil.tar"), evil).unwrap();
+    std::fs::write(up.join("x/APKINDEX"), v1).unwrap();
+    let server = FileServer::dir(&up).unwrap();
+    let rules = vec![
+        format!(
+            "gitlab.archlinux.org={}:pinned=/r/evil.tar@{}",
+            server.url(),
+            sha(good)
+        ),
+        format!("dl-cdn.alpinelinux.org={}", server.url()),
+    ];
+    let (pinned, recorded) = (
+        "https://gitlab.archlinux.org/r/evil.tar",
+        "https://dl-cdn.alpinelinux.org/x/APKINDEX",
+    );
+    // 1. The recorded URL is pinned on first use; the pinned URL serves other bytes than
+    //    its hash: refused in the guest (curl's 22), the run exits 3, nothing of it stored.
+    let script = format!("curl -fsS {recorded}; curl -fsS {pinned} >/dev/null; echo curl=$?");
+    let a = run(&store, &tmp, &rules, &[], &script);
+    assert_eq!(a.out.status.code(), Some(3), "{}", a.why());
+    assert!(a.stdout.starts_with("apk index v1"), "{}", a.why());
+    assert!(a.stdout.contains("curl=22"), "{}", a.why());
+    let tampered = &a.record["egress"]["tampered"][0];
+    assert_eq!(tampered["url"], pinned, "{}", a.why());
+    assert_eq!(tampered["expected"], sha(good).as_str());
+    assert_eq!(tampered["actual"], sha(evil).as_str());
+    assert!(
+        a.lock()
+            .contains(&format!("egress pinned tampered - - 1 {pinned}")),
+        "{}",
+        a.lock()
+    );
+    let s = reprobox::inputs::store::Store::open(&store).unwrap();
+    assert!(s.blob(&sha(evil)).is_none(), "tampered bytes were stored");
+    assert!(
+        s.blob(&sha(v1)).is_some(),
+        "the recorded bytes were not pinned"
+    );
+
+    // 2. Upstream changes the recorded URL's bytes: the guest gets the pinned ones, the
+    //    record names the drift with both hashes; and this run's CA is not the first's.
+    std::fs::write(up.join("x/APKINDEX"), v2).unwrap();
+    let b = run(&store, &tmp, &rules, &[], &format!("curl -fsS {recorded}"));
+    assert!(b.out.status.success(), "{}", b.why());
+    assert!(b.stdout.starts_with("apk index v1"), "{}", b.why());
+    assert_eq!(
+        b.record["egress"]["drift"],
+        serde_json::json!([{"url": recorded, "pinned": sha(v1), "upstream": sha(v2)}])
+    );
+    let ca = |r: &Run| {
+        r.record["egress"]["ca_certificate"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        ca(&a).starts_with("-----BEGIN CERTIFICATE-----"),
+        "{}",
+        a.why()
+    );
+    assert_ne!(ca(&a), ca(&b));
 }
 
 /// Every regular file under `d`.
