@@ -104,6 +104,15 @@ fn run(store: &Path, tmp: &Path, egress: &[String], extra: &[&str], script: &str
     }
 }
 
+/// `store`, `tmp` and `up` (the upstream's files) under `t`, made.
+fn dirs(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let d = (t.join("store"), t.join("tmp"), t.join("up"));
+    for p in [&d.0, &d.1, &d.2] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    d
+}
+
 fn sha(b: &[u8]) -> String {
     reprobox::digest::sha256_hex(b)
 }
@@ -112,14 +121,7 @@ fn sha(b: &[u8]) -> String {
 fn the_guest_reaches_mapped_hosts_replays_offline_and_is_refused_the_rest() {
     let _one = one_vm();
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = (
-        t.path().join("store"),
-        t.path().join("tmp"),
-        t.path().join("up"),
-    );
-    for d in [&store, &tmp, &up] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (store, tmp, up) = dirs(t.path());
     let body = b"the archive's bytes, through a microVM\n";
     std::fs::create_dir_all(up.join("some")).unwrap();
     std::fs::write(up.join("some/file"), body).unwrap();
@@ -240,12 +242,8 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
 fn pinned_bytes_that_differ_are_refused_drift_serves_the_pin_and_each_run_has_its_own_ca() {
     let _one = one_vm();
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = (
-        t.path().join("store"),
-        t.path().join("tmp"),
-        t.path().join("up"),
-    );
-    for d in [&store, &tmp, &up.join("r"), &up.join("x")] {
+    let (store, tmp, up) = dirs(t.path());
+    for d in [up.join("r"), up.join("x")] {
         std::fs::create_dir_all(d).unwrap();
     }
     let (good, evil) = (

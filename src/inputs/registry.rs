@@ -601,16 +601,13 @@ mod tests {
         let (base, seen) = serve(routes, None);
         let d = tempfile::tempdir().unwrap();
 
-        let mut lock = InputsLock::default();
-        let online = published_image(
-            &fetcher(d.path(), false),
-            &mut lock,
-            &base,
-            "arch/img",
-            "v1",
-            &[],
-        )
-        .unwrap();
+        let pull = |offline: bool| {
+            let mut lock = InputsLock::default();
+            let f = fetcher(d.path(), offline);
+            let p = published_image(&f, &mut lock, &base, "arch/img", "v1", &[]).unwrap();
+            (p, lock)
+        };
+        let (online, lock) = pull(false);
         assert_eq!(online.manifest_digest, digest(&manifest));
         assert_eq!(online.config_digest, digest(&config));
         assert_eq!(online.diff_ids, vec![digest(b"layer")]);
@@ -629,16 +626,7 @@ mod tests {
         );
 
         let asked = seen.lock().unwrap().len();
-        let mut lock = InputsLock::default();
-        let offline = published_image(
-            &fetcher(d.path(), true),
-            &mut lock,
-            &base,
-            "arch/img",
-            "v1",
-            &[],
-        )
-        .unwrap();
+        let (offline, lock) = pull(true);
         assert_eq!(offline, online);
         assert_eq!(
             statuses(&lock),
