@@ -113,7 +113,8 @@ pub fn bisect(plan: &Plan, store: Store, req: &Request) -> Result<BisectReport> 
     check_days(req.good_day.as_deref(), req.bad_day.as_deref())?;
     let out = req.options.out.clone();
     crate::error::dir_or_absent(&out, "output directory")?;
-    let fetcher = Fetcher::new(store.clone(), req.options.offline);
+    let fetcher =
+        Fetcher::new(store.clone(), req.options.offline).with_names(plan.location_names());
     let base = plan
         .locations
         .get("archive")

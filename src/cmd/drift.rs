@@ -101,9 +101,9 @@ fn two_environments(a: &Args) -> Result<(EnvLock, EnvLock)> {
         (Some(b), None) => load_env(b)?,
         (None, Some(day)) => {
             let day = crate::inputs::archive::parse_day(day)?;
-            let archive = archive_for(a, first, &day)?;
+            let (archive, names) = archive_for(a, first, &day)?;
             let store = a.store.open()?;
-            let fetcher = crate::inputs::fetch::Fetcher::new(store, a.offline);
+            let fetcher = crate::inputs::fetch::Fetcher::new(store, a.offline).with_names(names);
             let url = crate::inputs::archive::repo_db_url(
                 &archive,
                 &day,
@@ -182,21 +182,28 @@ pub fn load_env(path: &Path) -> Result<EnvLock> {
 /// The archive `--day` reads: `--archive`, else the `archive` location of the report's
 /// profile (its report.json's `profile`; archlinux-repro for a bare lock), with
 /// REPROBOX_LOCATION_ARCHIVE applied.
-fn archive_for(a: &Args, first: &Path, day: &str) -> Result<String> {
-    if let Some(url) = &a.archive {
-        return crate::inputs::archive::parse_base(url);
-    }
+/// The archive to read `day` from (`--archive`, else the profile's `archive` location), and
+/// the names the store holds its files under (a location stands for the profile's archive
+/// host: what a reproduction stored replays here, `Fetcher::with_names`).
+fn archive_for(a: &Args, first: &Path, day: &str) -> Result<(String, Vec<(String, String)>)> {
     let profile = report_profile(first)?.unwrap_or_else(|| super::run::DEFAULT_PROFILE.to_string());
     let plan = super::plan::make_plan(&profile, &super::run::snapshot_version(day)?, &[])?;
-    plan.locations
-        .get("archive")
-        .map(|l| l.url.clone())
-        .ok_or_else(|| {
-            Error::bad_input(
+    let location = plan.locations.get("archive").map(|l| l.url.clone());
+    let archive = match (&a.archive, &location) {
+        (Some(url), _) => crate::inputs::archive::parse_base(url)?,
+        (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(Error::bad_input(
                 format!("profile {profile}"),
                 "has no `archive` location; give --archive URL",
-            )
-        })
+            ));
+        }
+    };
+    let mut names = plan.location_names();
+    if let Some(loc) = &location {
+        names.push((archive.clone(), plan.canonical_url(loc)));
+    }
+    Ok((archive, names))
 }
 
 /// The profile a report directory's report.json names, if `path` is one.
