@@ -209,7 +209,9 @@ fn run_at_a_snapshot_sees_that_days_packages_reuses_its_environment_and_drift_co
             devtools("2026/06/02")
         )
     );
-    // The day's lock from the databases is what the environment of that day held.
+    // The day's lock from the databases is what the environment of that day held; offline,
+    // from the databases the run at that day stored (under the real archive's URLs: the
+    // world's location stands for it).
     let o = drift_cmd(
         &store,
         &[
@@ -218,6 +220,7 @@ fn run_at_a_snapshot_sees_that_days_packages_reuses_its_environment_and_drift_co
             "2026/06/02",
             "--archive",
             &archive,
+            "--offline",
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
