@@ -379,6 +379,25 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// An answer made in memory (`body` sent for GET, not for HEAD), the connection closed.
+fn answer(
+    w: &mut TcpStream,
+    method: &str,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method == "GET" {
+        w.write_all(body.as_bytes())?;
+    }
+    w.flush()
+}
+
 fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
     let mut reader = BufReader::new(c.try_clone()?);
     let mut line = String::new();
@@ -405,29 +424,11 @@ fn handle(c: TcpStream, roots: &Roots) -> std::io::Result<()> {
                 serde_json::json!({"details": e.to_string()}).to_string(),
             ),
         };
-        write!(
-            w,
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        if parts[0] == "GET" {
-            w.write_all(body.as_bytes())?;
-        }
-        return w.flush();
+        return answer(&mut w, parts[0], status, "application/json", &body);
     }
     match resolve(roots, parts[1]) {
         None => match listing(roots, parts[1]) {
-            Some(html) => {
-                write!(
-                    w,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n",
-                    html.len()
-                )?;
-                if parts[0] == "GET" {
-                    w.write_all(html.as_bytes())?;
-                }
-                w.flush()
-            }
+            Some(html) => answer(&mut w, parts[0], "200 OK", "text/html", &html),
             None => w.write_all(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             ),
