@@ -213,10 +213,17 @@ impl Fetcher {
     ) -> Result<(Blob, Outcome)> {
         match self.try_fetch_with(url, expected, immutable, req)? {
             Some(r) => Ok(r),
-            None if self.offline => Err(Error::network(
-                url,
-                "offline, and the store does not hold it",
-            )),
+            None if self.offline => {
+                let name = self.name_of(url);
+                Err(Error::network(
+                    url,
+                    if name == url {
+                        "offline, and the store does not hold it".to_string()
+                    } else {
+                        format!("offline, and the store does not hold it (as {name})")
+                    },
+                ))
+            }
             None => Err(Error::network(url, "not found (HTTP 404 or no such file)")),
         }
     }
@@ -713,6 +720,13 @@ mod tests {
             .fetch_outcome(&format!("{loc_b}/iso/sums.txt"), None, false)
             .unwrap();
         assert_eq!((again.sha256, o), (blob.sha256, Outcome::Hit));
+        // A miss names the location asked and the name looked up.
+        let e = offline
+            .fetch(&format!("{loc_b}/iso/nope"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{loc_b}/iso/nope")), "{e}");
+        assert!(e.contains("(as https://archive.example/iso/nope)"), "{e}");
         // Without names it is a miss: the name is what replays.
         let plain = Fetcher::new(store(), true).with_progress(false);
         assert!(
