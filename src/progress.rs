@@ -302,10 +302,11 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// Send stdout to stderr (stderr stays), so that a job's output cannot mix with what a
-    /// command prints on stdout.
-    pub fn stdout_to_stderr() -> Result<Redirect> {
+    /// Both standard descriptors flushed and saved (close-on-exec copies above 2), to be
+    /// put back when the value is dropped.
+    fn saving_both() -> Result<Redirect> {
         let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
         let dup = |fd: i32| -> Result<OwnedFd> {
             // SAFETY: a duplicate of a standard descriptor, owned by the returned value.
             let s = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
@@ -315,9 +316,15 @@ impl Redirect {
             // SAFETY: `s` was just created and is owned by nothing else.
             Ok(unsafe { OwnedFd::from_raw_fd(s) })
         };
-        let r = Redirect {
+        Ok(Redirect {
             saved: [dup(1)?, dup(2)?],
-        };
+        })
+    }
+
+    /// Send stdout to stderr (stderr stays), so that a job's output cannot mix with what a
+    /// command prints on stdout.
+    pub fn stdout_to_stderr() -> Result<Redirect> {
+        let r = Redirect::saving_both()?;
         // SAFETY: dup2 of stderr onto stdout; `r`'s drop puts it back.
         if unsafe { libc::dup2(2, 1) } < 0 {
             return Err(Error::Environment("cannot send stdout to stderr".into()));
@@ -331,20 +338,7 @@ impl Redirect {
             .append(true)
             .open(path)
             .ctx("open", path)?;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        let dup = |fd: i32| -> Result<OwnedFd> {
-            // SAFETY: a duplicate of a standard descriptor, owned by the returned value.
-            let s = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-            if s < 0 {
-                return Err(Error::Environment(format!("cannot duplicate fd {fd}")));
-            }
-            // SAFETY: `s` was just created and is owned by nothing else.
-            Ok(unsafe { OwnedFd::from_raw_fd(s) })
-        };
-        let r = Redirect {
-            saved: [dup(1)?, dup(2)?],
-        };
+        let r = Redirect::saving_both()?;
         for fd in [1, 2] {
             // SAFETY: dup2 of an open file onto a standard descriptor; on failure `r`'s
             // drop puts back both.
