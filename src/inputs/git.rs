@@ -41,11 +41,6 @@ pub(crate) fn run(mut c: Command, what: &str) -> Result<Vec<u8>> {
 }
 
 impl GitSource {
-    /// The cache for `url` under `store_root`.
-    pub fn new(store_root: &Path, url: &str) -> GitSource {
-        Self::named(store_root, url, url)
-    }
-
     /// The cache of the remote named `name` (its canonical URL, e.g.
     /// `https://gitlab.archlinux.org/archlinux/archlinux-docker.git`), fetched from `url`
     /// (a location standing for it): an offline run finds it whatever the location.
