@@ -23,14 +23,6 @@ fn bisect_cmd(store: &Path, locs: &[String], out: &Path, extra: &[&str]) -> Outp
     c.args(extra).output().expect("run reprobox bisect")
 }
 
-fn sha256_of(p: &Path) -> String {
-    sh(&format!("sha256sum '{}'", p.display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn bisect_names_devtools_and_its_first_day_and_keeps_every_probe() {
     let (dir, m) = world();
@@ -89,7 +81,9 @@ fn bisect_names_devtools_and_its_first_day_and_keeps_every_probe() {
     assert_eq!(file["day"], bad);
     assert_eq!(
         file["sha256"],
-        sha256_of(&dir.join("archive").join(rel.trim_start_matches('/'))).as_str()
+        reprobox::digest::sha256_file(&dir.join("archive").join(rel.trim_start_matches('/')))
+            .unwrap()
+            .as_str()
     );
     let rootfs = r["rootfs_changes"].as_array().unwrap();
     assert!(rootfs.iter().any(|p| p == "etc/pacman.conf"), "{r:#}");

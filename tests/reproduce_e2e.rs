@@ -158,12 +158,7 @@ fn the_world_release_reproduces_with_the_real_profile_online_then_offline_and_dr
     // The regenerated Dockerfile differs from the release's only where the two
     // make-dockerfile.sh invocations differ.
     assert_eq!(check(&r, "dockerfile")["status"], "pass", "{r:#}");
-    let make = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "make")
-        .unwrap();
+    let make = step(&r, "make");
     assert_eq!(make["env"]["BUILD_VERSION"], m.release.version.as_str());
     // The make step made all three artifacts: none was there before it ran.
     assert_eq!(

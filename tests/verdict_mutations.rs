@@ -622,12 +622,7 @@ fn flip_database_version(cx: &Cx) {
         "incomplete",
         None,
     );
-    let make = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "make")
-        .unwrap_or_else(|| panic!("no make step: {r:#}"));
+    let make = step(&r, "make");
     assert_ne!(make["exit_code"], 0, "{make:#}");
     assert!(
         r["notes"]
@@ -718,12 +713,7 @@ fn flip_rootfs_not_built(cx: &Cx) {
     );
     caught("the rootfs not rebuilt", &o, &r, "incomplete", None);
     assert_eq!(status(&r, "rootfs-sha256"), "unknown", "{r:#}");
-    let make = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "make")
-        .unwrap();
+    let make = step(&r, "make");
     assert_eq!(
         make["produced"],
         serde_json::json!(["repro.tar.zst.SHA256", "Dockerfile.repro"]),

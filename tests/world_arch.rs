@@ -77,11 +77,7 @@ fn make(dir: &Path, ca: &WorldCa, env: &Path, tmp: &Path, n: u32) -> PathBuf {
 }
 
 fn sha(p: &Path) -> String {
-    sh(&format!("sha256sum '{}'", p.display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    reprobox::digest::sha256_file(p).unwrap()
 }
 
 #[test]
