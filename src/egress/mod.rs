@@ -195,7 +195,13 @@ impl EgressRule {
             .map(|r| r.split('/').next().unwrap_or(""))
             .or_else(|| l.strip_prefix("file:///").map(|_| "file"));
         match rest {
-            Some(authority) if !authority.is_empty() && !l.contains(char::is_whitespace) => Ok(()),
+            Some(authority) if !authority.is_empty() && !l.contains(char::is_whitespace) => {
+                port_ok(authority).map_err(|port| {
+                    format!(
+                        "location {l:?}: {port:?} is not a port (a mistyped policy? expected :recorded, :archive, :registry or :pinned=PATH@SHA256)"
+                    )
+                })
+            }
             _ => Err(format!(
                 "location {l:?} is not an http://, https:// or file:/// URL"
             )),
@@ -206,6 +212,21 @@ impl EgressRule {
     /// build asked for it.
     pub fn canonical(&self, scheme: &str, path: &str) -> String {
         format!("{scheme}://{}{path}", self.host)
+    }
+}
+
+/// An URL authority's port, when it has one, is a number (`host`, `host:8080`, `[::1]:80`);
+/// otherwise the text after the host's `:` is returned. A policy the parser did not know
+/// stays in the location, and is caught here rather than taken for part of the URL.
+fn port_ok(authority: &str) -> std::result::Result<(), String> {
+    let after_host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => authority.find(':').map_or("", |i| &authority[i..]),
+    };
+    match after_host.strip_prefix(':') {
+        None if after_host.is_empty() => Ok(()),
+        Some(p) if p.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(after_host.trim_start_matches(':').to_string()),
     }
 }
 
@@ -1020,10 +1041,23 @@ mod tests {
             "a.example=http://x:pinned=/p@nothex",
             "a.example=http://x:pinned=p@".to_string().leak(),
             "localhost=http://x",
+            "a.example=http://127.0.0.1:1:archvie",
+            "a.example=http://x:bogus",
+            "a.example=http://x:99999",
+            "a.example=http://[::1]:x",
         ] {
             let e = EgressRule::parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        let e = EgressRule::parse("a.example=http://127.0.0.1:1:archvie").unwrap_err();
+        assert!(e.to_string().contains("mistyped policy"), "{e}");
+        for good in [
+            "a.example=http://[::1]:80",
+            "a.example=http://[::1]",
+            "a.example=https://m.example/p:q",
+        ] {
+            assert!(EgressRule::parse(good).is_ok(), "{good}");
         }
     }
 
