@@ -443,6 +443,13 @@ fn bad_input_exits_2_naming_the_input_and_what_was_expected() {
     let (code, _, err) = diff(&[&a, "alpine:3"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("REGISTRY/REPO:TAG"), "{err}");
+    // A token realm's location must be HOST=URL.
+    let (code, _, err) = diff(&[&a, &a, "--auth-location", "auth.docker.io"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--auth-location") && err.contains("expected HOST=URL"),
+        "{err}"
+    );
     // A reproduction's directory without the saved images.
     let (code, _, err) = diff(&["--report", &empty_dir]);
     assert_eq!(code, 2, "{err}");

@@ -51,8 +51,18 @@ pub struct DiffArgs {
     pub offline: bool,
     /// Ask a registry's token realm on HOST at URL instead (repeatable): where a mirror of
     /// Docker Hub's auth host answers, e.g. `auth.docker.io=http://127.0.0.1:7878/auth`.
-    #[arg(long = "auth-location", value_name = "HOST=URL", value_parser = crate::plan::parse_location_override)]
+    #[arg(long = "auth-location", value_name = "HOST=URL", value_parser = parse_auth_location)]
     pub auth_locations: Vec<(String, String)>,
+}
+
+/// `HOST=URL` of `--auth-location`.
+fn parse_auth_location(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((h, u)) if !h.is_empty() && (u.starts_with("http://") || u.starts_with("https://")) => {
+            Ok((h.to_ascii_lowercase(), u.to_string()))
+        }
+        _ => Err("expected HOST=URL (an http:// or https:// URL), for example auth.docker.io=http://127.0.0.1:7878/auth".into()),
+    }
 }
 
 pub fn execute(a: Args) -> Result<i32> {
