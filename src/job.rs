@@ -135,6 +135,13 @@ pub struct Job {
     /// unseen. Other ports are refused by the kernel at once, as before.
     #[serde(default)]
     pub loopback_catch_all: bool,
+    /// Report the job's connects that nothing answers (a TCP connect or a UDP datagram to
+    /// an address and port no socket of the job's network listens on) to the backend's
+    /// [`UnansweredSink`]: the egress lists them as refusals. The container backend watches
+    /// `connect(2)` and `sendto(2)` with an address (seccomp user notification); the microVM
+    /// cannot and says so in its enforcement list.
+    #[serde(default)]
+    pub watch_unanswered: bool,
     pub hostname: String,
     pub clock: Clock,
     pub limits: Limits,
@@ -165,6 +172,7 @@ impl Job {
             listen: Vec::new(),
             listen_udp: Vec::new(),
             loopback_catch_all: false,
+            watch_unanswered: false,
             hostname: "reprobox".into(),
             clock: Clock::default(),
             limits: Limits::default(),
@@ -175,6 +183,20 @@ impl Job {
         }
     }
 }
+
+/// A connect (TCP) or datagram (UDP) of a job to an address and port that nothing in the
+/// job's network answers, so the kernel refused it (`Job::watch_unanswered`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    pub addr: std::net::SocketAddr,
+    /// The program that made it (`/proc/PID/comm`).
+    pub program: String,
+}
+
+/// Where a backend hands the [`Unanswered`] attempts of a job, as they happen.
+pub type UnansweredSink = std::sync::Arc<dyn Fn(Unanswered) + Send + Sync>;
 
 /// One isolation feature and whether it was enforced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

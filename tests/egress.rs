@@ -190,6 +190,17 @@ probe dns_mapped getent hosts {HOST}
 probe connect_unlisted bash -c 'connect unlisted.example'
 probe connect_mapped bash -c 'connect {HOST}'
 probe connect_raw_ip bash -c 'connect 1.1.1.1'
+# Where no listener of the egress is: another port of a raw address, a raw IPv6 address, a
+# nameserver named by address (the kernel refuses them; the sandbox's watch records them).
+probe tcp_raw_ip_other_port bash -c 'tcp 1.1.1.1 25'
+probe tcp_raw_ip6 bash -c 'tcp 2606:4700::1111 80'
+udp() {{ perl -MIO::Socket::INET -e '
+  my $s = IO::Socket::INET->new(PeerAddr => $ARGV[0], PeerPort => 53, Proto => "udp") or exit 8;
+  $s->send(pack("n6", 0x1234, 0x0100, 1, 0, 0, 0) . "\1a\0" . pack("n2", 1, 1)) or exit 8;
+  defined $s->recv(my $r, 512) or exit 9;' "$1"; }}
+export -f udp
+probe udp_raw_ns bash -c 'udp 8.8.8.8'
+probe udp_ns bash -c 'udp 127.0.0.1'
 # The resolver itself, past /etc/hosts: PROTO NAME -> its rcode, answer count, last 4 bytes.
 dnsq() {{ timeout 5 perl -MIO::Socket::INET -e '
   my ($proto, $name) = @ARGV; my $r;
@@ -226,6 +237,9 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
         ("connect_raw_ip", "connect_mapped"),
         ("dns_unlisted", "dns_mapped"),
         ("connect_unlisted", "connect_mapped"),
+        ("tcp_raw_ip_other_port", "tcp_mapped"),
+        ("tcp_raw_ip6", "tcp_mapped"),
+        ("udp_raw_ns", "udp_ns"),
     ] {
         assert_eq!(rc(control), 0, "{control}: {}", r.why());
         // Failed, and not by the 5 s timeout (124): refused at once.
@@ -262,8 +276,33 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
     assert!(
         refusals
             .iter()
-            .filter(|x| x["port"] == 53)
-            .all(|x| x["reason"] == "not a mapped host name"),
+            .filter(|x| x["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("DNS lookup")))
+            .all(|x| x["port"] == 53 && x["reason"] == "not a mapped host name"),
+        "{refusals:?}"
+    );
+    // What no listener of the egress takes, each once (bash's and perl's own retries are
+    // one attempt), named with the program that made it; the controls on the egress's
+    // ports are not among them.
+    for (host, what) in [
+        ("1.1.1.1", "TCP connect to 1.1.1.1:25 (bash)"),
+        (
+            "2606:4700::1111",
+            "TCP connect to [2606:4700::1111]:80 (bash)",
+        ),
+        ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
+    ] {
+        let n = refusals
+            .iter()
+            .filter(|x| x["host"] == host && x["what"] == what)
+            .count();
+        assert_eq!(n, 1, "{what}: {refusals:?}");
+    }
+    assert!(
+        !refusals
+            .iter()
+            .any(|x| x["what"].as_str().is_some_and(|w| w.contains("127.0.0.1"))),
         "{refusals:?}"
     );
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");

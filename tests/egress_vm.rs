@@ -204,6 +204,18 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
         "{refusals:?}"
     );
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
+    // What reaches no forwarded port is not watched in the guest, and the record says so.
+    let watch = r.record["enforcement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["feature"] == "unanswered-connects");
+    assert_eq!(
+        watch.map(|e| e["enforced"].clone()),
+        Some(serde_json::Value::Bool(false)),
+        "{}",
+        r.why()
+    );
     // The run's CA is in the record, its key nowhere in the store or the temporary dir.
     let ca = r.record["egress"]["ca_certificate"].as_str().unwrap_or("");
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{}", r.why());

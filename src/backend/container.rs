@@ -15,7 +15,9 @@ impl Backend for Container {
     }
 
     fn run(&self, job: &Job, services: &Services) -> Result<(JobOutcome, InputsLock)> {
-        let mut running = crate::sandbox::spawn(job)?;
+        // The egress lists what nothing in the job's network answered among its refusals.
+        let sink = services.egress.as_ref().map(|e| e.unanswered_sink());
+        let mut running = crate::sandbox::spawn_watched(job, sink)?;
         let listeners = std::mem::take(&mut running.listeners)
             .into_iter()
             .map(|(port, l)| (port, l, None))

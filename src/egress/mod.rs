@@ -24,7 +24,7 @@ use crate::inputs::fetch::Fetcher;
 use crate::inputs::lock::{InputsLock, Status};
 use crate::inputs::mirror::ArchiveRules;
 use crate::inputs::store::{Blob, Store};
-use crate::job::{Bind, Job};
+use crate::job::{Bind, Job, Unanswered, UnansweredSink};
 
 pub(crate) use dns::DnsListener;
 pub use dns::EGRESS_DNS_PORT;
@@ -332,6 +332,8 @@ pub struct Egress {
     /// (name, query type, step) of the lookups refused so far: a resolver's retries and
     /// search-list repeats are recorded once.
     lookups: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
+    /// (protocol, address, step) of the unanswered connects recorded so far.
+    unanswered: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
     /// The jobs' own host names (`Job::hostname`): in their hosts file, and answered
     /// 127.0.0.1 by the resolver, never refused (a tool that resolves its machine's name).
     local_names: Mutex<std::collections::HashSet<String>>,
@@ -405,6 +407,7 @@ impl Egress {
             record: Mutex::new(record),
             step: Mutex::new(None),
             lookups: Mutex::new(Default::default()),
+            unanswered: Mutex::new(Default::default()),
             local_names: Mutex::new(Default::default()),
             dir,
         })
@@ -545,6 +548,9 @@ impl Egress {
         // A connect to a raw address reaches the egress's listeners and is refused there
         // (and recorded) rather than failing unseen.
         job.loopback_catch_all = true;
+        // A connect to a port nothing listens on is refused by the kernel; the backend
+        // reports it (`unanswered_sink`).
+        job.watch_unanswered = true;
         let in_job = format!("{JOB_EGRESS_DIR}/ca-bundle.pem");
         let proxy = format!("http://127.0.0.1:{EGRESS_PROXY_PORT}");
         for (k, v) in [
@@ -596,6 +602,32 @@ impl Egress {
                 reason: reason.to_string(),
                 step,
             });
+    }
+
+    /// Where a backend hands the connects and datagrams of a job that nothing answered
+    /// (another port of a raw address, a nameserver named by address): each is a refusal,
+    /// recorded once per protocol, address and step (a client's retries are one attempt).
+    pub fn unanswered_sink(self: &Arc<Self>) -> UnansweredSink {
+        let egress = Arc::clone(self);
+        Arc::new(move |u: Unanswered| egress.refuse_unanswered(&u))
+    }
+
+    fn refuse_unanswered(&self, u: &Unanswered) {
+        let step = self.step.lock().expect("not poisoned").clone();
+        let key = (u.proto.to_string(), u.addr.to_string(), step);
+        if !self.unanswered.lock().expect("not poisoned").insert(key) {
+            return;
+        }
+        let what = match u.proto {
+            "tcp" => format!("TCP connect to {} ({})", u.addr, u.program),
+            _ => format!("UDP datagram to {} ({})", u.addr, u.program),
+        };
+        self.refuse(
+            &u.addr.ip().to_string(),
+            u.addr.port(),
+            what,
+            "nothing in the job's network answers there (the egress has its own ports alone)",
+        );
     }
 
     /// A DNS lookup of an unlisted name (answered NXDOMAIN), recorded once per name, query

@@ -36,6 +36,12 @@ impl Waker {
 
     /// Block until `fd` is readable (`true`) or the waker was woken (`false`).
     pub fn wait(&self, fd: RawFd) -> bool {
+        self.wait_events(fd).is_some()
+    }
+
+    /// Block until `fd` has an event (its `revents`: readable, or hung up) or the waker was
+    /// woken (`None`).
+    pub fn wait_events(&self, fd: RawFd) -> Option<libc::c_short> {
         loop {
             let mut pfds = [
                 libc::pollfd {
@@ -55,13 +61,13 @@ impl Waker {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return false;
+                return None;
             }
             if pfds[1].revents != 0 {
-                return false;
+                return None;
             }
             if pfds[0].revents != 0 {
-                return true;
+                return Some(pfds[0].revents);
             }
         }
     }

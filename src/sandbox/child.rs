@@ -10,7 +10,8 @@
 //!   status. When B exits the kernel kills whatever the job left behind, and reprobox's
 //!   wait for B returns only once all of it is gone.
 //! - **C** (`stage_c`): the job itself, in the new time namespace: new session, working
-//!   directory, limits, NO_NEW_PRIVS, bounding set, Landlock, then execve.
+//!   directory, limits, NO_NEW_PRIVS, bounding set, Landlock, the seccomp watch of
+//!   unanswered connects (`unanswered`, its listener handed to reprobox), then execve.
 //!
 //! A raw clone runs no fork handlers, so it is only safe from a single-threaded process
 //! (`reprobox run`). A multi-threaded caller (the pipeline, with its servers) forks **A**
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use super::ctl;
 use super::mounts;
 use super::sys::{self, Real};
-use super::{ChildSetup, caps, landlock_rules, limits, net, timens};
+use super::{ChildSetup, caps, landlock_rules, limits, net, timens, unanswered};
 use crate::job::Enforcement;
 
 fn fail(sock: RawFd, msg: &str) -> ! {
@@ -508,6 +509,25 @@ fn stage_c(p: &ChildSetup, sock: RawFd, out: &mut Vec<Enforcement>) -> ! {
             enforced: false,
             detail: "disabled (--no-landlock)".into(),
         }),
+    }
+    if p.job.watch_unanswered {
+        // Last before exec: nothing of reprobox's own set-up is stopped by the filter.
+        match unanswered::install() {
+            Ok(listener) => {
+                if let Err(e) = ctl::send(sock, b"unanswered", &[listener.as_raw_fd()]) {
+                    fail(sock, &format!("hand the seccomp listener to reprobox: {e}"));
+                }
+                drop(listener);
+            }
+            Err(e) => fail(sock, &e),
+        }
+        enf.push(Enforcement {
+            feature: "unanswered-connects".into(),
+            enforced: true,
+            detail: "seccomp user notification on connect(2) and sendto(2) with an address: \
+                     attempts nothing in the job's network answers are recorded"
+                .into(),
+        });
     }
     *out = enf;
     let prog = resolve(&p.job.argv[0], &p.path_dirs);

@@ -24,6 +24,7 @@ pub mod overlay;
 pub mod probe;
 mod sys;
 mod timens;
+mod unanswered;
 
 /// The environment's libfaketime for a `clock.faketime` job, as the microVM backend applies
 /// it too: one rule for both backends.
@@ -36,7 +37,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::error::{Error, IoContext, Result};
-use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
+use crate::job::{Enforcement, Job, JobOutcome, RootfsSource, UnansweredSink};
 
 /// Everything the helper processes need, computed before forking.
 pub(crate) struct ChildSetup {
@@ -74,6 +75,11 @@ pub struct Running {
     cleanup: Cleanup,
     guard: crate::interrupt::Guard,
     done: bool,
+    /// `Job::loopback_catch_all`, for the watch of unanswered connects.
+    catch_all: bool,
+    unanswered_sink: Option<UnansweredSink>,
+    /// Started when C hands over its seccomp listener (`Job::watch_unanswered`).
+    watcher: Option<unanswered::Watcher>,
 }
 
 struct Cleanup {
@@ -142,6 +148,12 @@ fn cstring(s: &str, what: &str) -> Result<CString> {
 
 /// Start `job`; returns once it is about to exec its command.
 pub fn spawn(job: &Job) -> Result<Running> {
+    spawn_watched(job, None)
+}
+
+/// [`spawn`], handing the job's connects that nothing answers to `unanswered` as they
+/// happen (with `Job::watch_unanswered`; without a sink they are only logged).
+pub fn spawn_watched(job: &Job, unanswered: Option<UnansweredSink>) -> Result<Running> {
     reap_finished(&mut UNREAPED.lock().unwrap_or_else(|e| e.into_inner()));
     validate(job)?;
     let guard = crate::interrupt::Guard::new();
@@ -207,6 +219,9 @@ pub fn spawn(job: &Job) -> Result<Running> {
         cleanup,
         guard,
         done: false,
+        catch_all: job.loopback_catch_all,
+        unanswered_sink: unanswered,
+        watcher: None,
     };
     r.handshake(job, &setup.rootfs)?;
     Ok(r)
@@ -546,6 +561,22 @@ impl Running {
                         self.listeners.push((port, TcpListener::from(fd)));
                     }
                 }
+                "unanswered" => {
+                    if let Some(fd) = fds.pop() {
+                        match unanswered::Watcher::start(
+                            fd,
+                            self.catch_all,
+                            self.unanswered_sink.clone(),
+                        ) {
+                            Ok(w) => self.watcher = Some(w),
+                            // Without the thread the job's connects would wait forever.
+                            Err(e) => {
+                                self.error = Some(format!("start the connect watch: {e}"));
+                                self.kill();
+                            }
+                        }
+                    }
+                }
                 "udp" => {
                     if let (Ok(port), Some(fd)) = (rest.parse::<u16>(), fds.pop()) {
                         self.udp_sockets.push((port, std::net::UdpSocket::from(fd)));
@@ -638,6 +669,10 @@ impl Running {
                 }
                 Some(_) => {}
             }
+        }
+        // Every attempt the job made is recorded before its outcome is.
+        if let Some(w) = self.watcher.take() {
+            w.stop();
         }
         if let Some(e) = self.error.take() {
             return Err(Error::Sandbox(e));

@@ -575,6 +575,16 @@ fn outcome_enforcement(f: VmFacts) -> Vec<Enforcement> {
             detail: format!("job started {ms} ms after qemu was spawned"),
         });
     }
+    if job.watch_unanswered {
+        enforcement.push(Enforcement {
+            feature: "unanswered-connects".into(),
+            enforced: false,
+            detail: "not watched in the guest: what reaches a forwarded port is recorded by \
+                     the egress; another port of an address, a raw IPv6 address or UDP to an \
+                     address is refused by the guest's kernel, unrecorded (docs/egress.md)"
+                .into(),
+        });
+    }
     for f in ["capabilities", "landlock", "namespaces"] {
         enforcement.push(Enforcement {
             feature: f.into(),
