@@ -149,6 +149,15 @@ probe connect_mapped bash -c 'connect {HOST}'
 probe tcp_raw_ip bash -c 'tcp 1.1.1.1 80'
 probe tcp_mapped bash -c 'tcp {HOST} 80'
 probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
+# Where no forwarder is: another port of an address, a nameserver named by address over
+# UDP (qemu forwards no UDP), next to the same query to the guest's own 127.0.0.1:53.
+probe tcp_raw_ip_other_port bash -c 'tcp 1.1.1.1 25'
+udp() {{ perl -MIO::Socket::INET -e '
+  my $s = IO::Socket::INET->new(PeerAddr => $ARGV[0], PeerPort => 53, Proto => "udp") or exit 8;
+  $s->send(pack("n6", 0x1234, 0x0100, 1, 0, 0, 0) . "\1a\0" . pack("n2", 1, 1)) or exit 8;
+  defined $s->recv(my $r, 512) or exit 9;' "$1"; }}
+export -f udp
+probe udp_raw_ns bash -c 'udp 8.8.8.8'
 "#
     );
     let r = run(&store, &tmp, &rule, &[], &script);
@@ -164,6 +173,7 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
         ("connect_unlisted", "connect_mapped"),
         ("tcp_raw_ip", "tcp_mapped"),
         ("tls_raw_ip", "curl_mapped_noproxy"),
+        ("tcp_raw_ip_other_port", "tcp_mapped"),
     ] {
         assert_eq!(r.rc(control), 0, "{control}: {}", r.why());
         // Failed, and not by the 5 s timeout (124): refused at once.
@@ -204,7 +214,20 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
         "{refusals:?}"
     );
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
-    // What reaches no forwarded port is not watched in the guest, and the record says so.
+    // What reaches no forwarder, seen by the guest kernel's trace events: refused at once
+    // (the UDP query gets port unreachable: 9, not the timeout) and recorded once each.
+    let c = r.rc("udp_raw_ns");
+    assert_eq!(c, 9, "udp_raw_ns: {}", r.why());
+    for (host, what) in [
+        ("1.1.1.1", "TCP connect to 1.1.1.1:25 (bash)"),
+        ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
+    ] {
+        let n = refusals
+            .iter()
+            .filter(|x| x["host"] == host && x["what"] == what)
+            .count();
+        assert_eq!(n, 1, "{what}: {refusals:?}");
+    }
     let watch = r.record["enforcement"]
         .as_array()
         .into_iter()
@@ -212,7 +235,7 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
         .find(|e| e["feature"] == "unanswered-connects");
     assert_eq!(
         watch.map(|e| e["enforced"].clone()),
-        Some(serde_json::Value::Bool(false)),
+        Some(serde_json::Value::Bool(true)),
         "{}",
         r.why()
     );

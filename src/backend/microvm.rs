@@ -223,7 +223,9 @@ impl Backend for MicroVm {
             };
             opts.root_disk = Some(self.disk(image, root)?);
         }
-        let outcome = vm::run(job, &opts);
+        // The egress lists what nothing in the guest's network answered among its refusals.
+        let sink = services.egress.as_ref().map(|e| e.unanswered_sink());
+        let outcome = vm::run_watched(job, &opts, sink.as_ref());
         let served = serving.stop();
         Ok((outcome?, served))
     }

@@ -12,8 +12,9 @@ use std::process::Command;
 use crate::error::{Error, IoContext, Result};
 use crate::job::RootfsSource;
 
-/// Size of the status disk (guest_protocol.rs): one block is enough.
-pub const STATUS_DISK_BYTES: u64 = 64 * 1024;
+/// Size of the status disk (guest_protocol.rs): the status and up to 2000 trace lines of
+/// the unanswered-connect watch (sparse: costs nothing unused).
+pub const STATUS_DISK_BYTES: u64 = 1 << 20;
 
 /// Bytes and inodes a tree uses (allocated blocks, not apparent sizes), not crossing
 /// into other filesystems.

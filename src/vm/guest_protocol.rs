@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Job, Unanswered};
 use crate::shell::quote as q;
 
 /// The guest address whose connections qemu forwards to the host-side mirror.
@@ -109,6 +109,7 @@ pub fn job_script(
     let _ = writeln!(s, "RB_FORWARD_PORTS='{}'", ports.join(" "));
     let _ = writeln!(s, "RB_GUESTFWD_IP={GUESTFWD_IP}");
     let _ = writeln!(s, "RB_CATCH_ALL={}", u8::from(job.loopback_catch_all));
+    let _ = writeln!(s, "RB_WATCH_UNANSWERED={}", u8::from(job.watch_unanswered));
 
     s.push_str("rb_mounts() {\n  :\n");
     for m in mounts {
@@ -155,18 +156,33 @@ pub fn job_script(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestStatus {
     pub exit_code: i32,
+    /// With `Job::watch_unanswered`: whether the guest kernel's trace events could be
+    /// enabled (`Err` says why not), and what they saw.
+    pub watch: Option<Result<Vec<Unanswered>, String>>,
 }
 
-/// Parse the status disk's first block. `None` means the guest never got to write it
-/// (it crashed, panicked or was killed).
+/// Parse the status disk's head. `None` means the guest never got to write it (it
+/// crashed, panicked or was killed).
 pub fn parse_status(block: &[u8]) -> Option<GuestStatus> {
     let text = std::str::from_utf8(block.split(|&b| b == 0).next()?).ok()?;
     let body = text.strip_prefix(STATUS_MAGIC)?;
     let mut exit = None;
     let mut ended = false;
+    let mut watch = None;
+    let mut seen = Vec::new();
     for line in body.lines() {
         if let Some(v) = line.strip_prefix("exit=") {
             exit = v.trim().parse::<i32>().ok();
+        } else if line == "watch=on" {
+            watch = Some(Ok(()));
+        } else if let Some(why) = line.strip_prefix("watch=off ") {
+            watch = Some(Err(why.to_string()));
+        } else if let Some(t) = line.strip_prefix("trace ") {
+            if let Some(u) = unanswered_of_trace(t)
+                && !seen.contains(&u)
+            {
+                seen.push(u);
+            }
         } else if line == "end" {
             ended = true;
         }
@@ -174,7 +190,59 @@ pub fn parse_status(block: &[u8]) -> Option<GuestStatus> {
     if !ended {
         return None;
     }
-    Some(GuestStatus { exit_code: exit? })
+    Some(GuestStatus {
+        exit_code: exit?,
+        watch: watch.map(|w| w.map(|()| seen)),
+    })
+}
+
+/// One line of the guest kernel's trace (`/sys/kernel/tracing/trace`) as the init keeps
+/// them: a TCP connect that ended refused (`inet_sock_set_state` from SYN_SENT to CLOSE)
+/// or a datagram answered port-unreachable (`icmp_send` type 3 code 3).
+///
+/// `            bash-81      [000] .....  5.1: inet_sock_set_state: family=AF_INET … dport=25 saddr=… daddr=1.1.1.1 … daddrv6=… oldstate=TCP_SYN_SENT newstate=TCP_CLOSE`
+/// `            perl-90      [000] b.s2.  5.2: icmp_send: icmp_send: type=3, code=3. From 127.0.0.1:37959 to 8.8.8.8:53 ulen=9 skbaddr=…`
+fn unanswered_of_trace(line: &str) -> Option<Unanswered> {
+    let (head, event) = line.split_once(": ")?;
+    // The task is `COMM-PID` before the CPU column; COMM may hold '-' and spaces.
+    let task = head.split(" [").next()?.trim();
+    let program = task
+        .rsplit_once('-')
+        .map(|(c, _)| c)
+        .unwrap_or(task)
+        .to_string();
+    let field = |k: &str| {
+        event
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k).map(|v| v.trim_end_matches(',')))
+    };
+    if let Some(rest) = event.strip_prefix("inet_sock_set_state: ") {
+        if !rest.contains("oldstate=TCP_SYN_SENT") || !rest.contains("newstate=TCP_CLOSE") {
+            return None;
+        }
+        let port: u16 = field("dport=")?.parse().ok()?;
+        let ip: std::net::IpAddr = if field("family=")? == "AF_INET" {
+            field("daddr=")?.parse().ok()?
+        } else {
+            let v6: std::net::Ipv6Addr = field("daddrv6=")?.parse().ok()?;
+            v6.to_ipv4_mapped().map(Into::into).unwrap_or(v6.into())
+        };
+        return Some(Unanswered {
+            proto: "tcp",
+            addr: std::net::SocketAddr::new(ip, port),
+            program,
+        });
+    }
+    let rest = event.strip_prefix("icmp_send: ")?;
+    if !rest.contains("type=3, code=3.") {
+        return None;
+    }
+    let to = rest.split(" to ").nth(1)?.split_whitespace().next()?;
+    Some(Unanswered {
+        proto: "udp",
+        addr: to.parse().ok()?,
+        program,
+    })
 }
 
 #[cfg(test)]
@@ -183,10 +251,49 @@ mod tests {
     use crate::job::RootfsSource;
 
     #[test]
+    fn the_watch_lines_of_a_status_block() {
+        let block = "REPROBOX-STATUS 1\nexit=0\nwatch=on\n\
+trace             bash-81      [000] .....     5.100000: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=44370 dport=25 saddr=1.1.1.1 daddr=1.1.1.1 saddrv6=::ffff:1.1.1.1 daddrv6=::ffff:1.1.1.1 oldstate=TCP_SYN_SENT newstate=TCP_CLOSE\n\
+trace             bash-81      [000] .....     5.200000: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=44371 dport=25 saddr=1.1.1.1 daddr=1.1.1.1 saddrv6=::ffff:1.1.1.1 daddrv6=::ffff:1.1.1.1 oldstate=TCP_SYN_SENT newstate=TCP_CLOSE\n\
+trace      my prog-1-2     [001] .....     5.300000: inet_sock_set_state: family=AF_INET6 protocol=IPPROTO_TCP sport=1 dport=8080 saddr=0.0.0.0 daddr=0.0.0.0 saddrv6=::1 daddrv6=::1 oldstate=TCP_SYN_SENT newstate=TCP_CLOSE\n\
+trace             curl-85      [000] .....     5.400000: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=1 dport=443 saddr=127.0.0.1 daddr=127.0.0.1 saddrv6=::1 daddrv6=::1 oldstate=TCP_ESTABLISHED newstate=TCP_CLOSE\n\
+trace             perl-90      [000] b.s2.     5.500000: icmp_send: icmp_send: type=3, code=3. From 8.8.8.8:37959 to 8.8.8.8:53 ulen=9 skbaddr=000000009efdf7a9\n\
+trace             perl-90      [000] b.s2.     5.600000: icmp_send: icmp_send: type=3, code=1. From 8.8.8.8:37959 to 8.8.8.8:53 ulen=9 skbaddr=000000009efdf7a9\n\
+end\n";
+        let st = parse_status(block.as_bytes()).unwrap();
+        let u = |proto, a: &str, p: &str| Unanswered {
+            proto,
+            addr: a.parse().unwrap(),
+            program: p.into(),
+        };
+        // One per attempt seen (the retry is the same), a refused connect only (not a
+        // closed connection), port-unreachable only; a program name with '-' and a space.
+        assert_eq!(
+            st.watch,
+            Some(Ok(vec![
+                u("tcp", "1.1.1.1:25", "bash"),
+                u("tcp", "[::1]:8080", "my prog-1"),
+                u("udp", "8.8.8.8:53", "perl"),
+            ]))
+        );
+        let off = "REPROBOX-STATUS 1\nexit=0\nwatch=off no tracefs\nend\n";
+        assert_eq!(
+            parse_status(off.as_bytes()).unwrap().watch,
+            Some(Err("no tracefs".into()))
+        );
+    }
+
+    #[test]
     fn status_round_trip() {
         let mut b = b"REPROBOX-STATUS 1\nexit=42\nend\n".to_vec();
         b.resize(4096, 0);
-        assert_eq!(parse_status(&b), Some(GuestStatus { exit_code: 42 }));
+        assert_eq!(
+            parse_status(&b),
+            Some(GuestStatus {
+                exit_code: 42,
+                watch: None
+            })
+        );
         assert_eq!(parse_status(&[0u8; 512]), None);
         assert_eq!(parse_status(b"REPROBOX-STATUS 1\nexit=3\n"), None);
     }
@@ -218,6 +325,7 @@ mod tests {
         );
         assert!(s.contains("RB_FORWARD_PORTS='8080'"), "{s}");
         assert!(s.contains("RB_CATCH_ALL=0\n"), "{s}");
+        assert!(s.contains("RB_WATCH_UNANSWERED=0\n"), "{s}");
 
         job.workdir = "relative".into();
         assert_eq!(

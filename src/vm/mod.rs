@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::job::{Enforcement, Job, JobOutcome, RootfsSource};
+use crate::job::{Enforcement, Job, JobOutcome, RootfsSource, UnansweredSink};
 use guest_protocol::GuestMount;
 use kernel::{GuestKernel, KernelSource};
 use qemu::{Drive, Machine, ResolvedAccel};
@@ -271,12 +271,38 @@ pub fn run(job: &Job, opts: &VmOptions) -> Result<JobOutcome> {
 
 type Sink = Box<dyn Write + Send>;
 
+/// [`run`], handing the job's connects that nothing answered (`Job::watch_unanswered`, seen
+/// by the guest kernel's trace events) to `unanswered` once the guest is done.
+pub fn run_watched(
+    job: &Job,
+    opts: &VmOptions,
+    unanswered: Option<&UnansweredSink>,
+) -> Result<JobOutcome> {
+    run_inner(
+        job,
+        opts,
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
+        unanswered,
+    )
+}
+
 /// [`run`] with the job's stdout and stderr streamed into the given writers.
 pub fn run_with_output(
     job: &Job,
     opts: &VmOptions,
     stdout: Sink,
     stderr: Sink,
+) -> Result<JobOutcome> {
+    run_inner(job, opts, stdout, stderr, None)
+}
+
+fn run_inner(
+    job: &Job,
+    opts: &VmOptions,
+    stdout: Sink,
+    stderr: Sink,
+    unanswered: Option<&UnansweredSink>,
 ) -> Result<JobOutcome> {
     let started = Instant::now();
     let _guard = crate::interrupt::Guard::new();
@@ -361,10 +387,15 @@ pub fn run_with_output(
     let console_tail = vm.console_tail();
     drop(vm);
 
-    let status_block = read_head(&status_img, 4096)?;
+    let status_block = read_head(&status_img, disk::STATUS_DISK_BYTES as usize)?;
     let Some(status) = guest_protocol::parse_status(&status_block) else {
         return Err(guest_failure(&end, &console_tail));
     };
+    if let (Some(Ok(seen)), Some(sink)) = (&status.watch, unanswered) {
+        for u in seen {
+            sink(u.clone());
+        }
+    }
 
     for (image, src, is_file) in &copy_back {
         copy_back_bind(image, src, *is_file, dir)?;
@@ -380,6 +411,7 @@ pub fn run_with_output(
         forward: &forward,
         faketime,
         boot_ms,
+        watch: status.watch.as_ref(),
     });
     Ok(JobOutcome {
         exit_code: status.exit_code,
@@ -499,6 +531,8 @@ struct VmFacts<'a> {
     forward: &'a [(u16, SocketAddr)],
     faketime: Option<Enforcement>,
     boot_ms: Option<u128>,
+    /// The unanswered-connect watch, when the job asked for it.
+    watch: Option<&'a std::result::Result<Vec<crate::job::Unanswered>, String>>,
 }
 
 /// The run record's list of what a microVM job enforced, and what it did not.
@@ -513,6 +547,7 @@ fn outcome_enforcement(f: VmFacts) -> Vec<Enforcement> {
         forward,
         faketime,
         boot_ms,
+        watch,
     } = f;
     let epoch = job.clock.source_date_epoch;
     let mut enforcement = vec![
@@ -578,11 +613,15 @@ fn outcome_enforcement(f: VmFacts) -> Vec<Enforcement> {
     if job.watch_unanswered {
         enforcement.push(Enforcement {
             feature: "unanswered-connects".into(),
-            enforced: false,
-            detail: "not watched in the guest: what reaches a forwarded port is recorded by \
-                     the egress; another port of an address, a raw IPv6 address or UDP to an \
-                     address is refused by the guest's kernel, unrecorded (docs/egress.md)"
-                .into(),
+            enforced: matches!(watch, Some(Ok(_))),
+            detail: match watch {
+                Some(Ok(_)) => "the guest kernel's trace events (sock:inet_sock_set_state from \
+                                SYN_SENT to CLOSE, icmp:icmp_send port unreachable): refused \
+                                connects and datagrams are recorded"
+                    .into(),
+                Some(Err(why)) => format!("not watched: {why}"),
+                None => "not watched: the guest's init said nothing of it".into(),
+            },
         });
     }
     for f in ["capabilities", "landlock", "namespaces"] {
