@@ -166,18 +166,11 @@ fn everything_else_is_refused_at_once_and_recorded_each_next_to_its_control() {
     let (store, tmp, up) = dirs(t.path());
     let server = upstream(&up, &[("some/file", b"ok\n")]);
     let rule = vec![format!("{HOST}={}", server.url())];
+    let probes = egress_probes(HOST);
     // Each probe prints `name=rc`; a control is the same probe against the mapped host.
     let script = format!(
         r#"
-probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
-tcp() {{ exec 3<>/dev/tcp/$1/$2 || return 9
-  printf 'GET /some/file HTTP/1.0\r\nHost: {HOST}\r\n\r\n' >&3
-  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
-connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
-  printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
-  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
-export -f tcp connect
-probe curl_unlisted curl -fsS https://example.org/
+{probes}probe curl_unlisted curl -fsS https://example.org/
 probe curl_mapped curl -fsS https://{HOST}/some/file
 probe curl_unlisted_noproxy curl -fsS --noproxy '*' https://example.org/
 probe curl_mapped_noproxy curl -fsS --noproxy '*' https://{HOST}/some/file
@@ -194,11 +187,6 @@ probe connect_raw_ip bash -c 'connect 1.1.1.1'
 # nameserver named by address (the kernel refuses them; the sandbox's watch records them).
 probe tcp_raw_ip_other_port bash -c 'tcp 1.1.1.1 25'
 probe tcp_raw_ip6 bash -c 'tcp 2606:4700::1111 80'
-udp() {{ perl -MIO::Socket::INET -e '
-  my $s = IO::Socket::INET->new(PeerAddr => $ARGV[0], PeerPort => 53, Proto => "udp") or exit 8;
-  $s->send(pack("n6", 0x1234, 0x0100, 1, 0, 0, 0) . "\1a\0" . pack("n2", 1, 1)) or exit 8;
-  defined $s->recv(my $r, 512) or exit 9;' "$1"; }}
-export -f udp
 probe udp_raw_ns bash -c 'udp 8.8.8.8'
 probe udp_ns bash -c 'udp 127.0.0.1'
 # The resolver itself, past /etc/hosts: PROTO NAME -> its rcode, answer count, last 4 bytes.

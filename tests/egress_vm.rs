@@ -129,18 +129,11 @@ fn the_guest_reaches_mapped_hosts_replays_offline_and_is_refused_the_rest() {
     let rule = vec![format!("{HOST}={}", server.url())];
     let url = format!("https://{HOST}/some/file");
     // One boot: the file through the proxy (printed), then probes, each `name=rc`.
+    let probes = egress_probes(HOST);
     let script = format!(
         r#"
 curl -fsS {url} || echo "curl failed: $?"
-probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
-connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
-  printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
-  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
-tcp() {{ exec 3<>/dev/tcp/$1/$2 || return 9
-  printf 'GET /some/file HTTP/1.0\r\nHost: {HOST}\r\n\r\n' >&3
-  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
-export -f connect tcp
-probe curl_unlisted curl -fsS https://example.org/
+{probes}probe curl_unlisted curl -fsS https://example.org/
 probe curl_mapped_noproxy curl -fsS --noproxy '*' {url}
 probe dns_unlisted getent hosts unlisted.example
 probe dns_mapped getent hosts {HOST}
@@ -152,11 +145,6 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
 # Where no forwarder is: another port of an address, a nameserver named by address over
 # UDP (qemu forwards no UDP), next to the same query to the guest's own 127.0.0.1:53.
 probe tcp_raw_ip_other_port bash -c 'tcp 1.1.1.1 25'
-udp() {{ perl -MIO::Socket::INET -e '
-  my $s = IO::Socket::INET->new(PeerAddr => $ARGV[0], PeerPort => 53, Proto => "udp") or exit 8;
-  $s->send(pack("n6", 0x1234, 0x0100, 1, 0, 0, 0) . "\1a\0" . pack("n2", 1, 1)) or exit 8;
-  defined $s->recv(my $r, 512) or exit 9;' "$1"; }}
-export -f udp
 probe udp_raw_ns bash -c 'udp 8.8.8.8'
 "#
     );

@@ -118,3 +118,28 @@ pub fn mountinfo() -> Vec<String> {
         .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
         .collect()
 }
+
+/// The shell functions the egress tests probe a job's way out with (`bash` in the Debian
+/// root, both backends), each printing or returning what a control can be compared with:
+/// - `probe NAME CMD…`: runs CMD (5 s at most, output dropped) and prints `NAME=RC`;
+/// - `tcp ADDR PORT`: a plain `GET /some/file` naming `host` over `/dev/tcp`, true on 200;
+/// - `connect HOST`: a proxy `CONNECT HOST:443` to 127.0.0.1:3128, true on 200;
+/// - `udp SERVER`: an `A` query for `a` over UDP to SERVER:53 (exit 8: not sent, 9: refused).
+pub fn egress_probes(host: &str) -> String {
+    format!(
+        r#"
+probe() {{ name=$1; shift; timeout 5 "$@" >/dev/null 2>&1; echo "$name=$?"; }}
+tcp() {{ exec 3<>/dev/tcp/$1/$2 || return 9
+  printf 'GET /some/file HTTP/1.0\r\nHost: {host}\r\n\r\n' >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
+connect() {{ exec 3<>/dev/tcp/127.0.0.1/3128 || return 9
+  printf 'CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n' "$1" "$1" >&3
+  read -r v code rest <&3; exec 3>&-; [ "$code" = 200 ]; }}
+udp() {{ perl -MIO::Socket::INET -e '
+  my $s = IO::Socket::INET->new(PeerAddr => $ARGV[0], PeerPort => 53, Proto => "udp") or exit 8;
+  $s->send(pack("n6", 0x1234, 0x0100, 1, 0, 0, 0) . "\1a\0" . pack("n2", 1, 1)) or exit 8;
+  defined $s->recv(my $r, 512) or exit 9;' "$1"; }}
+export -f tcp connect udp
+"#
+    )
+}
