@@ -281,11 +281,7 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
         ),
         ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
     ] {
-        let n = refusals
-            .iter()
-            .filter(|x| x["host"] == host && x["what"] == what)
-            .count();
-        assert_eq!(n, 1, "{what}: {refusals:?}");
+        assert_refused_once(&refusals, host, what);
     }
     assert!(
         !refusals

@@ -210,11 +210,7 @@ probe udp_raw_ns bash -c 'udp 8.8.8.8'
         ("1.1.1.1", "TCP connect to 1.1.1.1:25 (bash)"),
         ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
     ] {
-        let n = refusals
-            .iter()
-            .filter(|x| x["host"] == host && x["what"] == what)
-            .count();
-        assert_eq!(n, 1, "{what}: {refusals:?}");
+        assert_refused_once(&refusals, host, what);
     }
     let watch = r.record["enforcement"]
         .as_array()

@@ -143,3 +143,13 @@ export -f tcp connect udp
 "#
     )
 }
+
+/// A run record's `egress.refusals` lists exactly one refusal of `host` described as `what`
+/// (the egress records a client's retries once).
+pub fn assert_refused_once(refusals: &[serde_json::Value], host: &str, what: &str) {
+    let n = refusals
+        .iter()
+        .filter(|x| x["host"] == host && x["what"] == what)
+        .count();
+    assert_eq!(n, 1, "{what}: {refusals:?}");
+}
