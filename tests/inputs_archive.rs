@@ -224,6 +224,44 @@ fn offline_resolve_and_packages_and_bootstrap() {
 }
 
 #[test]
+fn a_canonical_name_replays_offline_from_another_location() {
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
+    let sd = tempfile::tempdir().unwrap();
+    const REAL: &str = "https://archive.archlinux.org";
+    let fetch = |archive: &str, extra: &[&str]| {
+        let mut args = vec!["archive", "fetch", "--archive", archive];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--day", DAY1, "hello"]);
+        run(sd.path(), &args)
+    };
+    let (code, online, err) = fetch(&srv.url(), &["--canonical", REAL]);
+    assert_eq!(code, 0, "{err}");
+    srv.stop();
+    // The store names the bytes under the real host: an offline run through any other
+    // location that stands for it finds them; one naming the location itself does not.
+    let elsewhere = "http://127.0.0.9:1";
+    let (code, offline, err) = fetch(elsewhere, &["--offline", "--canonical", REAL]);
+    assert_eq!(code, 0, "{err}");
+    let sha_and_path =
+        |out: &str| -> Vec<String> { out.split_whitespace().take(2).map(str::to_string).collect() };
+    assert_eq!(sha_and_path(&online), sha_and_path(&offline));
+    assert_eq!(sha_and_path(&online)[0], w.pkg("hello", "1.0-1").sha256());
+    let (code, _, err) = fetch(elsewhere, &["--offline"]);
+    assert_eq!(code, 3, "named by the location, nothing is stored: {err}");
+    assert!(err.contains("127.0.0.9"), "{err}");
+    let (code, _, err) = fetch(
+        elsewhere,
+        &["--offline", "--canonical", "archive.archlinux.org"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("archive.archlinux.org") && err.contains("https://"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bootstrap_with_wrong_sums_is_tampered() {
     let w = MiniArchive::build().unwrap();
     let sums = w.root().join("iso").join(MONTH).join("sha256sums.txt");

@@ -25,6 +25,11 @@ struct MirrorProc {
 
 impl MirrorProc {
     fn start(store: &Path, upstream: &str, offline: bool, lock_out: &Path) -> MirrorProc {
+        let extra: &[&str] = if offline { &["--offline"] } else { &[] };
+        MirrorProc::start_with(store, upstream, extra, lock_out)
+    }
+
+    fn start_with(store: &Path, upstream: &str, extra: &[&str], lock_out: &Path) -> MirrorProc {
         let mut cmd = reprobox();
         cmd.args([
             "mirror",
@@ -37,10 +42,8 @@ impl MirrorProc {
         .arg(store)
         .arg("--lock-out")
         .arg(lock_out)
+        .args(extra)
         .stdout(Stdio::piped());
-        if offline {
-            cmd.arg("--offline");
-        }
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -157,6 +160,50 @@ fn fetch_all(base: &str, paths: &[String]) -> Vec<Vec<u8>> {
             body
         })
         .collect()
+}
+
+#[test]
+fn a_canonical_name_is_recorded_and_replays_through_another_upstream() {
+    let w = MiniArchive::build().unwrap();
+    let srv = FileServer::dir(w.root()).unwrap();
+    let sd = tempfile::tempdir().unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let (l1, l2) = (locks.path().join("1.lock"), locks.path().join("2.lock"));
+    const REAL: &str = "https://archive.archlinux.org";
+    let ps = paths(&w);
+    let m = MirrorProc::start_with(sd.path(), &srv.url(), &["--canonical", REAL], &l1);
+    let online = fetch_all(&m.url, &ps);
+    assert_eq!(m.stop(), 0);
+    srv.stop();
+    // The lock names what was served under the real host, never the upstream location.
+    let lock = InputsLock::read(&l1).unwrap();
+    for p in &ps {
+        let url = format!("{REAL}{p}");
+        assert!(
+            lock.entries
+                .iter()
+                .any(|e| e.url == url && e.status == Status::Fetched),
+            "{url}:\n{lock}"
+        );
+    }
+    assert!(!lock.to_string().contains("127.0.0.1"), "{lock}");
+    // Offline through another upstream location standing for the same host: every path
+    // from the store, byte for byte.
+    let m = MirrorProc::start_with(
+        sd.path(),
+        "http://127.0.0.9:1",
+        &["--canonical", REAL, "--offline"],
+        &l2,
+    );
+    assert_eq!(fetch_all(&m.url, &ps), online);
+    assert_eq!(m.stop(), 0);
+    let lock = InputsLock::read(&l2).unwrap();
+    assert!(
+        lock.entries
+            .iter()
+            .all(|e| e.status == Status::Hit && e.url.starts_with(REAL)),
+        "{lock}"
+    );
 }
 
 #[test]

@@ -15,6 +15,12 @@ pub struct Args {
     /// Use only what the store holds; nothing leaves the machine.
     #[arg(long, global = true)]
     pub offline: bool,
+    /// The archive root `--archive` stands for (e.g. https://archive.archlinux.org when
+    /// `--archive` is a mirror of it): the store's origin index and offline lookups name
+    /// what is fetched under it, as a reproduction does, so either finds the other's bytes
+    /// whatever location fetched them [default: `--archive` itself].
+    #[arg(long, global = true, value_name = "URL")]
+    pub canonical: Option<String>,
     #[command(subcommand)]
     pub command: ArchiveCommand,
 }
@@ -56,7 +62,11 @@ pub enum ArchiveCommand {
 
 pub fn execute(a: Args) -> Result<i32> {
     let base = archive::parse_base(&a.archive)?;
-    let fetcher = Fetcher::new(a.store.open()?, a.offline);
+    let names = match &a.canonical {
+        Some(c) => vec![(base.clone(), archive::parse_base(c)?)],
+        None => Vec::new(),
+    };
+    let fetcher = Fetcher::new(a.store.open()?, a.offline).with_names(names);
     match a.command {
         ArchiveCommand::Resolve { day, repos, names } => {
             let day = archive::parse_day(&day)?;

@@ -21,6 +21,12 @@ pub struct Args {
     /// Serve only what the store holds; a miss is a 404.
     #[arg(long)]
     pub offline: bool,
+    /// The archive root `--archive` stands for (e.g. https://archive.archlinux.org when
+    /// `--archive` is a mirror of it): the store's origin index, offline answers and the
+    /// lock name what is served under it, as a reproduction's mirror does [default:
+    /// `--archive` itself].
+    #[arg(long, value_name = "URL")]
+    pub canonical: Option<String>,
     /// Where to write the inputs lock when stopped [default: print it to stdout].
     #[arg(long, value_name = "FILE")]
     pub lock_out: Option<PathBuf>,
@@ -28,6 +34,11 @@ pub struct Args {
 
 pub fn execute(a: Args) -> Result<i32> {
     let upstream = archive::parse_base(&a.archive)?;
+    let canonical = a
+        .canonical
+        .as_deref()
+        .map(archive::parse_base)
+        .transpose()?;
     let addr: std::net::SocketAddr = a.listen.parse().map_err(|_| {
         Error::bad_input(
             format!("--listen {:?}", a.listen),
@@ -51,7 +62,7 @@ pub fn execute(a: Args) -> Result<i32> {
         MirrorConfig {
             store,
             upstream: upstream.clone(),
-            canonical: None,
+            canonical,
             offline: a.offline,
         },
     )?;
