@@ -671,8 +671,8 @@ impl Running {
             }
         }
         // Every attempt the job made is recorded before its outcome is.
-        if let Some(w) = self.watcher.take() {
-            w.stop();
+        if let Some(why) = self.watcher.take().and_then(unanswered::Watcher::stop) {
+            unanswered::mark_blind(&mut self.enforcement, &why);
         }
         if let Some(e) = self.error.take() {
             return Err(Error::Sandbox(e));

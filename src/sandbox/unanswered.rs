@@ -28,7 +28,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use libseccomp::{
     ScmpAction, ScmpFilterContext, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags, ScmpSyscall,
@@ -36,7 +36,7 @@ use libseccomp::{
 };
 
 use crate::inputs::wake::Waker;
-use crate::job::{Unanswered, UnansweredSink};
+use crate::job::{Enforcement, Unanswered, UnansweredSink};
 
 /// In C, after Landlock and before exec: load the filter and return its listener (close
 /// it once sent: the job must not answer its own notifications; the kernel made it
@@ -67,6 +67,8 @@ pub(crate) fn install() -> Result<OwnedFd, String> {
 pub(crate) struct Watcher {
     waker: Arc<Waker>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Why reprobox could not look into the job (the first such failure), if it could not.
+    blind: Arc<Mutex<Option<String>>>,
 }
 
 impl Watcher {
@@ -78,20 +80,31 @@ impl Watcher {
         sink: Option<UnansweredSink>,
     ) -> std::io::Result<Watcher> {
         let waker = Arc::new(Waker::new()?);
-        let w = waker.clone();
+        let blind = Arc::new(Mutex::new(None));
+        let w = Watching {
+            fd: listener,
+            catch_all,
+            sink,
+            blind: blind.clone(),
+        };
+        let wk = waker.clone();
         let thread = std::thread::Builder::new()
             .name("unanswered".into())
-            .spawn(move || serve(&listener, &w, catch_all, sink.as_ref()))?;
+            .spawn(move || w.serve(&wk))?;
         Ok(Watcher {
             waker,
             thread: Some(thread),
+            blind,
         })
     }
 
     /// Answer what is pending, then stop. Called once the job has ended: every attempt it
-    /// made has been handed to the sink when this returns.
-    pub(crate) fn stop(mut self) {
+    /// made has been handed to the sink when this returns. `Some(why)` when reprobox could
+    /// not look into the job (ptrace restrictions: `kernel.yama.ptrace_scope`), so attempts
+    /// may have gone unrecorded.
+    pub(crate) fn stop(mut self) -> Option<String> {
         self.halt();
+        self.blind.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn halt(&mut self) {
@@ -108,19 +121,63 @@ impl Drop for Watcher {
     }
 }
 
-fn serve(listener: &OwnedFd, waker: &Waker, catch_all: bool, sink: Option<&UnansweredSink>) {
-    let fd = listener.as_raw_fd();
-    loop {
-        match waker.wait_events(fd) {
-            Some(ev) if ev & libc::POLLIN != 0 => answer(fd, catch_all, sink),
-            // Hung up: every process of the job under the filter is gone.
-            Some(_) => return,
-            None => break,
+/// The watcher thread's side.
+struct Watching {
+    fd: OwnedFd,
+    catch_all: bool,
+    sink: Option<UnansweredSink>,
+    blind: Arc<Mutex<Option<String>>>,
+}
+
+impl Watching {
+    fn serve(&self, waker: &Waker) {
+        let fd = self.fd.as_raw_fd();
+        loop {
+            match waker.wait_events(fd) {
+                Some(ev) if ev & libc::POLLIN != 0 => self.answer(),
+                // Hung up: every process of the job under the filter is gone.
+                Some(_) => return,
+                None => break,
+            }
+        }
+        // Stopped: what is pending still gets its answer (and its record).
+        while readable_now(fd) {
+            self.answer();
         }
     }
-    // Stopped: what is pending still gets its answer (and its record).
-    while readable_now(fd) {
-        answer(fd, catch_all, sink);
+
+    /// Receive one notification, look at it, let the call go on, then record.
+    fn answer(&self) {
+        let fd = self.fd.as_raw_fd();
+        // Fails when the caller died meanwhile (nothing to answer).
+        let Ok(req) = ScmpNotifReq::receive(fd) else {
+            return;
+        };
+        // A failure to look (an unreadable address, a panic) never keeps the job waiting.
+        let catch_all = self.catch_all;
+        let seen = std::panic::catch_unwind(|| look(fd, &req, catch_all)).unwrap_or(Ok(None));
+        let _ = ScmpNotifResp::new_continue(req.id, ScmpNotifRespFlags::empty()).respond(fd);
+        match seen {
+            Ok(Some(u)) => {
+                tracing::info!(
+                    "job: {} to {} by {}: nothing answers",
+                    u.proto,
+                    u.addr,
+                    u.program
+                );
+                if let Some(sink) = &self.sink {
+                    sink(u);
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                let mut blind = self.blind.lock().unwrap_or_else(|e| e.into_inner());
+                if blind.is_none() {
+                    tracing::warn!("the watch of unanswered connects is blind: {why}");
+                    *blind = Some(why);
+                }
+            }
+        }
     }
 }
 
@@ -134,34 +191,29 @@ fn readable_now(fd: RawFd) -> bool {
     unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
 }
 
-/// Receive one notification, look at it, let the call go on, then record.
-fn answer(fd: RawFd, catch_all: bool, sink: Option<&UnansweredSink>) {
-    // Fails when the caller died meanwhile (nothing to answer).
-    let Ok(req) = ScmpNotifReq::receive(fd) else {
-        return;
-    };
-    // A failure to look (an unreadable address, a panic) never keeps the job waiting.
-    let seen = std::panic::catch_unwind(|| look(fd, &req, catch_all))
-        .ok()
-        .flatten();
-    let _ = ScmpNotifResp::new_continue(req.id, ScmpNotifRespFlags::empty()).respond(fd);
-    if let Some(u) = seen {
-        tracing::info!(
-            "job: {} to {} by {}: nothing answers",
-            u.proto,
-            u.addr,
-            u.program
-        );
-        if let Some(sink) = sink {
-            sink(u);
-        }
+/// Mark the `unanswered-connects` item of a job's enforcement list not enforced, with why.
+pub(crate) fn mark_blind(enforcement: &mut [Enforcement], why: &str) {
+    for e in enforcement
+        .iter_mut()
+        .filter(|e| e.feature == "unanswered-connects")
+    {
+        e.enforced = false;
+        e.detail = format!("not watched: reprobox could not look into the job ({why})");
     }
 }
 
-/// The attempt `req` stands for, when nothing in the job's network answers it.
-fn look(fd: RawFd, req: &ScmpNotifReq, catch_all: bool) -> Option<Unanswered> {
+/// A failure that means reprobox may not look into the job at all (not that the process
+/// just ended): permission denied.
+fn denied(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+/// The attempt `req` stands for, when nothing in the job's network answers it. `Err` when
+/// reprobox may not read the job's memory or descriptors.
+fn look(fd: RawFd, req: &ScmpNotifReq, catch_all: bool) -> Result<Option<Unanswered>, String> {
     let args = req.data.args;
-    let (sock, addr_ptr, len) = if req.data.syscall == ScmpSyscall::from_name("connect").ok()? {
+    let connect = ScmpSyscall::from_name("connect").ok();
+    let (sock, addr_ptr, len) = if Some(req.data.syscall) == connect {
         (args[0], args[1], args[2])
     } else {
         (args[0], args[4], args[5])
@@ -169,15 +221,26 @@ fn look(fd: RawFd, req: &ScmpNotifReq, catch_all: bool) -> Option<Unanswered> {
     let pid = req.pid;
     let mut buf = [0u8; 28];
     let n = (len as usize).min(buf.len());
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    mem.read_exact_at(&mut buf[..n], addr_ptr).ok()?;
-    let dest = parse_sockaddr(&buf[..n])?;
-    let proto = socket_protocol(pid, sock as RawFd)?;
+    let path = format!("/proc/{pid}/mem");
+    let read = std::fs::File::open(&path).and_then(|m| m.read_exact_at(&mut buf[..n], addr_ptr));
+    match read {
+        Err(e) if denied(&e) => return Err(format!("read {path}: {e}")),
+        Err(_) => return Ok(None),
+        Ok(()) => {}
+    }
+    let Some(dest) = parse_sockaddr(&buf[..n]) else {
+        return Ok(None);
+    };
+    let Some(proto) = socket_protocol(pid, sock as RawFd)? else {
+        return Ok(None);
+    };
     let program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_default();
     // The pid still names the task that made the call (not one that reused its number).
-    libseccomp::notify_id_valid(fd, req.id).ok()?;
+    if libseccomp::notify_id_valid(fd, req.id).is_err() {
+        return Ok(None);
+    }
     let tcp = proto == libc::IPPROTO_TCP;
     let table = if tcp { "tcp" } else { "udp" };
     let mut sockets = Vec::new();
@@ -186,33 +249,43 @@ fn look(fd: RawFd, req: &ScmpNotifReq, catch_all: bool) -> Option<Unanswered> {
             sockets.extend(parse_proc_net(&text, v6));
         }
     }
-    (!answered(dest, tcp, catch_all, &sockets)).then_some(Unanswered {
-        proto: if tcp { "tcp" } else { "udp" },
-        addr: dest,
-        program,
-    })
+    Ok(
+        (!answered(dest, tcp, catch_all, &sockets)).then_some(Unanswered {
+            proto: if tcp { "tcp" } else { "udp" },
+            addr: dest,
+            program,
+        }),
+    )
 }
 
 /// TCP or UDP (`IPPROTO_*`) of the job's descriptor `fd` in process `pid`; `None` for any
-/// other socket.
-fn socket_protocol(pid: u32, fd: RawFd) -> Option<i32> {
+/// other socket (or a process gone); `Err` when reprobox may not copy the descriptor.
+fn socket_protocol(pid: u32, fd: RawFd) -> Result<Option<i32>, String> {
     // The descriptor table is the process's: a pidfd names a thread group's leader.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let tgid: libc::pid_t = status
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Ok(None);
+    };
+    let Some(tgid) = status
         .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))?
-        .trim()
-        .parse()
-        .ok()?;
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
+    else {
+        return Ok(None);
+    };
     // SAFETY: pidfd_open and pidfd_getfd return new descriptors owned here, or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
     if pidfd < 0 {
-        return None;
+        return Ok(None);
     }
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
     let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if copy < 0 {
-        return None;
+        let e = std::io::Error::last_os_error();
+        return if denied(&e) {
+            Err(format!("copy descriptor {fd} of process {tgid}: {e}"))
+        } else {
+            Ok(None)
+        };
     }
     let copy = unsafe { OwnedFd::from_raw_fd(copy as RawFd) };
     let mut proto: libc::c_int = 0;
@@ -227,7 +300,7 @@ fn socket_protocol(pid: u32, fd: RawFd) -> Option<i32> {
             &mut len,
         )
     };
-    (r == 0 && (proto == libc::IPPROTO_TCP || proto == libc::IPPROTO_UDP)).then_some(proto)
+    Ok((r == 0 && (proto == libc::IPPROTO_TCP || proto == libc::IPPROTO_UDP)).then_some(proto))
 }
 
 /// An IPv4 or IPv6 `struct sockaddr` as the job passed it; `None` for any other family
@@ -359,6 +432,20 @@ mod tests {
                 vec![("[::1]:8080".parse().unwrap(), 0x0A)]
             );
         }
+    }
+
+    #[test]
+    fn a_blind_watch_is_not_enforced_in_the_list() {
+        let item = |f: &str| Enforcement {
+            feature: f.into(),
+            enforced: true,
+            detail: "x".into(),
+        };
+        let mut list = vec![item("landlock"), item("unanswered-connects")];
+        mark_blind(&mut list, "read /proc/9/mem: Permission denied");
+        assert!(list[0].enforced);
+        assert!(!list[1].enforced);
+        assert!(list[1].detail.contains("/proc/9/mem"), "{}", list[1].detail);
     }
 
     #[test]
