@@ -7,77 +7,17 @@
 mod sandbox_common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use reprobox::world::fileserver::FileServer;
 use sandbox_common::*;
 
 const HOST: &str = "archive.archlinux.org";
 
-struct Run {
-    out: Output,
-    stdout: String,
-    record: serde_json::Value,
-}
+type Run = EgressRun;
 
-/// `reprobox run --json` in the Debian root with `egress` rules over `store`, running `script`
-/// with `bash -c`; TMPDIR is `tmp` (where the egress's temporary directory goes).
+/// The container backend's `reprobox run --json` (`egress_run`).
 fn run(store: &Path, tmp: &Path, egress: &[String], extra: &[&str], script: &str) -> Run {
-    require_root();
-    let r = debian_rootfs();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args([
-        "run",
-        "--rootfs",
-        r.to_str().unwrap(),
-        "--read-only",
-        "--json",
-    ])
-    .args(["--store", store.to_str().unwrap()])
-    .env("TMPDIR", tmp)
-    .env_remove("REPROBOX_STORE");
-    for e in egress {
-        cmd.args(["--egress", e]);
-    }
-    cmd.args(extra).args(["--", "bash", "-c", script]);
-    let out = cmd.output().expect("run reprobox");
-    let stdout = text(&out.stdout);
-    let record = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Run {
-        out,
-        stdout,
-        record,
-    }
-}
-
-impl Run {
-    fn why(&self) -> String {
-        format!(
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.out.status.code(),
-            self.stdout,
-            text(&self.out.stderr)
-        )
-    }
-    fn lock(&self) -> &str {
-        self.record["inputs_lock"].as_str().unwrap_or("")
-    }
-    fn refusals(&self) -> Vec<serde_json::Value> {
-        self.record["egress"]["refusals"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-    fn ca(&self) -> String {
-        self.record["egress"]["ca_certificate"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    }
+    egress_run(&[], store, tmp, egress, extra, script)
 }
 
 fn sha(b: &[u8]) -> String {
@@ -93,18 +33,10 @@ fn upstream(dir: &Path, files: &[(&str, &[u8])]) -> FileServer {
     FileServer::dir(dir).unwrap()
 }
 
-fn dirs(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (store, tmp, up) = (t.join("store"), t.join("tmp"), t.join("up"));
-    for d in [&store, &tmp, &up] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    (store, tmp, up)
-}
-
 #[test]
 fn a_mapped_host_answers_and_replays_offline_from_the_store() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let body = b"the archive's bytes\n";
     let server = upstream(&up, &[("some/file", body)]);
     let rule = vec![format!("{HOST}={}", server.url())];
@@ -163,7 +95,7 @@ fn a_mapped_host_answers_and_replays_offline_from_the_store() {
 #[test]
 fn everything_else_is_refused_at_once_and_recorded_each_next_to_its_control() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let server = upstream(&up, &[("some/file", b"ok\n")]);
     let rule = vec![format!("{HOST}={}", server.url())];
     let probes = egress_probes(HOST);
@@ -209,14 +141,6 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
     );
     let r = run(&store, &tmp, &rule, &[], &script);
     assert!(r.out.status.success(), "{}", r.why());
-    let rc = |name: &str| -> i32 {
-        r.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}: {}", r.why()))
-            .parse()
-            .unwrap()
-    };
     for (refused, control) in [
         ("curl_unlisted", "curl_mapped"),
         ("curl_unlisted_noproxy", "curl_mapped_noproxy"),
@@ -229,9 +153,9 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
         ("tcp_raw_ip6", "tcp_mapped"),
         ("udp_raw_ns", "udp_ns"),
     ] {
-        assert_eq!(rc(control), 0, "{control}: {}", r.why());
+        assert_eq!(r.rc(control), 0, "{control}: {}", r.why());
         // Failed, and not by the 5 s timeout (124): refused at once.
-        let c = rc(refused);
+        let c = r.rc(refused);
         assert!(c != 0 && c != 124, "{refused} = {c}: {}", r.why());
     }
     let refusals = r.refusals();
@@ -304,7 +228,7 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
 #[test]
 fn pinned_bytes_that_differ_are_refused_and_never_stored() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let (good, evil) = (
         b"the published rootfs\n".as_slice(),
         b"something else\n".as_slice(),
@@ -358,7 +282,7 @@ fn pinned_bytes_that_differ_are_refused_and_never_stored() {
 #[test]
 fn recorded_drift_serves_the_pin_and_names_both_hashes() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let (v1, v2) = (b"apk index v1\n".as_slice(), b"apk index v2\n".as_slice());
     let server = upstream(&up, &[("x/APKINDEX", v1)]);
     let rule = vec![format!("dl-cdn.alpinelinux.org={}", server.url())];
@@ -379,7 +303,7 @@ fn recorded_drift_serves_the_pin_and_names_both_hashes() {
 #[test]
 fn no_private_key_is_written_and_two_runs_have_different_cas() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let server = upstream(&up, &[("some/file", b"ok\n")]);
     let rule = vec![format!("{HOST}={}", server.url())];
     let out = t.path().join("out");
@@ -427,7 +351,7 @@ fn no_private_key_is_written_and_two_runs_have_different_cas() {
 #[test]
 fn bad_rules_are_refused_before_any_work() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, _) = dirs(t.path());
+    let (store, tmp, _) = egress_dirs(t.path());
     for (args, needle) in [
         (vec!["--egress", "nohost"], "--egress nohost"),
         (vec!["--egress", "1.1.1.1=http://127.0.0.1:1"], "1.1.1.1"),
@@ -459,7 +383,7 @@ fn bad_rules_are_refused_before_any_work() {
 fn archive_policy_checks_packages_against_the_day_database_and_replays_offline() {
     use reprobox::world::fixtures::{DAY1, MiniArchive};
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, _) = dirs(t.path());
+    let (store, tmp, _) = egress_dirs(t.path());
     let mini = MiniArchive::build().unwrap();
     let server = FileServer::dir(mini.root()).unwrap();
     let rule = vec![format!("{HOST}={}:archive", server.url())];
@@ -540,7 +464,7 @@ fn archive_policy_checks_packages_against_the_day_database_and_replays_offline()
 #[test]
 fn registry_policy_pins_a_tag_to_its_digest_and_checks_blobs() {
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let layer = b"a layer's bytes\n".as_slice();
     let manifest = |n: u8| {
         format!(

@@ -14,7 +14,6 @@
 mod sandbox_common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
 
 use reprobox::world::fileserver::FileServer;
@@ -45,72 +44,25 @@ fn debian_kernel() -> PathBuf {
     )
 }
 
-struct Run {
-    out: Output,
-    stdout: String,
-    record: serde_json::Value,
-}
+type Run = EgressRun;
 
-impl Run {
-    fn why(&self) -> String {
-        format!(
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.out.status.code(),
-            self.stdout,
-            text(&self.out.stderr)
-        )
-    }
-    fn lock(&self) -> &str {
-        self.record["inputs_lock"].as_str().unwrap_or("")
-    }
-    fn rc(&self, name: &str) -> i32 {
-        self.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}: {}", self.why()))
-            .parse()
-            .unwrap()
-    }
-}
-
-/// `reprobox run --backend microvm --json` in the Debian root with `egress` rules over
-/// `store`, running `script` with `bash -c`.
+/// `reprobox run --backend microvm --json` (`egress_run`): 512 MiB, one vCPU, Debian's
+/// kernel, 300 s at most.
 fn run(store: &Path, tmp: &Path, egress: &[String], extra: &[&str], script: &str) -> Run {
-    require_root();
-    let r = debian_rootfs();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["run", "--backend", "microvm", "--vm-memory", "512"])
-        .args(["--vm-cpus", "1", "--kernel"])
-        .arg(debian_kernel())
-        .args(["--rootfs", r.to_str().unwrap(), "--read-only", "--json"])
-        .args(["--timeout", "300", "--store", store.to_str().unwrap()])
-        .env("TMPDIR", tmp)
-        .env_remove("REPROBOX_STORE");
-    for e in egress {
-        cmd.args(["--egress", e]);
-    }
-    cmd.args(extra).args(["--", "bash", "-c", script]);
-    let out = cmd.output().expect("run reprobox");
-    let stdout = text(&out.stdout);
-    let record = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Run {
-        out,
-        stdout,
-        record,
-    }
-}
-
-/// `store`, `tmp` and `up` (the upstream's files) under `t`, made.
-fn dirs(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let d = (t.join("store"), t.join("tmp"), t.join("up"));
-    for p in [&d.0, &d.1, &d.2] {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    d
+    let kernel = debian_kernel();
+    let vm = [
+        "--backend",
+        "microvm",
+        "--vm-memory",
+        "512",
+        "--vm-cpus",
+        "1",
+        "--timeout",
+        "300",
+        "--kernel",
+        kernel.to_str().unwrap(),
+    ];
+    egress_run(&vm, store, tmp, egress, extra, script)
 }
 
 fn sha(b: &[u8]) -> String {
@@ -121,7 +73,7 @@ fn sha(b: &[u8]) -> String {
 fn the_guest_reaches_mapped_hosts_replays_offline_and_is_refused_the_rest() {
     let _one = one_vm();
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     let body = b"the archive's bytes, through a microVM\n";
     std::fs::create_dir_all(up.join("some")).unwrap();
     std::fs::write(up.join("some/file"), body).unwrap();
@@ -261,7 +213,7 @@ probe udp_raw_ns bash -c 'udp 8.8.8.8'
 fn pinned_bytes_that_differ_are_refused_drift_serves_the_pin_and_each_run_has_its_own_ca() {
     let _one = one_vm();
     let t = tempfile::tempdir().unwrap();
-    let (store, tmp, up) = dirs(t.path());
+    let (store, tmp, up) = egress_dirs(t.path());
     for d in [up.join("r"), up.join("x")] {
         std::fs::create_dir_all(d).unwrap();
     }

@@ -153,3 +153,93 @@ pub fn assert_refused_once(refusals: &[serde_json::Value], host: &str, what: &st
         .count();
     assert_eq!(n, 1, "{what}: {refusals:?}");
 }
+
+/// A `reprobox run --json` of the egress tests (either backend): its output and the run
+/// record (stdout's last line).
+pub struct EgressRun {
+    pub out: Output,
+    pub stdout: String,
+    pub record: serde_json::Value,
+}
+
+/// `reprobox run --json` in the Debian root, read-only, with `backend`'s arguments (none:
+/// the container), `egress` rules over `store` and `extra` arguments, running `script` with
+/// `bash -c`; TMPDIR is `tmp` (where the egress's temporary directory goes).
+pub fn egress_run(
+    backend: &[&str],
+    store: &Path,
+    tmp: &Path,
+    egress: &[String],
+    extra: &[&str],
+    script: &str,
+) -> EgressRun {
+    require_root();
+    let r = debian_rootfs();
+    let mut cmd = Command::new(bin());
+    cmd.arg("run")
+        .args(backend)
+        .args(["--rootfs", r.to_str().unwrap(), "--read-only", "--json"])
+        .args(["--store", store.to_str().unwrap()])
+        .env("TMPDIR", tmp)
+        .env_remove("REPROBOX_STORE");
+    for e in egress {
+        cmd.args(["--egress", e]);
+    }
+    cmd.args(extra).args(["--", "bash", "-c", script]);
+    let out = cmd.output().expect("run reprobox");
+    let stdout = text(&out.stdout);
+    let record = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    EgressRun {
+        out,
+        stdout,
+        record,
+    }
+}
+
+impl EgressRun {
+    pub fn why(&self) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.out.status.code(),
+            self.stdout,
+            text(&self.out.stderr)
+        )
+    }
+    pub fn lock(&self) -> &str {
+        self.record["inputs_lock"].as_str().unwrap_or("")
+    }
+    pub fn refusals(&self) -> Vec<serde_json::Value> {
+        self.record["egress"]["refusals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+    pub fn ca(&self) -> String {
+        self.record["egress"]["ca_certificate"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+    /// The exit status an [`egress_probes`] `probe NAME …` printed.
+    pub fn rc(&self, name: &str) -> i32 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}: {}", self.why()))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// `store`, `tmp` and `up` (an upstream's files) under `t`, made.
+pub fn egress_dirs(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let d = (t.join("store"), t.join("tmp"), t.join("up"));
+    for p in [&d.0, &d.1, &d.2] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    d
+}
