@@ -64,15 +64,7 @@ fn a_mapped_host_answers_and_replays_offline_from_the_store() {
         &["--offline"],
         &format!("curl -fsS {url}"),
     );
-    assert!(r.out.status.success(), "{}", r.why());
-    assert!(
-        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
-        "{}",
-        r.why()
-    );
-    let line = format!("egress recorded hit {} {} 1 {url}\n", sha(body), body.len());
-    assert!(r.lock().contains(&line), "{}", r.lock());
-    assert!(!r.lock().contains("fetched"), "{}", r.lock());
+    assert_offline_hit(&r, body, &url);
     // Offline, a miss fails the request and the run (exit 3), naming the URL.
     let other = format!("https://{HOST}/other/file");
     let r = run(

@@ -198,15 +198,7 @@ probe udp_raw_ns bash -c 'udp 8.8.8.8'
         &["--offline"],
         &format!("curl -fsS {url}"),
     );
-    assert!(r.out.status.success(), "{}", r.why());
-    assert!(
-        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
-        "{}",
-        r.why()
-    );
-    let line = format!("egress recorded hit {} {} 1 {url}\n", sha(body), body.len());
-    assert!(r.lock().contains(&line), "{}", r.lock());
-    assert!(!r.lock().contains("fetched"), "{}", r.lock());
+    assert_offline_hit(&r, body, &url);
 }
 
 #[test]

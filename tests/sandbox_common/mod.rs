@@ -243,3 +243,18 @@ pub fn egress_dirs(t: &Path) -> (PathBuf, PathBuf, PathBuf) {
     }
     d
 }
+
+/// An offline run printed `body` first and its lock has `url` (a `recorded` rule's) as a
+/// store hit, with nothing fetched.
+pub fn assert_offline_hit(r: &EgressRun, body: &[u8], url: &str) {
+    assert!(r.out.status.success(), "{}", r.why());
+    assert!(
+        r.stdout.starts_with(std::str::from_utf8(body).unwrap()),
+        "{}",
+        r.why()
+    );
+    let sha = reprobox::digest::sha256_hex(body);
+    let line = format!("egress recorded hit {sha} {} 1 {url}\n", body.len());
+    assert!(r.lock().contains(&line), "{}", r.lock());
+    assert!(!r.lock().contains("fetched"), "{}", r.lock());
+}
