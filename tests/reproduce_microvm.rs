@@ -99,6 +99,9 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
     );
     assert_eq!(check(&rv, "image-diff-ids")["status"], "pass");
 
+    // Nothing the build did was refused, in the guest as in the container (reproduce_e2e).
+    let refusals = rv["egress"]["refusals"].as_array().unwrap();
+    assert!(refusals.is_empty(), "{refusals:#?}");
     // The run record: accelerator, kernel and where it came from.
     let vm = &rv["microvm"];
     assert!(
@@ -116,6 +119,14 @@ fn the_release_reproduces_in_a_microvm_with_the_container_backends_bytes() {
     let mut clock_pinned = Vec::new();
     for step in rv["steps"].as_array().unwrap() {
         let e = step["enforcement"].as_array().unwrap();
+        // Every job of the reproduction goes through the egress, and the guest kernel (the
+        // day's `linux`) watches what reaches no forwarder.
+        let watch = e.iter().find(|e| e["feature"] == "unanswered-connects");
+        assert!(
+            watch.is_some_and(|w| w["enforced"] == true),
+            "{}: {watch:?}",
+            step["name"]
+        );
         let vm_line = e.iter().find(|e| e["feature"] == "microvm").unwrap();
         assert!(
             vm_line["detail"].as_str().unwrap().contains(release),
