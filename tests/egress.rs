@@ -198,6 +198,9 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
         ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
     ] {
         assert_refused_once(&refusals, host, what);
+        // And on stderr, one warning each, for a reader without --json.
+        let err = text(&r.out.stderr);
+        assert!(err.contains(&format!("egress refused {what}")), "{err}");
     }
     assert!(
         !refusals

@@ -386,14 +386,7 @@ pub fn execute(a: Args) -> Result<i32> {
         );
     }
     if let Some(r) = &record {
-        for d in &r.drift {
-            tracing::warn!(
-                "egress drift: {} is pinned as {}, upstream sent {}",
-                d.url,
-                d.pinned,
-                d.upstream
-            );
-        }
+        warn_egress(r);
         if let Some(t) = r.tampered.first() {
             return Err(Error::Tampered {
                 what: t.url.clone(),
@@ -411,6 +404,28 @@ pub fn execute(a: Args) -> Result<i32> {
         }
     }
     Ok(outcome.exit_code)
+}
+
+/// What the egress refused and where upstream drifted, one warning line each (the run
+/// record under `--json` has them all as data).
+fn warn_egress(r: &crate::egress::EgressRecord) {
+    for x in &r.refusals {
+        tracing::warn!(
+            "egress refused {} ({}:{}): {}",
+            x.what,
+            x.host,
+            x.port,
+            x.reason
+        );
+    }
+    for d in &r.drift {
+        tracing::warn!(
+            "egress drift: {} is pinned as {}, upstream sent {}",
+            d.url,
+            d.pinned,
+            d.upstream
+        );
+    }
 }
 
 /// `reprobox run --snapshot DAY`: the environment of the profile at DAY (prepared, or taken
@@ -478,15 +493,7 @@ fn execute_snapshot(a: Args) -> Result<i32> {
         tracing::info!("not enforced: {}: {}", e.feature, e.detail);
     }
     if let Some(r) = &done.egress {
-        for x in &r.refusals {
-            tracing::warn!(
-                "egress refused {} ({}:{}): {}",
-                x.what,
-                x.host,
-                x.port,
-                x.reason
-            );
-        }
+        warn_egress(r);
     }
     if a.json {
         #[derive(serde::Serialize)]
