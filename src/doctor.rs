@@ -80,7 +80,7 @@ pub struct Report {
 }
 
 /// The item names, in the order they are reported.
-pub const ITEMS: [&str; 16] = [
+pub const ITEMS: [&str; 17] = [
     "user-namespace",
     "mount-namespace",
     "pid-namespace",
@@ -89,6 +89,7 @@ pub const ITEMS: [&str; 16] = [
     "idmapped-mount",
     "overlay-over-idmapped",
     "landlock",
+    "seccomp-notify",
     "cgroup",
     "cgroup-v2-delegation",
     "subids",
@@ -147,6 +148,8 @@ pub fn required(name: &str, needs: Needs, root: bool) -> bool {
     match name {
         "user-namespace" | "mount-namespace" | "pid-namespace" | "net-namespace"
         | "time-namespace" => container,
+        // Every job of a profile with `[[egress]]` (the real one's) is watched.
+        "seccomp-notify" => container,
         "idmapped-mount" => container && root,
         "overlay-over-idmapped" => container && root && needs.prepared_envs,
         "subids" => container && !root,
@@ -173,6 +176,9 @@ fn enables(name: &str) -> &'static str {
         }
         "landlock" => {
             "Landlock rules in jobs (filesystem writes, TCP ports, signal and socket scopes)"
+        }
+        "seccomp-notify" => {
+            "the egress's record of a container job's connects that nothing answers (every job of a profile with [[egress]], run --egress)"
         }
         "cgroup" => "--memory as a real memory limit (else RLIMIT_AS, address space)",
         "cgroup-v2-delegation" => {
@@ -213,6 +219,9 @@ fn remedy(name: &str, root: bool) -> String {
         }
         "landlock" => {
             "Linux >= 5.13 with landlock in the lsm= boot parameter (CONFIG_SECURITY_LANDLOCK); jobs run without it otherwise and the run record says so"
+        }
+        "seccomp-notify" => {
+            "Linux >= 5.5 with CONFIG_SECCOMP_FILTER; in a container, a seccomp profile that allows seccomp(2) (e.g. --privileged); a process already under a user-notification filter (reprobox inside a reprobox job) cannot load another"
         }
         "cgroup" => {
             "run as root with a writable cgroup v1 memory hierarchy (/sys/fs/cgroup/memory); --memory falls back to RLIMIT_AS otherwise"
@@ -281,6 +290,7 @@ pub fn run_checks(names: &[&str], needs: Needs, root: bool) -> Vec<Check> {
                 ),
                 Err(e) => (Status::Missing, e, None),
             },
+            "seccomp-notify" => found(probe::seccomp_notify()),
             "cgroup" => match probe::cgroup() {
                 Ok(d) => (Status::Ok, d, None),
                 Err(e) => (Status::Missing, e, None),
@@ -561,10 +571,10 @@ mod tests {
             "time-namespace",
         ];
         let mut root = ns.to_vec();
-        root.extend(["idmapped-mount", "overlay-over-idmapped"]);
+        root.extend(["idmapped-mount", "overlay-over-idmapped", "seccomp-notify"]);
         assert_eq!(req(Needs::REPRODUCE, true), root);
         let mut user = ns.to_vec();
-        user.push("subids");
+        user.extend(["seccomp-notify", "subids"]);
         assert_eq!(req(Needs::REPRODUCE, false), user);
         let fresh = Needs {
             prepared_envs: false,

@@ -7,10 +7,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod sandbox_common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_reprobox");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-const ITEMS: [&str; 16] = [
+const ITEMS: [&str; 17] = [
     "user-namespace",
     "mount-namespace",
     "pid-namespace",
@@ -19,6 +21,7 @@ const ITEMS: [&str; 16] = [
     "idmapped-mount",
     "overlay-over-idmapped",
     "landlock",
+    "seccomp-notify",
     "cgroup",
     "cgroup-v2-delegation",
     "subids",
@@ -334,6 +337,75 @@ fn doctor_json_has_every_item_and_each_answer_matches_an_attempt() {
     // Nothing left mounted or behind.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("reprobox-probe-"), "{mounts}");
+}
+
+/// The seccomp watch's item against what it enables: an egress job in the Debian root
+/// (`reprobox run --egress … --json`) has the watch enforced exactly when the doctor says
+/// ok; and the doctor run inside such a job (whose process is already under a
+/// user-notification filter) says failed, naming the kernel's refusal.
+#[test]
+fn the_seccomp_item_matches_an_egress_job_and_fails_inside_one() {
+    require_root();
+    let (_, doc) = doctor_json();
+    let item = check(&doc, "seccomp-notify");
+    assert_eq!(item["required"], true, "{item}");
+    let root = sandbox_common::debian_rootfs();
+    let store = tempfile::tempdir().unwrap();
+    let job = |argv: &[&str]| {
+        let o = Command::new(BIN)
+            .args([
+                "run",
+                "--rootfs",
+                root.to_str().unwrap(),
+                "--read-only",
+                "--json",
+            ])
+            .args(["--store", store.path().to_str().unwrap()])
+            .args(["--bind", &format!("{BIN}:/tmp/reprobox:ro")])
+            .args(["--egress", "a.example=http://127.0.0.1:1", "--"])
+            .args(argv)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let (code, out, err) = job(&["true"]);
+    assert_eq!(code, Some(0), "{err}");
+    let record: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let watch = record["enforcement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["feature"] == "unanswered-connects")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        watch["enforced"] == true,
+        item["status"] == "ok",
+        "{watch} / {item}"
+    );
+    // Required and failed: the doctor inside says reproduce cannot run there (exit 1).
+    let (code, out, err) = job(&["/tmp/reprobox", "doctor", "--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    // The doctor's document (pretty-printed), then the run record's line.
+    let doc_end = out
+        .trim_end()
+        .rfind('\n')
+        .unwrap_or_else(|| panic!("{out}"));
+    let inner: serde_json::Value =
+        serde_json::from_str(&out[..doc_end]).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let inside = check(&inner, "seccomp-notify");
+    assert_eq!(inside["status"], "failed", "{inside}");
+    assert!(
+        inside["detail"].as_str().unwrap().contains("busy"),
+        "{inside}"
+    );
+    assert!(
+        inside["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("reprobox inside a reprobox job"),
+        "{inside}"
+    );
 }
 
 #[test]

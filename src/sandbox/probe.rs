@@ -171,6 +171,79 @@ pub fn overlay_over_idmapped(range: IdRange) -> Result<String, String> {
     Ok("overlayfs (volatile) over an idmapped lower layer: mounted, written, unmounted".into())
 }
 
+/// Whether a process may load a seccomp filter with a user-notification listener, as an
+/// egress job's process does (`sandbox::unanswered`), on a kernel that lets the call go on
+/// (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`, Linux 5.5). In a forked child: NO_NEW_PRIVS, then a
+/// one-instruction filter that allows everything, loaded with
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER` (the listener is made whatever the program says).
+pub fn seccomp_notify() -> Result<String, String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .map_err(|e| format!("read /proc/sys/kernel/osrelease: {e}"))?;
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if (major, minor) < (5, 5) {
+        return Err(format!(
+            "Linux {release}: letting a watched call go on needs 5.5"
+        ));
+    }
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let mut allow = libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    };
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: &mut allow,
+    };
+    // SAFETY: the child makes only async-signal-safe calls (prctl, syscall, write, _exit)
+    // on memory set up before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            let mut errno: i32 = 0;
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    &prog as *const libc::sock_fprog,
+                ) < 0
+            {
+                errno = *libc::__errno_location();
+            }
+            libc::write(w.as_raw_fd(), (&errno as *const i32).cast(), 4);
+            libc::_exit(0);
+        }
+    }
+    drop(w);
+    let mut buf = [0u8; 4];
+    let n = read_full(&r, &mut buf);
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if n < 4 {
+        return Err("the probe child ended without a result".into());
+    }
+    match i32::from_ne_bytes(buf) {
+        0 => Ok(format!(
+            "a filter with a user-notification listener loads (Linux {release})"
+        )),
+        e => Err(format!(
+            "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER): {}",
+            std::io::Error::from_raw_os_error(e)
+        )),
+    }
+}
+
 /// The kernel's Landlock ABI version (`landlock_create_ruleset(NULL, 0, VERSION)`, the
 /// query the `landlock` crate makes), and the ABI the crate uses for it.
 pub fn landlock_abi() -> Result<(i32, String), String> {
