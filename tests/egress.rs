@@ -113,6 +113,11 @@ probe tcp_raw_ip_other_port bash -c 'tcp 1.1.1.1 25'
 probe tcp_raw_ip6 bash -c 'tcp 2606:4700::1111 80'
 probe udp_raw_ns bash -c 'udp 8.8.8.8'
 probe udp_ns bash -c 'udp 127.0.0.1'
+# A port of the job's own loopback that nothing listens on is refused and recorded too; the
+# same kind of connect from a network namespace of the job's own making (a nested
+# container's, with nothing in it) is not the job's network and is not judged.
+probe tcp_loopback_unlistened bash -c 'tcp 127.0.0.1 27'
+probe tcp_nested_netns unshare -n bash -c 'tcp 1.1.1.1 26'
 # The resolver itself, past /etc/hosts: PROTO NAME -> its rcode, answer count, last 4 bytes.
 dnsq() {{ timeout 5 perl -MIO::Socket::INET -e '
   my ($proto, $name) = @ARGV; my $r;
@@ -144,6 +149,8 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
         ("tcp_raw_ip_other_port", "tcp_mapped"),
         ("tcp_raw_ip6", "tcp_mapped"),
         ("udp_raw_ns", "udp_ns"),
+        ("tcp_loopback_unlistened", "tcp_mapped"),
+        ("tcp_nested_netns", "tcp_mapped"),
     ] {
         assert_eq!(r.rc(control), 0, "{control}: {}", r.why());
         // Failed, and not by the 5 s timeout (124): refused at once.
@@ -196,6 +203,7 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
             "TCP connect to [2606:4700::1111]:80 (bash)",
         ),
         ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
+        ("127.0.0.1", "TCP connect to 127.0.0.1:27 (bash)"),
     ] {
         assert_refused_once(&refusals, host, what);
         // And on stderr, one warning each, for a reader without --json.
@@ -203,11 +211,11 @@ echo "resolv: $(tr '\n' ' ' < /etc/resolv.conf)"
         assert!(err.contains(&format!("egress refused {what}")), "{err}");
     }
     assert!(
-        !refusals
-            .iter()
-            .any(|x| x["what"].as_str().is_some_and(|w| w.contains("127.0.0.1"))),
+        !refusals.iter().any(|x| x["port"] != 27
+            && x["what"].as_str().is_some_and(|w| w.contains("127.0.0.1"))),
         "{refusals:?}"
     );
+    assert!(!refusals.iter().any(|x| x["port"] == 26), "{refusals:?}");
     assert!(!refusals.iter().any(|x| x["host"] == HOST), "{refusals:?}");
     // The resolver answers a mapped name with the loopback listeners, over UDP and TCP.
     for line in [

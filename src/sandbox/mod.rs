@@ -566,6 +566,7 @@ impl Running {
                         match unanswered::Watcher::start(
                             fd,
                             self.catch_all,
+                            self.pid_b.unwrap_or(self.child),
                             self.unanswered_sink.clone(),
                         ) {
                             Ok(w) => self.watcher = Some(w),

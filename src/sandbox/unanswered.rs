@@ -74,16 +74,22 @@ pub(crate) struct Watcher {
 impl Watcher {
     /// Answer `listener`'s notifications, handing what nothing answers to `sink`.
     /// `catch_all`: every IPv4 address is the job's own (`Job::loopback_catch_all`).
+    /// `init`: a process in the job's own network namespace (the job's init): only calls
+    /// made there are judged; a nested container's own network (its traffic leaves through
+    /// a forwarder in the job's, which is judged there) is not.
     pub(crate) fn start(
         listener: OwnedFd,
         catch_all: bool,
+        init: i32,
         sink: Option<UnansweredSink>,
     ) -> std::io::Result<Watcher> {
+        let net = std::fs::read_link(format!("/proc/{init}/ns/net"))?;
         let waker = Arc::new(Waker::new()?);
         let blind = Arc::new(Mutex::new(None));
         let w = Watching {
             fd: listener,
             catch_all,
+            net,
             sink,
             blind: blind.clone(),
         };
@@ -125,6 +131,8 @@ impl Drop for Watcher {
 struct Watching {
     fd: OwnedFd,
     catch_all: bool,
+    /// The job's network namespace (`net:[INODE]`).
+    net: std::path::PathBuf,
     sink: Option<UnansweredSink>,
     blind: Arc<Mutex<Option<String>>>,
 }
@@ -154,8 +162,8 @@ impl Watching {
             return;
         };
         // A failure to look (an unreadable address, a panic) never keeps the job waiting.
-        let catch_all = self.catch_all;
-        let seen = std::panic::catch_unwind(|| look(fd, &req, catch_all)).unwrap_or(Ok(None));
+        let (catch_all, net) = (self.catch_all, self.net.as_path());
+        let seen = std::panic::catch_unwind(|| look(fd, &req, catch_all, net)).unwrap_or(Ok(None));
         let _ = ScmpNotifResp::new_continue(req.id, ScmpNotifRespFlags::empty()).respond(fd);
         match seen {
             Ok(Some(u)) => {
@@ -210,7 +218,12 @@ fn denied(e: &std::io::Error) -> bool {
 
 /// The attempt `req` stands for, when nothing in the job's network answers it. `Err` when
 /// reprobox may not read the job's memory or descriptors.
-fn look(fd: RawFd, req: &ScmpNotifReq, catch_all: bool) -> Result<Option<Unanswered>, String> {
+fn look(
+    fd: RawFd,
+    req: &ScmpNotifReq,
+    catch_all: bool,
+    net: &std::path::Path,
+) -> Result<Option<Unanswered>, String> {
     let args = req.data.args;
     let connect = ScmpSyscall::from_name("connect").ok();
     let (sock, addr_ptr, len) = if Some(req.data.syscall) == connect {
@@ -219,6 +232,14 @@ fn look(fd: RawFd, req: &ScmpNotifReq, catch_all: bool) -> Result<Option<Unanswe
         (args[0], args[4], args[5])
     };
     let pid = req.pid;
+    // Judged in the job's own network alone (see `Watcher::start`).
+    if std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_deref()
+        != Some(net)
+    {
+        return Ok(None);
+    }
     let mut buf = [0u8; 28];
     let n = (len as usize).min(buf.len());
     let path = format!("/proc/{pid}/mem");
