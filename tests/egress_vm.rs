@@ -97,6 +97,9 @@ probe tls_raw_ip curl -fsSk --noproxy '*' https://9.9.9.9/some/file
 # Where no forwarder is: another port of an address, a nameserver named by address over
 # UDP (qemu forwards no UDP), next to the same query to the guest's own 127.0.0.1:53.
 probe tcp_raw_ip_other_port bash -c 'tcp 1.1.1.1 25'
+# A raw IPv6 address: on a forwarded port (the forwarder names it), and on another.
+probe tcp_raw_ip6 bash -c 'tcp 2606:4700::1111 80'
+probe tcp_raw_ip6_other_port bash -c 'tcp 2606:4700::1111 25'
 probe udp_raw_ns bash -c 'udp 8.8.8.8'
 "#
     );
@@ -114,6 +117,8 @@ probe udp_raw_ns bash -c 'udp 8.8.8.8'
         ("tcp_raw_ip", "tcp_mapped"),
         ("tls_raw_ip", "curl_mapped_noproxy"),
         ("tcp_raw_ip_other_port", "tcp_mapped"),
+        ("tcp_raw_ip6", "tcp_mapped"),
+        ("tcp_raw_ip6_other_port", "tcp_mapped"),
     ] {
         assert_eq!(r.rc(control), 0, "{control}: {}", r.why());
         // Failed, and not by the 5 s timeout (124): refused at once.
@@ -161,6 +166,11 @@ probe udp_raw_ns bash -c 'udp 8.8.8.8'
     for (host, what) in [
         ("1.1.1.1", "TCP connect to 1.1.1.1:25 (bash)"),
         ("8.8.8.8", "UDP datagram to 8.8.8.8:53 (perl)"),
+        (
+            "2606:4700::1111",
+            "TCP connect to [2606:4700::1111]:25 (bash)",
+        ),
+        ("2606:4700::1111", "connect to [2606:4700::1111]:80"),
     ] {
         assert_refused_once(&refusals, host, what);
     }

@@ -410,10 +410,14 @@ pub fn execute(a: Args) -> Result<i32> {
 /// record under `--json` has them all as data).
 fn warn_egress(r: &crate::egress::EgressRecord) {
     for x in &r.refusals {
+        let host = if x.host.contains(':') {
+            format!("[{}]", x.host)
+        } else {
+            x.host.clone()
+        };
         tracing::warn!(
-            "egress refused {} ({}:{}): {}",
+            "egress refused {} ({host}:{}): {}",
             x.what,
-            x.host,
             x.port,
             x.reason
         );
