@@ -329,11 +329,10 @@ pub struct Egress {
     record: Mutex<EgressRecord>,
     /// The step whose job is running (a reproduction runs its jobs one at a time).
     step: Mutex<Option<String>>,
-    /// (name, query type, step) of the lookups refused so far: a resolver's retries and
-    /// search-list repeats are recorded once.
-    lookups: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
-    /// (protocol, address, step) of the unanswered connects recorded so far.
-    unanswered: Mutex<std::collections::HashSet<(String, String, Option<String>)>>,
+    /// (kind, attempt, step) of the attempts a client repeats that were refused so far
+    /// (`dns` NAME (TYPE): a resolver's retries and search-list repeats; `tcp`/`udp`
+    /// ADDRESS: an unanswered connect's retries): each is recorded once.
+    refused_once: Mutex<std::collections::HashSet<(&'static str, String, Option<String>)>>,
     /// The jobs' own host names (`Job::hostname`): in their hosts file, and answered
     /// 127.0.0.1 by the resolver, never refused (a tool that resolves its machine's name).
     local_names: Mutex<std::collections::HashSet<String>>,
@@ -406,8 +405,7 @@ impl Egress {
             checked: Mutex::new(HashMap::new()),
             record: Mutex::new(record),
             step: Mutex::new(None),
-            lookups: Mutex::new(Default::default()),
-            unanswered: Mutex::new(Default::default()),
+            refused_once: Mutex::new(Default::default()),
             local_names: Mutex::new(Default::default()),
             dir,
         })
@@ -612,10 +610,17 @@ impl Egress {
         Arc::new(move |u: Unanswered| egress.refuse_unanswered(&u))
     }
 
-    fn refuse_unanswered(&self, u: &Unanswered) {
+    /// Whether `attempt` of `kind` is refused for the first time in the running step.
+    fn first_refusal(&self, kind: &'static str, attempt: String) -> bool {
         let step = self.step.lock().expect("not poisoned").clone();
-        let key = (u.proto.to_string(), u.addr.to_string(), step);
-        if !self.unanswered.lock().expect("not poisoned").insert(key) {
+        self.refused_once
+            .lock()
+            .expect("not poisoned")
+            .insert((kind, attempt, step))
+    }
+
+    fn refuse_unanswered(&self, u: &Unanswered) {
+        if !self.first_refusal(u.proto, u.addr.to_string()) {
             return;
         }
         let what = match u.proto {
@@ -633,9 +638,7 @@ impl Egress {
     /// A DNS lookup of an unlisted name (answered NXDOMAIN), recorded once per name, query
     /// type and step.
     fn refuse_lookup(&self, name: &str, qtype: &str) {
-        let step = self.step.lock().expect("not poisoned").clone();
-        let key = (name.to_string(), qtype.to_string(), step);
-        if self.lookups.lock().expect("not poisoned").insert(key) {
+        if self.first_refusal("dns", format!("{name} ({qtype})")) {
             self.refuse(
                 name,
                 EGRESS_DNS_PORT,
