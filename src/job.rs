@@ -195,6 +195,10 @@ pub struct Unanswered {
     pub program: String,
 }
 
+/// The enforcement item that says whether a job's [`Unanswered`] attempts were watched
+/// (`Job::watch_unanswered`), on either backend.
+pub const UNANSWERED_FEATURE: &str = "unanswered-connects";
+
 /// Where a backend hands the [`Unanswered`] attempts of a job, as they happen.
 pub type UnansweredSink = std::sync::Arc<dyn Fn(Unanswered) + Send + Sync>;
 

@@ -522,7 +522,7 @@ fn stage_c(p: &ChildSetup, sock: RawFd, out: &mut Vec<Enforcement>) -> ! {
             Err(e) => fail(sock, &e),
         }
         enf.push(Enforcement {
-            feature: "unanswered-connects".into(),
+            feature: crate::job::UNANSWERED_FEATURE.into(),
             enforced: true,
             detail: "seccomp user notification on connect(2) and sendto(2) with an address: \
                      attempts nothing in the job's network answers are recorded"

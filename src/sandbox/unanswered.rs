@@ -84,12 +84,14 @@ impl Watcher {
         sink: Option<UnansweredSink>,
     ) -> std::io::Result<Watcher> {
         let net = std::fs::read_link(format!("/proc/{init}/ns/net"))?;
+        let connect = ScmpSyscall::from_name("connect").map_err(std::io::Error::other)?;
         let waker = Arc::new(Waker::new()?);
         let blind = Arc::new(Mutex::new(None));
         let w = Watching {
             fd: listener,
             catch_all,
             net,
+            connect,
             sink,
             blind: blind.clone(),
         };
@@ -133,6 +135,8 @@ struct Watching {
     catch_all: bool,
     /// The job's network namespace (`net:[INODE]`).
     net: std::path::PathBuf,
+    /// `connect(2)` (the filter's other call is `sendto(2)`), looked up once.
+    connect: ScmpSyscall,
     sink: Option<UnansweredSink>,
     blind: Arc<Mutex<Option<String>>>,
 }
@@ -162,8 +166,9 @@ impl Watching {
             return;
         };
         // A failure to look (an unreadable address, a panic) never keeps the job waiting.
-        let (catch_all, net) = (self.catch_all, self.net.as_path());
-        let seen = std::panic::catch_unwind(|| look(fd, &req, catch_all, net)).unwrap_or(Ok(None));
+        // (`look` only reads: a panic in it leaves nothing of `self` half-changed.)
+        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.look(&req)))
+            .unwrap_or(Ok(None));
         let _ = ScmpNotifResp::new_continue(req.id, ScmpNotifRespFlags::empty()).respond(fd);
         match seen {
             Ok(Some(u)) => {
@@ -187,6 +192,65 @@ impl Watching {
             }
         }
     }
+
+    /// The attempt `req` stands for, when nothing in the job's network answers it. `Err` when
+    /// reprobox may not read the job's memory or descriptors.
+    fn look(&self, req: &ScmpNotifReq) -> Result<Option<Unanswered>, String> {
+        let (fd, catch_all, net) = (self.fd.as_raw_fd(), self.catch_all, self.net.as_path());
+        let args = req.data.args;
+        let (sock, addr_ptr, len) = if req.data.syscall == self.connect {
+            (args[0], args[1], args[2])
+        } else {
+            (args[0], args[4], args[5])
+        };
+        let pid = req.pid;
+        // Judged in the job's own network alone (see `Watcher::start`).
+        if std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .as_deref()
+            != Some(net)
+        {
+            return Ok(None);
+        }
+        let mut buf = [0u8; 28];
+        let n = (len as usize).min(buf.len());
+        let path = format!("/proc/{pid}/mem");
+        let read =
+            std::fs::File::open(&path).and_then(|m| m.read_exact_at(&mut buf[..n], addr_ptr));
+        match read {
+            Err(e) if denied(&e) => return Err(format!("read {path}: {e}")),
+            Err(_) => return Ok(None),
+            Ok(()) => {}
+        }
+        let Some(dest) = parse_sockaddr(&buf[..n]) else {
+            return Ok(None);
+        };
+        let Some(proto) = socket_protocol(pid, sock as RawFd)? else {
+            return Ok(None);
+        };
+        let program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default();
+        // The pid still names the task that made the call (not one that reused its number).
+        if libseccomp::notify_id_valid(fd, req.id).is_err() {
+            return Ok(None);
+        }
+        let tcp = proto == libc::IPPROTO_TCP;
+        let table = if tcp { "tcp" } else { "udp" };
+        let mut sockets = Vec::new();
+        for (file, v6) in [(table.to_string(), false), (format!("{table}6"), true)] {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
+                sockets.extend(parse_proc_net(&text, v6));
+            }
+        }
+        Ok(
+            (!answered(dest, tcp, catch_all, &sockets)).then_some(Unanswered {
+                proto: if tcp { "tcp" } else { "udp" },
+                addr: dest,
+                program,
+            }),
+        )
+    }
 }
 
 fn readable_now(fd: RawFd) -> bool {
@@ -203,7 +267,7 @@ fn readable_now(fd: RawFd) -> bool {
 pub(crate) fn mark_blind(enforcement: &mut [Enforcement], why: &str) {
     for e in enforcement
         .iter_mut()
-        .filter(|e| e.feature == "unanswered-connects")
+        .filter(|e| e.feature == crate::job::UNANSWERED_FEATURE)
     {
         e.enforced = false;
         e.detail = format!("not watched: reprobox could not look into the job ({why})");
@@ -214,69 +278,6 @@ pub(crate) fn mark_blind(enforcement: &mut [Enforcement], why: &str) {
 /// just ended): permission denied.
 fn denied(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::PermissionDenied
-}
-
-/// The attempt `req` stands for, when nothing in the job's network answers it. `Err` when
-/// reprobox may not read the job's memory or descriptors.
-fn look(
-    fd: RawFd,
-    req: &ScmpNotifReq,
-    catch_all: bool,
-    net: &std::path::Path,
-) -> Result<Option<Unanswered>, String> {
-    let args = req.data.args;
-    let connect = ScmpSyscall::from_name("connect").ok();
-    let (sock, addr_ptr, len) = if Some(req.data.syscall) == connect {
-        (args[0], args[1], args[2])
-    } else {
-        (args[0], args[4], args[5])
-    };
-    let pid = req.pid;
-    // Judged in the job's own network alone (see `Watcher::start`).
-    if std::fs::read_link(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .as_deref()
-        != Some(net)
-    {
-        return Ok(None);
-    }
-    let mut buf = [0u8; 28];
-    let n = (len as usize).min(buf.len());
-    let path = format!("/proc/{pid}/mem");
-    let read = std::fs::File::open(&path).and_then(|m| m.read_exact_at(&mut buf[..n], addr_ptr));
-    match read {
-        Err(e) if denied(&e) => return Err(format!("read {path}: {e}")),
-        Err(_) => return Ok(None),
-        Ok(()) => {}
-    }
-    let Some(dest) = parse_sockaddr(&buf[..n]) else {
-        return Ok(None);
-    };
-    let Some(proto) = socket_protocol(pid, sock as RawFd)? else {
-        return Ok(None);
-    };
-    let program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_default();
-    // The pid still names the task that made the call (not one that reused its number).
-    if libseccomp::notify_id_valid(fd, req.id).is_err() {
-        return Ok(None);
-    }
-    let tcp = proto == libc::IPPROTO_TCP;
-    let table = if tcp { "tcp" } else { "udp" };
-    let mut sockets = Vec::new();
-    for (file, v6) in [(table.to_string(), false), (format!("{table}6"), true)] {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
-            sockets.extend(parse_proc_net(&text, v6));
-        }
-    }
-    Ok(
-        (!answered(dest, tcp, catch_all, &sockets)).then_some(Unanswered {
-            proto: if tcp { "tcp" } else { "udp" },
-            addr: dest,
-            program,
-        }),
-    )
 }
 
 /// TCP or UDP (`IPPROTO_*`) of the job's descriptor `fd` in process `pid`; `None` for any

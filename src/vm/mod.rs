@@ -612,7 +612,7 @@ fn outcome_enforcement(f: VmFacts) -> Vec<Enforcement> {
     }
     if job.watch_unanswered {
         enforcement.push(Enforcement {
-            feature: "unanswered-connects".into(),
+            feature: crate::job::UNANSWERED_FEATURE.into(),
             enforced: matches!(watch, Some(Ok(_))),
             detail: match watch {
                 Some(Ok(_)) => "the guest kernel's trace events (sock:inet_sock_set_state from \
