@@ -261,12 +261,7 @@ fn with_faketime<'j>(
 
 /// Run `job` in a microVM, streaming its stdout/stderr to reprobox's own.
 pub fn run(job: &Job, opts: &VmOptions) -> Result<JobOutcome> {
-    run_with_output(
-        job,
-        opts,
-        Box::new(std::io::stdout()),
-        Box::new(std::io::stderr()),
-    )
+    run_watched(job, opts, None)
 }
 
 type Sink = Box<dyn Write + Send>;
