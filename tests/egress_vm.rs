@@ -27,23 +27,6 @@ fn one_vm() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Debian's kernel image under /boot (as tests/vm_guest.rs).
-fn debian_kernel() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .expect("read /boot")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect(
-        "no /boot/vmlinuz-*: these tests need Debian's kernel (apt-get install linux-image-amd64)",
-    )
-}
-
 type Run = EgressRun;
 
 /// `reprobox run --backend microvm --json` (`egress_run`): 512 MiB, one vCPU, Debian's

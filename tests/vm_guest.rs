@@ -5,6 +5,8 @@
 //! These tests need qemu-system-x86, linux-image-amd64, busybox-static and e2fsprogs
 //! (scripts/apt/vm.txt); without them they fail and say which is missing.
 
+mod sandbox_common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,28 +15,12 @@ use std::time::Duration;
 
 use reprobox::job::{Bind, Job, RootfsSource};
 use reprobox::vm::{self, Accel, VmOptions};
+use sandbox_common::debian_kernel;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn lock() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Debian's kernel image under /boot (not the running kernel of this machine).
-fn debian_kernel() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .expect("read /boot")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect(
-        "no /boot/vmlinuz-*: these tests need Debian's kernel (apt-get install linux-image-amd64)",
-    )
 }
 
 fn release_of(kernel: &Path) -> String {

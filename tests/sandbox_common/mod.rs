@@ -258,3 +258,21 @@ pub fn assert_offline_hit(r: &EgressRun, body: &[u8], url: &str) {
     assert!(r.lock().contains(&line), "{}", r.lock());
     assert!(!r.lock().contains("fetched"), "{}", r.lock());
 }
+
+/// Debian's kernel image under /boot (`linux-image-amd64`), the microVM tests' guest kernel
+/// (not the running kernel of this machine).
+pub fn debian_kernel() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .expect("read /boot")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    found.sort();
+    found.pop().expect(
+        "no /boot/vmlinuz-*: these tests need Debian's kernel (apt-get install linux-image-amd64)",
+    )
+}
