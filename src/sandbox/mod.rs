@@ -570,6 +570,10 @@ impl Running {
                             self.unanswered_sink.clone(),
                         ) {
                             Ok(w) => self.watcher = Some(w),
+                            // The job's init is gone (a job over before its listener was
+                            // read): so is every process the filter could stop; nothing
+                            // to watch.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                             // Without the thread the job's connects would wait forever.
                             Err(e) => {
                                 self.error = Some(format!("start the connect watch: {e}"));

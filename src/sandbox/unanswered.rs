@@ -77,6 +77,8 @@ impl Watcher {
     /// `init`: a process in the job's own network namespace (the job's init): only calls
     /// made there are judged; a nested container's own network (its traffic leaves through
     /// a forwarder in the job's, which is judged there) is not.
+    /// `NotFound` when the job's init is already gone (and with it every process under the
+    /// filter).
     pub(crate) fn start(
         listener: OwnedFd,
         catch_all: bool,
